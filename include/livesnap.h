@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * liblivesnap: point-in-time snapshots of the memory of a running process.
+ *
+ * The caller registers memory regions with a context, stops its writers for
+ * an instant, calls ls_snapshot_begin() (which write-protects every region
+ * with userfaultfd and returns), and lets its writers run again. A writer
+ * thread then streams every page to a sink while the process keeps writing;
+ * a write to a page not yet saved traps and the page is copied aside or
+ * saved first. The result is the memory exactly as it was at begin.
+ *
+ * Nothing here knows about KVM: a VMM, an in-memory database or any other
+ * program that would pause or fork() to snapshot can use it.
+ *
+ * Error contract: every function that can fail returns 0 (or a non-negative
+ * value) on success and -errno on failure; the context keeps a one-line
+ * message naming what failed and why, read with ls_ctx_error(). Functions
+ * that run without a context take a caller's buffer for that message.
+ *
+ * Layers (dependencies point one way):
+ *   engine  (ls_ctx, ls_region, ls_snapshot, ls_restore: uffd mechanics)
+ *   format  (ls_sink_file/ls_sink_stream writers, ls_reader, verify)
+ */
+#ifndef LIVESNAP_H
+#define LIVESNAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LS_VERSION_MAJOR 0
+#define LS_VERSION_MINOR 1
+
+#define LS_ERRMSG_MAX 256 /* size of any error-message buffer */
+#define LS_NAME_MAX 64    /* region and blob names, including the NUL */
+
+struct ls_ctx;
+struct ls_snapshot;
+struct ls_sink;
+struct ls_source;
+struct ls_restore;
+
+/* ------------------------------------------------------------------ */
+/* Context                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Kernel features probed at ls_ctx_create() (ls_ctx_features()). */
+enum {
+	LS_FEAT_WP = 1u << 0,             /* UFFD-WP on anonymous memory */
+	LS_FEAT_WP_SHMEM_HUGETLB = 1u << 1, /* UFFD-WP on shmem and hugetlbfs */
+	LS_FEAT_WP_UNPOPULATED = 1u << 2, /* arm without populating */
+	LS_FEAT_WP_ASYNC = 1u << 3,
+	LS_FEAT_PAGEMAP_SCAN = 1u << 4,
+	LS_FEAT_MISSING_SHMEM = 1u << 5,  /* lazy restore into shmem */
+	LS_FEAT_MISSING_HUGETLB = 1u << 6, /* lazy restore into hugetlbfs */
+};
+
+/*
+ * Creates a context: opens a userfaultfd, negotiates the API and probes the
+ * kernel's features. A kernel without UFFD-WP gets -ENOTSUP and a message in
+ * errbuf (LS_ERRMSG_MAX bytes; may be NULL).
+ */
+int ls_ctx_create(struct ls_ctx **ctxp, char *errbuf, size_t errlen);
+
+/*
+ * Destroys a context. A snapshot still running is cancelled and waited for;
+ * protection is lifted and every region unregistered before the descriptor
+ * is closed, so no thread of the process is left blocked.
+ */
+void ls_ctx_destroy(struct ls_ctx *ctx);
+
+/* The last error's one-line message ("" when none). */
+const char *ls_ctx_error(const struct ls_ctx *ctx);
+
+/* LS_FEAT_* bits found on this kernel. */
+unsigned ls_ctx_features(const struct ls_ctx *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Regions                                                             */
+/* ------------------------------------------------------------------ */
+
+enum ls_mem_type {
+	LS_MEM_ANON,    /* MAP_PRIVATE|MAP_ANONYMOUS */
+	LS_MEM_SHMEM,   /* memfd, /dev/shm or MAP_SHARED|MAP_ANONYMOUS */
+	LS_MEM_HUGETLB, /* hugetlbfs or MAP_HUGETLB (2 MiB or 1 GiB pages) */
+};
+
+struct ls_region_info {
+	char name[LS_NAME_MAX];
+	void *addr;
+	size_t len;
+	size_t page_size; /* 4096, or the huge page size for hugetlbfs */
+	enum ls_mem_type type;
+};
+
+/*
+ * Registers [addr, addr+len) with the context under a unique name. The type
+ * and page size are found from /proc/self/smaps; the range must be one or
+ * more whole mappings of one type, page aligned. The range is registered
+ * with userfaultfd (write-protect mode) at once, so what cannot be protected
+ * (a private file mapping, say) is refused here, with a message that names
+ * the region and the reason. Returns the region's index (>= 0) or -errno.
+ */
+int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
+		  size_t len);
+
+/* Unregisters a region (-EBUSY while a snapshot or a lazy restore uses it). */
+int ls_region_remove(struct ls_ctx *ctx, int region);
+
+int ls_region_count(const struct ls_ctx *ctx);
+int ls_region_get(const struct ls_ctx *ctx, int region,
+		  struct ls_region_info *info);
+
+/* ------------------------------------------------------------------ */
+/* Sinks: where a snapshot's bytes go                                  */
+/* ------------------------------------------------------------------ */
+
+/* What a sink is told at start: the regions, in index order. */
+struct ls_layout_region {
+	char name[LS_NAME_MAX];
+	uint64_t len;
+	uint32_t page_size;
+	uint32_t type; /* enum ls_mem_type */
+};
+
+struct ls_layout {
+	uint32_t nregions;
+	const struct ls_layout_region *regions;
+};
+
+/*
+ * A sink receives every non-zero page of every region exactly once, in any
+ * order, possibly from several threads at once (always for distinct pages);
+ * zero pages are never passed (they are counted and left as holes). Each
+ * callback returns 0 or -errno and may set a message with ls_sink_set_error().
+ * A custom sink fills ops and embeds struct ls_sink at the start of its own
+ * state.
+ */
+struct ls_sink_ops {
+	int (*start)(struct ls_sink *sink, const struct ls_layout *layout);
+	int (*write_pages)(struct ls_sink *sink, uint32_t region,
+			   uint64_t first_page, const void *data,
+			   uint64_t npages);
+	int (*put_blob)(struct ls_sink *sink, const char *name,
+			const void *data, size_t len);
+	/* Everything written: make it durable and visible (rename). */
+	int (*commit)(struct ls_sink *sink);
+	/* Failed or cancelled: leave nothing that could pass as complete. */
+	void (*abort)(struct ls_sink *sink);
+	void (*destroy)(struct ls_sink *sink);
+};
+
+struct ls_sink {
+	const struct ls_sink_ops *ops;
+	char error[LS_ERRMSG_MAX];
+};
+
+void ls_sink_set_error(struct ls_sink *sink, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void ls_sink_destroy(struct ls_sink *sink);
+
+/*
+ * File sink: a seekable snapshot file. Written as PATH.tmp.<pid>, page-
+ * aligned memory sections (zero pages are holes), a checksum per page and
+ * over every table; fsync'd and renamed to PATH only by commit, after which
+ * the directory is fsync'd too. Flags: LS_FILE_DIRECT (O_DIRECT data writes).
+ */
+#define LS_FILE_DIRECT 1u
+int ls_sink_file_create(struct ls_sink **sinkp, const char *path,
+			unsigned flags, char *errbuf, size_t errlen);
+
+/*
+ * Stream sink: a sequential record stream to any fd (pipe, socket, a
+ * command's stdin), ending with a trailer record that carries the totals and
+ * a checksum, so a truncated stream is always detected. The fd is not
+ * closed by the sink.
+ */
+int ls_sink_stream_create(struct ls_sink **sinkp, int fd, char *errbuf,
+			  size_t errlen);
+
+/* ------------------------------------------------------------------ */
+/* Snapshots                                                           */
+/* ------------------------------------------------------------------ */
+
+enum ls_strategy {
+	LS_STRATEGY_AUTO,        /* copy while the buffer has room, then
+				    write-first (default) */
+	LS_STRATEGY_COPY,        /* copy the faulting page aside, release at
+				    once; full buffer falls back to write-first */
+	LS_STRATEGY_WRITE_FIRST, /* save the faulting page, then release */
+};
+
+struct ls_snapshot_opts {
+	enum ls_strategy strategy;
+	size_t copy_buffer_bytes; /* 0: default (64 MiB) */
+	size_t batch_bytes;       /* writer batch, 0: default (2 MiB) */
+};
+
+enum ls_snapshot_state {
+	LS_SNAP_SETUP,     /* created, not begun */
+	LS_SNAP_ACTIVE,    /* protected, pages being written */
+	LS_SNAP_COMPLETED, /* committed */
+	LS_SNAP_FAILED,    /* error; see ls_ctx_error() / ls_snapshot_error() */
+	LS_SNAP_CANCELLED,
+};
+
+struct ls_progress {
+	enum ls_snapshot_state state;
+	uint64_t pages_total;
+	uint64_t pages_done;   /* saved or found zero */
+	uint64_t bytes_written;
+	double rate_bps;       /* bytes per second since begin */
+	uint64_t elapsed_ns;
+};
+
+#define LS_HIST_BUCKETS 64 /* log2 buckets: bucket i counts [2^i, 2^(i+1)) ns */
+
+struct ls_stats {
+	uint64_t pages_total;
+	uint64_t pages_written;  /* non-zero pages handed to the sink */
+	uint64_t pages_zero;     /* zero pages skipped */
+	uint64_t pages_copied;   /* saved through the copy buffer */
+	uint64_t faults;         /* write faults taken */
+	uint64_t faults_write_first; /* faults resolved by saving first */
+	uint64_t copy_buffer_hwm;    /* bytes, high-water mark */
+	uint64_t bytes_written;
+	uint64_t arm_ns;   /* write-protect in ls_snapshot_begin() */
+	uint64_t total_ns; /* begin to commit */
+	/* write-fault stall: fault read to writer released */
+	uint64_t stall_hist[LS_HIST_BUCKETS];
+	uint64_t stall_p50_ns, stall_p99_ns, stall_p999_ns, stall_max_ns;
+};
+
+/*
+ * Creates a snapshot of every region of ctx into sink (ownership of the
+ * sink passes to the snapshot). One snapshot per context at a time (-EBUSY).
+ */
+int ls_snapshot_create(struct ls_ctx *ctx, struct ls_sink *sink,
+		       const struct ls_snapshot_opts *opts,
+		       struct ls_snapshot **snapp);
+
+/* Attaches a named opaque blob (copied); allowed until the snapshot ends. */
+int ls_snapshot_add_blob(struct ls_snapshot *snap, const char *name,
+			 const void *data, size_t len);
+
+/*
+ * Arms write protection on every region and starts the writer and fault
+ * threads. Call it while the writers are quiesced; it returns as soon as
+ * protection is armed (it never touches every page).
+ */
+int ls_snapshot_begin(struct ls_snapshot *snap);
+
+int ls_snapshot_progress(struct ls_snapshot *snap, struct ls_progress *p);
+
+/* Requests cancellation; ls_snapshot_wait() then returns -ECANCELED. */
+void ls_snapshot_cancel(struct ls_snapshot *snap);
+
+/*
+ * Waits for the end: 0 when committed, -errno on failure or cancel. On any
+ * end, protection is lifted and the writers are running unhindered.
+ */
+int ls_snapshot_wait(struct ls_snapshot *snap);
+
+/* Like wait, but returns -EAGAIN at once if the snapshot is still active. */
+int ls_snapshot_poll(struct ls_snapshot *snap);
+
+int ls_snapshot_stats(struct ls_snapshot *snap, struct ls_stats *stats);
+const char *ls_snapshot_error(const struct ls_snapshot *snap);
+
+/* Cancels and waits if still active, then frees. */
+void ls_snapshot_destroy(struct ls_snapshot *snap);
+
+/* Percentile (0 < q < 1) of a stall histogram, in ns. */
+uint64_t ls_hist_percentile(const uint64_t hist[LS_HIST_BUCKETS], double q);
+
+/* ------------------------------------------------------------------ */
+/* Reading snapshots (format layer)                                    */
+/* ------------------------------------------------------------------ */
+
+struct ls_reader;
+
+struct ls_reader_region {
+	char name[LS_NAME_MAX];
+	uint64_t len;
+	uint32_t page_size;
+	uint32_t type;
+	uint64_t pages_nonzero;
+};
+
+/*
+ * Opens a snapshot file or stream ("-" or a path to a FIFO/pipe reads a
+ * stream). Headers, tables and their checksums are checked here; a corrupt
+ * or truncated file is refused with a one-line message in errbuf. Stream
+ * readers are sequential: they support info, verify and eager restore.
+ */
+int ls_reader_open(const char *path, struct ls_reader **rp, char *errbuf,
+		   size_t errlen);
+int ls_reader_open_fd(int fd, struct ls_reader **rp, char *errbuf,
+		      size_t errlen);
+void ls_reader_close(struct ls_reader *r);
+const char *ls_reader_error(const struct ls_reader *r);
+bool ls_reader_is_stream(const struct ls_reader *r);
+
+uint32_t ls_reader_region_count(const struct ls_reader *r);
+int ls_reader_region(const struct ls_reader *r, uint32_t idx,
+		     struct ls_reader_region *info);
+/* Region index by name, or -ENOENT. */
+int ls_reader_find_region(const struct ls_reader *r, const char *name);
+
+/* Blobs: the data stays owned by the reader. -ENOENT if absent. */
+uint32_t ls_reader_blob_count(const struct ls_reader *r);
+int ls_reader_blob(const struct ls_reader *r, uint32_t idx, const char **name,
+		   const void **data, size_t *len);
+int ls_reader_find_blob(const struct ls_reader *r, const char *name,
+			const void **data, size_t *len);
+
+/*
+ * Reads npages pages of a region into buf (file readers only; zero pages
+ * read as zeros). Every page read is checked against its checksum.
+ */
+int ls_reader_read_pages(struct ls_reader *r, uint32_t region,
+			 uint64_t first_page, void *buf, uint64_t npages);
+
+/* Checks every page and table; 0 if the snapshot is whole and intact. */
+typedef void (*ls_progress_fn)(void *arg, uint64_t done, uint64_t total);
+int ls_reader_verify(struct ls_reader *r, ls_progress_fn fn, void *arg);
+
+/*
+ * Eager restore: fills [addr, addr+len) (len must equal the region's size)
+ * with the region's content; zero pages are left untouched, so the target
+ * must be zero (fresh) memory. For a stream reader call ls_reader_restore_all
+ * instead: it consumes the stream and fills every region at once.
+ */
+int ls_reader_restore_region(struct ls_reader *r, uint32_t region, void *addr,
+			     size_t len);
+int ls_reader_restore_all(struct ls_reader *r, void *const *addrs,
+			  const size_t *lens, uint32_t n);
+
+/* ------------------------------------------------------------------ */
+/* Lazy restore (engine)                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A source of pages for lazy restore. ls_reader_source() wraps a file
+ * reader; custom sources fill the ops.
+ */
+struct ls_source_ops {
+	/* Reads npages pages of source region `region` into buf; returns 0. */
+	int (*read_pages)(struct ls_source *src, uint32_t region,
+			  uint64_t first_page, void *buf, uint64_t npages);
+	/* True if the page is known zero without reading it (may be NULL). */
+	bool (*is_zero)(struct ls_source *src, uint32_t region, uint64_t page);
+	void (*destroy)(struct ls_source *src);
+};
+
+struct ls_source {
+	const struct ls_source_ops *ops;
+};
+
+/* A source over a file reader (which must outlive the source). */
+int ls_reader_source(struct ls_reader *r, struct ls_source **srcp);
+
+enum ls_restore_mode {
+	LS_RESTORE_EAGER, /* fill everything now, then return */
+	LS_RESTORE_LAZY,  /* serve pages on first touch, prefetch behind */
+};
+
+struct ls_restore_stats {
+	uint64_t pages_total;
+	uint64_t pages_done;
+	uint64_t faults;        /* missing faults served on demand */
+	uint64_t fault_p50_ns, fault_p99_ns, fault_max_ns;
+	uint64_t elapsed_ns;
+	bool complete;
+};
+
+/*
+ * Restores source region src_region into registered (fresh, untouched)
+ * context region `region` of the same size. LAZY registers the region for
+ * missing faults and starts a prefetch thread, and returns at once; touches
+ * of pages not yet present are served first. Once every page is in, the
+ * region is an ordinary region again. A snapshot cannot begin while a lazy
+ * restore of one of its regions runs (-EBUSY): ls_restore_wait() first.
+ */
+int ls_restore_start(struct ls_ctx *ctx, int region, struct ls_source *src,
+		     uint32_t src_region, enum ls_restore_mode mode,
+		     struct ls_restore **rp);
+int ls_restore_wait(struct ls_restore *r);
+int ls_restore_stats(struct ls_restore *r, struct ls_restore_stats *st);
+void ls_restore_destroy(struct ls_restore *r); /* waits for completion */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LIVESNAP_H */

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Install the Debian packages livesnap needs to build, test and benchmark.
+# Idempotent: packages already present are not fetched again.
+set -eu
+
+PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libjansson-dev
+libxxhash-dev liburing-dev libzstd-dev python3 binutils util-linux"
+# QEMU (the benchmark's yardstick) and plotting only when asked for.
+if [ "${1:-}" = "--bench" ]; then
+	PKGS="$PKGS qemu-system-x86 python3-matplotlib"
+fi
+
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing packages:$missing (run as root)" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing
