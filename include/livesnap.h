@@ -198,6 +198,12 @@ struct ls_snapshot_opts {
 	enum ls_strategy strategy;
 	size_t copy_buffer_bytes; /* 0: default (64 MiB) */
 	size_t batch_bytes;       /* writer batch, 0: default (2 MiB) */
+	/*
+	 * Fault thread: after each fault, busy-poll this many microseconds
+	 * before blocking again (a blocked thread costs a cross-CPU wake-up
+	 * per fault). 0: default (see docs/engine.md), < 0: never spin.
+	 */
+	int fault_spin_us;
 };
 
 enum ls_snapshot_state {
@@ -305,6 +311,21 @@ void ls_reader_close(struct ls_reader *r);
 const char *ls_reader_error(const struct ls_reader *r);
 bool ls_reader_is_stream(const struct ls_reader *r);
 
+/* What a snapshot says about itself (ls_reader_get_info). */
+struct ls_reader_info {
+	bool stream;   /* read from a stream */
+	bool complete; /* file: always; stream: consumed up to its trailer */
+	uint16_t version_major, version_minor; /* of the format */
+	uint32_t host_page_size;
+	uint32_t compat_flags;
+	uint64_t created_ns;    /* CLOCK_REALTIME at start, ns since 1970 */
+	uint64_t pages_total;   /* of every region */
+	uint64_t pages_nonzero; /* stream: those consumed so far */
+	uint64_t size;          /* file size, or stream bytes consumed */
+	uint64_t disk_bytes;    /* file: blocks allocated; stream: size */
+};
+int ls_reader_get_info(const struct ls_reader *r, struct ls_reader_info *info);
+
 uint32_t ls_reader_region_count(const struct ls_reader *r);
 int ls_reader_region(const struct ls_reader *r, uint32_t idx,
 		     struct ls_reader_region *info);
@@ -360,6 +381,13 @@ struct ls_source_ops {
 struct ls_source {
 	const struct ls_source_ops *ops;
 };
+
+/*
+ * read_pages and is_zero may be called from two threads at once (the fault
+ * thread and the prefetch thread), always for distinct pages. A restore does
+ * not own its source: destroy it after ls_restore_destroy().
+ */
+void ls_source_destroy(struct ls_source *src);
 
 /* A source over a file reader (which must outlive the source). */
 int ls_reader_source(struct ls_reader *r, struct ls_source **srcp);

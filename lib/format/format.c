@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/* Checksums and I/O loops shared by the snapshot writers and reader. */
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "format.h"
+
+uint64_t lsf_header_csum(const struct lsf_header *hdr_page)
+{
+	XXH3_state_t st;
+	uint64_t zero = 0;
+	const char *p = (const char *)hdr_page;
+	size_t at = offsetof(struct lsf_header, header_csum);
+
+	/* The checksum field itself reads as zero. */
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, p, at);
+	XXH3_64bits_update(&st, &zero, sizeof(zero));
+	XXH3_64bits_update(&st, p + at + sizeof(zero),
+			   LSF_HEADER_BYTES - at - sizeof(zero));
+	return XXH3_64bits_digest(&st);
+}
+
+uint64_t lss_rec_hdr_csum(const struct lss_rec *rec)
+{
+	return XXH3_64bits(rec, offsetof(struct lss_rec, data_csum));
+}
+
+void lss_rec_seal(struct lss_rec *rec)
+{
+	rec->hdr_csum = XXH3_64bits(rec, offsetof(struct lss_rec, hdr_csum));
+}
+
+uint64_t lss_chain(uint64_t chain, const struct lss_rec *rec)
+{
+	return XXH3_64bits_withSeed(&rec->hdr_csum, sizeof(rec->hdr_csum),
+				    chain);
+}
+
+bool ls_name_ok(const char *name, size_t max)
+{
+	return name[0] != '\0' && memchr(name, '\0', max) != NULL;
+}
+
+bool ls_page_size_ok(uint64_t page_size)
+{
+	return page_size >= LSF_MIN_PAGE && page_size <= LSF_MAX_PAGE &&
+	       (page_size & (page_size - 1)) == 0;
+}
+
+bool ls_mem_zero(const void *p, size_t len)
+{
+	const unsigned char *c = p;
+
+	/* Compare the buffer with itself shifted by one: fast and short. */
+	return len == 0 || (c[0] == 0 && memcmp(c, c + 1, len - 1) == 0);
+}
+
+uint64_t ls_align_up(uint64_t v, uint64_t align)
+{
+	return (v + align - 1) & ~(align - 1);
+}
+
+uint64_t ls_now_realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int ls_pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+int ls_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+ssize_t ls_read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = read(fd, p + done, len - done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
