@@ -1,0 +1,1031 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Live-snapshot benchmark: livesnap versus QEMU 7.2 background-snapshot.
+
+One run boots the default guest (guest/abi.h workload) under QEMU microvm
+and under `livesnap run` with the same vCPU count, RAM sizes and workload,
+takes live snapshots through QMP on both, restores them, and writes
+results.json, results.md and PNG plots into the output directory.
+
+What is measured, per system and RAM size (see README.md for details):
+  pause        query-migrate downtime; cross-checked by the worst write
+               latency the guest saw in the snapshot window
+  write stall  p99 (histogram bucket) and max of the guest's per-write
+               latency during the snapshot, from its status area
+  throughput   guest writes/s during the snapshot / in the 2 s before
+  total        time from `migrate` to `completed`, and RAM bytes per second
+  restore      process start -> the guest's write counter advances again
+
+Standard library + matplotlib only (Debian python3-matplotlib).
+"""
+
+import argparse
+import fcntl
+import json
+import mmap
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+# ----------------------------------------------------------------------
+# guest/abi.h, mirrored (checked against the header at start-up)
+# ----------------------------------------------------------------------
+
+ABI = {
+    'LSG_STATUS_GPA': 0x400000,
+    'LSG_STATUS_MAGIC': 0x3154415453474c4c,
+    'LSG_HIST_BUCKETS': 64,
+    'LSG_TIMELINE_LEN': 2048,
+}
+STATUS_GPA = ABI['LSG_STATUS_GPA']
+STATUS_MAGIC = ABI['LSG_STATUS_MAGIC']
+HIST_BUCKETS = ABI['LSG_HIST_BUCKETS']
+TIMELINE_LEN = ABI['LSG_TIMELINE_LEN']
+
+# struct lsg_status, up to and including ram_bytes
+STATUS_HEAD = struct.Struct('<QIIQQIIQQ')
+# struct lsg_vcpu_status up to hist[]
+VCPU_HEAD = struct.Struct('<QIIQQQQQQQ')
+VCPU_HIST_OFF = VCPU_HEAD.size
+VCPU_HEAD_OFF = VCPU_HIST_OFF + 8 * HIST_BUCKETS
+VCPU_TIMELINE_OFF = VCPU_HEAD_OFF + 8
+TL_ENTRY = struct.Struct('<QII')
+PAGE = 4096
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def vcpu_status_off(i):
+    return 0x1000 + i * 0x10000
+
+
+def check_abi(header):
+    """Fail loudly if guest/abi.h no longer matches what we mirror."""
+    text = open(header).read()
+    for name, val in ABI.items():
+        m = re.search(r'#define\s+%s\s+(0x[0-9a-fA-F]+|\d+)' % name, text)
+        if not m or int(m.group(1), 0) != val:
+            sys.exit('bench: %s in %s is not %#x: update run.py' %
+                     (name, header, val))
+    if 'uint64_t hist[LSG_HIST_BUCKETS];\n\tuint64_t timeline_head;' \
+            not in text:
+        sys.exit('bench: struct lsg_vcpu_status layout changed in %s' %
+                 header)
+
+
+def log(*a):
+    print('[%s]' % time.strftime('%H:%M:%S'), *a, file=sys.stderr,
+          flush=True)
+
+
+def host_tsc_khz():
+    """KVM_GET_TSC_KHZ on a scratch VM: what the guest's rdtsc ticks at."""
+    kvm = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
+    try:
+        vm = fcntl.ioctl(kvm, 0xAE01, 0)           # KVM_CREATE_VM
+        try:
+            vcpu = fcntl.ioctl(vm, 0xAE41, 0)      # KVM_CREATE_VCPU
+            try:
+                return fcntl.ioctl(vcpu, 0xAEA3, 0)  # KVM_GET_TSC_KHZ
+            finally:
+                os.close(vcpu)
+        finally:
+            os.close(vm)
+    finally:
+        os.close(kvm)
+
+
+def drop_file(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def warm_file(path):
+    """Read a file once so that it sits in the page cache."""
+    with open(path, 'rb', buffering=0) as f:
+        while f.read(8 * MIB):
+            pass
+
+
+# ----------------------------------------------------------------------
+# QMP
+# ----------------------------------------------------------------------
+
+class QmpError(Exception):
+    pass
+
+
+class Qmp:
+    """Minimal synchronous QMP client; events are kept with their time."""
+
+    def __init__(self, path, timeout=30.0):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.time() > deadline:
+                    raise QmpError('QMP socket %s: no answer in %.0f s' %
+                                   (path, timeout))
+                time.sleep(0.002)
+        self.sock.settimeout(120)
+        self.rfile = self.sock.makefile('rb')
+        self.events = []
+        self.lock = threading.Lock()   # the collector shares the socket
+        greeting = self._read()
+        if 'QMP' not in greeting:
+            raise QmpError('QMP greeting expected, got %r' % greeting)
+        self.cmd('qmp_capabilities')
+
+    def _read(self):
+        line = self.rfile.readline()
+        if not line:
+            raise QmpError('QMP connection closed')
+        return json.loads(line)
+
+    def cmd(self, name, fds=None, **args):
+        msg = {'execute': name}
+        if args:
+            msg['arguments'] = args
+        data = (json.dumps(msg) + '\n').encode()
+        with self.lock:
+            if fds:
+                socket.send_fds(self.sock, [data], fds)
+            else:
+                self.sock.sendall(data)
+            return self._answer(name)
+
+    def _answer(self, name):
+        while True:
+            r = self._read()
+            if 'event' in r:
+                ts = r.get('timestamp', {})
+                r['host_t'] = ts.get('seconds', 0) + \
+                    ts.get('microseconds', 0) / 1e6
+                self.events.append(r)
+                continue
+            if 'error' in r:
+                raise QmpError('%s: %s' % (name, r['error'].get('desc')))
+            return r.get('return')
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------
+# Reading the guest's status area
+# ----------------------------------------------------------------------
+
+class StatusMap:
+    """The status area read straight from a file that backs guest RAM."""
+
+    def __init__(self, path, file_off=STATUS_GPA):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.map = mmap.mmap(fd, 0x400000, mmap.MAP_SHARED,
+                                 mmap.PROT_READ, offset=file_off)
+        finally:
+            os.close(fd)
+
+    def refresh(self):
+        """Nothing to do: the mapping is live."""
+
+    def header(self):
+        (magic, version, ncpus, ws_gpa, ws_pages, mode, ready, tsc_khz,
+         ram_bytes) = STATUS_HEAD.unpack_from(self.map, 0)
+        return {'magic': magic, 'version': version, 'ncpus': ncpus,
+                'ws_pages': ws_pages, 'ready': ready, 'tsc_khz': tsc_khz,
+                'ram_bytes': ram_bytes}
+
+    def vcpu(self, i, hist=False):
+        base = vcpu_status_off(i)
+        (magic, cpu, running, writes, gen, max_ns, errors, validated, hb,
+         inflight) = VCPU_HEAD.unpack_from(self.map, base)
+        v = {'magic': magic, 'running': running, 'writes': writes,
+             'max_ns': max_ns, 'errors': errors, 'hb_tsc': hb,
+             'tl_head': struct.unpack_from(
+                 '<Q', self.map, base + VCPU_HEAD_OFF)[0]}
+        if hist:
+            v['hist'] = list(struct.unpack_from(
+                '<%dQ' % HIST_BUCKETS, self.map, base + VCPU_HIST_OFF))
+        return v
+
+    def timeline(self, i, first, last):
+        """Entries [first, last) of vCPU i's ring (absolute indices)."""
+        base = vcpu_status_off(i) + VCPU_TIMELINE_OFF
+        out = []
+        for k in range(first, last):
+            out.append(TL_ENTRY.unpack_from(
+                self.map, base + (k % TIMELINE_LEN) * TL_ENTRY.size))
+        return out
+
+    def close(self):
+        self.map.close()
+
+
+class StatusPmem(StatusMap):
+    """The status area copied out through QMP pmemsave (anonymous RAM).
+
+    Each refresh() asks QEMU to write the header page and the vCPU pages
+    of the status area to a small file in /dev/shm and reads it back.
+    """
+
+    def __init__(self, qmp, path, ncpus):
+        self.qmp = qmp
+        self.path = path
+        self.size = vcpu_status_off(ncpus)
+        self.map = bytes(self.size)
+
+    def refresh(self):
+        self.qmp.cmd('pmemsave', val=STATUS_GPA, size=self.size,
+                     filename=self.path)
+        with open(self.path, 'rb') as f:
+            data = f.read()
+        if len(data) == self.size:
+            self.map = data
+
+    def close(self):
+        drop_file(self.path)
+
+
+class Collector(threading.Thread):
+    """Polls the status area: timeline entries and (time, tsc, writes)."""
+
+    PERIOD = 0.05
+
+    def __init__(self, status, ncpus):
+        super().__init__(daemon=True)
+        self.status = status
+        self.ncpus = ncpus
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.heads = [None] * ncpus
+        self.entries = [[] for _ in range(ncpus)]
+        self.lost = 0
+        self.samples = []      # (host_t, [writes], [hb_tsc])
+
+    def poll_once(self):
+        self.status.refresh()
+        t = time.time()
+        vs = [self.status.vcpu(i) for i in range(self.ncpus)]
+        with self.lock:
+            self.samples.append((t, [v['writes'] for v in vs],
+                                 [v['hb_tsc'] for v in vs]))
+            for i, v in enumerate(vs):
+                head = v['tl_head']
+                last = self.heads[i]
+                if last is None:
+                    last = max(0, head - TIMELINE_LEN // 2)
+                # stay clear of the slot the guest may be rewriting
+                first = max(last, head - TIMELINE_LEN + 64)
+                self.lost += first - last
+                self.entries[i].extend(self.status.timeline(i, first, head))
+                self.heads[i] = head
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            self.poll_once()
+            self.stop_ev.wait(self.PERIOD)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join()
+        self.poll_once()
+
+    def writes_at(self, t):
+        """Total guest writes at host time t (interpolated)."""
+        with self.lock:
+            s = self.samples
+            for k in range(1, len(s)):
+                if s[k][0] >= t:
+                    t0, w0, t1, w1 = s[k - 1][0], sum(s[k - 1][1]), \
+                        s[k][0], sum(s[k][1])
+                    if t1 == t0:
+                        return w1
+                    return w0 + (w1 - w0) * (t - t0) / (t1 - t0)
+            return sum(s[-1][1])
+
+    def tsc_to_host(self, tsc_khz):
+        """A function guest TSC -> host time, fitted on the samples."""
+        hz = tsc_khz * 1000.0
+        offs = []
+        prev = None
+        with self.lock:
+            for t, _, hbs in self.samples:
+                if prev is not None and hbs[0] != prev:
+                    offs.append(t - hbs[0] / hz)
+                prev = hbs[0]
+        offs.sort()
+        off = offs[len(offs) // 2] if offs else 0.0
+        return lambda tsc: tsc / hz + off
+
+
+def pin_threads(pid, pattern, cpus):
+    """Pin the threads of pid whose name matches pattern; returns count."""
+    n = 0
+    try:
+        tids = os.listdir('/proc/%d/task' % pid)
+    except FileNotFoundError:
+        return 0
+    for tid in tids:
+        try:
+            with open('/proc/%d/task/%s/comm' % (pid, tid)) as f:
+                comm = f.read().strip()
+            if re.search(pattern, comm):
+                os.sched_setaffinity(int(tid), cpus)
+                n += 1
+        except (FileNotFoundError, ProcessLookupError, OSError):
+            pass
+    return n
+
+
+# ----------------------------------------------------------------------
+# The two systems under test
+# ----------------------------------------------------------------------
+
+class Vm:
+    """A running guest: a process, its QMP socket and its status area."""
+
+    name = '?'
+    vcpu_thread = r'$^'
+
+    def __init__(self, cfg, ram, tag):
+        self.cfg = cfg
+        self.ram = ram
+        self.tag = tag
+        self.work = cfg.workdir
+        self.sock = os.path.join(self.work, '%s.qmp' % tag)
+        self.serial = os.path.join(cfg.outdir, 'logs', '%s.serial' % tag)
+        self.stderr_path = os.path.join(cfg.outdir, 'logs', '%s.stderr' % tag)
+        self.proc = None
+        self.qmp = None
+        self.status = None
+
+    def spawn(self, argv):
+        drop_file(self.sock)
+        drop_file(self.serial)
+        self.argv = argv
+        log('%s: %s' % (self.tag, ' '.join(shlex.quote(a) for a in argv)))
+        pre = None
+        if self.cfg.pin:
+            def pre():
+                os.sched_setaffinity(0, {self.cfg.host_cpu})
+        self.t_spawn = time.time()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.stderr_path, 'wb'), preexec_fn=pre)
+
+    def connect(self):
+        self.qmp = Qmp(self.sock)
+        self.pin()
+
+    def pin(self):
+        if self.cfg.pin:
+            return pin_threads(self.proc.pid, self.vcpu_thread,
+                               {self.cfg.vcpu_cpu})
+        return 0
+
+    def alive_or_die(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError('%s exited with %s; see %s' % (
+                self.tag, self.proc.returncode, self.stderr_path))
+
+    def wait_running(self, timeout):
+        """Wait until every vCPU's workload is running and writing."""
+        deadline = time.time() + timeout
+        while True:
+            self.alive_or_die()
+            if self.status is None:
+                self.status = self.open_status()
+            if self.status is not None:
+                self.status.refresh()
+                h = self.status.header()
+                if h['magic'] == STATUS_MAGIC and h['ready']:
+                    vs = [self.status.vcpu(i) for i in range(h['ncpus'])]
+                    if h['ncpus'] == self.cfg.vcpus and \
+                            all(v['running'] and v['writes'] > 0
+                                for v in vs):
+                        return h
+            if time.time() > deadline:
+                raise RuntimeError('%s: guest workload not running after '
+                                   '%.0f s; see %s' % (self.tag, timeout,
+                                                       self.serial))
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.status:
+            self.status.close()
+            self.status = None
+        if self.qmp:
+            try:
+                self.qmp.cmd('quit')
+            except (QmpError, OSError):
+                pass
+            self.qmp.close()
+            self.qmp = None
+        if self.proc:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        drop_file(self.sock)
+
+
+class QemuVm(Vm):
+    """QEMU 7.2 microvm, RAM in a shared /dev/shm file we can mmap."""
+
+    name = 'qemu'
+    vcpu_thread = r'^CPU \d+/KVM$'
+
+    def __init__(self, cfg, ram, tag):
+        super().__init__(cfg, ram, tag)
+        self.mem = '/dev/shm/lsbench-%s.mem' % tag
+
+    def argv(self, incoming=False):
+        c = self.cfg
+        mib = self.ram // MIB
+        a = [c.qemu, '-name', 'lsbench,debug-threads=on',
+             '-enable-kvm', '-cpu', 'host,-arch-capabilities',
+             '-M', 'microvm,memory-backend=mem',
+             '-smp', str(c.vcpus), '-m', '%dM' % mib,
+             '-object', 'memory-backend-file,id=mem,size=%dM,'
+             'mem-path=%s,share=on' % (mib, self.mem),
+             '-nodefaults', '-no-user-config', '-nographic',
+             '-display', 'none',
+             '-serial', 'file:%s' % self.serial,
+             '-qmp', 'unix:%s,server=on,wait=off' % self.sock]
+        if incoming:
+            a += ['-incoming', 'defer']
+        else:
+            a += ['-kernel', c.image, '-append', c.append]
+        return a
+
+    def start(self):
+        drop_file(self.mem)
+        self.spawn(self.argv())
+        self.connect()
+
+    def open_status(self):
+        try:
+            if os.path.getsize(self.mem) < STATUS_GPA + 0x400000:
+                return None
+            return StatusMap(self.mem)
+        except FileNotFoundError:
+            return None
+
+    def snapshot(self, path):
+        q = self.qmp
+        q.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': 'background-snapshot', 'state': True}])
+        q.cmd('migrate-set-parameters',
+              **{'max-bandwidth': self.cfg.qemu_max_bw})
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                     os.O_CLOEXEC, 0o644)
+        try:
+            q.cmd('getfd', fdname='snap', fds=[fd])
+        finally:
+            os.close(fd)
+        return self._migrate(uri='fd:snap')
+
+    def _migrate(self, **args):
+        q = self.qmp
+        q.events.clear()
+        t0 = time.time()
+        q.cmd('migrate', **args)
+        return follow_migration(q, t0, self.cfg.poll_migrate)
+
+    def restore(self, path, mode):
+        """-incoming defer + migrate-incoming fd:, timed from spawn."""
+        drop_file(self.mem)
+        self.spawn(self.argv(incoming=True))
+        self.connect()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.qmp.cmd('getfd', fdname='snapin', fds=[fd])
+        finally:
+            os.close(fd)
+        self.qmp.cmd('migrate-incoming', uri='fd:snapin')
+        return wait_advance(self, self.t_spawn, self.counters_mmap)
+
+    def counters_mmap(self):
+        if self.status is None:
+            self.status = self.open_status()
+            if self.status is None:
+                return None
+        return [self.status.vcpu(i)['writes'] for i in range(self.cfg.vcpus)]
+
+
+class QemuAnonVm(QemuVm):
+    """QEMU 7.2 microvm with its default anonymous RAM (-m only).
+
+    Nothing to mmap: the status area is read through QMP pmemsave.
+    """
+
+    name = 'qemu-anon'
+
+    def argv(self, incoming=False):
+        a = super().argv(incoming)
+        i = a.index('-object')
+        del a[i:i + 2]
+        a[a.index('microvm,memory-backend=mem')] = 'microvm'
+        return a
+
+    def open_status(self):
+        if self.qmp is None:
+            return None
+        return StatusPmem(self.qmp, '/dev/shm/lsbench-%s.status' % self.tag,
+                          self.cfg.vcpus)
+
+    def counters_mmap(self):
+        if self.status is None:
+            self.status = self.open_status()
+        self.status.refresh()
+        return [self.status.vcpu(i)['writes'] for i in range(self.cfg.vcpus)]
+
+
+class LivesnapVm(Vm):
+    """`livesnap run`: our VMM; RAM in a memfd read through /proc."""
+
+    name = 'livesnap'
+    vcpu_thread = r'(?i)vcpu'
+
+    def argv(self, restore=None, mode=None):
+        c = self.cfg
+        a = [c.livesnap, 'run', '--qmp', self.sock,
+             '--serial', self.serial]
+        if restore:
+            a += ['--restore', restore, '--restore-mode', mode]
+        else:
+            a += ['--kernel', c.image, '--cpus', str(c.vcpus),
+                  '--mem', '%dM' % (self.ram // MIB),
+                  '--append', c.append]
+        if c.ls_mem_backend:
+            a += ['--mem-backend', c.ls_mem_backend]
+        return a
+
+    def start(self):
+        self.spawn(self.argv())
+        self.connect()
+
+    def memfd_path(self):
+        """/proc/PID/fd/N of the guest-RAM memfd, if there is one."""
+        fddir = '/proc/%d/fd' % self.proc.pid
+        try:
+            for n in os.listdir(fddir):
+                try:
+                    tgt = os.readlink(os.path.join(fddir, n))
+                except OSError:
+                    continue
+                if tgt.startswith('/memfd:') and \
+                        os.path.getsize(os.path.join(fddir, n)) >= 8 * MIB:
+                    return os.path.join(fddir, n)
+        except FileNotFoundError:
+            pass
+        return None
+
+    def open_status(self):
+        p = self.memfd_path()
+        if p is None:
+            return None
+        return StatusMap(p)
+
+    def snapshot(self, path):
+        q = self.qmp
+        q.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': 'background-snapshot', 'state': True}])
+        q.events.clear()
+        t0 = time.time()
+        q.cmd('migrate', uri='file:%s' % path,
+              **{'x-livesnap-strategy': self.cfg.ls_strategy})
+        return follow_migration(q, t0, self.cfg.poll_migrate)
+
+    def restore(self, path, mode):
+        self.spawn(self.argv(restore=path, mode=mode))
+        self.connect()
+        return wait_advance(self, self.t_spawn, self.counters_qmp)
+
+    def counters_qmp(self):
+        r = self.qmp.cmd('query-livesnap-guest')
+        cpus = r.get('vcpus', r.get('cpus', [])) if isinstance(r, dict) \
+            else r
+        return [c.get('writes', 0) for c in cpus] or None
+
+
+def follow_migration(q, t0, period):
+    """Poll query-migrate to the end; returns its last answer + timings."""
+    while True:
+        r = q.cmd('query-migrate')
+        st = r.get('status')
+        if st in ('completed', 'failed', 'cancelled'):
+            t1 = time.time()
+            break
+        time.sleep(period)
+    if st != 'completed':
+        raise RuntimeError('snapshot %s: %s' % (st, r.get('error-desc')))
+    # QEMU's STOP/RESUME events (timestamped by QEMU) bracket the pause.
+    stop = [e['host_t'] for e in q.events if e['event'] == 'STOP']
+    resume = [e['host_t'] for e in q.events if e['event'] == 'RESUME']
+    return {'t_start': t0, 't_end': t1, 'query': r,
+            't_stop': stop[0] if stop else None,
+            't_resume': resume[0] if resume else None}
+
+
+def wait_advance(vm, t0, counters, timeout=120.0):
+    """Seconds from t0 until the guest's write counters move again."""
+    first = None
+    deadline = time.time() + timeout
+    n = 0
+    while time.time() < deadline:
+        vm.alive_or_die()
+        if n % 8 == 0:
+            vm.pin()
+        n += 1
+        try:
+            c = counters()
+        except (QmpError, OSError):
+            c = None
+        if c and any(c):
+            if first is None:
+                first = c
+            elif any(a > b for a, b in zip(c, first)):
+                return time.time() - t0
+        time.sleep(0.0005)
+    raise RuntimeError('%s: guest did not run within %.0f s of restore' %
+                       (vm.tag, timeout))
+
+
+# ----------------------------------------------------------------------
+# One system, one RAM size
+# ----------------------------------------------------------------------
+
+def hist_pct(delta, pct):
+    """Upper edge (ns) of the histogram bucket holding the pct-th write."""
+    total = sum(delta)
+    if not total:
+        return None
+    need = total * pct / 100.0
+    acc = 0
+    for i, n in enumerate(delta):
+        acc += n
+        if acc >= need:
+            return 2 ** (i + 1)
+    return 2 ** HIST_BUCKETS
+
+
+def stall_stats(vm, coll, h0, h1, t_from, t_to, to_host):
+    """Write-latency figures for guest time inside [t_from, t_to]."""
+    delta = [0] * HIST_BUCKETS
+    for a, b in zip(h0, h1):
+        for i in range(HIST_BUCKETS):
+            delta[i] += b['hist'][i] - a['hist'][i]
+    worst = 0
+    worst_t = None
+    with coll.lock:
+        for ents in coll.entries:
+            for tsc, writes, max_ns in ents:
+                t = to_host(tsc)
+                if t_from - 0.002 <= t <= t_to + 0.002 and max_ns > worst:
+                    worst, worst_t = max_ns, t
+    # max_lat_ns is a running max since boot: if it grew, it grew here.
+    run_max = max(b['max_ns'] for b in h1)
+    if run_max > max(a['max_ns'] for a in h0):
+        worst = max(worst, run_max)
+    return {'writes': sum(delta), 'p50_ns': hist_pct(delta, 50),
+            'p99_ns': hist_pct(delta, 99), 'p999_ns': hist_pct(delta, 99.9),
+            'max_ns': worst, 'max_at': worst_t}
+
+
+def read_vcpus(vm):
+    vm.status.refresh()
+    return [vm.status.vcpu(i, hist=True) for i in range(vm.cfg.vcpus)]
+
+
+def measure_vm(cfg, cls, ram):
+    tag = '%s-%dg' % (cls.name, ram // GIB)
+    vm = cls(cfg, ram, tag)
+    res = {'system': cls.name, 'ram': ram, 'snapshots': [], 'restores': []}
+    snapfile = os.path.join(cfg.snapdir, '%s.snap' % tag)
+    coll = None
+    try:
+        t_boot = time.time()
+        vm.start()
+        hdr = vm.wait_running(cfg.boot_timeout)
+        res['boot_s'] = time.time() - t_boot
+        res['guest'] = hdr
+        log('%s: guest running after %.1f s (ws_pages=%d, ram_bytes=%d)' %
+            (tag, res['boot_s'], hdr['ws_pages'], hdr['ram_bytes']))
+        coll = Collector(vm.status, cfg.vcpus)
+        coll.start()
+        time.sleep(cfg.warmup)
+        for k in range(cfg.snapshots):
+            drop_file(snapfile)
+            t_b0 = time.time()
+            time.sleep(cfg.before)
+            h0 = read_vcpus(vm)
+            m = vm.snapshot(snapfile)
+            h1 = read_vcpus(vm)
+            time.sleep(cfg.after)
+            vm.alive_or_die()
+            m['t_b0'] = t_b0
+            m['h0'], m['h1'] = h0, h1
+            m['file_bytes'] = os.path.getsize(snapfile)
+            res['snapshots'].append(m)
+            log('%s: snapshot %d: %.3f s, %d bytes, downtime %s' % (
+                tag, k + 1, m['t_end'] - m['t_start'], m['file_bytes'],
+                m['query'].get('downtime')))
+            if k + 1 < cfg.snapshots:
+                time.sleep(cfg.gap)
+        coll.stop()
+        summarize(vm, coll, res)
+    finally:
+        if coll and coll.is_alive():
+            coll.stop()
+        vm.stop()
+        if isinstance(vm, QemuVm):
+            drop_file(vm.mem)
+    if not res['snapshots']:
+        return res
+    for mode in (['defer'] if issubclass(cls, QemuVm)
+                 else cfg.restore_modes):
+        if not os.path.exists(snapfile):
+            break
+        for rep in range(cfg.restore_reps):
+            rvm = cls(cfg, ram, '%s-restore-%s' % (tag, mode))
+            try:
+                warm_file(snapfile)       # page cache warm, see README
+                secs = rvm.restore(snapfile, mode)
+                res['restores'].append({'mode': mode, 'rep': rep,
+                                        'seconds': secs})
+                log('%s: restore (%s) to running: %.1f ms' %
+                    (tag, mode, secs * 1e3))
+            except (RuntimeError, QmpError, OSError) as e:
+                res['restores'].append({'mode': mode, 'rep': rep,
+                                        'error': str(e)})
+                log('%s: restore (%s) FAILED: %s' % (tag, mode, e))
+            finally:
+                rvm.stop()
+                if isinstance(rvm, QemuVm):
+                    drop_file(rvm.mem)
+    if not cfg.keep_snapshots:
+        drop_file(snapfile)
+    return res
+
+
+def summarize(vm, coll, res):
+    """Turn raw samples into the numbers of the report."""
+    khz = res['guest']['tsc_khz'] or vm.cfg.tsc_khz
+    to_host = coll.tsc_to_host(khz)
+    for m in res['snapshots']:
+        q = m['query']
+        t0, t1 = m['t_start'], m['t_end']
+        x = q.get('x-livesnap', {})
+        m['downtime_ms'] = x['downtime-ns'] / 1e6 if 'downtime-ns' in x \
+            else q.get('downtime')
+        m['setup_ms'] = x['setup-ns'] / 1e6 if 'setup-ns' in x \
+            else q.get('setup-time')
+        m['total_ms'] = q.get('total-time')
+        m['wall_s'] = t1 - t0
+        # The window in which guest writes can fault: from the pause on.
+        tp = m['t_stop'] if m['t_stop'] else t0
+        m['stall'] = stall_stats(vm, coll, m['h0'], m['h1'], t0, t1,
+                                 to_host)
+        before = (coll.writes_at(t0) - coll.writes_at(m['t_b0'])) / \
+            (t0 - m['t_b0'])
+        during = (coll.writes_at(t1) - coll.writes_at(t0)) / (t1 - t0)
+        m['wps_before'] = before
+        m['wps_during'] = during
+        m['wps_ratio'] = during / before if before else None
+        # protected phase only (pause .. end), when the pause is known
+        if m['t_resume']:
+            tr = m['t_resume']
+            m['wps_protected'] = (coll.writes_at(t1) - coll.writes_at(tr)) \
+                / max(t1 - tr, 1e-9)
+        ram = q.get('ram', {})
+        m['ram_total'] = ram.get('total', vm.ram)
+        m['gbps_ram'] = m['ram_total'] / (t1 - tp) / 1e9
+        m['gbps_file'] = m['file_bytes'] / (t1 - tp) / 1e9
+        m['pause_window'] = [m['t_stop'], m['t_resume']]
+        for key in ('h0', 'h1'):
+            del m[key]
+    hz = khz * 1000.0
+    tl = []
+    for i, ents in enumerate(coll.entries):
+        for tsc, writes, max_ns in ents:
+            tl.append((to_host(tsc), i, writes, max_ns))
+    tl.sort()
+    res['timeline'] = tl
+    res['timeline_lost'] = coll.lost
+    res['tsc_hz'] = hz
+
+
+# ----------------------------------------------------------------------
+# Output: JSON, Markdown table, plots
+# ----------------------------------------------------------------------
+
+def fmt_ms(v, nd=2):
+    return '-' if v is None else ('%.*f' % (nd, v))
+
+
+def fmt_ns_ms(v):
+    return '-' if v is None else '%.3f' % (v / 1e6)
+
+
+def table(results):
+    rows = ['| system | RAM | # | pause (query-migrate) ms | guest max '
+            'stall ms | guest p99 stall ms (bucket edge) | writes/s before '
+            '| writes/s during | during/before | total s | setup ms | '
+            'GB/s (RAM / file) | file MB |',
+            '|' + '---|' * 13]
+    for r in results:
+        for k, m in enumerate(r['snapshots']):
+            rows.append('| %s | %d GiB | %d | %s | %s | %s | %.0f | %.0f | '
+                        '%.2f | %.2f | %s | %.2f / %.2f | %.0f |' % (
+                            r['system'], r['ram'] // GIB, k + 1,
+                            fmt_ms(m['downtime_ms'], 3),
+                            fmt_ns_ms(m['stall']['max_ns']),
+                            fmt_ns_ms(m['stall']['p99_ns']),
+                            m['wps_before'], m['wps_during'],
+                            m['wps_ratio'] or 0, m['wall_s'],
+                            fmt_ms(m['setup_ms'], 0),
+                            m['gbps_ram'], m['gbps_file'],
+                            m['file_bytes'] / 1e6))
+    rows.append('')
+    rows.append('| system | RAM | restore mode | restore-to-running ms |')
+    rows.append('|---|---|---|---|')
+    for r in results:
+        for x in r['restores']:
+            rows.append('| %s | %d GiB | %s | %s |' % (
+                r['system'], r['ram'] // GIB, x['mode'],
+                '%.1f' % (x['seconds'] * 1e3) if 'seconds' in x
+                else 'FAILED: ' + x['error']))
+    return '\n'.join(rows) + '\n'
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rams = sorted({r['ram'] for r in results})
+    systems = [s for s in ('qemu', 'qemu-anon', 'livesnap')
+               if any(r['system'] == s for r in results)]
+    fig, axes = plt.subplots(len(rams), len(systems), squeeze=False,
+                             figsize=(7 * len(systems), 3.6 * len(rams)),
+                             sharey=True)
+    for r in results:
+        ax = axes[rams.index(r['ram'])][systems.index(r['system'])]
+        if not r.get('timeline') or not r['snapshots']:
+            continue
+        t0 = r['snapshots'][0]['t_start']
+        xs = [(t - t0) for t, _, _, _ in r['timeline']]
+        ys = [max(ns, 1) / 1e3 for _, _, _, ns in r['timeline']]
+        ax.plot(xs, ys, lw=0.5, color='tab:blue', label='worst write '
+                'latency per ~1 ms interval')
+        for k, m in enumerate(r['snapshots']):
+            ax.axvspan(m['t_start'] - t0, m['t_end'] - t0, color='orange',
+                       alpha=0.25, label='snapshot (migrate..completed)'
+                       if k == 0 else None)
+            if m['t_stop'] and m['t_resume']:
+                ax.axvspan(m['t_stop'] - t0, m['t_resume'] - t0,
+                           color='red', alpha=0.6,
+                           label='pause (STOP..RESUME)' if k == 0 else None)
+        ax.set_yscale('log')
+        ax.set_title('%s, %d GiB' % (r['system'], r['ram'] // GIB))
+        ax.set_xlabel('s since first snapshot start')
+        ax.set_ylabel('write latency, us')
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(loc='upper right', fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------
+
+def parse_size(s):
+    m = re.fullmatch(r'(\d+)([GgMm]?)', s)
+    if not m:
+        raise argparse.ArgumentTypeError('bad size %r (use 2G, 512M)' % s)
+    return int(m.group(1)) << (30 if m.group(2) in 'Gg' and m.group(2)
+                               else 20)
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--build', default=os.path.join(root, 'build-bench'),
+                    help='meson build dir with guest image and livesnap')
+    ap.add_argument('--image', help='guest image (default: '
+                    'BUILD/guest/livesnap-guest.bin)')
+    ap.add_argument('--livesnap', help='livesnap binary (default: '
+                    'BUILD/cli/livesnap)')
+    ap.add_argument('--qemu', default='qemu-system-x86_64')
+    ap.add_argument('--systems', default='qemu,livesnap')
+    ap.add_argument('--ram', default='2G,8G')
+    ap.add_argument('--vcpus', type=int, default=1)
+    ap.add_argument('--ws-mib', type=int, default=256,
+                    help='guest working set per vCPU (ls.ws_mib)')
+    ap.add_argument('--mode', default='rand', choices=('rand', 'seq'))
+    ap.add_argument('--snapshots', type=int, default=2,
+                    help='snapshots per VM (the first may pay first-touch '
+                    'costs)')
+    ap.add_argument('--warmup', type=float, default=4.0)
+    ap.add_argument('--before', type=float, default=2.0)
+    ap.add_argument('--after', type=float, default=1.5)
+    ap.add_argument('--gap', type=float, default=1.0)
+    ap.add_argument('--boot-timeout', type=float, default=120.0)
+    ap.add_argument('--restore-modes', default='lazy,eager')
+    ap.add_argument('--restore-reps', type=int, default=1)
+    ap.add_argument('--qemu-max-bw', type=int, default=64 * GIB,
+                    help='QEMU migrate max-bandwidth, bytes/s')
+    ap.add_argument('--ls-strategy', default='copy')
+    ap.add_argument('--ls-mem-backend', default='memfd')
+    ap.add_argument('--no-pin', dest='pin', action='store_false')
+    ap.add_argument('--snapdir', default='/var/tmp/livesnap-bench')
+    ap.add_argument('--outdir', default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), 'results'))
+    ap.add_argument('--keep-snapshots', action='store_true')
+    ap.add_argument('--poll-migrate', type=float, default=0.01)
+    cfg = ap.parse_args()
+
+    check_abi(os.path.join(root, 'guest', 'abi.h'))
+    cfg.image = cfg.image or os.path.join(cfg.build, 'guest',
+                                          'livesnap-guest.bin')
+    cfg.livesnap = cfg.livesnap or os.path.join(cfg.build, 'cli',
+                                                'livesnap')
+    cfg.systems = cfg.systems.split(',')
+    cfg.rams = [parse_size(s) for s in cfg.ram.split(',')]
+    cfg.restore_modes = cfg.restore_modes.split(',')
+    cfg.tsc_khz = host_tsc_khz()
+    cfg.append = 'ls.tsc_khz=%d ls.ws_mib=%d ls.mode=%s ls.cpus=%d ' \
+        'ls.print_s=0' % (cfg.tsc_khz, cfg.ws_mib, cfg.mode, cfg.vcpus)
+    cfg.host_cpu, cfg.vcpu_cpu = 0, 1
+    if cfg.vcpus > 1:
+        cfg.pin = False     # two host CPUs: nothing sensible to pin
+    for p in (cfg.image,) + ((cfg.livesnap,) if 'livesnap' in cfg.systems
+                             else ()):
+        if not os.path.exists(p):
+            sys.exit('bench: %s does not exist (build first: meson setup '
+                     '%s && ninja -C %s)' % (p, cfg.build, cfg.build))
+    os.makedirs(cfg.snapdir, exist_ok=True)
+    os.makedirs(os.path.join(cfg.outdir, 'logs'), exist_ok=True)
+    cfg.workdir = cfg.snapdir
+    if cfg.pin:
+        os.sched_setaffinity(0, {cfg.host_cpu})
+
+    classes = {'qemu': QemuVm, 'qemu-anon': QemuAnonVm,
+               'livesnap': LivesnapVm}
+    results = []
+    t_run = time.time()
+    for ram in cfg.rams:
+        for s in cfg.systems:
+            try:
+                results.append(measure_vm(cfg, classes[s], ram))
+            except (RuntimeError, QmpError, OSError) as e:
+                log('%s %d GiB FAILED: %s' % (s, ram // GIB, e))
+                results.append({'system': s, 'ram': ram, 'error': str(e),
+                                'snapshots': [], 'restores': []})
+    meta = {'command': ' '.join(shlex.quote(a) for a in sys.argv),
+            'date': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
+            'run_s': time.time() - t_run, 'append': cfg.append,
+            'vcpus': cfg.vcpus, 'pin': cfg.pin,
+            'qemu_max_bw': cfg.qemu_max_bw, 'tsc_khz': cfg.tsc_khz,
+            'kernel': os.uname().release,
+            'qemu_version': subprocess.run(
+                [cfg.qemu, '--version'], capture_output=True,
+                text=True).stdout.split('\n')[0]}
+    with open(os.path.join(cfg.outdir, 'results.json'), 'w') as f:
+        json.dump({'meta': meta, 'results': results}, f, indent=1)
+    md = '# bench/vm results\n\n`%s`\n\n%s\n\n%s' % (
+        meta['command'], json.dumps(meta, indent=1), table(results))
+    for r in results:
+        if 'error' in r:
+            md += '\n%s %d GiB: FAILED: %s\n' % (r['system'],
+                                                r['ram'] // GIB, r['error'])
+    with open(os.path.join(cfg.outdir, 'results.md'), 'w') as f:
+        f.write(md)
+    plot(results, os.path.join(cfg.outdir, 'latency.png'))
+    print(md)
+    log('done in %.0f s' % (time.time() - t_run))
+
+
+if __name__ == '__main__':
+    main()
