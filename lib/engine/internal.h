@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Engine internals: the context, its regions, the fault service thread that
+ * reads the context's userfaultfd, and the helpers the snapshot and restore
+ * code share. Nothing here is visible outside lib/engine/.
+ */
+#ifndef LS_ENGINE_INTERNAL_H
+#define LS_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "compat.h"
+#include "livesnap.h"
+
+#define LS_MAX_REGIONS 64
+#define LS_SMALL_PAGE 4096ul
+#define LS_HUGE_2M (2ul << 20)
+
+/* A registered region. */
+struct ls_region {
+	struct ls_region_info info;
+	uint64_t npages;
+	/* Lazy restore filling this region; the fault service reads it. */
+	_Atomic(struct ls_restore *) restore;
+};
+
+/*
+ * The fault service: one thread that reads the context's userfaultfd while
+ * anyone (an armed snapshot, a lazy restore) needs faults handled. It hands
+ * write-protect faults to the armed snapshot and missing faults to the
+ * region's restore. Users take and drop it with ls_svc_get()/ls_svc_put().
+ */
+struct ls_fault_svc {
+	pthread_t thread;
+	int stop_fd; /* eventfd: wakes the thread out of poll() to stop */
+	int users;
+	atomic_bool stop;
+	/* Busy-poll this long after each fault before blocking (0: block). */
+	_Atomic int64_t spin_ns;
+	/* Handlers running now: a user that detaches waits for zero. */
+	atomic_int inflight;
+};
+
+struct ls_ctx {
+	int uffd;
+	int pagemap_fd; /* -1 without PAGEMAP_SCAN */
+	unsigned features;      /* LS_FEAT_* */
+	uint64_t uffd_features; /* what UFFDIO_API granted */
+	pthread_mutex_t lock;   /* regions, snap, restores, svc users */
+	struct ls_region regions[LS_MAX_REGIONS];
+	int nregions;
+	struct ls_snapshot *snap; /* the one snapshot (created..destroyed) */
+	/* The snapshot between arm and end: write faults go there. */
+	_Atomic(struct ls_snapshot *) armed;
+	struct ls_restore *restores[LS_MAX_REGIONS];
+	int nrestores;
+	struct ls_fault_svc svc;
+	pthread_mutex_t errlock;
+	char err[LS_ERRMSG_MAX];
+};
+
+/* ctx.c */
+int ls_err(struct ls_ctx *ctx, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void ls_err_copy(struct ls_ctx *ctx, const char *msg);
+uint64_t ls_now_ns(void);
+
+/* uffd.c: ioctl wrappers; each returns 0 or -errno. */
+int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect);
+int ls_uffd_wake(int uffd, uint64_t start, uint64_t len);
+int ls_uffd_register(int uffd, uint64_t start, uint64_t len, uint64_t mode,
+		     uint64_t *ioctls);
+int ls_uffd_unregister(int uffd, uint64_t start, uint64_t len);
+/* UFFDIO_COPY of len bytes; *done gets the bytes copied (may be partial). */
+int ls_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len,
+		 uint64_t *done);
+int ls_uffd_zeropage(int uffd, uint64_t dst, uint64_t len);
+
+/* fault service (uffd.c) */
+int ls_svc_get(struct ls_ctx *ctx); /* ctx->lock held */
+void ls_svc_put(struct ls_ctx *ctx); /* ctx->lock held */
+void ls_svc_quiesce(struct ls_ctx *ctx);
+int ls_region_find(const struct ls_ctx *ctx, uint64_t addr);
+/* The index of a region under lazy restore, or -1. */
+int ls_ctx_restoring(const struct ls_ctx *ctx);
+
+/* snapshot.c: called by the fault service for a write-protect fault. */
+void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
+		      uint64_t t_read);
+/* restore.c: called by the fault service for a missing fault. */
+void ls_restore_fault(struct ls_restore *r, uint64_t addr);
+void ls_restore_detach(struct ls_restore *r);
+void ls_snapshot_detach(struct ls_snapshot *snap);
+
+/* hist.c */
+void ls_hist_add(_Atomic uint64_t *hist, _Atomic uint64_t *max,
+		 uint64_t ns);
+void ls_hist_read(_Atomic uint64_t *hist, uint64_t out[LS_HIST_BUCKETS]);
+
+/* Pages of 4 KiB or larger: fast test for an all-zero page. */
+bool ls_page_is_zero(const void *page, size_t len);
+
+/*
+ * Reads of live region memory race, as far as ThreadSanitizer can see, with
+ * the application's later writes: the ordering comes from the kernel (the
+ * page stays write-protected until the read is done). Those reads are
+ * bracketed with these so TSan builds stay quiet without hiding real races
+ * elsewhere.
+ */
+#if defined(__SANITIZE_THREAD__)
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+#define LS_LIVE_READ_BEGIN() AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define LS_LIVE_READ_END() AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+#else
+#define LS_LIVE_READ_BEGIN() ((void)0)
+#define LS_LIVE_READ_END() ((void)0)
+#endif
+
+static inline void ls_cpu_relax(void)
+{
+	__builtin_ia32_pause();
+}
+
+#endif /* LS_ENGINE_INTERNAL_H */

@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Regions: what kind of memory a range is (from /proc/self/smaps), and its
+ * registration with the context's userfaultfd in write-protect mode.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
+
+#include "internal.h"
+
+/* One mapping of /proc/self/smaps, as much as the engine needs. */
+struct vma {
+	uint64_t start, end;
+	char perms[5];
+	char path[256];
+	size_t page_size;
+	bool hugetlb;
+};
+
+static const char *const mem_type_names[] = {
+	[LS_MEM_ANON] = "anonymous",
+	[LS_MEM_SHMEM] = "shmem",
+	[LS_MEM_HUGETLB] = "hugetlbfs",
+};
+
+/* Parses a mapping's header line; false if it is not one. */
+static bool vma_parse_header(const char *line, struct vma *v)
+{
+	unsigned long long start, end;
+	int path_at = 0;
+
+	memset(v, 0, sizeof(*v));
+	if (sscanf(line, "%llx-%llx %4s %*s %*s %*s %n", &start, &end,
+		   v->perms, &path_at) < 3 ||
+	    !path_at)
+		return false;
+	v->start = start;
+	v->end = end;
+	snprintf(v->path, sizeof(v->path), "%s", line + path_at);
+	v->path[strcspn(v->path, "\n")] = '\0';
+	v->page_size = LS_SMALL_PAGE;
+	return true;
+}
+
+static void vma_parse_field(const char *line, struct vma *v)
+{
+	unsigned long kb;
+
+	if (sscanf(line, "KernelPageSize: %lu kB", &kb) == 1)
+		v->page_size = kb * 1024;
+	else if (!strncmp(line, "VmFlags:", 8))
+		v->hugetlb = strstr(line, " ht") != NULL;
+}
+
+/* A shared mapping: shmem (memfd, /dev/shm, SysV, MAP_SHARED|ANON)? */
+static bool path_is_shmem(const char *path)
+{
+	char buf[256];
+	struct statfs st;
+	char *del;
+
+	if (!path[0] || !strncmp(path, "/memfd:", 7) ||
+	    !strncmp(path, "/dev/zero", 9) || !strncmp(path, "/SYSV", 5) ||
+	    !strncmp(path, "[anon_shmem", 11))
+		return true;
+	if (path[0] != '/')
+		return false;
+	snprintf(buf, sizeof(buf), "%s", path);
+	del = strstr(buf, " (deleted)");
+	if (del)
+		*del = '\0';
+	return statfs(buf, &st) == 0 && st.f_type == TMPFS_MAGIC;
+}
+
+/* The memory type of a mapping, or -EINVAL with the reason in *why. */
+static int vma_type(const struct vma *v, const char **why)
+{
+	bool shared = v->perms[3] == 's';
+
+	if (v->hugetlb)
+		return LS_MEM_HUGETLB;
+	if (shared) {
+		if (path_is_shmem(v->path))
+			return LS_MEM_SHMEM;
+		*why = "shared file mapping is not shmem: userfaultfd cannot "
+		       "write-protect it";
+		return -EINVAL;
+	}
+	if (!v->path[0] || v->path[0] == '[' || !strcmp(v->path, "/dev/zero"))
+		return LS_MEM_ANON;
+	*why = "private file mapping cannot be write-protected";
+	return -EINVAL;
+}
+
+/*
+ * Walks the mappings that cover [start, end): they must leave no gap and be
+ * of one type and one page size, which go to *info.
+ */
+static int classify_range(struct ls_ctx *ctx, const char *name,
+			  struct ls_region_info *info)
+{
+	uint64_t start = (uint64_t)(uintptr_t)info->addr;
+	uint64_t end = start + info->len, next = start;
+	const char *why = NULL;
+	struct vma v, cur = {0};
+	char *line = NULL;
+	size_t cap = 0;
+	bool have = false;
+	int type = -1, ret = 0;
+	FILE *f;
+
+	f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return ls_err(ctx, errno, "region '%s': open /proc/self/smaps: %s",
+			      name, strerror(errno));
+	for (;;) {
+		bool eof = getline(&line, &cap, f) < 0;
+
+		if (eof || vma_parse_header(line, &v)) {
+			/* The previous mapping is complete: judge it. */
+			if (have && cur.end > next && cur.start < end) {
+				int t;
+
+				if (cur.start > next) {
+					ret = ls_err(ctx, EFAULT,
+						     "region '%s': nothing is mapped at 0x%" PRIx64,
+						     name, next);
+					break;
+				}
+				t = vma_type(&cur, &why);
+				if (t < 0) {
+					ret = ls_err(ctx, EINVAL,
+						     "region '%s': mapping 0x%" PRIx64 "-0x%" PRIx64 " %s: %s",
+						     name, cur.start, cur.end,
+						     cur.path[0] ? cur.path : "(anonymous)",
+						     why);
+					break;
+				}
+				if (type < 0) {
+					type = t;
+					info->page_size = cur.page_size;
+				} else if (t != type ||
+					   cur.page_size != info->page_size) {
+					ret = ls_err(ctx, EINVAL,
+						     "region '%s': spans mappings of different types (%s with %zu-byte pages, then %s with %zu-byte pages at 0x%" PRIx64 ")",
+						     name, mem_type_names[type],
+						     info->page_size,
+						     mem_type_names[t],
+						     cur.page_size, cur.start);
+					break;
+				}
+				next = cur.end;
+			}
+			if (eof || next >= end)
+				break;
+			cur = v;
+			have = true;
+		} else if (have) {
+			vma_parse_field(line, &cur);
+		}
+	}
+	free(line);
+	fclose(f);
+	if (!ret && next < end)
+		ret = ls_err(ctx, EFAULT,
+			     "region '%s': nothing is mapped at 0x%" PRIx64,
+			     name, next);
+	if (!ret)
+		info->type = (enum ls_mem_type)type;
+	return ret;
+}
+
+static int check_new_region(struct ls_ctx *ctx, const char *name,
+			    uint64_t start, uint64_t len)
+{
+	if (!name || !name[0] || strlen(name) >= LS_NAME_MAX)
+		return ls_err(ctx, EINVAL,
+			      "region name must be 1 to %d characters",
+			      LS_NAME_MAX - 1);
+	if (!len || (start | len) & (LS_SMALL_PAGE - 1) || start + len < start)
+		return ls_err(ctx, EINVAL,
+			      "region '%s': address 0x%" PRIx64 " and length %" PRIu64 " must be non-empty and page aligned",
+			      name, start, len);
+	if (ctx->snap || ls_ctx_restoring(ctx) >= 0)
+		return ls_err(ctx, EBUSY,
+			      "region '%s': cannot add regions while a snapshot exists or a lazy restore runs",
+			      name);
+	if (ctx->nregions >= LS_MAX_REGIONS)
+		return ls_err(ctx, ENOSPC, "region '%s': at most %d regions",
+			      name, LS_MAX_REGIONS);
+	for (int i = 0; i < ctx->nregions; i++) {
+		const struct ls_region_info *o = &ctx->regions[i].info;
+		uint64_t os = (uint64_t)(uintptr_t)o->addr;
+
+		if (!strcmp(o->name, name))
+			return ls_err(ctx, EEXIST,
+				      "region '%s': the name is already registered",
+				      name);
+		if (start < os + o->len && os < start + len)
+			return ls_err(ctx, EINVAL,
+				      "region '%s': overlaps region '%s' (0x%" PRIx64 "-0x%" PRIx64 ")",
+				      name, o->name, os, os + o->len);
+	}
+	return 0;
+}
+
+static const char *register_hint(const struct ls_ctx *ctx, int type)
+{
+	if (type != LS_MEM_ANON &&
+	    !(ctx->features & LS_FEAT_WP_SHMEM_HUGETLB))
+		return " (this kernel has no UFFD-WP for shmem/hugetlbfs)";
+	return "";
+}
+
+int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
+		  size_t len)
+{
+	uint64_t start = (uint64_t)(uintptr_t)addr, ioctls = 0;
+	struct ls_region_info info = {0};
+	struct ls_region *reg;
+	int ret, idx;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	ret = check_new_region(ctx, name, start, len);
+	if (ret)
+		goto out;
+	snprintf(info.name, sizeof(info.name), "%s", name);
+	info.addr = addr;
+	info.len = len;
+	ret = classify_range(ctx, name, &info);
+	if (ret)
+		goto out;
+	if ((start | len) & (info.page_size - 1)) {
+		ret = ls_err(ctx, EINVAL,
+			     "region '%s': address and length must be aligned to its %zu-byte pages",
+			     name, info.page_size);
+		goto out;
+	}
+	ret = ls_uffd_register(ctx->uffd, start, len, UFFDIO_REGISTER_MODE_WP,
+			       &ioctls);
+	if (ret) {
+		ret = ls_err(ctx, ret,
+			     "ioctl(UFFDIO_REGISTER) on region '%s' (%s): %s%s",
+			     name, mem_type_names[info.type], strerror(-ret),
+			     register_hint(ctx, info.type));
+		goto out;
+	}
+	if (!(ioctls & (1ull << _UFFDIO_WRITEPROTECT))) {
+		ls_uffd_unregister(ctx->uffd, start, len);
+		ret = ls_err(ctx, ENOTSUP,
+			     "region '%s' (%s): the kernel offers no UFFDIO_WRITEPROTECT for it%s",
+			     name, mem_type_names[info.type],
+			     register_hint(ctx, info.type));
+		goto out;
+	}
+	idx = ctx->nregions++;
+	reg = &ctx->regions[idx];
+	memset(reg, 0, sizeof(*reg));
+	reg->info = info;
+	reg->npages = len / info.page_size;
+	ret = idx;
+out:
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+int ls_region_remove(struct ls_ctx *ctx, int region)
+{
+	struct ls_region_info *info;
+	int ret = 0;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	if (region < 0 || region >= ctx->nregions) {
+		ret = ls_err(ctx, EINVAL, "region index %d does not exist",
+			     region);
+		goto out;
+	}
+	info = &ctx->regions[region].info;
+	if (ctx->snap || ls_ctx_restoring(ctx) >= 0) {
+		ret = ls_err(ctx, EBUSY,
+			     "region '%s': a snapshot exists or a lazy restore runs in the context",
+			     info->name);
+		goto out;
+	}
+	ret = ls_uffd_unregister(ctx->uffd, (uint64_t)(uintptr_t)info->addr,
+				 info->len);
+	/* ENOMEM/EINVAL: the mapping is gone already; forget it anyway. */
+	if (ret && ret != -ENOMEM && ret != -EINVAL) {
+		ret = ls_err(ctx, ret,
+			     "ioctl(UFFDIO_UNREGISTER) on region '%s': %s",
+			     info->name, strerror(-ret));
+		goto out;
+	}
+	ret = 0;
+	memmove(&ctx->regions[region], &ctx->regions[region + 1],
+		(size_t)(ctx->nregions - region - 1) * sizeof(ctx->regions[0]));
+	ctx->nregions--;
+out:
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+int ls_ctx_restoring(const struct ls_ctx *ctx)
+{
+	for (int i = 0; i < ctx->nregions; i++)
+		if (atomic_load(&ctx->regions[i].restore))
+			return i;
+	return -1;
+}
+
+int ls_region_count(const struct ls_ctx *ctx)
+{
+	return ctx ? ctx->nregions : 0;
+}
+
+int ls_region_get(const struct ls_ctx *ctx, int region,
+		  struct ls_region_info *info)
+{
+	if (!ctx || !info || region < 0 || region >= ctx->nregions)
+		return -EINVAL;
+	*info = ctx->regions[region].info;
+	return 0;
+}

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The copy buffer: a bounded ring of page copies made by the fault thread
+ * and written out by the writer thread. Its size is the most memory a
+ * snapshot in copy mode ever takes beyond the process's own.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "snap.h"
+
+#define RING_PAD UINT32_MAX
+
+int ring_init(struct copy_ring *ring, size_t bytes)
+{
+	memset(ring, 0, sizeof(*ring));
+	pthread_mutex_init(&ring->lock, NULL);
+	ring->nslots = bytes / LS_SMALL_PAGE;
+	if (!ring->nslots)
+		return 0;
+	/* mmap: page aligned (O_DIRECT sinks) and untouched until used. */
+	ring->data = mmap(NULL, ring->nslots * LS_SMALL_PAGE,
+			  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	if (ring->data == MAP_FAILED) {
+		ring->data = NULL;
+		ring->nslots = 0;
+		return -ENOMEM;
+	}
+	ring->ent = calloc(ring->nslots, sizeof(*ring->ent));
+	if (!ring->ent) {
+		munmap(ring->data, ring->nslots * LS_SMALL_PAGE);
+		ring->data = NULL;
+		ring->nslots = 0;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void ring_free(struct copy_ring *ring)
+{
+	if (ring->data)
+		munmap(ring->data, ring->nslots * LS_SMALL_PAGE);
+	free(ring->ent);
+	pthread_mutex_destroy(&ring->lock);
+	ring->data = NULL;
+	ring->ent = NULL;
+}
+
+int64_t ring_reserve(struct copy_ring *ring, uint32_t region, uint64_t page,
+		     uint32_t nslots)
+{
+	uint64_t pos, pad, used;
+	struct ring_ent *e;
+	int64_t slot = -1;
+
+	if (nslots > ring->nslots)
+		return -1;
+	pthread_mutex_lock(&ring->lock);
+	pos = ring->head % ring->nslots;
+	pad = pos + nslots > ring->nslots ? ring->nslots - pos : 0;
+	used = ring->head - ring->tail;
+	if (used + pad + nslots > ring->nslots)
+		goto out;
+	if (pad) {
+		e = &ring->ent[pos];
+		e->region = RING_PAD;
+		e->nslots = (uint32_t)pad;
+		atomic_store_explicit(&e->ready, true, memory_order_relaxed);
+		ring->head += pad;
+		pos = 0;
+	}
+	e = &ring->ent[pos];
+	e->region = region;
+	e->page = page;
+	e->nslots = nslots;
+	atomic_store_explicit(&e->ready, false, memory_order_relaxed);
+	ring->head += nslots;
+	if (ring->head - ring->tail > ring->hwm_slots)
+		ring->hwm_slots = ring->head - ring->tail;
+	slot = (int64_t)pos;
+out:
+	pthread_mutex_unlock(&ring->lock);
+	return slot;
+}
+
+void ring_publish(struct copy_ring *ring, int64_t slot)
+{
+	atomic_store_explicit(&ring->ent[slot].ready, true,
+			      memory_order_release);
+}
+
+int64_t ring_peek(struct copy_ring *ring)
+{
+	struct ring_ent *e;
+	int64_t slot = -1;
+	uint64_t pos;
+
+	pthread_mutex_lock(&ring->lock);
+	while (ring->tail != ring->head) {
+		pos = ring->tail % ring->nslots;
+		e = &ring->ent[pos];
+		if (!atomic_load_explicit(&e->ready, memory_order_acquire))
+			break;
+		if (e->region != RING_PAD) {
+			slot = (int64_t)pos;
+			break;
+		}
+		ring->tail += e->nslots;
+	}
+	pthread_mutex_unlock(&ring->lock);
+	return slot;
+}
+
+void ring_release(struct copy_ring *ring, int64_t slot)
+{
+	pthread_mutex_lock(&ring->lock);
+	ring->tail += ring->ent[slot].nslots;
+	pthread_mutex_unlock(&ring->lock);
+}

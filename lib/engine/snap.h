@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Snapshot internals shared by snapshot.c (the API and lifecycle),
+ * writer.c (the writer thread and the fault path) and ring.c (the copy
+ * buffer).
+ *
+ * Every page of every region has one state byte:
+ *   PENDING  -> not captured yet; still write-protected
+ *   CLAIMED  -> someone (the writer or the fault thread) is capturing it
+ *   SAVED    -> its content at begin is captured (in the sink, the copy
+ *               buffer or the writer's bounce buffer); may still be protected
+ *   RELEASED -> captured and un-protected
+ * Only a successful PENDING->CLAIMED compare-and-swap captures a page, so
+ * every page is captured exactly once, and always while still protected,
+ * so with its content at begin. Nobody un-protects a page that is CLAIMED.
+ */
+#ifndef LS_ENGINE_SNAP_H
+#define LS_ENGINE_SNAP_H
+
+#include "internal.h"
+
+enum {
+	PG_PENDING,
+	PG_CLAIMED,
+	PG_SAVED,
+	PG_RELEASED,
+};
+
+struct snap_region {
+	uint32_t idx; /* = context region index = sink region index */
+	uint64_t base, len, npages;
+	size_t ps;
+	enum ls_mem_type type;
+	uint64_t batch; /* bytes per writer batch, a multiple of ps */
+	bool scan;      /* PAGEMAP_SCAN tells never-populated pages */
+	_Atomic uint8_t *state;
+};
+
+/*
+ * The copy buffer: a ring of 4 KiB slots. The fault thread reserves the
+ * slots of one page, copies into them and publishes; the writer consumes in
+ * order and frees. Entries that would wrap are preceded by padding.
+ */
+struct ring_ent {
+	uint32_t region; /* UINT32_MAX: padding */
+	uint32_t nslots;
+	uint64_t page;
+	atomic_bool ready;
+};
+
+struct copy_ring {
+	pthread_mutex_t lock;
+	unsigned char *data;
+	struct ring_ent *ent;
+	uint64_t nslots;
+	uint64_t head, tail; /* slot counters, never wrapped */
+	uint64_t hwm_slots;
+};
+
+struct blob {
+	struct blob *next;
+	char name[LS_NAME_MAX];
+	size_t len;
+	unsigned char data[];
+};
+
+struct ls_snapshot {
+	struct ls_ctx *ctx;
+	struct ls_sink *sink;
+	bool sink_started;
+	enum ls_strategy strategy;
+	int64_t spin_ns;
+	uint32_t nregions;
+	struct snap_region *regions;
+	struct ls_layout_region *layout;
+	uint64_t pages_total;
+	size_t max_ps;
+
+	atomic_int state; /* enum ls_snapshot_state */
+	atomic_bool stop; /* failed or cancelled: stop capturing */
+	atomic_bool failed;
+	int fail_code; /* the first failure: written once, under lock */
+	char err[LS_ERRMSG_MAX];
+
+	pthread_t writer;
+	bool writer_started, joined;
+	pthread_mutex_t lock; /* done, result, blobs, err */
+	pthread_cond_t cond;
+	atomic_bool writer_waiting;
+	bool done;
+	int result;
+
+	struct copy_ring ring;
+	unsigned char *bounce; /* one batch of the writer */
+	uint8_t *batch_flags;  /* per page of a batch: what the writer did */
+	unsigned char *fpage;  /* the fault thread's page buffer */
+
+	struct blob *blobs;
+	bool blobs_closed;
+
+	_Atomic uint64_t pages_done, pages_written, pages_zero, pages_copied;
+	_Atomic uint64_t faults, faults_write_first, bytes_written;
+	_Atomic uint64_t hist[LS_HIST_BUCKETS], stall_max;
+	uint64_t begin_ns, arm_ns;
+	_Atomic uint64_t end_ns;
+};
+
+/* snapshot.c */
+void snap_fail(struct ls_snapshot *snap, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void snap_fail_sink(struct ls_snapshot *snap, int code, const char *what);
+void snap_wake_writer(struct ls_snapshot *snap);
+/* The end, on the writer thread: lift, detach, commit or abort. */
+void snap_finish(struct ls_snapshot *snap);
+
+/* writer.c */
+void *snap_writer_main(void *arg);
+
+/* ring.c */
+int ring_init(struct copy_ring *ring, size_t bytes);
+void ring_free(struct copy_ring *ring);
+/* Reserves slots for one page; returns the first slot or -1 if full. */
+int64_t ring_reserve(struct copy_ring *ring, uint32_t region, uint64_t page,
+		     uint32_t nslots);
+void ring_publish(struct copy_ring *ring, int64_t slot);
+/* The oldest published entry (slot) or -1; it stays reserved. */
+int64_t ring_peek(struct copy_ring *ring);
+void ring_release(struct copy_ring *ring, int64_t slot);
+static inline unsigned char *ring_slot_data(struct copy_ring *ring,
+					    int64_t slot)
+{
+	return ring->data + (uint64_t)slot * LS_SMALL_PAGE;
+}
+
+#endif /* LS_ENGINE_SNAP_H */

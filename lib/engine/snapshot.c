@@ -1,0 +1,660 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Snapshot lifecycle: create (layout to the sink), begin (arm write
+ * protection, start the threads), the end (lift protection, blobs, commit or
+ * abort) and the queries.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "snap.h"
+
+#define DEFAULT_BATCH (2ul << 20)
+#define DEFAULT_COPY_BUFFER (64ul << 20)
+#define AUTO_COPY_MIN (4ul << 20)
+#define DEFAULT_SPIN_US 0
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+static const char *snap_name(const struct ls_snapshot *snap, uint32_t r)
+{
+	return snap->layout[r].name;
+}
+
+/* Records the first failure; later ones are consequences. */
+static void snap_failv(struct ls_snapshot *snap, int code, const char *fmt,
+		       va_list ap)
+{
+	bool expect = false;
+
+	if (!atomic_compare_exchange_strong(&snap->failed, &expect, true))
+		return;
+	pthread_mutex_lock(&snap->lock);
+	snap->fail_code = code > 0 ? -code : code;
+	vsnprintf(snap->err, sizeof(snap->err), fmt, ap);
+	pthread_mutex_unlock(&snap->lock);
+	atomic_store(&snap->stop, true);
+	snap_wake_writer(snap);
+}
+
+void snap_fail(struct ls_snapshot *snap, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	snap_failv(snap, code, fmt, ap);
+	va_end(ap);
+}
+
+/* A sink callback failed: its own message if it left one. */
+void snap_fail_sink(struct ls_snapshot *snap, int code, const char *what)
+{
+	if (snap->sink->error[0])
+		snap_fail(snap, code, "snapshot sink: %s", snap->sink->error);
+	else
+		snap_fail(snap, code, "snapshot sink: %s: %s", what,
+			  strerror(code < 0 ? -code : code));
+}
+
+void snap_wake_writer(struct ls_snapshot *snap)
+{
+	if (!atomic_load(&snap->writer_waiting))
+		return;
+	pthread_mutex_lock(&snap->lock);
+	pthread_cond_signal(&snap->cond);
+	pthread_mutex_unlock(&snap->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Create                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * AUTO sizes its copy buffer to 1/16 of the memory snapshotted, at least
+ * 4 MiB and at most 64 MiB (and never below two of the largest page), so
+ * small processes do not pay 64 MiB and large ones stay bounded.
+ */
+static size_t copy_buffer_size(const struct ls_snapshot_opts *o,
+			       uint64_t total_bytes, size_t max_ps)
+{
+	size_t want;
+
+	if (o->strategy == LS_STRATEGY_WRITE_FIRST)
+		return 0;
+	if (o->copy_buffer_bytes)
+		return o->copy_buffer_bytes;
+	if (o->strategy == LS_STRATEGY_COPY)
+		return DEFAULT_COPY_BUFFER;
+	want = (size_t)(total_bytes / 16);
+	if (want < AUTO_COPY_MIN)
+		want = AUTO_COPY_MIN;
+	if (want > DEFAULT_COPY_BUFFER)
+		want = DEFAULT_COPY_BUFFER;
+	if (want < 2 * max_ps && max_ps <= LS_HUGE_2M)
+		want = 2 * max_ps;
+	return want;
+}
+
+static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
+			     size_t batch_bytes)
+{
+	snap->nregions = (uint32_t)ctx->nregions;
+	snap->regions = calloc(snap->nregions ? snap->nregions : 1,
+			       sizeof(*snap->regions));
+	snap->layout = calloc(snap->nregions ? snap->nregions : 1,
+			      sizeof(*snap->layout));
+	if (!snap->regions || !snap->layout)
+		return -ENOMEM;
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		const struct ls_region_info *info = &ctx->regions[r].info;
+		struct snap_region *sr = &snap->regions[r];
+		struct ls_layout_region *lr = &snap->layout[r];
+
+		sr->idx = r;
+		sr->base = (uint64_t)(uintptr_t)info->addr;
+		sr->len = info->len;
+		sr->ps = info->page_size;
+		sr->npages = info->len / info->page_size;
+		sr->type = info->type;
+		sr->batch = (batch_bytes + sr->ps - 1) / sr->ps * sr->ps;
+		sr->scan = info->type == LS_MEM_ANON && ctx->pagemap_fd >= 0;
+		sr->state = calloc(sr->npages, 1);
+		if (!sr->state)
+			return -ENOMEM;
+		memcpy(lr->name, info->name, LS_NAME_MAX);
+		lr->len = info->len;
+		lr->page_size = (uint32_t)info->page_size;
+		lr->type = info->type;
+		snap->pages_total += sr->npages;
+		if (sr->ps > snap->max_ps)
+			snap->max_ps = sr->ps;
+	}
+	return 0;
+}
+
+static int snap_buffers_init(struct ls_snapshot *snap,
+			     const struct ls_snapshot_opts *o)
+{
+	uint64_t total = 0, max_batch = 0;
+
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		total += snap->regions[r].len;
+		if (snap->regions[r].batch > max_batch)
+			max_batch = snap->regions[r].batch;
+	}
+	snap->bounce = mmap(NULL, max_batch ? max_batch : LS_SMALL_PAGE,
+			    PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (snap->bounce == MAP_FAILED) {
+		snap->bounce = NULL;
+		return -ENOMEM;
+	}
+	snap->batch_flags = calloc(max_batch / LS_SMALL_PAGE + 1, 1);
+	if (!snap->batch_flags ||
+	    posix_memalign((void **)&snap->fpage, LS_SMALL_PAGE,
+			   snap->max_ps ? snap->max_ps : LS_SMALL_PAGE))
+		return -ENOMEM;
+	return ring_init(&snap->ring,
+			 copy_buffer_size(o, total, snap->max_ps));
+}
+
+static void snap_free(struct ls_snapshot *snap)
+{
+	uint64_t max_batch = 0;
+	struct blob *b;
+
+	for (uint32_t r = 0; snap->regions && r < snap->nregions; r++) {
+		free(snap->regions[r].state);
+		if (snap->regions[r].batch > max_batch)
+			max_batch = snap->regions[r].batch;
+	}
+	if (snap->bounce)
+		munmap(snap->bounce, max_batch ? max_batch : LS_SMALL_PAGE);
+	while ((b = snap->blobs)) {
+		snap->blobs = b->next;
+		free(b);
+	}
+	ring_free(&snap->ring);
+	free(snap->batch_flags);
+	free(snap->fpage);
+	free(snap->regions);
+	free(snap->layout);
+	pthread_mutex_destroy(&snap->lock);
+	pthread_cond_destroy(&snap->cond);
+	free(snap);
+}
+
+static int check_opts(struct ls_ctx *ctx, const struct ls_snapshot_opts *o)
+{
+	if (o->strategy > LS_STRATEGY_WRITE_FIRST)
+		return ls_err(ctx, EINVAL, "snapshot: unknown strategy %d",
+			      (int)o->strategy);
+	if (o->batch_bytes % LS_SMALL_PAGE)
+		return ls_err(ctx, EINVAL,
+			      "snapshot: batch_bytes %zu is not a multiple of 4096",
+			      o->batch_bytes);
+	return 0;
+}
+
+static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
+		     const struct ls_snapshot_opts *o)
+{
+	int ret;
+
+	snap->strategy = o->strategy;
+	snap->spin_ns = o->fault_spin_us < 0  ? 0
+			: o->fault_spin_us ? (int64_t)o->fault_spin_us * 1000
+					   : DEFAULT_SPIN_US * 1000;
+	ret = snap_regions_init(snap, ctx,
+				o->batch_bytes ? o->batch_bytes
+					       : DEFAULT_BATCH);
+	if (!ret)
+		ret = snap_buffers_init(snap, o);
+	if (ret)
+		return ls_err(ctx, ret, "snapshot: out of memory for %llu pages",
+			      (unsigned long long)snap->pages_total);
+	return 0;
+}
+
+static int snap_start_sink(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	struct ls_layout layout = {
+		.nregions = snap->nregions,
+		.regions = snap->layout,
+	};
+	int ret;
+
+	ret = snap->sink->ops->start(snap->sink, &layout);
+	if (ret)
+		return ls_err(ctx, ret, "snapshot sink: start: %s",
+			      snap->sink->error[0] ? snap->sink->error
+						   : strerror(-ret));
+	snap->sink_started = true;
+	return 0;
+}
+
+int ls_snapshot_create(struct ls_ctx *ctx, struct ls_sink *sink,
+		       const struct ls_snapshot_opts *opts,
+		       struct ls_snapshot **snapp)
+{
+	const struct ls_snapshot_opts defaults = {0};
+	const struct ls_snapshot_opts *o = opts ? opts : &defaults;
+	struct ls_snapshot *snap;
+	int ret;
+
+	if (snapp)
+		*snapp = NULL;
+	if (!ctx || !sink || !sink->ops || !snapp) {
+		ls_sink_destroy(sink);
+		return ls_err(ctx, EINVAL,
+			      "ls_snapshot_create: NULL context, sink or result");
+	}
+	ret = check_opts(ctx, o);
+	if (ret) {
+		ls_sink_destroy(sink);
+		return ret;
+	}
+	snap = calloc(1, sizeof(*snap));
+	if (!snap) {
+		ls_sink_destroy(sink);
+		return ls_err(ctx, ENOMEM, "snapshot: out of memory");
+	}
+	pthread_mutex_init(&snap->lock, NULL);
+	pthread_cond_init(&snap->cond, NULL);
+	snap->sink = sink;
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->snap) {
+		ret = ls_err(ctx, EBUSY,
+			     "snapshot: the context already has a snapshot");
+	} else {
+		ret = snap_init(snap, ctx, o);
+		if (!ret)
+			ret = snap_start_sink(snap, ctx);
+	}
+	if (!ret) {
+		snap->ctx = ctx;
+		ctx->snap = snap;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	if (ret) {
+		ls_sink_destroy(sink);
+		snap_free(snap);
+		return ret;
+	}
+	*snapp = snap;
+	return 0;
+}
+
+int ls_snapshot_add_blob(struct ls_snapshot *snap, const char *name,
+			 const void *data, size_t len)
+{
+	struct blob *b, **tail;
+	int ret = 0;
+
+	if (!snap || !name || !name[0] || strlen(name) >= LS_NAME_MAX ||
+	    (len && !data))
+		return ls_err(snap ? snap->ctx : NULL, EINVAL,
+			      "snapshot blob: bad name or data");
+	b = malloc(sizeof(*b) + len);
+	if (!b)
+		return ls_err(snap->ctx, ENOMEM,
+			      "snapshot blob '%s': out of memory (%zu bytes)",
+			      name, len);
+	snprintf(b->name, sizeof(b->name), "%s", name);
+	b->len = len;
+	b->next = NULL;
+	if (len)
+		memcpy(b->data, data, len);
+	pthread_mutex_lock(&snap->lock);
+	for (tail = &snap->blobs; *tail; tail = &(*tail)->next)
+		if (!strcmp((*tail)->name, name))
+			break;
+	if (snap->blobs_closed)
+		ret = ls_err(snap->ctx, EINVAL,
+			     "snapshot blob '%s': the snapshot has ended", name);
+	else if (*tail)
+		ret = ls_err(snap->ctx, EEXIST,
+			     "snapshot blob '%s': a blob of that name exists",
+			     name);
+	else
+		*tail = b;
+	pthread_mutex_unlock(&snap->lock);
+	if (ret)
+		free(b);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* Begin and end                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Takes protection off every region (waking anyone blocked on it). */
+static void lift_all(struct ls_snapshot *snap, uint32_t nregions)
+{
+	for (uint32_t r = 0; r < nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		int ret = ls_uffd_wp(snap->ctx->uffd, sr->base, sr->len, false);
+
+		if (ret)
+			snap_fail(snap, ret,
+				  "ioctl(UFFDIO_WRITEPROTECT) lifting region '%s': %s",
+				  snap_name(snap, r), strerror(-ret));
+	}
+}
+
+/*
+ * Without WP_UNPOPULATED, protecting an unpopulated anonymous page does
+ * nothing, so the first write to it would go unseen: map the zero page
+ * first (cheap: no memory is allocated).
+ */
+static int populate_if_needed(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	if (ctx->features & LS_FEAT_WP_UNPOPULATED)
+		return 0;
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+
+		if (sr->type != LS_MEM_ANON)
+			continue;
+		if (madvise((void *)(uintptr_t)sr->base, sr->len,
+			    MADV_POPULATE_READ))
+			return ls_err(ctx, errno,
+				      "madvise(MADV_POPULATE_READ) on region '%s': %s",
+				      snap_name(snap, r), strerror(errno));
+	}
+	return 0;
+}
+
+static int arm_all(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		int ret = ls_uffd_wp(ctx->uffd, sr->base, sr->len, true);
+
+		if (ret) {
+			lift_all(snap, r);
+			return ls_err(ctx, ret,
+				      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
+				      snap_name(snap, r), strerror(-ret));
+		}
+	}
+	return 0;
+}
+
+static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	int busy = ls_ctx_restoring(ctx);
+
+	if (atomic_load(&snap->state) != LS_SNAP_SETUP)
+		return ls_err(ctx, EINVAL,
+			      "snapshot: begin called twice or after the end");
+	if (busy >= 0)
+		return ls_err(ctx, EBUSY,
+			      "snapshot: region '%s' is still being restored lazily (ls_restore_wait first)",
+			      ctx->regions[busy].info.name);
+	return 0;
+}
+
+int ls_snapshot_begin(struct ls_snapshot *snap)
+{
+	struct ls_ctx *ctx = snap ? snap->ctx : NULL;
+	uint64_t t0;
+	int ret;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	ret = begin_check(snap, ctx);
+	if (!ret)
+		ret = populate_if_needed(snap, ctx);
+	if (ret)
+		goto out;
+	atomic_store(&ctx->svc.spin_ns, snap->spin_ns);
+	atomic_store(&ctx->armed, snap);
+	ret = ls_svc_get(ctx);
+	if (ret)
+		goto out_disarm;
+	t0 = ls_now_ns();
+	ret = arm_all(snap, ctx);
+	if (ret)
+		goto out_svc;
+	snap->begin_ns = t0;
+	snap->arm_ns = ls_now_ns() - t0;
+	atomic_store(&snap->state, LS_SNAP_ACTIVE);
+	ret = pthread_create(&snap->writer, NULL, snap_writer_main, snap);
+	if (ret) {
+		atomic_store(&snap->state, LS_SNAP_SETUP);
+		lift_all(snap, snap->nregions);
+		ret = ls_err(ctx, ret, "snapshot: starting the writer thread: %s",
+			     strerror(ret));
+		goto out_svc;
+	}
+	snap->writer_started = true;
+	goto out;
+out_svc:
+	ls_svc_put(ctx);
+out_disarm:
+	atomic_store(&ctx->armed, NULL);
+out:
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+/* Blobs, then commit; the sink sees nothing after a failure but abort. */
+static void snap_commit(struct ls_snapshot *snap)
+{
+	struct ls_sink *sink = snap->sink;
+	int ret;
+
+	pthread_mutex_lock(&snap->lock);
+	snap->blobs_closed = true;
+	pthread_mutex_unlock(&snap->lock);
+	for (struct blob *b = snap->blobs; b && !atomic_load(&snap->stop);
+	     b = b->next) {
+		ret = sink->ops->put_blob(sink, b->name, b->data, b->len);
+		if (ret)
+			snap_fail_sink(snap, ret, "put_blob");
+	}
+	if (!atomic_load(&snap->stop)) {
+		ret = sink->ops->commit(sink);
+		if (ret)
+			snap_fail_sink(snap, ret, "commit");
+	}
+}
+
+/* Detaches the snapshot from the fault thread (which may stop). */
+static void snap_disarm(struct ls_snapshot *snap)
+{
+	struct ls_ctx *ctx = snap->ctx;
+
+	atomic_store(&ctx->armed, NULL);
+	ls_svc_quiesce(ctx);
+	atomic_store(&ctx->svc.spin_ns, 0);
+	pthread_mutex_lock(&ctx->lock);
+	ls_svc_put(ctx);
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+/* The end, on the writer thread: whatever happened, nobody stays blocked. */
+void snap_finish(struct ls_snapshot *snap)
+{
+	int state;
+
+	if (atomic_load(&snap->stop))
+		lift_all(snap, snap->nregions);
+	snap_disarm(snap);
+	if (!atomic_load(&snap->stop))
+		snap_commit(snap);
+	if (atomic_load(&snap->stop))
+		snap->sink->ops->abort(snap->sink);
+	atomic_store(&snap->end_ns, ls_now_ns());
+	pthread_mutex_lock(&snap->lock);
+	snap->result = atomic_load(&snap->failed) ? snap->fail_code : 0;
+	state = !snap->result		       ? LS_SNAP_COMPLETED
+		: snap->result == -ECANCELED ? LS_SNAP_CANCELLED
+					     : LS_SNAP_FAILED;
+	if (snap->result)
+		ls_err_copy(snap->ctx, snap->err);
+	atomic_store(&snap->state, state);
+	snap->done = true;
+	pthread_cond_broadcast(&snap->cond);
+	pthread_mutex_unlock(&snap->lock);
+}
+
+void ls_snapshot_cancel(struct ls_snapshot *snap)
+{
+	if (!snap)
+		return;
+	pthread_mutex_lock(&snap->lock);
+	if (atomic_load(&snap->state) == LS_SNAP_SETUP && !snap->done) {
+		/* Never begun: it ends here. */
+		snprintf(snap->err, sizeof(snap->err), "snapshot cancelled");
+		atomic_store(&snap->failed, true);
+		snap->fail_code = -ECANCELED;
+		snap->result = -ECANCELED;
+		snap->done = true;
+		atomic_store(&snap->state, LS_SNAP_CANCELLED);
+		pthread_mutex_unlock(&snap->lock);
+		if (snap->sink_started)
+			snap->sink->ops->abort(snap->sink);
+		return;
+	}
+	pthread_mutex_unlock(&snap->lock);
+	snap_fail(snap, -ECANCELED, "snapshot cancelled");
+}
+
+int ls_snapshot_wait(struct ls_snapshot *snap)
+{
+	bool join;
+	int ret;
+
+	if (!snap)
+		return -EINVAL;
+	pthread_mutex_lock(&snap->lock);
+	if (atomic_load(&snap->state) == LS_SNAP_SETUP && !snap->done) {
+		pthread_mutex_unlock(&snap->lock);
+		return ls_err(snap->ctx, EINVAL, "snapshot: not begun");
+	}
+	while (!snap->done)
+		pthread_cond_wait(&snap->cond, &snap->lock);
+	join = snap->writer_started && !snap->joined;
+	snap->joined = true;
+	ret = snap->result;
+	pthread_mutex_unlock(&snap->lock);
+	if (join)
+		pthread_join(snap->writer, NULL);
+	return ret;
+}
+
+int ls_snapshot_poll(struct ls_snapshot *snap)
+{
+	bool done;
+
+	if (!snap)
+		return -EINVAL;
+	pthread_mutex_lock(&snap->lock);
+	done = snap->done;
+	pthread_mutex_unlock(&snap->lock);
+	if (!done && atomic_load(&snap->state) == LS_SNAP_ACTIVE)
+		return -EAGAIN;
+	return ls_snapshot_wait(snap);
+}
+
+static uint64_t snap_elapsed(const struct ls_snapshot *snap)
+{
+	uint64_t end = atomic_load(&snap->end_ns);
+
+	if (!snap->begin_ns)
+		return 0;
+	return (end ? end : ls_now_ns()) - snap->begin_ns;
+}
+
+int ls_snapshot_progress(struct ls_snapshot *snap, struct ls_progress *p)
+{
+	if (!snap || !p)
+		return -EINVAL;
+	memset(p, 0, sizeof(*p));
+	p->state = (enum ls_snapshot_state)atomic_load(&snap->state);
+	p->pages_total = snap->pages_total;
+	p->pages_done = atomic_load(&snap->pages_done);
+	p->bytes_written = atomic_load(&snap->bytes_written);
+	p->elapsed_ns = snap_elapsed(snap);
+	if (p->elapsed_ns)
+		p->rate_bps = (double)p->bytes_written * 1e9 /
+			      (double)p->elapsed_ns;
+	return 0;
+}
+
+int ls_snapshot_stats(struct ls_snapshot *snap, struct ls_stats *st)
+{
+	if (!snap || !st)
+		return -EINVAL;
+	memset(st, 0, sizeof(*st));
+	st->pages_total = snap->pages_total;
+	st->pages_written = atomic_load(&snap->pages_written);
+	st->pages_zero = atomic_load(&snap->pages_zero);
+	st->pages_copied = atomic_load(&snap->pages_copied);
+	st->faults = atomic_load(&snap->faults);
+	st->faults_write_first = atomic_load(&snap->faults_write_first);
+	pthread_mutex_lock(&snap->ring.lock);
+	st->copy_buffer_hwm = snap->ring.hwm_slots * LS_SMALL_PAGE;
+	pthread_mutex_unlock(&snap->ring.lock);
+	st->bytes_written = atomic_load(&snap->bytes_written);
+	st->arm_ns = snap->arm_ns;
+	st->total_ns = snap_elapsed(snap);
+	ls_hist_read(snap->hist, st->stall_hist);
+	st->stall_p50_ns = ls_hist_percentile(st->stall_hist, 0.5);
+	st->stall_p99_ns = ls_hist_percentile(st->stall_hist, 0.99);
+	st->stall_p999_ns = ls_hist_percentile(st->stall_hist, 0.999);
+	st->stall_max_ns = atomic_load(&snap->stall_max);
+	if (st->stall_p50_ns > st->stall_max_ns)
+		st->stall_p50_ns = st->stall_max_ns;
+	if (st->stall_p99_ns > st->stall_max_ns)
+		st->stall_p99_ns = st->stall_max_ns;
+	if (st->stall_p999_ns > st->stall_max_ns)
+		st->stall_p999_ns = st->stall_max_ns;
+	return 0;
+}
+
+const char *ls_snapshot_error(const struct ls_snapshot *snap)
+{
+	if (!snap || !atomic_load(&((struct ls_snapshot *)snap)->failed))
+		return "";
+	return snap->err;
+}
+
+void ls_snapshot_detach(struct ls_snapshot *snap)
+{
+	struct ls_ctx *ctx = snap->ctx;
+
+	if (!ctx)
+		return;
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->snap == snap)
+		ctx->snap = NULL;
+	pthread_mutex_unlock(&ctx->lock);
+	snap->ctx = NULL;
+}
+
+void ls_snapshot_destroy(struct ls_snapshot *snap)
+{
+	if (!snap)
+		return;
+	if (atomic_load(&snap->state) == LS_SNAP_ACTIVE) {
+		ls_snapshot_cancel(snap);
+		ls_snapshot_wait(snap);
+	} else if (atomic_load(&snap->state) == LS_SNAP_SETUP) {
+		ls_snapshot_cancel(snap);
+	} else {
+		ls_snapshot_wait(snap); /* joins the writer thread */
+	}
+	ls_snapshot_detach(snap);
+	ls_sink_destroy(snap->sink);
+	snap_free(snap);
+}

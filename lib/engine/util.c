@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small shared pieces: generic sink and source helpers, the log2 stall
+ * histogram and the zero-page test.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+void ls_sink_set_error(struct ls_sink *sink, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!sink)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(sink->error, sizeof(sink->error), fmt, ap);
+	va_end(ap);
+}
+
+void ls_sink_destroy(struct ls_sink *sink)
+{
+	if (sink && sink->ops && sink->ops->destroy)
+		sink->ops->destroy(sink);
+}
+
+void ls_source_destroy(struct ls_source *src)
+{
+	if (src && src->ops && src->ops->destroy)
+		src->ops->destroy(src);
+}
+
+static unsigned hist_bucket(uint64_t ns)
+{
+	return ns ? 63u - (unsigned)__builtin_clzll(ns) : 0;
+}
+
+void ls_hist_add(_Atomic uint64_t *hist, _Atomic uint64_t *max, uint64_t ns)
+{
+	uint64_t old = atomic_load_explicit(max, memory_order_relaxed);
+
+	atomic_fetch_add_explicit(&hist[hist_bucket(ns)], 1,
+				  memory_order_relaxed);
+	while (ns > old && !atomic_compare_exchange_weak_explicit(
+				   max, &old, ns, memory_order_relaxed,
+				   memory_order_relaxed))
+		;
+}
+
+void ls_hist_read(_Atomic uint64_t *hist, uint64_t out[LS_HIST_BUCKETS])
+{
+	for (int i = 0; i < LS_HIST_BUCKETS; i++)
+		out[i] = atomic_load_explicit(&hist[i], memory_order_relaxed);
+}
+
+/*
+ * The value below which a fraction q of the samples lie, interpolated
+ * linearly inside the log2 bucket that holds it.
+ */
+uint64_t ls_hist_percentile(const uint64_t hist[LS_HIST_BUCKETS], double q)
+{
+	uint64_t total = 0, seen = 0;
+	double target;
+
+	if (!hist || !(q > 0.0) || !(q < 1.0))
+		return 0;
+	for (int i = 0; i < LS_HIST_BUCKETS; i++)
+		total += hist[i];
+	if (!total)
+		return 0;
+	target = q * (double)total;
+	for (int i = 0; i < LS_HIST_BUCKETS; i++) {
+		double lo, width, frac;
+
+		if (!hist[i] || (double)(seen + hist[i]) < target) {
+			seen += hist[i];
+			continue;
+		}
+		lo = i ? (double)(1ull << i) : 0.0;
+		width = i ? lo : 2.0;
+		frac = (target - (double)seen) / (double)hist[i];
+		return (uint64_t)(lo + frac * width);
+	}
+	return UINT64_MAX;
+}
+
+bool ls_page_is_zero(const void *page, size_t len)
+{
+	const uint64_t *p = page;
+	uint64_t acc = 0;
+
+	/* Most non-zero pages differ early: look at the start first. */
+	if (p[0] | p[1] | p[len / 16])
+		return false;
+	for (size_t i = 0; i < len / 8; i += 8) {
+		acc |= p[i] | p[i + 1] | p[i + 2] | p[i + 3] | p[i + 4] |
+		       p[i + 5] | p[i + 6] | p[i + 7];
+		if ((i & 511) == 504 && acc)
+			return false;
+	}
+	return acc == 0;
+}

@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The two sides that capture pages while the process runs: the writer
+ * thread, which walks every region in batches, and the fault path, which
+ * captures a page that is written before the writer got to it. See snap.h
+ * for the page states that keep them from capturing a page twice.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+
+#include "snap.h"
+
+enum { BF_NONE, BF_ZERO, BF_DATA };
+
+static inline uint8_t pg_load(const struct snap_region *sr, uint64_t page)
+{
+	return atomic_load_explicit(&sr->state[page], memory_order_acquire);
+}
+
+static inline void pg_store(struct snap_region *sr, uint64_t page, uint8_t s)
+{
+	atomic_store_explicit(&sr->state[page], s, memory_order_release);
+}
+
+static inline bool pg_claim(struct snap_region *sr, uint64_t page)
+{
+	uint8_t expect = PG_PENDING;
+
+	return atomic_compare_exchange_strong_explicit(
+		&sr->state[page], &expect, PG_CLAIMED, memory_order_acq_rel,
+		memory_order_acquire);
+}
+
+/* Spins briefly, then yields: the other side holds a claim for a memcpy. */
+static void backoff(unsigned *spins)
+{
+	if (++*spins < 64)
+		ls_cpu_relax();
+	else
+		sched_yield();
+}
+
+/* ------------------------------------------------------------------ */
+/* Writer thread                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Private anonymous pages that were never populated (nor swapped) are zero:
+ * PAGEMAP_SCAN finds them without touching them. flags[i] becomes BF_DATA
+ * for pages that may hold data, BF_ZERO for known-zero ones.
+ */
+static void scan_populated(struct ls_snapshot *snap, struct snap_region *sr,
+			   uint64_t first, uint64_t n, uint8_t *flags)
+{
+	struct page_region vec[64];
+	struct pm_scan_arg arg = {0};
+	uint64_t start = sr->base + first * sr->ps;
+	uint64_t end = start + n * sr->ps;
+	long got;
+
+	if (!sr->scan) {
+		memset(flags, BF_DATA, n);
+		return;
+	}
+	memset(flags, BF_ZERO, n);
+	arg.size = sizeof(arg);
+	arg.vec = (uint64_t)(uintptr_t)vec;
+	arg.vec_len = 64;
+	arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+	arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO;
+	while (start < end) {
+		arg.start = start;
+		arg.end = end;
+		got = ioctl(snap->ctx->pagemap_fd, PAGEMAP_SCAN, &arg);
+		if (got < 0) {
+			memset(flags, BF_DATA, n); /* unknown: read them all */
+			return;
+		}
+		for (long i = 0; i < got; i++) {
+			uint64_t a = (vec[i].start - sr->base) / sr->ps - first;
+			uint64_t b = (vec[i].end - sr->base) / sr->ps - first;
+			bool zero = (vec[i].categories & PAGE_IS_PFNZERO) &&
+				    !(vec[i].categories & PAGE_IS_SWAPPED);
+
+			if (!zero)
+				memset(flags + a, BF_DATA, b - a);
+		}
+		if (arg.walk_end <= start)
+			break;
+		start = arg.walk_end;
+	}
+}
+
+/*
+ * Captures the batch's pending pages into the bounce buffer (or finds them
+ * zero). Returns how many it claimed; flags[i] says what it did.
+ */
+static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
+			      uint64_t first, uint64_t n, uint8_t *flags)
+{
+	uint64_t claimed = 0;
+
+	scan_populated(snap, sr, first, n, flags);
+	LS_LIVE_READ_BEGIN();
+	for (uint64_t i = 0; i < n; i++) {
+		const void *p =
+			(const void *)(uintptr_t)(sr->base + (first + i) * sr->ps);
+		uint8_t maybe = flags[i];
+
+		flags[i] = BF_NONE;
+		if (!pg_claim(sr, first + i))
+			continue;
+		claimed++;
+		if (maybe == BF_ZERO || ls_page_is_zero(p, sr->ps)) {
+			flags[i] = BF_ZERO;
+			continue;
+		}
+		memcpy(snap->bounce + i * sr->ps, p, sr->ps);
+		flags[i] = BF_DATA;
+	}
+	LS_LIVE_READ_END();
+	for (uint64_t i = 0; i < n; i++)
+		if (flags[i] != BF_NONE)
+			pg_store(sr, first + i, PG_SAVED);
+	return claimed;
+}
+
+/* Hands runs of data pages from the bounce buffer to the sink. */
+static void batch_write(struct ls_snapshot *snap, struct snap_region *sr,
+			uint64_t first, uint64_t n, const uint8_t *flags)
+{
+	struct ls_sink *sink = snap->sink;
+	uint64_t i = 0, run, data = 0, zero = 0;
+	int ret;
+
+	while (i < n) {
+		if (flags[i] != BF_DATA) {
+			zero += flags[i] == BF_ZERO;
+			i++;
+			continue;
+		}
+		for (run = 1; i + run < n && flags[i + run] == BF_DATA; run++)
+			;
+		if (!atomic_load(&snap->stop)) {
+			ret = sink->ops->write_pages(sink, sr->idx, first + i,
+						     snap->bounce + i * sr->ps,
+						     run);
+			if (ret)
+				snap_fail_sink(snap, ret, "write_pages");
+		}
+		data += run;
+		i += run;
+	}
+	atomic_fetch_add(&snap->pages_zero, zero);
+	atomic_fetch_add(&snap->pages_written, data);
+	atomic_fetch_add(&snap->bytes_written, data * sr->ps);
+	atomic_fetch_add(&snap->pages_done, data + zero);
+}
+
+/*
+ * One batch: capture what is still pending, wait for pages the fault thread
+ * is capturing, un-protect the whole batch with one ioctl (it wakes any
+ * writer blocked in it), then write the captured pages out.
+ */
+static void save_batch(struct ls_snapshot *snap, struct snap_region *sr,
+		       uint64_t first, uint64_t n)
+{
+	uint8_t *flags = snap->batch_flags;
+	unsigned spins = 0;
+	int ret;
+
+	batch_capture(snap, sr, first, n, flags);
+	for (uint64_t i = 0; i < n; i++)
+		while (pg_load(sr, first + i) == PG_CLAIMED)
+			backoff(&spins);
+	ret = ls_uffd_wp(snap->ctx->uffd, sr->base + first * sr->ps,
+			 n * sr->ps, false);
+	if (ret)
+		snap_fail(snap, ret,
+			  "ioctl(UFFDIO_WRITEPROTECT) releasing region '%s' at +0x%llx: %s",
+			  snap->layout[sr->idx].name,
+			  (unsigned long long)(first * sr->ps), strerror(-ret));
+	for (uint64_t i = 0; i < n; i++)
+		pg_store(sr, first + i, PG_RELEASED);
+	batch_write(snap, sr, first, n, flags);
+}
+
+/* Writes out every page the fault thread has copied aside; true if any. */
+static bool drain_ring(struct ls_snapshot *snap)
+{
+	struct ls_sink *sink = snap->sink;
+	struct ring_ent *e;
+	bool any = false;
+	int64_t slot;
+	int ret;
+
+	while ((slot = ring_peek(&snap->ring)) >= 0) {
+		const unsigned char *data = ring_slot_data(&snap->ring, slot);
+		size_t len;
+
+		e = &snap->ring.ent[slot];
+		len = (size_t)e->nslots * LS_SMALL_PAGE;
+		if (atomic_load(&snap->stop)) {
+			/* dropped: the snapshot is over */
+		} else if (ls_page_is_zero(data, len)) {
+			atomic_fetch_add(&snap->pages_zero, 1);
+		} else {
+			ret = sink->ops->write_pages(sink, e->region, e->page,
+						     data, 1);
+			if (ret)
+				snap_fail_sink(snap, ret, "write_pages");
+			atomic_fetch_add(&snap->pages_written, 1);
+			atomic_fetch_add(&snap->bytes_written, len);
+		}
+		atomic_fetch_add(&snap->pages_copied, 1);
+		atomic_fetch_add(&snap->pages_done, 1);
+		ring_release(&snap->ring, slot);
+		any = true;
+	}
+	return any;
+}
+
+/* The batch that holds `page`, ending at a batch-aligned address. */
+static uint64_t batch_pages(const struct snap_region *sr, uint64_t page)
+{
+	uint64_t addr = sr->base + page * sr->ps;
+	uint64_t end = (addr / sr->batch + 1) * sr->batch;
+
+	if (end > sr->base + sr->len)
+		end = sr->base + sr->len;
+	return (end - addr) / sr->ps;
+}
+
+/* Waits for the fault thread's last pages (copy buffer, write-first). */
+static void wait_for_stragglers(struct ls_snapshot *snap)
+{
+	struct timespec ts;
+
+	while (!atomic_load(&snap->stop) &&
+	       atomic_load(&snap->pages_done) < snap->pages_total) {
+		if (drain_ring(snap))
+			continue;
+		pthread_mutex_lock(&snap->lock);
+		atomic_store(&snap->writer_waiting, true);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&snap->cond, &snap->lock, &ts);
+		atomic_store(&snap->writer_waiting, false);
+		pthread_mutex_unlock(&snap->lock);
+	}
+}
+
+
+void *snap_writer_main(void *arg)
+{
+	struct ls_snapshot *snap = arg;
+
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		uint64_t page = 0, n;
+
+		while (page < sr->npages && !atomic_load(&snap->stop)) {
+			drain_ring(snap);
+			n = batch_pages(sr, page);
+			save_batch(snap, sr, page, n);
+			page += n;
+		}
+	}
+	wait_for_stragglers(snap);
+	snap_finish(snap);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Fault path (runs on the context's fault thread)                     */
+/* ------------------------------------------------------------------ */
+
+static void fault_release(struct ls_snapshot *snap, struct snap_region *sr,
+			  uint64_t page)
+{
+	int ret;
+
+	pg_store(sr, page, PG_SAVED);
+	ret = ls_uffd_wp(snap->ctx->uffd, sr->base + page * sr->ps, sr->ps,
+			 false);
+	if (ret)
+		snap_fail(snap, ret,
+			  "ioctl(UFFDIO_WRITEPROTECT) releasing a faulting page of region '%s': %s",
+			  snap->layout[sr->idx].name, strerror(-ret));
+	pg_store(sr, page, PG_RELEASED);
+}
+
+/* Copy strategy: the page goes to the copy buffer; false if it is full. */
+static bool fault_copy(struct ls_snapshot *snap, struct snap_region *sr,
+		       uint64_t page)
+{
+	int64_t slot;
+
+	slot = ring_reserve(&snap->ring, sr->idx, page,
+			    (uint32_t)(sr->ps / LS_SMALL_PAGE));
+	if (slot < 0)
+		return false;
+	LS_LIVE_READ_BEGIN();
+	memcpy(ring_slot_data(&snap->ring, slot),
+	       (const void *)(uintptr_t)(sr->base + page * sr->ps), sr->ps);
+	LS_LIVE_READ_END();
+	ring_publish(&snap->ring, slot);
+	fault_release(snap, sr, page);
+	snap_wake_writer(snap);
+	return true;
+}
+
+/* Write-first: the page goes to the sink before the writer is released. */
+static void fault_write_first(struct ls_snapshot *snap,
+			      struct snap_region *sr, uint64_t page)
+{
+	struct ls_sink *sink = snap->sink;
+	int ret;
+
+	atomic_fetch_add(&snap->faults_write_first, 1);
+	LS_LIVE_READ_BEGIN();
+	memcpy(snap->fpage, (const void *)(uintptr_t)(sr->base + page * sr->ps),
+	       sr->ps);
+	LS_LIVE_READ_END();
+	if (ls_page_is_zero(snap->fpage, sr->ps)) {
+		atomic_fetch_add(&snap->pages_zero, 1);
+	} else {
+		ret = sink->ops->write_pages(sink, sr->idx, page, snap->fpage,
+					     1);
+		if (ret)
+			snap_fail_sink(snap, ret, "write_pages");
+		atomic_fetch_add(&snap->pages_written, 1);
+		atomic_fetch_add(&snap->bytes_written, sr->ps);
+	}
+	fault_release(snap, sr, page);
+	atomic_fetch_add(&snap->pages_done, 1);
+	snap_wake_writer(snap);
+}
+
+void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
+		      uint64_t t_read)
+{
+	struct snap_region *sr = &snap->regions[region];
+	uint64_t page = (addr - sr->base) / sr->ps;
+	unsigned spins = 0;
+
+	atomic_fetch_add_explicit(&snap->faults, 1, memory_order_relaxed);
+	for (;;) {
+		uint8_t st = pg_load(sr, page);
+
+		if (st == PG_PENDING) {
+			if (!pg_claim(sr, page))
+				continue;
+			if (atomic_load(&snap->stop)) {
+				/* Over: the final lift releases everyone. */
+				fault_release(snap, sr, page);
+				break;
+			}
+			if (snap->strategy == LS_STRATEGY_WRITE_FIRST ||
+			    !fault_copy(snap, sr, page))
+				fault_write_first(snap, sr, page);
+			break;
+		}
+		if (st == PG_RELEASED) {
+			/* The writer's batch un-protect woke it already. */
+			ls_uffd_wake(snap->ctx->uffd, sr->base + page * sr->ps,
+				     sr->ps);
+			break;
+		}
+		/* CLAIMED or SAVED by the writer: released in microseconds. */
+		if (atomic_load(&snap->stop))
+			return;
+		backoff(&spins);
+	}
+	ls_hist_add(snap->hist, &snap->stall_max, ls_now_ns() - t_read);
+}
