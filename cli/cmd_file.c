@@ -152,8 +152,11 @@ static void print_text(const char *path, struct ls_reader *r)
 	}
 	printf("memory     %s in regions, %s non-zero\n", human(mem, b1),
 	       human(nonzero, b2));
-	printf("%-10s %s (%s on disk)\n", in.stream ? "stream" : "file",
-	       human(in.size, b1), human(in.disk_bytes, b2));
+	if (in.stream)
+		printf("stream     %s read\n", human(in.size, b1));
+	else
+		printf("file       %s (%s on disk)\n", human(in.size, b1),
+		       human(in.disk_bytes, b2));
 }
 
 static json_t *info_json(const char *path, struct ls_reader *r)

@@ -26,12 +26,12 @@ uint64_t lsf_header_csum(const struct lsf_header *hdr_page)
 
 uint64_t lss_rec_hdr_csum(const struct lss_rec *rec)
 {
-	return XXH3_64bits(rec, offsetof(struct lss_rec, data_csum));
+	return XXH3_64bits(rec, offsetof(struct lss_rec, hdr_csum));
 }
 
 void lss_rec_seal(struct lss_rec *rec)
 {
-	rec->hdr_csum = XXH3_64bits(rec, offsetof(struct lss_rec, hdr_csum));
+	rec->hdr_csum = lss_rec_hdr_csum(rec);
 }
 
 uint64_t lss_chain(uint64_t chain, const struct lss_rec *rec)

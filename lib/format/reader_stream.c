@@ -79,11 +79,11 @@ static int rd_head_regions(struct ls_reader *r, const struct lss_head *head,
 		    e->len > LSF_MAX_REGION_BYTES || e->len % e->page_size)
 			return rd_fail(r, -EBADMSG, "corrupt head record "
 				       "(region %u)", i);
+		memcpy(reg->info.name, e->name, LS_NAME_MAX);
 		r->nregions = i + 1;
 		if (ls_reader_find_region(r, e->name) != (int)i)
 			return rd_fail(r, -EBADMSG, "region '%s' appears "
 				       "twice", e->name);
-		memcpy(reg->info.name, e->name, LS_NAME_MAX);
 		reg->info.len = e->len;
 		reg->info.page_size = e->page_size;
 		reg->info.type = e->type;

@@ -146,6 +146,22 @@ static const char *rec_name(uint32_t type)
 	}
 }
 
+/* Writes iov whole; a failure fails the sink. Call with the lock held. */
+static int ssink_write_locked(struct ssink *s, struct iovec *iov, int n,
+			      const char *what)
+{
+	int ret = ssink_write_nosigpipe(s, iov, n);
+
+	if (ret)
+		return ssink_fail_locked(s, ret, "snapshot stream (fd %d): "
+					 "writing %s: %s%s", s->fd, what,
+					 strerror(-ret),
+					 ret == -EPIPE ? " (the reader went "
+							 "away)"
+						       : "");
+	return 0;
+}
+
 /*
  * Seals rec (whose data_csum the caller set), and writes it and its
  * payload (iov[1..n-1]; iov[0] is for the header). Call with the lock held.
@@ -153,6 +169,7 @@ static const char *rec_name(uint32_t type)
 static int ssink_emit_locked(struct ssink *s, struct lss_rec *rec,
 			     struct iovec *iov, int n)
 {
+	char what[32];
 	int ret;
 
 	if (s->err)
@@ -160,14 +177,10 @@ static int ssink_emit_locked(struct ssink *s, struct lss_rec *rec,
 	lss_rec_seal(rec);
 	iov[0].iov_base = rec;
 	iov[0].iov_len = sizeof(*rec);
-	ret = ssink_write_nosigpipe(s, iov, n);
+	snprintf(what, sizeof(what), "a %s record", rec_name(rec->type));
+	ret = ssink_write_locked(s, iov, n, what);
 	if (ret)
-		return ssink_fail_locked(s, ret, "snapshot stream (fd %d): "
-					 "writing a %s record: %s%s", s->fd,
-					 rec_name(rec->type), strerror(-ret),
-					 ret == -EPIPE ? " (the reader went "
-							 "away)"
-						       : "");
+		return ret;
 	s->chain = lss_chain(s->chain, rec);
 	s->records++;
 	s->bytes += sizeof(*rec) + rec->len;
@@ -248,11 +261,7 @@ static int ssink_start(struct ls_sink *sink, const struct ls_layout *layout)
 	iov[0].iov_base = LSS_MAGIC;
 	iov[0].iov_len = LSF_MAGIC_LEN;
 	pthread_mutex_lock(&s->lock);
-	ret = ssink_write_nosigpipe(s, iov, 1);
-	if (ret)
-		ret = ssink_fail_locked(s, ret, "snapshot stream (fd %d): "
-					"writing the magic: %s", s->fd,
-					strerror(-ret));
+	ret = ssink_write_locked(s, iov, 1, "the magic");
 	s->bytes = LSF_MAGIC_LEN;
 	iov[1].iov_base = &head;
 	iov[1].iov_len = sizeof(head);
