@@ -71,6 +71,10 @@ struct lsg_status {
 	uint32_t pad;
 	struct lsg_e820 e820[LSG_E820_MAX];
 	char cmdline[LSG_CMDLINE_MAX];
+	/* Boot timing, BSP's rdtsc (0 from guests that predate them). */
+	uint64_t boot_tsc;       /* first ring-0 instruction */
+	uint64_t user_tsc;       /* first ring-3 instruction */
+	uint64_t ready_tsc;      /* every vCPU up, just before `ready` */
 };
 
 /*
