@@ -1,0 +1,511 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "helpers.h"
+
+#ifndef MFD_HUGETLB
+#define MFD_HUGETLB 4u
+#endif
+
+static const char *const kind_names[] = {
+	[MEM_ANON_THP] = "anon-thp", [MEM_ANON_4K] = "anon-4k",
+	[MEM_MEMFD] = "memfd",       [MEM_HUGETLB] = "hugetlb",
+	[MEM_MEMFD_HUGE] = "memfd-hugetlb",
+};
+
+const char *mem_kind_name(enum mem_kind kind)
+{
+	return kind_names[kind];
+}
+
+enum ls_mem_type mem_kind_type(enum mem_kind kind)
+{
+	switch (kind) {
+	case MEM_MEMFD:
+		return LS_MEM_SHMEM;
+	case MEM_HUGETLB:
+	case MEM_MEMFD_HUGE:
+		return LS_MEM_HUGETLB;
+	default:
+		return LS_MEM_ANON;
+	}
+}
+
+static void sleep_us(unsigned us)
+{
+	struct timespec ts = {.tv_sec = us / 1000000,
+			      .tv_nsec = (long)(us % 1000000) * 1000};
+
+	nanosleep(&ts, NULL);
+}
+
+static unsigned long read_ulong(const char *path)
+{
+	unsigned long v = 0;
+	FILE *f = fopen(path, "r");
+
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
+void hugepages_reserve(unsigned n)
+{
+	const char *nr = "/proc/sys/vm/nr_hugepages";
+	const char *fr = "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
+	unsigned long total = read_ulong(nr), free_now = read_ulong(fr);
+	FILE *f;
+
+	if (free_now >= n)
+		return;
+	f = fopen(nr, "w");
+	CHECK(f, "open %s: %s (the tests need root)", nr, strerror(errno));
+	fprintf(f, "%lu\n", total + (n - free_now));
+	fclose(f);
+	CHECK(read_ulong(fr) >= n,
+	      "could not reserve %u free 2 MiB hugetlb pages (have %lu)", n,
+	      read_ulong(fr));
+}
+
+/* An address range aligned to 2 MiB, reserved PROT_NONE. */
+static void *reserve_aligned(size_t len)
+{
+	size_t span = len + 2 * MB;
+	unsigned char *p = mmap(NULL, span, PROT_NONE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+				-1, 0);
+	uintptr_t a;
+
+	CHECK(p != MAP_FAILED, "mmap reserve: %s", strerror(errno));
+	a = ((uintptr_t)p + 2 * MB - 1) & ~(uintptr_t)(2 * MB - 1);
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	munmap((void *)(a + len), (uintptr_t)p + span - (a + len));
+	return (void *)a;
+}
+
+void mem_map(struct test_mem *m, enum mem_kind kind, size_t len)
+{
+	int prot = PROT_READ | PROT_WRITE;
+	void *want = reserve_aligned(len), *p;
+
+	memset(m, 0, sizeof(*m));
+	m->kind = kind;
+	m->len = len;
+	m->fd = -1;
+	m->page_size = 4096;
+	switch (kind) {
+	case MEM_ANON_THP:
+	case MEM_ANON_4K:
+		p = mmap(want, len, prot,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+		CHECK(p != MAP_FAILED, "mmap anon: %s", strerror(errno));
+		madvise(p, len,
+			kind == MEM_ANON_THP ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+		break;
+	case MEM_MEMFD:
+	case MEM_MEMFD_HUGE:
+		if (kind == MEM_MEMFD_HUGE)
+			hugepages_reserve((unsigned)(len / (2 * MB)));
+		m->fd = memfd_create("ls-test",
+				     MFD_CLOEXEC |
+					     (kind == MEM_MEMFD_HUGE ? MFD_HUGETLB
+								     : 0));
+		CHECK(m->fd >= 0, "memfd_create: %s", strerror(errno));
+		CHECK(ftruncate(m->fd, (off_t)len) == 0, "ftruncate: %s",
+		      strerror(errno));
+		p = mmap(want, len, prot, MAP_SHARED | MAP_FIXED, m->fd, 0);
+		CHECK(p != MAP_FAILED, "mmap memfd: %s", strerror(errno));
+		break;
+	default:
+		hugepages_reserve((unsigned)(len / (2 * MB)));
+		p = mmap(want, len, prot,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_FIXED,
+			 -1, 0);
+		CHECK(p != MAP_FAILED, "mmap MAP_HUGETLB: %s", strerror(errno));
+		break;
+	}
+	if (kind == MEM_HUGETLB || kind == MEM_MEMFD_HUGE)
+		m->page_size = 2 * MB;
+	m->addr = p;
+}
+
+void mem_unmap(struct test_mem *m)
+{
+	if (m->addr)
+		munmap(m->addr, m->len);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->addr = NULL;
+	m->fd = -1;
+}
+
+/* ---------------- in-memory sink ---------------- */
+
+static struct mem_sink *ms(struct ls_sink *sink)
+{
+	return (struct mem_sink *)sink;
+}
+
+static int ms_start(struct ls_sink *sink, const struct ls_layout *layout)
+{
+	struct mem_sink *s = ms(sink);
+
+	if (layout->nregions > 8) {
+		ls_sink_set_error(sink, "mem sink: too many regions");
+		return -EINVAL;
+	}
+	s->nregions = layout->nregions;
+	for (uint32_t r = 0; r < layout->nregions; r++) {
+		const struct ls_layout_region *l = &layout->regions[r];
+
+		s->layout[r] = *l;
+		s->mem[r] = calloc(1, l->len);
+		s->seen[r] = calloc(l->len / l->page_size, 1);
+		if (!s->mem[r] || !s->seen[r])
+			return -ENOMEM;
+	}
+	s->started = true;
+	return 0;
+}
+
+/*
+ * The first write waits (a little) for the application to write, so that
+ * it writes into protected memory. If the fault thread is the one waiting,
+ * a fault happened already; the short bound keeps that case quick.
+ */
+static void ms_gate(struct mem_sink *s)
+{
+	for (int i = 0; i < 50 && s->gate &&
+			atomic_load(s->gate) < s->gate_n;
+	     i++)
+		sleep_us(1000);
+	atomic_store(&s->gate_done, true);
+}
+
+static int ms_write_pages(struct ls_sink *sink, uint32_t region,
+			  uint64_t first, const void *data, uint64_t npages)
+{
+	struct mem_sink *s = ms(sink);
+	uint64_t ps, before;
+	int now, max, ret = 0;
+
+	if (region >= s->nregions) {
+		atomic_store(&s->out_of_range, true);
+		return -EINVAL;
+	}
+	ps = s->layout[region].page_size;
+	if ((first + npages) * ps > s->layout[region].len) {
+		atomic_store(&s->out_of_range, true);
+		return -EINVAL;
+	}
+	now = atomic_fetch_add(&s->calls_now, 1) + 1;
+	max = atomic_load(&s->calls_max);
+	while (now > max &&
+	       !atomic_compare_exchange_weak(&s->calls_max, &max, now))
+		;
+	if (s->gate && !atomic_load(&s->gate_done))
+		ms_gate(s);
+	if (s->delay_us)
+		sleep_us(s->delay_us);
+	before = atomic_fetch_add(&s->pages, npages);
+	if (s->fail_after >= 0 && before + npages > (uint64_t)s->fail_after &&
+	    (!s->fail_single_only || npages == 1)) {
+		ls_sink_set_error(sink, "mem sink: injected failure: %s",
+				  strerror(s->fail_err));
+		ret = -s->fail_err;
+		goto out;
+	}
+	memcpy(s->mem[region] + first * ps, data, npages * ps);
+	for (uint64_t i = 0; i < npages; i++)
+		if (atomic_fetch_add(&s->seen[region][first + i], 1))
+			atomic_store(&s->duplicate, true);
+out:
+	atomic_fetch_sub(&s->calls_now, 1);
+	return ret;
+}
+
+static int ms_put_blob(struct ls_sink *sink, const char *name,
+		       const void *data, size_t len)
+{
+	struct mem_sink *s = ms(sink);
+
+	if (s->committed)
+		s->blob_after_commit = true;
+	if (s->nblobs < 4) {
+		snprintf(s->blob_name[s->nblobs], LS_NAME_MAX, "%s", name);
+		s->blob_len[s->nblobs] = len;
+	}
+	s->nblobs++;
+	return 0;
+}
+
+static int ms_commit(struct ls_sink *sink)
+{
+	ms(sink)->committed = true;
+	return 0;
+}
+
+static void ms_abort(struct ls_sink *sink)
+{
+	ms(sink)->aborted = true;
+}
+
+/* The test owns the memory: destroy only records that it was called. */
+static void ms_destroy(struct ls_sink *sink)
+{
+	ms(sink)->destroyed = true;
+}
+
+static const struct ls_sink_ops mem_sink_ops = {
+	.start = ms_start,
+	.write_pages = ms_write_pages,
+	.put_blob = ms_put_blob,
+	.commit = ms_commit,
+	.abort = ms_abort,
+	.destroy = ms_destroy,
+};
+
+struct mem_sink *mem_sink_new(void)
+{
+	struct mem_sink *s = calloc(1, sizeof(*s));
+
+	CHECK(s, "out of memory");
+	s->base.ops = &mem_sink_ops;
+	s->fail_after = -1;
+	return s;
+}
+
+void mem_sink_free(struct mem_sink *s)
+{
+	for (uint32_t r = 0; r < s->nregions; r++) {
+		free(s->mem[r]);
+		free((void *)s->seen[r]);
+	}
+	free(s);
+}
+
+void mem_sink_expect(struct mem_sink *s, uint32_t region,
+		     const unsigned char *ref, size_t len)
+{
+	size_t ps;
+
+	CHECK(!atomic_load(&s->duplicate), "a page was written twice");
+	CHECK(!atomic_load(&s->out_of_range), "a write was out of range");
+	CHECK(region < s->nregions && s->layout[region].len == len,
+	      "sink region %u has the wrong size", region);
+	ps = s->layout[region].page_size;
+	for (size_t off = 0; off < len; off += ps) {
+		bool zero = true;
+
+		for (size_t i = 0; i < ps && zero; i += 8)
+			zero = !*(const uint64_t *)(ref + off + i);
+		if (memcmp(s->mem[region] + off, ref + off, ps))
+			fail_msg("region %u page %zu differs from the reference "
+				 "(ref %s, sink %s)",
+				 region, off / ps, zero ? "zero" : "data",
+				 atomic_load(&s->seen[region][off / ps])
+					 ? "written"
+					 : "hole");
+		if (zero && atomic_load(&s->seen[region][off / ps]))
+			fail_msg("region %u page %zu is zero but was written",
+				 region, off / ps);
+	}
+}
+
+/* ---------------- in-memory source ---------------- */
+
+static int msrc_read(struct ls_source *src, uint32_t region,
+		     uint64_t first, void *buf, uint64_t npages)
+{
+	struct mem_source *s = (struct mem_source *)src;
+	int now, max;
+
+	if (region != 0 || (first + npages) * s->page_size > s->len)
+		return -EINVAL;
+	if (s->fail_at_page >= 0 && (int64_t)first <= s->fail_at_page &&
+	    s->fail_at_page < (int64_t)(first + npages))
+		return -EIO;
+	now = atomic_fetch_add(&s->calls_now, 1) + 1;
+	max = atomic_load(&s->calls_max);
+	while (now > max &&
+	       !atomic_compare_exchange_weak(&s->calls_max, &max, now))
+		;
+	if (s->delay_us)
+		sleep_us(s->delay_us);
+	memcpy(buf, s->data + first * s->page_size, npages * s->page_size);
+	atomic_fetch_add(&s->reads, npages);
+	atomic_fetch_sub(&s->calls_now, 1);
+	return 0;
+}
+
+static bool msrc_is_zero(struct ls_source *src, uint32_t region,
+			 uint64_t page)
+{
+	struct mem_source *s = (struct mem_source *)src;
+	const unsigned char *p = s->data + page * s->page_size;
+
+	for (size_t i = 0; i < s->page_size; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void msrc_destroy(struct ls_source *src)
+{
+	(void)src;
+}
+
+static const struct ls_source_ops mem_source_ops = {
+	.read_pages = msrc_read,
+	.is_zero = msrc_is_zero,
+	.destroy = msrc_destroy,
+};
+
+void mem_source_init(struct mem_source *src, const unsigned char *data,
+		     size_t len, size_t page_size)
+{
+	memset(src, 0, sizeof(*src));
+	src->base.ops = &mem_source_ops;
+	src->data = data;
+	src->len = len;
+	src->page_size = page_size;
+	src->fail_at_page = -1;
+}
+
+/* ---------------- writer threads ---------------- */
+
+struct writer_arg {
+	struct writers *w;
+	int id;
+};
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void *writer_main(void *p)
+{
+	struct writer_arg *a = p;
+	struct writers *w = a->w;
+	uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(a->id + 1);
+	size_t words = w->len / 8;
+	int id = a->id;
+
+	free(a);
+	while (!atomic_load(&w->quit)) {
+		uint64_t r, *word;
+
+		if (atomic_load(&w->pause_req)) {
+			atomic_fetch_add(&w->paused, 1);
+			while (atomic_load(&w->pause_req) &&
+			       !atomic_load(&w->quit))
+				sched_yield();
+			atomic_fetch_sub(&w->paused, 1);
+			continue;
+		}
+		r = xorshift(&seed);
+		word = (uint64_t *)w->mem + r % words;
+		/* relaxed atomic: writers may hit the same word */
+		__atomic_store_n(word, xorshift(&seed) | 1, __ATOMIC_RELAXED);
+		atomic_fetch_add(&w->per_thread[id], 1);
+		atomic_fetch_add(&w->writes, 1);
+	}
+	return NULL;
+}
+
+void writers_start(struct writers *w, unsigned char *mem, size_t len,
+		   size_t page_size, int n)
+{
+	memset(w, 0, sizeof(*w));
+	w->mem = mem;
+	w->len = len;
+	w->page_size = page_size;
+	w->n = n;
+	for (int i = 0; i < n; i++) {
+		struct writer_arg *a = malloc(sizeof(*a));
+
+		CHECK(a, "out of memory");
+		a->w = w;
+		a->id = i;
+		CHECK(!pthread_create(&w->th[i], NULL, writer_main, a),
+		      "pthread_create");
+	}
+}
+
+void writers_pause(struct writers *w)
+{
+	atomic_store(&w->pause_req, 1);
+	while (atomic_load(&w->paused) < w->n)
+		sched_yield();
+}
+
+void writers_resume(struct writers *w)
+{
+	atomic_store(&w->pause_req, 0);
+}
+
+void writers_stop(struct writers *w)
+{
+	atomic_store(&w->quit, true);
+	for (int i = 0; i < w->n; i++)
+		pthread_join(w->th[i], NULL);
+}
+
+void writers_expect_progress(struct writers *w, uint64_t more)
+{
+	for (int i = 0; i < w->n; i++) {
+		uint64_t start = atomic_load(&w->per_thread[i]);
+
+		while (atomic_load(&w->per_thread[i]) < start + more)
+			sched_yield();
+	}
+}
+
+void fill_random(unsigned char *mem, size_t len, size_t page_size,
+		 unsigned percent, unsigned seed)
+{
+	uint64_t s = seed * 2654435761u + 1;
+
+	for (size_t off = 0; off < len; off += page_size) {
+		if (xorshift(&s) % 100 >= percent)
+			continue;
+		for (size_t i = 0; i < page_size; i += 8)
+			*(uint64_t *)(mem + off + i) = xorshift(&s);
+	}
+}
+
+uint64_t count_wp_pages(const void *addr, size_t len)
+{
+	uint64_t start = (uintptr_t)addr / 4096, n = len / 4096, wp = 0;
+	uint64_t *ent = malloc(n * 8);
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	CHECK(fd >= 0 && ent, "open /proc/self/pagemap: %s", strerror(errno));
+	CHECK(pread(fd, ent, n * 8, (off_t)(start * 8)) == (ssize_t)(n * 8),
+	      "read pagemap: %s", strerror(errno));
+	close(fd);
+	for (uint64_t i = 0; i < n; i++)
+		wp += (ent[i] >> 57) & 1;
+	free(ent);
+	return wp;
+}

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test helpers for the engine: an in-memory sink that checks every page
+ * arrives exactly once, an in-memory restore source, memory of every type,
+ * hugetlb page reservation, and a crowd of writer threads that can be
+ * quiesced for the instant of ls_snapshot_begin().
+ */
+#ifndef LS_TEST_ENGINE_HELPERS_H
+#define LS_TEST_ENGINE_HELPERS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "livesnap.h"
+
+#define MB (1ul << 20)
+
+/* Fails the test (cmocka) with a message when cond is false. */
+#define CHECK(cond, ...)                                                     \
+	do {                                                                 \
+		if (!(cond))                                                 \
+			fail_msg(__VA_ARGS__);                               \
+	} while (0)
+
+/* ---------------- memory of every type ---------------- */
+
+enum mem_kind {
+	MEM_ANON_THP,   /* private anonymous, MADV_HUGEPAGE */
+	MEM_ANON_4K,    /* private anonymous, MADV_NOHUGEPAGE */
+	MEM_MEMFD,      /* memfd, MAP_SHARED */
+	MEM_HUGETLB,    /* MAP_HUGETLB private, 2 MiB pages */
+	MEM_MEMFD_HUGE, /* memfd MFD_HUGETLB, MAP_SHARED */
+	MEM_NKINDS,
+};
+
+struct test_mem {
+	enum mem_kind kind;
+	unsigned char *addr;
+	size_t len;
+	size_t page_size;
+	int fd;
+};
+
+const char *mem_kind_name(enum mem_kind kind);
+enum ls_mem_type mem_kind_type(enum mem_kind kind);
+/* Maps len bytes (2 MiB aligned) of the kind; fails the test on error. */
+void mem_map(struct test_mem *m, enum mem_kind kind, size_t len);
+void mem_unmap(struct test_mem *m);
+/* Makes sure n free 2 MiB hugetlb pages exist (raises nr_hugepages). */
+void hugepages_reserve(unsigned n);
+
+/* ---------------- in-memory sink ---------------- */
+
+struct mem_sink {
+	struct ls_sink base;
+	uint32_t nregions;
+	struct ls_layout_region layout[8];
+	unsigned char *mem[8];
+	_Atomic uint8_t *seen[8];
+	atomic_bool duplicate, out_of_range;
+	_Atomic uint64_t pages;
+	atomic_int calls_now, calls_max; /* concurrency seen */
+	/* Injection: after fail_after pages, write_pages fails with fail_err. */
+	int64_t fail_after;
+	int fail_err;
+	bool fail_single_only; /* only fail 1-page writes (fault path) */
+	unsigned delay_us;     /* per write_pages call */
+	/* Gate: the first write waits (<= 50 ms) for *gate >= n. */
+	_Atomic uint64_t *gate;
+	uint64_t gate_n;
+	atomic_bool gate_done;
+	bool started, committed, aborted, destroyed, blob_after_commit;
+	unsigned nblobs;
+	char blob_name[4][LS_NAME_MAX];
+	size_t blob_len[4];
+};
+
+struct mem_sink *mem_sink_new(void);
+void mem_sink_free(struct mem_sink *s);
+/* Asserts the sink holds exactly ref (zero pages left as holes). */
+void mem_sink_expect(struct mem_sink *s, uint32_t region,
+		     const unsigned char *ref, size_t len);
+
+/* ---------------- in-memory source ---------------- */
+
+struct mem_source {
+	struct ls_source base;
+	const unsigned char *data;
+	size_t len, page_size;
+	unsigned delay_us;    /* per read_pages call */
+	int64_t fail_at_page; /* -1: never */
+	_Atomic uint64_t reads;
+	atomic_int calls_now, calls_max;
+};
+
+void mem_source_init(struct mem_source *src, const unsigned char *data,
+		     size_t len, size_t page_size);
+
+/* ---------------- writer threads ---------------- */
+
+struct writers {
+	unsigned char *mem;
+	size_t len, page_size;
+	int n;
+	pthread_t th[8];
+	atomic_bool quit;
+	atomic_int pause_req, paused;
+	_Atomic uint64_t writes;        /* all threads */
+	_Atomic uint64_t per_thread[8]; /* each thread's writes */
+};
+
+void writers_start(struct writers *w, unsigned char *mem, size_t len,
+		   size_t page_size, int n);
+void writers_pause(struct writers *w); /* returns when all are idle */
+void writers_resume(struct writers *w);
+void writers_stop(struct writers *w);
+/* Waits until every thread has written at least `more` times again. */
+void writers_expect_progress(struct writers *w, uint64_t more);
+
+/* Fills a fraction of the pages of mem with random data (the rest zero). */
+void fill_random(unsigned char *mem, size_t len, size_t page_size,
+		 unsigned percent, unsigned seed);
+
+/* Number of pages of [addr, addr+len) that are userfaultfd write-protected. */
+uint64_t count_wp_pages(const void *addr, size_t len);
+
+#endif

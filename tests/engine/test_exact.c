@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Exactness: four threads write random words in a tight loop; the test
+ * stops them for the instant of begin (copying memory as the reference),
+ * lets them run again, and checks that the snapshot holds the reference
+ * byte for byte, every page exactly once. For every strategy and every
+ * memory type, over several iterations.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "helpers.h"
+
+#define ITERS 6
+#define NWRITERS 4
+
+struct totals {
+	uint64_t faults, write_first, copied, snapshots;
+};
+
+static void one_snapshot(struct ls_ctx *ctx, struct test_mem *m,
+			 struct writers *w, const struct ls_snapshot_opts *o,
+			 unsigned char *ref, struct totals *t)
+{
+	struct mem_sink *s = mem_sink_new();
+	struct ls_snapshot *snap;
+	struct ls_progress p;
+	struct ls_stats st;
+	int ret;
+
+	ret = ls_snapshot_create(ctx, &s->base, o, &snap);
+	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
+	CHECK(s->started, "sink not started at create");
+	writers_pause(w);
+	memcpy(ref, m->addr, m->len);
+	/* The writer's first batch waits until the threads write again. */
+	s->gate = &w->writes;
+	s->gate_n = atomic_load(&w->writes) + 256;
+	ret = ls_snapshot_begin(snap);
+	writers_resume(w);
+	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(ctx));
+	ret = ls_snapshot_wait(snap);
+	CHECK(!ret, "ls_snapshot_wait: %d %s", ret, ls_snapshot_error(snap));
+	CHECK(ls_snapshot_poll(snap) == 0, "poll after the end");
+	CHECK(!ls_snapshot_stats(snap, &st), "stats");
+	CHECK(!ls_snapshot_progress(snap, &p), "progress");
+	mem_sink_expect(s, 0, ref, m->len);
+	CHECK(s->committed && !s->aborted, "committed %d aborted %d",
+	      s->committed, s->aborted);
+	CHECK(p.state == LS_SNAP_COMPLETED && p.pages_done == p.pages_total,
+	      "progress: state %d, %llu of %llu", p.state,
+	      (unsigned long long)p.pages_done,
+	      (unsigned long long)p.pages_total);
+	CHECK(st.pages_total == m->len / m->page_size, "pages_total %llu",
+	      (unsigned long long)st.pages_total);
+	CHECK(st.pages_written + st.pages_zero == st.pages_total,
+	      "written %llu + zero %llu != total %llu",
+	      (unsigned long long)st.pages_written,
+	      (unsigned long long)st.pages_zero,
+	      (unsigned long long)st.pages_total);
+	CHECK(st.pages_written == atomic_load(&s->pages),
+	      "stats say %llu pages written, the sink got %llu",
+	      (unsigned long long)st.pages_written,
+	      (unsigned long long)atomic_load(&s->pages));
+	CHECK(st.bytes_written == st.pages_written * m->page_size,
+	      "bytes_written");
+	CHECK(st.faults > 0, "no write fault although the writers wrote");
+	CHECK(st.stall_p50_ns <= st.stall_p99_ns &&
+		      st.stall_p99_ns <= st.stall_p999_ns &&
+		      st.stall_p999_ns <= st.stall_max_ns,
+	      "stall percentiles out of order");
+	if (o->strategy == LS_STRATEGY_WRITE_FIRST)
+		CHECK(st.pages_copied == 0 && st.copy_buffer_hwm == 0,
+		      "write-first used the copy buffer");
+	CHECK(st.copy_buffer_hwm <= (o->copy_buffer_bytes
+					     ? o->copy_buffer_bytes
+					     : 64 * MB),
+	      "copy buffer above its bound");
+	t->faults += st.faults;
+	t->write_first += st.faults_write_first;
+	t->copied += st.pages_copied;
+	t->snapshots++;
+	ls_snapshot_destroy(snap);
+	CHECK(s->destroyed, "sink not destroyed with the snapshot");
+	mem_sink_free(s);
+	CHECK(count_wp_pages(m->addr, m->len) == 0,
+	      "pages still write-protected after the snapshot");
+}
+
+static void run_matrix(enum mem_kind kind, enum ls_strategy strategy,
+		       size_t copy_buffer, struct totals *t)
+{
+	struct ls_snapshot_opts o = {.strategy = strategy,
+				     .copy_buffer_bytes = copy_buffer};
+	char err[LS_ERRMSG_MAX];
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	struct writers w;
+	unsigned char *ref;
+	int idx;
+
+	memset(t, 0, sizeof(*t));
+	mem_map(&m, kind, 16 * MB);
+	fill_random(m.addr, m.len, m.page_size, 50, (unsigned)kind);
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ls_ctx_create: %s", err);
+	idx = ls_region_add(ctx, "ram", m.addr, m.len);
+	CHECK(idx == 0, "ls_region_add(%s): %s", mem_kind_name(kind),
+	      ls_ctx_error(ctx));
+	ref = malloc(m.len);
+	CHECK(ref, "out of memory");
+	writers_start(&w, m.addr, m.len, m.page_size, NWRITERS);
+	for (int i = 0; i < ITERS; i++)
+		one_snapshot(ctx, &m, &w, &o, ref, t);
+	writers_stop(&w);
+	free(ref);
+	ls_ctx_destroy(ctx);
+	mem_unmap(&m);
+}
+
+#define MATRIX_TEST(kind, strat)                                             \
+	static void test_##kind##_##strat(void **state)                      \
+	{                                                                    \
+		struct totals t;                                             \
+		(void)state;                                                 \
+		run_matrix(kind, LS_STRATEGY_##strat, 0, &t);                \
+		if (LS_STRATEGY_##strat == LS_STRATEGY_WRITE_FIRST)          \
+			CHECK(t.write_first > 0, "no write-first fault");    \
+		else                                                         \
+			CHECK(t.copied > 0, "nothing went through the copy " \
+					    "buffer");                       \
+	}
+
+MATRIX_TEST(MEM_ANON_THP, AUTO)
+MATRIX_TEST(MEM_ANON_THP, COPY)
+MATRIX_TEST(MEM_ANON_THP, WRITE_FIRST)
+MATRIX_TEST(MEM_ANON_4K, AUTO)
+MATRIX_TEST(MEM_ANON_4K, COPY)
+MATRIX_TEST(MEM_ANON_4K, WRITE_FIRST)
+MATRIX_TEST(MEM_MEMFD, AUTO)
+MATRIX_TEST(MEM_MEMFD, COPY)
+MATRIX_TEST(MEM_MEMFD, WRITE_FIRST)
+MATRIX_TEST(MEM_HUGETLB, AUTO)
+MATRIX_TEST(MEM_HUGETLB, COPY)
+MATRIX_TEST(MEM_HUGETLB, WRITE_FIRST)
+MATRIX_TEST(MEM_MEMFD_HUGE, AUTO)
+MATRIX_TEST(MEM_MEMFD_HUGE, COPY)
+MATRIX_TEST(MEM_MEMFD_HUGE, WRITE_FIRST)
+
+/* A copy buffer of two pages: most faults must fall back to write-first. */
+static void test_tiny_copy_buffer(void **state)
+{
+	struct totals t;
+
+	(void)state;
+	run_matrix(MEM_ANON_4K, LS_STRATEGY_COPY, 8192, &t);
+	CHECK(t.write_first > 0, "the write-first fallback never ran");
+	CHECK(t.copied > 0, "nothing went through the copy buffer");
+}
+
+static void test_tiny_copy_buffer_hugetlb(void **state)
+{
+	struct totals t;
+
+	/* 4 MiB: two huge pages at most. */
+	(void)state;
+	run_matrix(MEM_HUGETLB, LS_STRATEGY_COPY, 4 * MB, &t);
+	CHECK(t.write_first + t.copied > 0, "no fault was saved");
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_MEM_ANON_THP_AUTO),
+		cmocka_unit_test(test_MEM_ANON_THP_COPY),
+		cmocka_unit_test(test_MEM_ANON_THP_WRITE_FIRST),
+		cmocka_unit_test(test_MEM_ANON_4K_AUTO),
+		cmocka_unit_test(test_MEM_ANON_4K_COPY),
+		cmocka_unit_test(test_MEM_ANON_4K_WRITE_FIRST),
+		cmocka_unit_test(test_MEM_MEMFD_AUTO),
+		cmocka_unit_test(test_MEM_MEMFD_COPY),
+		cmocka_unit_test(test_MEM_MEMFD_WRITE_FIRST),
+		cmocka_unit_test(test_MEM_HUGETLB_AUTO),
+		cmocka_unit_test(test_MEM_HUGETLB_COPY),
+		cmocka_unit_test(test_MEM_HUGETLB_WRITE_FIRST),
+		cmocka_unit_test(test_MEM_MEMFD_HUGE_AUTO),
+		cmocka_unit_test(test_MEM_MEMFD_HUGE_COPY),
+		cmocka_unit_test(test_MEM_MEMFD_HUGE_WRITE_FIRST),
+		cmocka_unit_test(test_tiny_copy_buffer),
+		cmocka_unit_test(test_tiny_copy_buffer_hugetlb),
+	};
+
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
