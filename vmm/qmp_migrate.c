@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The QMP migration commands, as a QEMU user drives a background snapshot:
+ *
+ *   migrate-set-capabilities  only background-snapshot may be switched on
+ *   query-migrate-capabilities
+ *   migrate-set-parameters    x-livesnap-strategy: auto|copy|write-first
+ *   query-migrate-parameters
+ *   migrate                   uri file:PATH | exec:CMD; our arguments
+ *                             x-livesnap-strategy and (tests only)
+ *                             x-test-copy-ram: PATH
+ *   query-migrate             QEMU's fields plus an x-livesnap object
+ *   migrate_cancel
+ *   query-livesnap-restore    how this VM was restored (if it was)
+ *
+ * and the MIGRATION event {"status": ...} at every status change. Handlers
+ * run on the QMP thread one at a time, so the capability and parameter
+ * state below needs no lock.
+ */
+#include <string.h>
+
+#include "qmp.h"
+#include "snapshot.h"
+#include "util.h"
+
+static const char *const unsupported_caps[] = {
+	"xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks",
+	"compress", "events", "postcopy-ram", "x-colo", "release-ram",
+	"block", "return-path", "pause-before-switchover", "multifd",
+	"dirty-bitmaps", "postcopy-blocktime", "late-block-activate",
+	"x-ignore-shared", "validate-uuid", "zero-copy-send",
+	"postcopy-preempt", "switchover-ack", "dirty-limit", "mapped-ram",
+};
+
+static bool strategy_parse(const char *s, enum ls_strategy *out)
+{
+	if (!strcmp(s, "auto"))
+		*out = LS_STRATEGY_AUTO;
+	else if (!strcmp(s, "copy"))
+		*out = LS_STRATEGY_COPY;
+	else if (!strcmp(s, "write-first"))
+		*out = LS_STRATEGY_WRITE_FIRST;
+	else
+		return false;
+	return true;
+}
+
+static const char *strategy_str(enum ls_strategy s)
+{
+	return s == LS_STRATEGY_COPY	      ? "copy"
+	       : s == LS_STRATEGY_WRITE_FIRST ? "write-first"
+					      : "auto";
+}
+
+static bool snapshot_running(struct qmp_migrate *q)
+{
+	enum vm_snap_status st = vm_snap_status(q->snap);
+
+	return st == VM_SNAP_SETUP || st == VM_SNAP_ACTIVE;
+}
+
+static void on_status(void *opaque, enum vm_snap_status st)
+{
+	struct qmp_migrate *q = opaque;
+
+	qmp_emit_event(q->srv, "MIGRATION",
+		       json_pack("{s:s}", "status", vm_snap_status_name(st)));
+}
+
+/* Checks one {"capability": NAME, "state": BOOL}; applies it to *bg. */
+static bool set_capability(struct qmp_req *req, json_t *cap, bool *bg)
+{
+	const char *name = json_string_value(json_object_get(cap, "capability"));
+	json_t *state = json_object_get(cap, "state");
+
+	if (!name || !json_is_boolean(state)) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "each capability needs 'capability' (a string) "
+			      "and 'state' (a boolean)");
+		return false;
+	}
+	if (!strcmp(name, "background-snapshot")) {
+		*bg = json_is_true(state);
+		return true;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(unsupported_caps); i++) {
+		if (strcmp(name, unsupported_caps[i]))
+			continue;
+		if (json_is_false(state))
+			return true; /* off is what we do anyway */
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "capability '%s' is not supported: livesnap "
+			      "only takes background snapshots "
+			      "(background-snapshot)",
+			      name);
+		return false;
+	}
+	qmp_req_error(req, QMP_ERR_GENERIC, "unknown capability '%s'", name);
+	return false;
+}
+
+static json_t *cmd_set_caps(struct qmp_req *req, json_t *args, void *opaque)
+{
+	struct qmp_migrate *q = opaque;
+	json_t *caps = json_object_get(args, "capabilities"), *c;
+	bool bg = q->background;
+	size_t i;
+
+	if (!json_is_array(caps)) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "'capabilities' must be an array");
+		return NULL;
+	}
+	if (snapshot_running(q)) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "there's a migration process in progress");
+		return NULL;
+	}
+	json_array_foreach(caps, i, c)
+		if (!set_capability(req, c, &bg))
+			return NULL; /* all or nothing */
+	q->background = bg;
+	return json_object();
+}
+
+static json_t *cmd_query_caps(struct qmp_req *req, json_t *args,
+			      void *opaque)
+{
+	struct qmp_migrate *q = opaque;
+	json_t *a = json_array();
+
+	json_array_append_new(a, json_pack("{s:s,s:b}", "capability",
+					   "background-snapshot",
+					   q->background));
+	for (size_t i = 0; i < ARRAY_SIZE(unsupported_caps); i++)
+		json_array_append_new(a, json_pack("{s:s,s:b}", "capability",
+						   unsupported_caps[i], 0));
+	return a;
+}
+
+/* Reads x-livesnap-strategy from args into *out if present. */
+static bool get_strategy(struct qmp_req *req, json_t *args,
+			 enum ls_strategy *out)
+{
+	json_t *v = json_object_get(args, "x-livesnap-strategy");
+
+	if (!v)
+		return true;
+	if (!json_is_string(v) || !strategy_parse(json_string_value(v), out)) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "x-livesnap-strategy must be auto, copy or "
+			      "write-first");
+		return false;
+	}
+	return true;
+}
+
+static bool only_known_args(struct qmp_req *req, const char *cmd,
+			    json_t *args, const char *const *known)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(args, key, v) {
+		bool ok = false;
+
+		for (const char *const *k = known; *k && !ok; k++)
+			ok = !strcmp(key, *k);
+		if (!ok) {
+			qmp_req_error(req, QMP_ERR_GENERIC,
+				      "%s: parameter '%s' is not supported",
+				      cmd, key);
+			return false;
+		}
+	}
+	return true;
+}
+
+static json_t *cmd_set_params(struct qmp_req *req, json_t *args,
+			      void *opaque)
+{
+	static const char *const known[] = {"x-livesnap-strategy", NULL};
+	struct qmp_migrate *q = opaque;
+	enum ls_strategy s = q->strategy;
+
+	if (!only_known_args(req, "migrate-set-parameters", args, known) ||
+	    !get_strategy(req, args, &s))
+		return NULL;
+	q->strategy = s;
+	return json_object();
+}
+
+static json_t *cmd_query_params(struct qmp_req *req, json_t *args,
+				void *opaque)
+{
+	struct qmp_migrate *q = opaque;
+
+	return json_pack("{s:s}", "x-livesnap-strategy",
+			 strategy_str(q->strategy));
+}
+
+static json_t *cmd_migrate(struct qmp_req *req, json_t *args, void *opaque)
+{
+	static const char *const known[] = {
+		"uri", "detach", "x-livesnap-strategy", "x-test-copy-ram",
+		NULL};
+	struct qmp_migrate *q = opaque;
+	struct vm_snap_params p = {.strategy = q->strategy};
+	const char *uri = json_string_value(json_object_get(args, "uri"));
+	json_t *copy = json_object_get(args, "x-test-copy-ram");
+	char err[VMM_ERR_MAX];
+	int ret;
+
+	if (!only_known_args(req, "migrate", args, known) ||
+	    !get_strategy(req, args, &p.strategy))
+		return NULL;
+	if (!uri) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "migrate: 'uri' (file:PATH or exec:CMD) is "
+			      "required");
+		return NULL;
+	}
+	if (copy && !json_is_string(copy)) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "x-test-copy-ram must be a path");
+		return NULL;
+	}
+	if (!q->background) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "livesnap only takes background snapshots: set "
+			      "capability background-snapshot first "
+			      "(migrate-set-capabilities)");
+		return NULL;
+	}
+	p.test_copy_ram = json_string_value(copy);
+	ret = vm_snap_start(q->snap, uri, &p, err);
+	if (ret) {
+		qmp_req_error(req, QMP_ERR_GENERIC, "%s", err);
+		return NULL;
+	}
+	return json_object();
+}
+
+static json_t *cmd_query_migrate(struct qmp_req *req, json_t *args,
+				 void *opaque)
+{
+	struct qmp_migrate *q = opaque;
+
+	return vm_snap_query(q->snap);
+}
+
+static json_t *cmd_migrate_cancel(struct qmp_req *req, json_t *args,
+				  void *opaque)
+{
+	struct qmp_migrate *q = opaque;
+
+	vm_snap_cancel(q->snap); /* QEMU: nothing to cancel is fine */
+	return json_object();
+}
+
+static json_t *cmd_query_restore(struct qmp_req *req, json_t *args,
+				 void *opaque)
+{
+	struct qmp_migrate *q = opaque;
+
+	if (!q->restore)
+		return json_pack("{s:b}", "restored", 0);
+	return vm_restore_query(q->restore);
+}
+
+int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
+			 struct vm_snap *snap, struct vm_restore *restore)
+{
+	static const struct {
+		const char *name;
+		qmp_cmd_fn fn;
+	} cmds[] = {
+		{"migrate-set-capabilities", cmd_set_caps},
+		{"query-migrate-capabilities", cmd_query_caps},
+		{"migrate-set-parameters", cmd_set_params},
+		{"query-migrate-parameters", cmd_query_params},
+		{"migrate", cmd_migrate},
+		{"query-migrate", cmd_query_migrate},
+		{"migrate_cancel", cmd_migrate_cancel},
+		{"query-livesnap-restore", cmd_query_restore},
+	};
+
+	*q = (struct qmp_migrate){.srv = srv, .snap = snap, .restore = restore,
+				  .strategy = LS_STRATEGY_AUTO};
+	vm_snap_set_event_fn(snap, on_status, q);
+	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
+		int ret = qmp_register_command(srv, cmds[i].name, cmds[i].fn,
+					       q);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}

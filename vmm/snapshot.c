@@ -1,0 +1,806 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Live snapshot of a running VM: the pause (vCPUs parked, device and KVM
+ * state captured as blobs, write protection armed through liblivesnap,
+ * vCPUs resumed), then RAM streamed in the background while the guest
+ * runs, with QEMU-style migration status for QMP.
+ *
+ * Threads: vm_snap_start() runs on the QMP thread and only opens the
+ * destination; the pause, the wait for the end and the status changes run
+ * on a snapshot thread of their own, so QMP answers query-migrate and
+ * migrate_cancel throughout.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "snapshot.h"
+#include "layout.h"
+#include "util.h"
+#include "vcpu_state.h"
+#include "vm.h"
+#include "vm_state.h"
+
+#define URI_MAX 4096
+
+struct vm_snap {
+	struct vm *vm;
+	struct ls_ctx *ctx;
+	int region;
+	struct vm_restore *restore; /* lazy memory to wait for, or NULL */
+	vm_snap_event_fn event_fn;
+	void *event_opaque;
+
+	pthread_mutex_t lock; /* everything below */
+	pthread_cond_t cond;  /* status changes */
+	enum vm_snap_status status;
+	bool thread_live;     /* a snapshot thread exists (join it) */
+	pthread_t thread;
+	struct ls_snapshot *snap;
+	struct vm_snap_params params;
+	char *test_copy_ram;
+	char uri[URI_MAX];
+	pid_t child;          /* exec: the command's process group */
+	int stream_fd;        /* exec: the pipe into the command */
+	bool cancel_req;
+	uint64_t t_start, t_paused, t_end; /* monotonic ns */
+	uint64_t downtime_ns;
+	bool have_stats;
+	struct ls_stats stats;
+	char error[VMM_ERR_MAX];
+};
+
+const char *vm_snap_status_name(enum vm_snap_status st)
+{
+	static const char *const names[] = {
+		[VM_SNAP_NONE] = "none",
+		[VM_SNAP_SETUP] = "setup",
+		[VM_SNAP_ACTIVE] = "active",
+		[VM_SNAP_COMPLETED] = "completed",
+		[VM_SNAP_FAILED] = "failed",
+		[VM_SNAP_CANCELLED] = "cancelled",
+	};
+
+	return st < ARRAY_SIZE(names) ? names[st] : "?";
+}
+
+static const char *strategy_name(enum ls_strategy s)
+{
+	switch (s) {
+	case LS_STRATEGY_COPY:
+		return "copy";
+	case LS_STRATEGY_WRITE_FIRST:
+		return "write-first";
+	default:
+		return "auto";
+	}
+}
+
+int vm_snap_create(struct vm_snap **sp, struct vm *vm, char *err)
+{
+	char lerr[LS_ERRMSG_MAX];
+	struct vm_snap *s = calloc(1, sizeof(*s));
+	int ret;
+
+	if (!s)
+		return vmm_fail(err, ENOMEM, "snapshot controller");
+	s->vm = vm;
+	s->child = -1;
+	s->stream_fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	ret = ls_ctx_create(&s->ctx, lerr, sizeof(lerr));
+	if (ret) {
+		vmm_failx(err, -ret, "live snapshots unavailable: %s", lerr);
+		goto fail;
+	}
+	ret = ls_region_add(s->ctx, VM_SNAP_RAM_REGION, vm->mem.host,
+			    vm->mem.size);
+	if (ret < 0) {
+		vmm_failx(err, -ret, "guest RAM: %s", ls_ctx_error(s->ctx));
+		goto fail;
+	}
+	s->region = ret;
+	/* An exec: command that exits early must fail the write, not us. */
+	signal(SIGPIPE, SIG_IGN);
+	*sp = s;
+	return 0;
+fail:
+	vm_snap_destroy(s);
+	return ret;
+}
+
+void vm_snap_destroy(struct vm_snap *s)
+{
+	if (!s)
+		return;
+	vm_snap_cancel(s);
+	vm_snap_wait(s);
+	pthread_mutex_lock(&s->lock);
+	if (s->thread_live)
+		pthread_join(s->thread, NULL);
+	pthread_mutex_unlock(&s->lock);
+	if (s->ctx)
+		ls_ctx_destroy(s->ctx);
+	free(s->test_copy_ram);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	free(s);
+}
+
+struct ls_ctx *vm_snap_ctx(struct vm_snap *s)
+{
+	return s->ctx;
+}
+
+int vm_snap_ram_region(struct vm_snap *s)
+{
+	return s->region;
+}
+
+void vm_snap_set_event_fn(struct vm_snap *s, vm_snap_event_fn fn,
+			  void *opaque)
+{
+	s->event_fn = fn;
+	s->event_opaque = opaque;
+}
+
+void vm_snap_set_restore(struct vm_snap *s, struct vm_restore *r)
+{
+	s->restore = r;
+}
+
+/* Under s->lock. The event goes out after the unlock (see set_status). */
+static void set_status_locked(struct vm_snap *s, enum vm_snap_status st)
+{
+	s->status = st;
+	pthread_cond_broadcast(&s->cond);
+}
+
+static void set_status(struct vm_snap *s, enum vm_snap_status st)
+{
+	pthread_mutex_lock(&s->lock);
+	set_status_locked(s, st);
+	pthread_mutex_unlock(&s->lock);
+	if (s->event_fn)
+		s->event_fn(s->event_opaque, st);
+}
+
+/* ------------------------------------------------------------------ */
+/* Destinations                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Runs /bin/sh -c cmd with its stdin on a new pipe, in a process group of
+ * its own (a cancel kills the whole pipeline). posix_spawn, not fork: a
+ * fork would copy the page tables of all guest RAM and mark it COW.
+ */
+static int spawn_exec(const char *cmd, bool to_cmd, int *fdp, pid_t *pidp,
+		      char *err)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+	extern char **environ;
+	int pfd[2], ret;
+	int child_end, our_end;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return vmm_fail(err, errno, "pipe for exec:%s", cmd);
+	child_end = to_cmd ? pfd[0] : pfd[1];
+	our_end = to_cmd ? pfd[1] : pfd[0];
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_adddup2(&fa, child_end, to_cmd ? 0 : 1);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+						POSIX_SPAWN_SETSIGDEF);
+	{
+		sigset_t def;
+
+		sigemptyset(&def);
+		sigaddset(&def, SIGPIPE);
+		posix_spawnattr_setsigdefault(&attr, &def);
+	}
+	ret = posix_spawn(pidp, "/bin/sh", &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(child_end);
+	if (ret) {
+		close(our_end);
+		return vmm_fail(err, ret, "spawning /bin/sh -c '%s'", cmd);
+	}
+	*fdp = our_end;
+	return 0;
+}
+
+int vm_snap_spawn_exec(const char *cmd, bool to_cmd, int *fdp, pid_t *pidp,
+		       char *err)
+{
+	return spawn_exec(cmd, to_cmd, fdp, pidp, err);
+}
+
+/* Reaps an exec: command; 0 if it exited with status 0. */
+int vm_snap_reap_exec(pid_t pid, const char *cmd, char *err)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return vmm_fail(err, errno, "waitpid for exec:%s",
+					cmd);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status))
+		return vmm_failx(err, EPIPE, "exec:%s exited with status %d",
+				 cmd, WEXITSTATUS(status));
+	return vmm_failx(err, EPIPE, "exec:%s was killed by signal %d", cmd,
+			 WTERMSIG(status));
+}
+
+/* Opens the sink for uri; for exec:, the command is running after. */
+static int open_sink(struct vm_snap *s, const char *uri, struct ls_sink **sk,
+		     char *err)
+{
+	char lerr[LS_ERRMSG_MAX];
+	int ret;
+
+	if (!strncmp(uri, "file:", 5)) {
+		if (!uri[5])
+			return vmm_failx(err, EINVAL, "file: needs a path");
+		ret = ls_sink_file_create(sk, uri + 5, 0, lerr, sizeof(lerr));
+		if (ret)
+			return vmm_failx(err, -ret, "%s", lerr);
+		return 0;
+	}
+	if (!strncmp(uri, "exec:", 5)) {
+		ret = spawn_exec(uri + 5, true, &s->stream_fd, &s->child, err);
+		if (ret)
+			return ret;
+		ret = ls_sink_stream_create(sk, s->stream_fd, lerr,
+					    sizeof(lerr));
+		if (ret) {
+			vmm_failx(err, -ret, "%s", lerr);
+			kill(-s->child, SIGKILL);
+			close(s->stream_fd);
+			s->stream_fd = -1;
+			vm_snap_reap_exec(s->child, uri + 5, lerr);
+			s->child = -1;
+		}
+		return ret;
+	}
+	return vmm_failx(err, EINVAL,
+			 "unsupported migration URI '%s' (use file:PATH or "
+			 "exec:CMD)",
+			 uri);
+}
+
+/* ------------------------------------------------------------------ */
+/* Blobs                                                               */
+/* ------------------------------------------------------------------ */
+
+json_t *vm_snap_config_json(struct vm *vm)
+{
+	const struct vm_mem *m = &vm->mem;
+	json_t *slots = json_array();
+
+	json_array_append_new(
+		slots, json_pack("{s:i,s:I,s:I,s:s,s:I}", "slot", SLOT_RAM_LOW,
+				 "gpa", (json_int_t)0, "size",
+				 (json_int_t)m->low_size, "region",
+				 VM_SNAP_RAM_REGION, "offset", (json_int_t)0));
+	if (m->high_size)
+		json_array_append_new(
+			slots,
+			json_pack("{s:i,s:I,s:I,s:s,s:I}", "slot",
+				  SLOT_RAM_HIGH, "gpa", (json_int_t)GPA_4G,
+				  "size", (json_int_t)m->high_size, "region",
+				  VM_SNAP_RAM_REGION, "offset",
+				  (json_int_t)m->low_size));
+	return json_pack("{s:i,s:s,s:i,s:I,s:s,s:I,s:i,s:i,s:o}", "format",
+			 VM_SNAP_FORMAT, "vmm", "livesnap", "vcpus",
+			 (int)vm->ncpus, "mem-bytes", (json_int_t)m->size,
+			 "mem-backend", mem_backend_name(m->backend),
+			 "page-size", (json_int_t)m->page_size, "tsc-khz",
+			 (int)vm->tsc_khz, "xsave-size", (int)vm->xsave_size,
+			 "slots", slots);
+}
+
+static void save_serial(struct vm *vm, void *st)
+{
+	serial_save(&vm->serial, st);
+}
+
+static int restore_serial(struct vm *vm, const void *st, char *err)
+{
+	return serial_restore(&vm->serial, st, err);
+}
+
+static void save_i8042(struct vm *vm, void *st)
+{
+	i8042_save(&vm->i8042, st);
+}
+
+static int restore_i8042(struct vm *vm, const void *st, char *err)
+{
+	return i8042_restore(&vm->i8042, st, err);
+}
+
+static void save_rtc(struct vm *vm, void *st)
+{
+	rtc_save(&vm->rtc, st);
+}
+
+static int restore_rtc(struct vm *vm, const void *st, char *err)
+{
+	return rtc_restore(&vm->rtc, st, err);
+}
+
+static void save_pio_sink(struct vm *vm, void *st)
+{
+	pio_sink_save(&vm->sink, st);
+}
+
+static int restore_pio_sink(struct vm *vm, const void *st, char *err)
+{
+	return pio_sink_restore(&vm->sink, st, err);
+}
+
+const struct vm_dev_blob vm_dev_blobs[] = {
+	{"dev.serial", sizeof(struct serial_state), save_serial,
+	 restore_serial},
+	{"dev.i8042", sizeof(struct i8042_state), save_i8042, restore_i8042},
+	{"dev.rtc", sizeof(struct rtc_state), save_rtc, restore_rtc},
+	{"dev.pio-sink", sizeof(struct pio_sink_state), save_pio_sink,
+	 restore_pio_sink},
+};
+const unsigned vm_n_dev_blobs = ARRAY_SIZE(vm_dev_blobs);
+
+static int add_blob(struct ls_snapshot *snap, const char *name,
+		    const void *data, size_t len, char *err)
+{
+	int ret = ls_snapshot_add_blob(snap, name, data, len);
+
+	if (ret)
+		return vmm_failx(err, -ret, "adding blob %s: %s", name,
+				 ls_snapshot_error(snap));
+	return 0;
+}
+
+int vm_snap_save_devices(struct vm *vm, struct ls_snapshot *snap, char *err)
+{
+	union {
+		struct serial_state serial;
+		struct i8042_state i8042;
+		struct rtc_state rtc;
+		struct pio_sink_state sink;
+	} st;
+	int ret = 0;
+
+	for (unsigned i = 0; i < vm_n_dev_blobs && !ret; i++) {
+		memset(&st, 0, sizeof(st));
+		vm_dev_blobs[i].save(vm, &st);
+		ret = add_blob(snap, vm_dev_blobs[i].name, &st,
+			       vm_dev_blobs[i].size, err);
+	}
+	return ret;
+}
+
+/* Every vCPU, then the VM (kvm-notes 2.3), in one pause. */
+int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err)
+{
+	struct vcpu_state *vst = malloc(sizeof(*vst));
+	struct vm_state mst;
+	char name[LS_NAME_MAX];
+	int ret = 0;
+
+	if (!vst)
+		return vmm_fail(err, ENOMEM, "vCPU state buffer");
+	for (unsigned i = 0; i < vm->ncpus && !ret; i++) {
+		memset(vst, 0, sizeof(*vst));
+		ret = vcpu_state_save(&vm->vcpus[i], vst, err);
+		snprintf(name, sizeof(name), VM_SNAP_BLOB_VCPU "%u", i);
+		if (!ret)
+			ret = add_blob(snap, name, vst, sizeof(*vst), err);
+	}
+	free(vst);
+	if (ret)
+		return ret;
+	memset(&mst, 0, sizeof(mst));
+	ret = vm_state_save(vm, &mst, err);
+	if (!ret)
+		ret = add_blob(snap, VM_SNAP_BLOB_VM, &mst, sizeof(mst), err);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* The pause                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Test only: all guest RAM, as it is while paused, into a file. */
+static int copy_ram(struct vm *vm, const char *path, char *err)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	uint64_t off = 0;
+
+	if (fd < 0)
+		return vmm_fail(err, errno, "x-test-copy-ram: open %s", path);
+	while (off < vm->mem.size) {
+		ssize_t n = write(fd, vm->mem.host + off, vm->mem.size - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : ENOSPC;
+
+			close(fd);
+			return vmm_fail(err, e, "x-test-copy-ram: write %s",
+					path);
+		}
+		off += (uint64_t)n;
+	}
+	if (close(fd) < 0)
+		return vmm_fail(err, errno, "x-test-copy-ram: close %s", path);
+	return 0;
+}
+
+/* Everything but RAM, as blobs; the vCPUs are parked. */
+static int capture_state(struct vm_snap *s, struct ls_snapshot *snap,
+			 char *err)
+{
+	json_t *cfg = vm_snap_config_json(s->vm);
+	char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+	int ret;
+
+	json_decref(cfg);
+	if (!text)
+		return vmm_fail(err, ENOMEM, "vm-config blob");
+	ret = ls_snapshot_add_blob(snap, VM_SNAP_BLOB_CONFIG, text,
+				   strlen(text));
+	free(text);
+	if (ret)
+		return vmm_failx(err, -ret, "adding blob %s: %s",
+				 VM_SNAP_BLOB_CONFIG, ls_ctx_error(s->ctx));
+	/* Devices first: saving one may raise an interrupt (kvm-notes 2.3). */
+	ret = vm_snap_save_devices(s->vm, snap, err);
+	if (!ret)
+		ret = vm_snap_save_kvm(s->vm, snap, err);
+	return ret;
+}
+
+/*
+ * Pauses, captures, arms, resumes. The VM runs again on every path out.
+ */
+static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap,
+			 char *err)
+{
+	struct vm_pause_stats ps;
+	int ret, rret;
+
+	ret = vm_pause(s->vm);
+	if (ret)
+		return vmm_fail(err, -ret, "pausing the VM");
+	pthread_mutex_lock(&s->lock);
+	s->t_paused = vmm_now_ns();
+	pthread_mutex_unlock(&s->lock);
+	ret = capture_state(s, snap, err);
+	if (!ret && s->test_copy_ram)
+		ret = copy_ram(s->vm, s->test_copy_ram, err);
+	if (!ret) {
+		ret = ls_snapshot_begin(snap);
+		if (ret)
+			vmm_failx(err, -ret, "arming write protection: %s",
+				  ls_snapshot_error(snap));
+	}
+	rret = vm_resume(s->vm);
+	vm_pause_stats(s->vm, &ps);
+	pthread_mutex_lock(&s->lock);
+	s->downtime_ns = ps.last_total_ns;
+	pthread_mutex_unlock(&s->lock);
+	if (!ret && rret)
+		ret = vmm_fail(err, -rret, "resuming the VM");
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* The snapshot thread                                                 */
+/* ------------------------------------------------------------------ */
+
+/* Ends an exec: command: EOF on its stdin, then its exit status. */
+static int finish_exec(struct vm_snap *s, bool kill_it, char *err)
+{
+	pid_t child;
+	int fd;
+
+	pthread_mutex_lock(&s->lock);
+	child = s->child;
+	fd = s->stream_fd;
+	s->stream_fd = -1;
+	pthread_mutex_unlock(&s->lock);
+	if (fd >= 0)
+		close(fd);
+	if (child < 0)
+		return 0;
+	if (kill_it)
+		kill(-child, SIGKILL);
+	fd = vm_snap_reap_exec(child, s->uri + 5, err);
+	pthread_mutex_lock(&s->lock);
+	s->child = -1;
+	pthread_mutex_unlock(&s->lock);
+	return fd;
+}
+
+static void *snap_thread(void *arg)
+{
+	struct vm_snap *s = arg;
+	struct ls_snapshot *snap = s->snap;
+	char err[VMM_ERR_MAX] = "";
+	char xerr[VMM_ERR_MAX];
+	enum vm_snap_status end;
+	int ret = 0, xret;
+
+	if (s->restore)
+		ret = vm_restore_wait_memory(s->restore, err);
+	pthread_mutex_lock(&s->lock);
+	if (!ret && s->cancel_req)
+		ret = -ECANCELED;
+	pthread_mutex_unlock(&s->lock);
+	if (!ret) {
+		ret = pause_and_arm(s, snap, err);
+		if (!ret)
+			set_status(s, VM_SNAP_ACTIVE);
+	}
+	if (ret)
+		ls_snapshot_cancel(snap);
+	xret = ls_snapshot_wait(snap);
+	if (!ret && xret) {
+		ret = xret;
+		snprintf(err, sizeof(err), "%s", ls_snapshot_error(snap));
+	}
+	xret = finish_exec(s, ret != 0, xerr);
+	if (!ret && xret) {
+		ret = xret;
+		snprintf(err, sizeof(err), "%s", xerr);
+	}
+
+	pthread_mutex_lock(&s->lock);
+	s->have_stats = !ls_snapshot_stats(snap, &s->stats);
+	s->snap = NULL;
+	s->t_end = vmm_now_ns();
+	if (ret == -ECANCELED || (ret && s->cancel_req)) {
+		end = VM_SNAP_CANCELLED;
+		snprintf(s->error, sizeof(s->error), "cancelled");
+	} else if (ret) {
+		end = VM_SNAP_FAILED;
+		snprintf(s->error, sizeof(s->error), "%s",
+			 err[0] ? err : strerror(-ret));
+	} else {
+		end = VM_SNAP_COMPLETED;
+	}
+	pthread_mutex_unlock(&s->lock);
+	ls_snapshot_destroy(snap);
+	if (end == VM_SNAP_FAILED)
+		fprintf(stderr, "livesnap: snapshot to %s failed: %s\n",
+			s->uri, s->error);
+	set_status(s, end);
+	return NULL;
+}
+
+int vm_snap_start(struct vm_snap *s, const char *uri,
+		  const struct vm_snap_params *p, char *err)
+{
+	struct ls_snapshot_opts opts = {.strategy = p->strategy};
+	struct ls_snapshot *snap;
+	struct ls_sink *sink;
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->status == VM_SNAP_SETUP || s->status == VM_SNAP_ACTIVE) {
+		pthread_mutex_unlock(&s->lock);
+		return vmm_failx(err, EBUSY,
+				 "a snapshot is already running (%s); "
+				 "migrate_cancel it or wait",
+				 vm_snap_status_name(s->status));
+	}
+	if (s->thread_live) {
+		pthread_join(s->thread, NULL);
+		s->thread_live = false;
+	}
+	if (strlen(uri) >= sizeof(s->uri)) {
+		pthread_mutex_unlock(&s->lock);
+		return vmm_failx(err, EINVAL, "migration URI too long");
+	}
+	snprintf(s->uri, sizeof(s->uri), "%s", uri);
+	free(s->test_copy_ram);
+	s->test_copy_ram = p->test_copy_ram ? strdup(p->test_copy_ram) : NULL;
+	s->params = *p;
+	s->params.test_copy_ram = NULL;
+	s->cancel_req = false;
+	s->have_stats = false;
+	s->error[0] = 0;
+	s->downtime_ns = 0;
+	s->t_start = vmm_now_ns();
+	s->t_paused = s->t_end = 0;
+	ret = open_sink(s, uri, &sink, err);
+	if (ret) {
+		pthread_mutex_unlock(&s->lock);
+		return ret;
+	}
+	/* The snapshot owns the sink from here, even when this fails. */
+	ret = ls_snapshot_create(s->ctx, sink, &opts, &snap);
+	if (ret) {
+		vmm_failx(err, -ret, "%s", ls_ctx_error(s->ctx));
+		goto fail;
+	}
+	s->snap = snap;
+	set_status_locked(s, VM_SNAP_SETUP);
+	ret = pthread_create(&s->thread, NULL, snap_thread, s);
+	if (ret) {
+		s->snap = NULL;
+		s->status = VM_SNAP_NONE;
+		ls_snapshot_destroy(snap);
+		ret = vmm_fail(err, ret, "starting the snapshot thread");
+		goto fail;
+	}
+	s->thread_live = true;
+	pthread_mutex_unlock(&s->lock);
+	if (s->event_fn)
+		s->event_fn(s->event_opaque, VM_SNAP_SETUP);
+	return 0;
+fail:
+	pthread_mutex_unlock(&s->lock);
+	{
+		char xerr[VMM_ERR_MAX];
+
+		finish_exec(s, true, xerr);
+	}
+	return ret;
+}
+
+int vm_snap_cancel(struct vm_snap *s)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->status != VM_SNAP_SETUP && s->status != VM_SNAP_ACTIVE) {
+		pthread_mutex_unlock(&s->lock);
+		return -EINVAL;
+	}
+	s->cancel_req = true;
+	if (s->snap)
+		ls_snapshot_cancel(s->snap);
+	/* A writer blocked on a pipe nobody reads must see EPIPE. */
+	if (s->child > 0)
+		kill(-s->child, SIGKILL);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+void vm_snap_wait(struct vm_snap *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->status == VM_SNAP_SETUP || s->status == VM_SNAP_ACTIVE)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+enum vm_snap_status vm_snap_status(struct vm_snap *s)
+{
+	enum vm_snap_status st;
+
+	pthread_mutex_lock(&s->lock);
+	st = s->status;
+	pthread_mutex_unlock(&s->lock);
+	return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* query-migrate                                                       */
+/* ------------------------------------------------------------------ */
+
+static json_t *ram_json(struct vm_snap *s, const struct ls_progress *pr,
+			const struct ls_stats *st, uint64_t elapsed_ns)
+{
+	uint64_t page = 4096, total = pr->pages_total;
+	uint64_t done = pr->pages_done, bytes = pr->bytes_written;
+	json_t *ram;
+
+	if (st) {
+		total = st->pages_total;
+		bytes = st->bytes_written;
+		done = st->pages_written + st->pages_zero;
+	}
+	ram = json_pack("{s:I,s:I,s:I,s:I,s:f}", "total",
+			(json_int_t)(total * page), "transferred",
+			(json_int_t)bytes, "remaining",
+			(json_int_t)((total > done ? total - done : 0) * page),
+			"page-size", (json_int_t)page, "mbps",
+			elapsed_ns ? bytes * 8.0 / (elapsed_ns / 1e9) / 1e6
+				   : 0.0);
+	if (st) {
+		json_object_set_new(ram, "duplicate",
+				    json_integer((json_int_t)st->pages_zero));
+		json_object_set_new(ram, "normal",
+				    json_integer((json_int_t)st->pages_written));
+		json_object_set_new(
+			ram, "normal-bytes",
+			json_integer((json_int_t)(st->pages_written * page)));
+	}
+	return ram;
+}
+
+static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
+			       uint64_t elapsed_ns)
+{
+	json_t *more, *x = json_pack("{s:s,s:s,s:I,s:I,s:I}", "strategy",
+			      strategy_name(s->params.strategy), "uri", s->uri,
+			      "downtime-ns", (json_int_t)s->downtime_ns,
+			      "setup-ns",
+			      (json_int_t)(s->t_paused ? s->t_paused - s->t_start
+						       : 0),
+			      "total-ns", (json_int_t)elapsed_ns);
+
+	if (!st)
+		return x;
+	more = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+			     "faults", (json_int_t)st->faults,
+			     "faults-write-first",
+			     (json_int_t)st->faults_write_first,
+			     "copied-pages", (json_int_t)st->pages_copied,
+			     "copy-buffer-hwm", (json_int_t)st->copy_buffer_hwm,
+			     "arm-ns", (json_int_t)st->arm_ns, "stall-p50-ns",
+			     (json_int_t)st->stall_p50_ns, "stall-p99-ns",
+			     (json_int_t)st->stall_p99_ns, "stall-p999-ns",
+			     (json_int_t)st->stall_p999_ns, "stall-max-ns",
+			     (json_int_t)st->stall_max_ns, "zero-pages",
+			     (json_int_t)st->pages_zero);
+	json_object_update(x, more);
+	json_decref(more);
+	return x;
+}
+
+json_t *vm_snap_query(struct vm_snap *s)
+{
+	struct ls_progress pr = {0};
+	struct ls_stats live, *st = NULL;
+	uint64_t now = vmm_now_ns(), elapsed;
+	json_t *r, *x;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->status == VM_SNAP_NONE) {
+		pthread_mutex_unlock(&s->lock);
+		return json_object(); /* QEMU: {} before any migration */
+	}
+	elapsed = (s->t_end ? s->t_end : now) - s->t_start;
+	if (s->snap) {
+		ls_snapshot_progress(s->snap, &pr);
+		if (!ls_snapshot_stats(s->snap, &live))
+			st = &live;
+	} else if (s->have_stats) {
+		st = &s->stats;
+	}
+	r = json_pack("{s:s,s:I,s:I}", "status",
+		      vm_snap_status_name(s->status), "total-time",
+		      (json_int_t)(elapsed / 1000000), "setup-time",
+		      (json_int_t)(s->t_paused ? (s->t_paused - s->t_start) /
+							 1000000
+					       : elapsed / 1000000));
+	if (s->status != VM_SNAP_SETUP) {
+		json_object_set_new(r, "downtime",
+				    json_integer((json_int_t)(s->downtime_ns /
+							      1000000)));
+		json_object_set_new(r, "ram", ram_json(s, &pr, st, elapsed));
+	}
+	x = x_livesnap_json(s, st, elapsed);
+	json_object_set_new(r, "x-livesnap", x);
+	if (s->error[0] && s->status != VM_SNAP_COMPLETED)
+		json_object_set_new(r, "error-desc", json_string(s->error));
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Live snapshots of a running VM (snapshot.c) and restore of one into a
+ * fresh VM shell (restore.c), on top of liblivesnap.
+ *
+ * A snapshot is one liblivesnap snapshot of guest RAM plus named blobs that
+ * carry everything else, captured in one pause:
+ *
+ *   "vm-config"    JSON: format version, vCPU count, RAM size and backend,
+ *                  the GPA -> region layout, TSC kHz, XSAVE size. A restore
+ *                  refuses a snapshot whose config does not match its VM.
+ *   "dev.<name>"   one device model's state struct (devices/devices.h):
+ *                  dev.serial, dev.i8042, dev.rtc, dev.pio-sink
+ *   "kvm-vcpu.<i>" the KVM state of vCPU i (vcpu_state.c)
+ *   "kvm-vm"       the VM-wide KVM state: PIT, clock, irqchips (vm_state.c)
+ *
+ * Restore loads RAM first, then every vCPU, then the VM, then devices
+ * (kvm-notes 2.4), then resumes.
+ *
+ * The QMP face of this (migrate, query-migrate, ...) is qmp_migrate.c.
+ */
+#ifndef LS_VMM_SNAPSHOT_H
+#define LS_VMM_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "livesnap.h"
+
+struct vm;
+struct vm_config;
+struct vm_snap;
+struct vm_restore;
+
+#define VM_SNAP_FORMAT 1          /* vm-config "format"; bump on change */
+#define VM_SNAP_RAM_REGION "ram"  /* the one region: all guest RAM */
+#define VM_SNAP_BLOB_CONFIG "vm-config"
+#define VM_SNAP_BLOB_VM "kvm-vm"
+#define VM_SNAP_BLOB_VCPU "kvm-vcpu." /* + decimal vCPU index */
+
+/* Migration status, named as QEMU's MigrationStatus. */
+enum vm_snap_status {
+	VM_SNAP_NONE,
+	VM_SNAP_SETUP,
+	VM_SNAP_ACTIVE,
+	VM_SNAP_COMPLETED,
+	VM_SNAP_FAILED,
+	VM_SNAP_CANCELLED,
+};
+
+const char *vm_snap_status_name(enum vm_snap_status st);
+
+/* Called on every status change, from whichever thread made it. */
+typedef void (*vm_snap_event_fn)(void *opaque, enum vm_snap_status st);
+
+/*
+ * Creates the VM's snapshot controller: a liblivesnap context with all
+ * guest RAM registered as region VM_SNAP_RAM_REGION. Call once, after
+ * vm_create() and before the vCPUs first run or memory is restored.
+ */
+int vm_snap_create(struct vm_snap **sp, struct vm *vm, char *err);
+/* Cancels a snapshot still running and waits for it; frees. */
+void vm_snap_destroy(struct vm_snap *s);
+
+struct ls_ctx *vm_snap_ctx(struct vm_snap *s);
+int vm_snap_ram_region(struct vm_snap *s);
+void vm_snap_set_event_fn(struct vm_snap *s, vm_snap_event_fn fn,
+			  void *opaque);
+
+/* A restore in progress: a snapshot waits for its lazy memory first. */
+void vm_snap_set_restore(struct vm_snap *s, struct vm_restore *r);
+
+struct vm_snap_params {
+	enum ls_strategy strategy;
+	/*
+	 * Test only: during the pause, copy all guest RAM into this file
+	 * (NULL: no copy), so a test can compare it with the snapshot.
+	 */
+	const char *test_copy_ram;
+};
+
+/*
+ * Starts a live snapshot to uri: "file:PATH" (a seekable snapshot file) or
+ * "exec:CMD" (a stream into CMD's stdin, run by /bin/sh -c). Opens the
+ * sink at once (an unusable destination fails here), then pauses, saves,
+ * arms and resumes on a thread of its own and returns. -EBUSY while
+ * another snapshot runs.
+ */
+int vm_snap_start(struct vm_snap *s, const char *uri,
+		  const struct vm_snap_params *p, char *err);
+
+/* Requests cancellation (-EINVAL when nothing runs). */
+int vm_snap_cancel(struct vm_snap *s);
+
+/* Waits until the current snapshot (if any) has ended. */
+void vm_snap_wait(struct vm_snap *s);
+
+enum vm_snap_status vm_snap_status(struct vm_snap *s);
+
+/* The query-migrate answer (see docs/snapshot.md). */
+json_t *vm_snap_query(struct vm_snap *s);
+
+/* ---- restore.c ---- */
+
+enum vm_restore_mode {
+	VM_RESTORE_EAGER,
+	VM_RESTORE_LAZY,
+};
+
+/*
+ * Opens a snapshot for restore: a file path, or "exec:CMD" for a stream
+ * out of CMD's stdout (eager only). For a file, the vm-config blob is read
+ * and checked here; cfg's vCPU count and RAM size are filled from it where
+ * they are 0 and refused when they differ.
+ */
+int vm_restore_open(struct vm_restore **rp, const char *src,
+		    enum vm_restore_mode mode, struct vm_config *cfg,
+		    char *err);
+void vm_restore_destroy(struct vm_restore *r);
+
+/*
+ * Fills guest RAM (eager: all of it now; lazy: starts serving faults and
+ * a prefetch behind), then loads the KVM state of every vCPU and the VM
+ * and the devices' state, in that order. The vCPUs must exist and never
+ * have run.
+ */
+int vm_restore_load(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
+		    char *err);
+
+/* Marks the guest running: the end of "restore time". */
+void vm_restore_running(struct vm_restore *r);
+
+/* Waits for a lazy restore's memory to be complete (0 or -errno). */
+int vm_restore_wait_memory(struct vm_restore *r, char *err);
+
+/* query-livesnap-restore: mode, times, pages, faults. */
+json_t *vm_restore_query(struct vm_restore *r);
+
+/* ---- qmp_migrate.c ---- */
+
+struct qmp_server;
+
+/* The migration commands' context; must outlive the QMP server. */
+struct qmp_migrate {
+	struct qmp_server *srv;
+	struct vm_snap *snap;
+	struct vm_restore *restore; /* NULL unless this VM was restored */
+	bool background;            /* capability background-snapshot */
+	enum ls_strategy strategy;  /* migrate-set-parameters default */
+};
+
+/*
+ * Registers migrate, migrate-set-capabilities, query-migrate and the rest
+ * (see qmp_migrate.c) and routes status changes to MIGRATION events.
+ */
+int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
+			 struct vm_snap *snap, struct vm_restore *restore);
+
+/* ---- shared by snapshot.c and restore.c only ---- */
+
+/* One device model's state as a blob "dev.<name>". */
+struct vm_dev_blob {
+	const char *name; /* blob name */
+	size_t size;      /* of its state struct */
+	void (*save)(struct vm *vm, void *state);
+	int (*restore)(struct vm *vm, const void *state, char *err);
+};
+
+extern const struct vm_dev_blob vm_dev_blobs[];
+extern const unsigned vm_n_dev_blobs;
+
+/* The vm-config blob of a VM, as JSON. */
+json_t *vm_snap_config_json(struct vm *vm);
+
+int vm_snap_save_devices(struct vm *vm, struct ls_snapshot *snap, char *err);
+int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err);
+
+/*
+ * Runs /bin/sh -c cmd in a process group of its own with a pipe on its
+ * stdin (to_cmd) or stdout; *fdp gets our end. Reap with
+ * vm_snap_reap_exec(): 0 only for exit status 0.
+ */
+int vm_snap_spawn_exec(const char *cmd, bool to_cmd, int *fdp, pid_t *pidp,
+		       char *err);
+int vm_snap_reap_exec(pid_t pid, const char *cmd, char *err);
+
+#endif /* LS_VMM_SNAPSHOT_H */
