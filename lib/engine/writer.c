@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "snap.h"
 
@@ -46,9 +47,39 @@ static void backoff(unsigned *spins)
 /* ------------------------------------------------------------------ */
 
 /*
- * Private anonymous pages that were never populated (nor swapped) are zero:
- * PAGEMAP_SCAN finds them without touching them. flags[i] becomes BF_DATA
- * for pages that may hold data, BF_ZERO for known-zero ones.
+ * A uffd-wp marker in /proc/self/pagemap: "swapped" (bit 62), write-protected
+ * (bit 57), swap type 31 (the marker type, the last one) and marker bits 1
+ * (PTE_MARKER_UFFD_WP). WP_UNPOPULATED leaves one where nothing was mapped at
+ * begin, so the page was zero then. Anything else that is not present (real
+ * swap, a migration entry) may hold data.
+ */
+#define PM_ENTRY_WP_MARKER ((1ull << 62) | (1ull << 57) | 0x3full)
+
+/* Marks the pages of [a, b) that are only uffd-wp markers as zero. */
+static void find_markers(struct ls_snapshot *snap, struct snap_region *sr,
+			 uint64_t first, uint64_t a, uint64_t b, uint8_t *flags)
+{
+	uint64_t ent[512];
+
+	while (a < b) {
+		uint64_t n = b - a > 512 ? 512 : b - a;
+		uint64_t vpn = (sr->base + (first + a) * sr->ps) / LS_SMALL_PAGE;
+		ssize_t got = pread(snap->ctx->pagemap_fd, ent, n * 8,
+				    (off_t)(vpn * 8));
+
+		for (uint64_t i = 0; i < n; i++)
+			flags[a + i] = got == (ssize_t)(n * 8) &&
+						       ent[i] == PM_ENTRY_WP_MARKER
+					       ? BF_ZERO
+					       : BF_DATA;
+		a += n;
+	}
+}
+
+/*
+ * Private anonymous pages that were never populated are zero: PAGEMAP_SCAN
+ * finds them without touching them. flags[i] becomes BF_DATA for pages that
+ * may hold data, BF_ZERO for known-zero ones.
  */
 static void scan_populated(struct ls_snapshot *snap, struct snap_region *sr,
 			   uint64_t first, uint64_t n, uint8_t *flags)
@@ -80,10 +111,11 @@ static void scan_populated(struct ls_snapshot *snap, struct snap_region *sr,
 		for (long i = 0; i < got; i++) {
 			uint64_t a = (vec[i].start - sr->base) / sr->ps - first;
 			uint64_t b = (vec[i].end - sr->base) / sr->ps - first;
-			bool zero = (vec[i].categories & PAGE_IS_PFNZERO) &&
-				    !(vec[i].categories & PAGE_IS_SWAPPED);
+			uint64_t cat = vec[i].categories;
 
-			if (!zero)
+			if (!(cat & PAGE_IS_PRESENT))
+				find_markers(snap, sr, first, a, b, flags);
+			else if (!(cat & PAGE_IS_PFNZERO))
 				memset(flags + a, BF_DATA, b - a);
 		}
 		if (arg.walk_end <= start)

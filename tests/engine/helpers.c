@@ -509,3 +509,16 @@ uint64_t count_wp_pages(const void *addr, size_t len)
 	free(ent);
 	return wp;
 }
+
+bool mincore_any(void *addr, size_t len)
+{
+	size_t n = len / 4096;
+	unsigned char *vec = malloc(n);
+	bool any = false;
+
+	CHECK(vec && !mincore(addr, len, vec), "mincore: %s", strerror(errno));
+	for (size_t i = 0; i < n; i++)
+		any |= vec[i] & 1;
+	free(vec);
+	return any;
+}

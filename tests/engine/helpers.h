@@ -124,6 +124,9 @@ void writers_expect_progress(struct writers *w, uint64_t more);
 void fill_random(unsigned char *mem, size_t len, size_t page_size,
 		 unsigned percent, unsigned seed);
 
+/* True if any page of [addr, addr+len) is resident. */
+bool mincore_any(void *addr, size_t len);
+
 /* Number of pages of [addr, addr+len) that are userfaultfd write-protected. */
 uint64_t count_wp_pages(const void *addr, size_t len);
 

@@ -1,6 +1,283 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Context and regions: feature probes, memory type detection, refusals with
+ * messages, snapshot bookkeeping (blobs, one per context, zero pages) and
+ * the stall histogram.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmocka.h>
-static void t0(void **s) { (void)s; }
-int main(void) { const struct CMUnitTest tests[] = { cmocka_unit_test(t0) }; return cmocka_run_group_tests(tests, NULL, NULL); }
+
+#include "helpers.h"
+
+static struct ls_ctx *ctx_new(void)
+{
+	char err[LS_ERRMSG_MAX];
+	struct ls_ctx *ctx;
+
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ls_ctx_create: %s", err);
+	return ctx;
+}
+
+static void expect_error(struct ls_ctx *ctx, int ret, int want,
+			 const char *needle1, const char *needle2)
+{
+	const char *msg = ls_ctx_error(ctx);
+
+	CHECK(ret == want, "got %d, want %d (%s)", ret, want, msg);
+	CHECK(strstr(msg, needle1), "message '%s' lacks '%s'", msg, needle1);
+	if (needle2)
+		CHECK(strstr(msg, needle2), "message '%s' lacks '%s'", msg,
+		      needle2);
+}
+
+static void test_features(void **state)
+{
+	const unsigned want = LS_FEAT_WP | LS_FEAT_WP_SHMEM_HUGETLB |
+			      LS_FEAT_WP_UNPOPULATED | LS_FEAT_WP_ASYNC |
+			      LS_FEAT_PAGEMAP_SCAN | LS_FEAT_MISSING_SHMEM |
+			      LS_FEAT_MISSING_HUGETLB;
+	struct ls_ctx *ctx = ctx_new();
+
+	(void)state;
+	/* This project's kernels (>= 6.7) have them all: a miss is a bug. */
+	CHECK((ls_ctx_features(ctx) & want) == want,
+	      "features 0x%x, expected at least 0x%x", ls_ctx_features(ctx),
+	      want);
+	CHECK(!strcmp(ls_ctx_error(ctx), ""), "error set after create");
+	CHECK(ls_region_count(ctx) == 0, "fresh context has regions");
+	ls_ctx_destroy(ctx);
+}
+
+static void test_region_types(void **state)
+{
+	struct test_mem m[MEM_NKINDS];
+	struct ls_region_info info;
+	struct ls_ctx *ctx = ctx_new();
+	char name[16];
+
+	(void)state;
+	for (int k = 0; k < MEM_NKINDS; k++) {
+		mem_map(&m[k], (enum mem_kind)k, 4 * MB);
+		snprintf(name, sizeof(name), "r%d", k);
+		CHECK(ls_region_add(ctx, name, m[k].addr, m[k].len) == k,
+		      "add %s: %s", mem_kind_name((enum mem_kind)k),
+		      ls_ctx_error(ctx));
+	}
+	CHECK(ls_region_count(ctx) == MEM_NKINDS, "count");
+	for (int k = 0; k < MEM_NKINDS; k++) {
+		CHECK(!ls_region_get(ctx, k, &info), "get");
+		snprintf(name, sizeof(name), "r%d", k);
+		CHECK(!strcmp(info.name, name) && info.addr == m[k].addr &&
+			      info.len == m[k].len,
+		      "region %d info", k);
+		CHECK(info.type == mem_kind_type((enum mem_kind)k),
+		      "%s detected as type %d", mem_kind_name((enum mem_kind)k),
+		      info.type);
+		CHECK(info.page_size == m[k].page_size,
+		      "%s page size %zu", mem_kind_name((enum mem_kind)k),
+		      info.page_size);
+	}
+	CHECK(ls_region_get(ctx, MEM_NKINDS, &info) == -EINVAL, "bad index");
+	/* Remove the middle one: later indices move down by one. */
+	CHECK(!ls_region_remove(ctx, 1), "remove: %s", ls_ctx_error(ctx));
+	CHECK(ls_region_count(ctx) == MEM_NKINDS - 1, "count after remove");
+	CHECK(!ls_region_get(ctx, 1, &info) && info.addr == m[2].addr,
+	      "indices after remove");
+	/* The range is free again. */
+	CHECK(ls_region_add(ctx, "again", m[1].addr, m[1].len) >= 0,
+	      "re-add after remove: %s", ls_ctx_error(ctx));
+	ls_ctx_destroy(ctx);
+	for (int k = 0; k < MEM_NKINDS; k++)
+		mem_unmap(&m[k]);
+}
+
+static void *map_file(const char *path, size_t len, int flags, int *fdp)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	void *p;
+
+	CHECK(fd >= 0, "open %s: %s", path, strerror(errno));
+	CHECK(!ftruncate(fd, (off_t)len), "ftruncate");
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, 0);
+	CHECK(p != MAP_FAILED, "mmap %s: %s", path, strerror(errno));
+	unlink(path);
+	*fdp = fd;
+	return p;
+}
+
+static void test_refusals(void **state)
+{
+	char path[64];
+	struct ls_ctx *ctx = ctx_new();
+	struct test_mem a;
+	void *f, *g;
+	int fd, gd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/var/tmp/ls-test-%d", getpid());
+	f = map_file(path, 1 * MB, MAP_PRIVATE, &fd);
+	expect_error(ctx, ls_region_add(ctx, "privfile", f, 1 * MB), -EINVAL,
+		     "'privfile'", "private file mapping");
+	g = map_file(path, 1 * MB, MAP_SHARED, &gd);
+	expect_error(ctx, ls_region_add(ctx, "sharedfile", g, 1 * MB), -EINVAL,
+		     "'sharedfile'", "not shmem");
+	munmap(f, 1 * MB);
+	munmap(g, 1 * MB);
+	close(fd);
+	close(gd);
+
+	mem_map(&a, MEM_ANON_THP, 8 * MB);
+	CHECK(ls_region_add(ctx, "a", a.addr, 4 * MB) == 0, "add a: %s",
+	      ls_ctx_error(ctx));
+	expect_error(ctx, ls_region_add(ctx, "b", a.addr + 2 * MB, 4 * MB),
+		     -EINVAL, "'b'", "overlaps region 'a'");
+	expect_error(ctx, ls_region_add(ctx, "a", a.addr + 4 * MB, 4 * MB),
+		     -EEXIST, "'a'", "already registered");
+	expect_error(ctx, ls_region_add(ctx, "c", a.addr + 4 * MB + 100, 4096),
+		     -EINVAL, "'c'", "aligned");
+	expect_error(ctx, ls_region_add(ctx, "", a.addr + 4 * MB, 4096),
+		     -EINVAL, "name", NULL);
+	/* A hole in the middle of the range. */
+	munmap(a.addr + 6 * MB, 4096);
+	expect_error(ctx, ls_region_add(ctx, "hole", a.addr + 4 * MB, 4 * MB),
+		     -EFAULT, "'hole'", "nothing is mapped");
+	CHECK(ls_region_count(ctx) == 1, "refused regions were counted");
+	ls_ctx_destroy(ctx);
+	mem_unmap(&a);
+}
+
+/* One range over an anonymous mapping followed by a memfd mapping. */
+static void test_mixed_types(void **state)
+{
+	struct ls_ctx *ctx = ctx_new();
+	struct test_mem m, h;
+	int fd;
+	void *p;
+
+	(void)state;
+	mem_map(&m, MEM_ANON_4K, 8 * MB);
+	fd = memfd_create("mixed", MFD_CLOEXEC);
+	CHECK(fd >= 0 && !ftruncate(fd, 4 * MB), "memfd");
+	p = mmap(m.addr + 4 * MB, 4 * MB, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, fd, 0);
+	CHECK(p == m.addr + 4 * MB, "mmap fixed");
+	expect_error(ctx, ls_region_add(ctx, "mixed", m.addr, 8 * MB), -EINVAL,
+		     "'mixed'", "different types");
+	/* hugetlb needs 2 MiB alignment of address and length */
+	mem_map(&h, MEM_HUGETLB, 4 * MB);
+	expect_error(ctx, ls_region_add(ctx, "half", h.addr, 1 * MB), -EINVAL,
+		     "'half'", "2097152-byte pages");
+	ls_ctx_destroy(ctx);
+	close(fd);
+	mem_unmap(&m);
+	mem_unmap(&h);
+}
+
+static void test_hist_percentile(void **state)
+{
+	uint64_t h[LS_HIST_BUCKETS] = {0};
+	uint64_t p50, p99;
+
+	(void)state;
+	CHECK(ls_hist_percentile(h, 0.5) == 0, "empty histogram");
+	h[10] = 90; /* [1024, 2048) ns */
+	h[20] = 10; /* [1 Mi, 2 Mi) ns */
+	p50 = ls_hist_percentile(h, 0.5);
+	p99 = ls_hist_percentile(h, 0.99);
+	CHECK(p50 >= 1024 && p50 < 2048, "p50 %llu", (unsigned long long)p50);
+	CHECK(p99 >= (1u << 20) && p99 < (2u << 20), "p99 %llu",
+	      (unsigned long long)p99);
+	CHECK(ls_hist_percentile(h, 0.0) == 0 && ls_hist_percentile(h, 1.0) == 0,
+	      "q outside (0, 1)");
+}
+
+/* Snapshot of idle memory: zero pages, untouched pages stay untouched. */
+static void test_idle_snapshot(void **state)
+{
+	struct ls_ctx *ctx = ctx_new();
+	struct mem_sink *s = mem_sink_new();
+	struct mem_sink *s2 = mem_sink_new();
+	struct ls_snapshot *snap, *other;
+	struct test_mem m, h;
+	unsigned char *ref;
+	struct ls_stats st;
+	const char *blob = "device state";
+
+	(void)state;
+	mem_map(&m, MEM_ANON_4K, 8 * MB);
+	mem_map(&h, MEM_HUGETLB, 4 * MB);
+	fill_random(m.addr, 4 * MB, 4096, 30, 7); /* upper half untouched */
+	fill_random(h.addr, h.len, h.page_size, 50, 8);
+	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
+	CHECK(ls_region_add(ctx, "huge", h.addr, h.len) == 1, "add");
+	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
+	      ls_ctx_error(ctx));
+	other = (struct ls_snapshot *)1;
+	expect_error(ctx,
+		     ls_snapshot_create(ctx, &s2->base, NULL, &other), -EBUSY,
+		     "already has a snapshot", NULL);
+	CHECK(other == NULL && s2->destroyed,
+	      "failed create: result set or sink not destroyed");
+	mem_sink_free(s2);
+	expect_error(ctx, ls_region_add(ctx, "late", m.addr, 4096), -EBUSY,
+		     "snapshot", NULL);
+	CHECK(ls_snapshot_wait(snap) == -EINVAL, "wait before begin");
+	CHECK(!ls_snapshot_add_blob(snap, "dev", blob, strlen(blob)), "blob");
+	CHECK(ls_snapshot_add_blob(snap, "dev", blob, 3) == -EEXIST,
+	      "duplicate blob");
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	CHECK(ls_snapshot_begin(snap) == -EINVAL, "begin twice");
+	CHECK(!ls_snapshot_add_blob(snap, "cpu", "x", 1), "blob while active");
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	CHECK(ls_snapshot_add_blob(snap, "late", "x", 1) == -EINVAL,
+	      "blob after the end");
+	CHECK(s->nblobs == 2 && !s->blob_after_commit && s->committed,
+	      "blobs %u, after commit %d", s->nblobs, s->blob_after_commit);
+	CHECK(!strcmp(s->blob_name[0], "dev") &&
+		      s->blob_len[0] == strlen(blob),
+	      "blob 0");
+	/* The untouched half was neither read nor populated. */
+	CHECK(!mincore_any(m.addr + 4 * MB, 4 * MB),
+	      "the snapshot populated never-touched pages");
+	mem_sink_expect(s, 0, m.addr, m.len);
+	ref = malloc(h.len);
+	memcpy(ref, h.addr, h.len);
+	mem_sink_expect(s, 1, ref, h.len);
+	free(ref);
+	CHECK(!ls_snapshot_stats(snap, &st), "stats");
+	CHECK(st.faults == 0 && st.pages_written + st.pages_zero == st.pages_total,
+	      "idle stats");
+	CHECK(st.pages_total == 2048 + 2, "pages_total %llu",
+	      (unsigned long long)st.pages_total);
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	ls_ctx_destroy(ctx);
+	mem_unmap(&m);
+	mem_unmap(&h);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_features),
+		cmocka_unit_test(test_region_types),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_mixed_types),
+		cmocka_unit_test(test_hist_percentile),
+		cmocka_unit_test(test_idle_snapshot),
+	};
+
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
