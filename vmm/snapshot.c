@@ -738,7 +738,7 @@ static json_t *ram_json(struct vm_snap *s, const struct ls_progress *pr,
 static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 			       uint64_t elapsed_ns)
 {
-	json_t *more, *x = json_pack("{s:s,s:s,s:I,s:I,s:I}", "strategy",
+	json_t *x = json_pack("{s:s,s:s,s:I,s:I,s:I}", "strategy",
 			      strategy_name(s->params.strategy), "uri", s->uri,
 			      "downtime-ns", (json_int_t)s->downtime_ns,
 			      "setup-ns",
@@ -748,7 +748,7 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 
 	if (!st)
 		return x;
-	more = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	json_object_update_new(x, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 			     "faults", (json_int_t)st->faults,
 			     "faults-write-first",
 			     (json_int_t)st->faults_write_first,
@@ -759,9 +759,7 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 			     (json_int_t)st->stall_p99_ns, "stall-p999-ns",
 			     (json_int_t)st->stall_p999_ns, "stall-max-ns",
 			     (json_int_t)st->stall_max_ns, "zero-pages",
-			     (json_int_t)st->pages_zero);
-	json_object_update(x, more);
-	json_decref(more);
+			     (json_int_t)st->pages_zero));
 	return x;
 }
 

@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Restore of a snapshot into a fresh VM shell (vm_create() without a
+ * kernel): RAM first (eager: read all of it now; lazy: serve each page on
+ * first touch while a prefetch thread fills the rest), then the KVM state
+ * of every vCPU, then the VM's (PIT, clock, irqchips), then the devices
+ * (kvm-notes 2.4), and the VM is started.
+ *
+ * A snapshot file has its blobs in its tables, so the vm-config blob is
+ * checked before any VM exists. A stream (exec:CMD) carries its blobs after
+ * its pages, so its config is checked once RAM is read, and only eager
+ * restore is possible.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "layout.h"
+#include "snapshot.h"
+#include "util.h"
+#include "vcpu_state.h"
+#include "vm.h"
+#include "vm_state.h"
+
+struct vm_restore {
+	char *src;
+	enum vm_restore_mode mode;
+	pid_t child; /* exec: */
+	int fd;      /* exec: our end of its stdout */
+	struct ls_reader *reader;
+	int src_region;
+	struct ls_source *source;
+	struct ls_ctx *ctx;
+	struct ls_restore *lazy;
+	uint64_t t_open, t_memory, t_state, t_running; /* monotonic ns */
+
+	pthread_mutex_t lock; /* the lazy wait and its result */
+	bool memory_done;
+	int memory_result;
+	char memory_err[VMM_ERR_MAX];
+};
+
+static const char *mode_name(enum vm_restore_mode m)
+{
+	return m == VM_RESTORE_LAZY ? "lazy" : "eager";
+}
+
+/* ------------------------------------------------------------------ */
+/* The vm-config blob                                                  */
+/* ------------------------------------------------------------------ */
+
+static int cfg_int(json_t *cfg, const char *key, uint64_t *v, const char *src,
+		   char *err)
+{
+	json_t *j = json_object_get(cfg, key);
+
+	if (!json_is_integer(j) || json_integer_value(j) < 0)
+		return vmm_failx(err, EBADMSG,
+				 "%s: vm-config blob lacks '%s'; not a VM "
+				 "snapshot of this livesnap",
+				 src, key);
+	*v = (uint64_t)json_integer_value(j);
+	return 0;
+}
+
+/*
+ * Checks the snapshot's config against the VM about to be built; where
+ * cfg has 0 (not given on the command line), takes the snapshot's value.
+ */
+static int check_config(struct vm_restore *r, const void *data, size_t len,
+			struct vm_config *cfg, char *err)
+{
+	uint64_t format, vcpus, mem;
+	json_error_t jerr;
+	json_t *j = json_loadb(data, len, 0, &jerr);
+	int ret;
+
+	if (!j)
+		return vmm_failx(err, EBADMSG,
+				 "%s: vm-config blob is not valid JSON (%s)",
+				 r->src, jerr.text);
+	ret = cfg_int(j, "format", &format, r->src, err);
+	if (!ret)
+		ret = cfg_int(j, "vcpus", &vcpus, r->src, err);
+	if (!ret)
+		ret = cfg_int(j, "mem-bytes", &mem, r->src, err);
+	json_decref(j);
+	if (ret)
+		return ret;
+	if (format != VM_SNAP_FORMAT)
+		return vmm_failx(err, EPROTO,
+				 "%s: VM snapshot format %" PRIu64
+				 " (this livesnap reads %d)",
+				 r->src, format, VM_SNAP_FORMAT);
+	if (!cfg->mem_bytes)
+		cfg->mem_bytes = mem;
+	if (!cfg->ncpus)
+		cfg->ncpus = (unsigned)vcpus;
+	if (cfg->mem_bytes != mem)
+		return vmm_failx(err, EINVAL,
+				 "%s: snapshot of a VM with %" PRIu64
+				 " MiB of RAM, this VM has %" PRIu64
+				 " MiB (--mem must match)",
+				 r->src, mem >> 20,
+				 (uint64_t)(cfg->mem_bytes >> 20));
+	if (cfg->ncpus != vcpus)
+		return vmm_failx(err, EINVAL,
+				 "%s: snapshot of a VM with %" PRIu64
+				 " vCPUs, this VM has %u (--cpus must match)",
+				 r->src, vcpus, cfg->ncpus);
+	return 0;
+}
+
+/* Finds the config blob and the RAM region, and checks both. */
+static int check_snapshot(struct vm_restore *r, struct vm_config *cfg,
+			  char *err)
+{
+	struct ls_reader_region info;
+	const void *data;
+	size_t len;
+	int ret;
+
+	if (ls_reader_find_blob(r->reader, VM_SNAP_BLOB_CONFIG, &data, &len))
+		return vmm_failx(err, EBADMSG,
+				 "%s: no vm-config blob: not a VM snapshot",
+				 r->src);
+	ret = check_config(r, data, len, cfg, err);
+	if (ret)
+		return ret;
+	r->src_region = ls_reader_find_region(r->reader, VM_SNAP_RAM_REGION);
+	if (r->src_region < 0 ||
+	    ls_reader_region(r->reader, (uint32_t)r->src_region, &info))
+		return vmm_failx(err, EBADMSG, "%s: no memory region '%s'",
+				 r->src, VM_SNAP_RAM_REGION);
+	if (info.len != cfg->mem_bytes)
+		return vmm_failx(err, EBADMSG,
+				 "%s: memory region of %" PRIu64
+				 " bytes, vm-config says %" PRIu64,
+				 r->src, info.len, (uint64_t)cfg->mem_bytes);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Open                                                                */
+/* ------------------------------------------------------------------ */
+
+static int open_reader(struct vm_restore *r, char *err)
+{
+	char lerr[LS_ERRMSG_MAX];
+	int ret;
+
+	if (!strncmp(r->src, "exec:", 5)) {
+		ret = vm_snap_spawn_exec(r->src + 5, false, &r->fd, &r->child,
+					 err);
+		if (ret)
+			return ret;
+		ret = ls_reader_open_fd(r->fd, &r->reader, lerr, sizeof(lerr));
+	} else {
+		ret = ls_reader_open(r->src, &r->reader, lerr, sizeof(lerr));
+	}
+	if (ret)
+		return vmm_failx(err, -ret, "%s", lerr);
+	return 0;
+}
+
+int vm_restore_open(struct vm_restore **rp, const char *src,
+		    enum vm_restore_mode mode, struct vm_config *cfg,
+		    char *err)
+{
+	struct vm_restore *r = calloc(1, sizeof(*r));
+	int ret;
+
+	*rp = NULL;
+	if (!r)
+		return vmm_fail(err, ENOMEM, "restore");
+	r->t_open = vmm_now_ns();
+	r->mode = mode;
+	r->child = -1;
+	r->fd = -1;
+	r->src_region = -1;
+	pthread_mutex_init(&r->lock, NULL);
+	r->src = strdup(src);
+	if (!r->src) {
+		ret = vmm_fail(err, ENOMEM, "restore");
+		goto fail;
+	}
+	ret = open_reader(r, err);
+	if (ret)
+		goto fail;
+	if (ls_reader_is_stream(r->reader)) {
+		if (mode == VM_RESTORE_LAZY) {
+			ret = vmm_failx(err, EINVAL,
+					"%s: a stream can only be restored "
+					"eagerly (--restore-mode eager)",
+					src);
+			goto fail;
+		}
+		if (!cfg->mem_bytes || !cfg->ncpus) {
+			ret = vmm_failx(err, EINVAL,
+					"%s: a stream carries its VM config at "
+					"its end: give --mem and --cpus",
+					src);
+			goto fail;
+		}
+	} else {
+		ret = check_snapshot(r, cfg, err);
+		if (ret)
+			goto fail;
+	}
+	*rp = r;
+	return 0;
+fail:
+	vm_restore_destroy(r);
+	return ret;
+}
+
+void vm_restore_destroy(struct vm_restore *r)
+{
+	char err[VMM_ERR_MAX];
+
+	if (!r)
+		return;
+	if (r->lazy)
+		ls_restore_destroy(r->lazy);
+	if (r->source && r->source->ops->destroy)
+		r->source->ops->destroy(r->source);
+	if (r->reader)
+		ls_reader_close(r->reader);
+	if (r->fd >= 0)
+		close(r->fd);
+	if (r->child > 0) {
+		kill(-r->child, SIGKILL);
+		vm_snap_reap_exec(r->child, r->src + 5, err);
+	}
+	pthread_mutex_destroy(&r->lock);
+	free(r->src);
+	free(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Load                                                                */
+/* ------------------------------------------------------------------ */
+
+/* A stream: read it all, then check what its trailer brought. */
+static int load_stream(struct vm_restore *r, struct vm *vm, char *err)
+{
+	struct vm_config cfg = {.ncpus = vm->ncpus, .mem_bytes = vm->mem.size};
+	void *addr = vm->mem.host;
+	size_t len = vm->mem.size;
+	int ret;
+
+	ret = ls_reader_restore_all(r->reader, &addr, &len, 1);
+	if (ret)
+		return vmm_failx(err, -ret, "%s: %s", r->src,
+				 ls_reader_error(r->reader));
+	ret = check_snapshot(r, &cfg, err);
+	if (ret)
+		return ret;
+	if (r->child > 0) {
+		close(r->fd);
+		r->fd = -1;
+		ret = vm_snap_reap_exec(r->child, r->src + 5, err);
+		r->child = -1;
+	}
+	return ret;
+}
+
+static int load_memory(struct vm_restore *r, struct vm *vm,
+		       struct vm_snap *s, char *err)
+{
+	int ret;
+
+	if (ls_reader_is_stream(r->reader))
+		return load_stream(r, vm, err);
+	if (r->mode == VM_RESTORE_EAGER) {
+		ret = ls_reader_restore_region(r->reader,
+					       (uint32_t)r->src_region,
+					       vm->mem.host, vm->mem.size);
+		if (ret)
+			return vmm_failx(err, -ret, "%s: %s", r->src,
+					 ls_reader_error(r->reader));
+		return 0;
+	}
+	ret = ls_reader_source(r->reader, &r->source);
+	if (ret)
+		return vmm_failx(err, -ret, "%s: %s", r->src,
+				 ls_reader_error(r->reader));
+	r->ctx = vm_snap_ctx(s);
+	ret = ls_restore_start(r->ctx, vm_snap_ram_region(s), r->source,
+			       (uint32_t)r->src_region, LS_RESTORE_LAZY,
+			       &r->lazy);
+	if (ret)
+		return vmm_failx(err, -ret, "lazy restore of %s: %s", r->src,
+				 ls_ctx_error(r->ctx));
+	return 0;
+}
+
+/* The blob `name`, which must be exactly `size` bytes. */
+static int get_blob(struct vm_restore *r, const char *name, size_t size,
+		    const void **data, char *err)
+{
+	size_t len;
+
+	if (ls_reader_find_blob(r->reader, name, data, &len))
+		return vmm_failx(err, EBADMSG, "%s: blob '%s' is missing",
+				 r->src, name);
+	if (len != size)
+		return vmm_failx(err, EBADMSG,
+				 "%s: blob '%s' has %zu bytes, %zu expected "
+				 "(another livesnap version?)",
+				 r->src, name, len, size);
+	return 0;
+}
+
+/* vCPUs, then the VM, then devices: later steps may inject interrupts. */
+static int load_state(struct vm_restore *r, struct vm *vm, char *err)
+{
+	const void *data;
+	char name[LS_NAME_MAX];
+	int ret;
+
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		/* The blob is only byte-aligned in the reader's buffer. */
+		struct vcpu_state *st = aligned_alloc(64, sizeof(*st));
+
+		if (!st)
+			return vmm_fail(err, ENOMEM, "vCPU state");
+		snprintf(name, sizeof(name), VM_SNAP_BLOB_VCPU "%u", i);
+		ret = get_blob(r, name, sizeof(*st), &data, err);
+		if (!ret) {
+			memcpy(st, data, sizeof(*st));
+			ret = vcpu_state_restore(&vm->vcpus[i], st, err);
+		}
+		free(st);
+		if (ret)
+			return ret;
+	}
+	ret = get_blob(r, VM_SNAP_BLOB_VM, sizeof(struct vm_state), &data, err);
+	if (!ret) {
+		struct vm_state mst;
+
+		memcpy(&mst, data, sizeof(mst));
+		ret = vm_state_restore(vm, &mst, false, err);
+	}
+	for (unsigned i = 0; i < vm_n_dev_blobs && !ret; i++) {
+		const struct vm_dev_blob *d = &vm_dev_blobs[i];
+		uint8_t st[512] __attribute__((aligned(8)));
+
+		if (d->size > sizeof(st))
+			return vmm_failx(err, EOVERFLOW,
+					 "device state %s too large", d->name);
+		ret = get_blob(r, d->name, d->size, &data, err);
+		if (!ret) {
+			memcpy(st, data, d->size);
+			ret = d->restore(vm, st, err);
+		}
+	}
+	return ret;
+}
+
+int vm_restore_load(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
+		    char *err)
+{
+	int ret = load_memory(r, vm, s, err);
+
+	r->t_memory = vmm_now_ns();
+	if (!ret && r->mode == VM_RESTORE_EAGER) {
+		pthread_mutex_lock(&r->lock);
+		r->memory_done = true;
+		pthread_mutex_unlock(&r->lock);
+	}
+	if (!ret)
+		ret = load_state(r, vm, err);
+	r->t_state = vmm_now_ns();
+	return ret;
+}
+
+void vm_restore_running(struct vm_restore *r)
+{
+	r->t_running = vmm_now_ns();
+	fprintf(stderr,
+		"livesnap: restored %s (%s) in %.1f ms: memory %.1f ms, "
+		"state %.1f ms\n",
+		r->src, mode_name(r->mode), (r->t_running - r->t_open) / 1e6,
+		(r->t_memory - r->t_open) / 1e6,
+		(r->t_state - r->t_memory) / 1e6);
+}
+
+int vm_restore_wait_memory(struct vm_restore *r, char *err)
+{
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	if (!r->memory_done && r->lazy) {
+		ret = ls_restore_wait(r->lazy);
+		r->memory_done = true;
+		r->memory_result = ret;
+		if (ret)
+			snprintf(r->memory_err, sizeof(r->memory_err),
+				 "lazy restore of %s failed: %s", r->src,
+				 ls_ctx_error(r->ctx));
+	}
+	ret = r->memory_result;
+	if (ret)
+		snprintf(err, VMM_ERR_MAX, "%s", r->memory_err);
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+json_t *vm_restore_query(struct vm_restore *r)
+{
+	struct ls_restore_stats st = {0};
+	bool complete;
+	json_t *j;
+
+	pthread_mutex_lock(&r->lock);
+	complete = r->memory_done && !r->memory_result;
+	pthread_mutex_unlock(&r->lock);
+	j = json_pack("{s:b,s:s,s:s,s:I,s:I,s:I}", "restored", 1, "source",
+		      r->src, "mode", mode_name(r->mode), "restore-time-ns",
+		      (json_int_t)(r->t_running ? r->t_running - r->t_open : 0),
+		      "memory-ns", (json_int_t)(r->t_memory - r->t_open),
+		      "state-ns", (json_int_t)(r->t_state - r->t_memory));
+	if (r->lazy && !ls_restore_stats(r->lazy, &st)) {
+		complete = st.complete;
+		json_object_update_new(
+			j, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+				     "pages-total", (json_int_t)st.pages_total,
+				     "pages-done", (json_int_t)st.pages_done,
+				     "faults", (json_int_t)st.faults,
+				     "fault-p50-ns",
+				     (json_int_t)st.fault_p50_ns,
+				     "fault-p99-ns",
+				     (json_int_t)st.fault_p99_ns,
+				     "fault-max-ns",
+				     (json_int_t)st.fault_max_ns,
+				     "lazy-elapsed-ns",
+				     (json_int_t)st.elapsed_ns));
+	}
+	json_object_set_new(j, "complete", json_boolean(complete));
+	return j;
+}
