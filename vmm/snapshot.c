@@ -191,6 +191,7 @@ static int spawn_exec(const char *cmd, bool to_cmd, int *fdp, pid_t *pidp,
 	extern char **environ;
 	int pfd[2], ret;
 	int child_end, our_end;
+	sigset_t mask;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return vmm_fail(err, errno, "pipe for exec:%s", cmd);
@@ -201,15 +202,14 @@ static int spawn_exec(const char *cmd, bool to_cmd, int *fdp, pid_t *pidp,
 	posix_spawn_file_actions_adddup2(&fa, child_end, to_cmd ? 0 : 1);
 	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	posix_spawnattr_setpgroup(&attr, 0);
+	/* The VMM blocks and ignores signals the command must not inherit. */
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-						POSIX_SPAWN_SETSIGDEF);
-	{
-		sigset_t def;
-
-		sigemptyset(&def);
-		sigaddset(&def, SIGPIPE);
-		posix_spawnattr_setsigdefault(&attr, &def);
-	}
+						POSIX_SPAWN_SETSIGDEF |
+						POSIX_SPAWN_SETSIGMASK);
+	sigemptyset(&mask);
+	posix_spawnattr_setsigmask(&attr, &mask);
+	sigaddset(&mask, SIGPIPE);
+	posix_spawnattr_setsigdefault(&attr, &mask);
 	ret = posix_spawn(pidp, "/bin/sh", &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -704,7 +704,7 @@ enum vm_snap_status vm_snap_status(struct vm_snap *s)
 /* query-migrate                                                       */
 /* ------------------------------------------------------------------ */
 
-static json_t *ram_json(struct vm_snap *s, const struct ls_progress *pr,
+static json_t *ram_json(const struct ls_progress *pr,
 			const struct ls_stats *st, uint64_t elapsed_ns)
 {
 	uint64_t page = 4096, total = pr->pages_total;
@@ -793,7 +793,7 @@ json_t *vm_snap_query(struct vm_snap *s)
 		json_object_set_new(r, "downtime",
 				    json_integer((json_int_t)(s->downtime_ns /
 							      1000000)));
-		json_object_set_new(r, "ram", ram_json(s, &pr, st, elapsed));
+		json_object_set_new(r, "ram", ram_json(&pr, st, elapsed));
 	}
 	x = x_livesnap_json(s, st, elapsed);
 	json_object_set_new(r, "x-livesnap", x);

@@ -199,12 +199,12 @@ struct page_counts {
 	int64_t first_bad; /* -1: none */
 };
 
+/* The page its vCPU was writing at the snapshot instant (global index). */
 static bool excused(const struct guest *g, uint64_t idx)
 {
 	uint32_t owner = (uint32_t)(idx / g->st.ws_pages);
 
-	return vcpu(g, owner)->inflight == idx % g->st.ws_pages + 1 ||
-	       vcpu(g, owner)->inflight == idx + 1;
+	return vcpu(g, owner)->inflight == idx + 1;
 }
 
 static int check_pages(struct snap *s, const struct guest *g,
