@@ -68,6 +68,7 @@ struct mem_sink {
 	int fail_err;
 	bool fail_single_only; /* only fail 1-page writes (fault path) */
 	unsigned delay_us;     /* per write_pages call */
+	int start_err, commit_err; /* injected into start / commit */
 	/* Gate: the first write waits (<= 50 ms) for *gate >= n. */
 	_Atomic uint64_t *gate;
 	uint64_t gate_n;
@@ -93,6 +94,8 @@ struct mem_source {
 	unsigned delay_us;    /* per read_pages call */
 	int64_t fail_at_page; /* -1: never */
 	_Atomic uint64_t reads;
+	/* Reads of page 0 wait (<= 10 s) until hold is cleared. */
+	atomic_bool hold;
 	atomic_int calls_now, calls_max;
 };
 
@@ -129,5 +132,14 @@ bool mincore_any(void *addr, size_t len);
 
 /* Number of pages of [addr, addr+len) that are userfaultfd write-protected. */
 uint64_t count_wp_pages(const void *addr, size_t len);
+
+/*
+ * One live snapshot of the context's only region (m) while w writes:
+ * quiesce, copy the reference into ref, begin, resume, wait; asserts the
+ * sink holds the reference byte for byte and that the stats add up.
+ */
+void exact_snapshot(struct ls_ctx *ctx, struct test_mem *m, struct writers *w,
+		    const struct ls_snapshot_opts *o, unsigned char *ref,
+		    struct ls_stats *stats);
 
 #endif

@@ -28,69 +28,13 @@ static void one_snapshot(struct ls_ctx *ctx, struct test_mem *m,
 			 struct writers *w, const struct ls_snapshot_opts *o,
 			 unsigned char *ref, struct totals *t)
 {
-	struct mem_sink *s = mem_sink_new();
-	struct ls_snapshot *snap;
-	struct ls_progress p;
 	struct ls_stats st;
-	int ret;
 
-	ret = ls_snapshot_create(ctx, &s->base, o, &snap);
-	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
-	CHECK(s->started, "sink not started at create");
-	writers_pause(w);
-	memcpy(ref, m->addr, m->len);
-	/* The writer's first batch waits until the threads write again. */
-	s->gate = &w->writes;
-	s->gate_n = atomic_load(&w->writes) + 256;
-	ret = ls_snapshot_begin(snap);
-	writers_resume(w);
-	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(ctx));
-	ret = ls_snapshot_wait(snap);
-	CHECK(!ret, "ls_snapshot_wait: %d %s", ret, ls_snapshot_error(snap));
-	CHECK(ls_snapshot_poll(snap) == 0, "poll after the end");
-	CHECK(!ls_snapshot_stats(snap, &st), "stats");
-	CHECK(!ls_snapshot_progress(snap, &p), "progress");
-	mem_sink_expect(s, 0, ref, m->len);
-	CHECK(s->committed && !s->aborted, "committed %d aborted %d",
-	      s->committed, s->aborted);
-	CHECK(p.state == LS_SNAP_COMPLETED && p.pages_done == p.pages_total,
-	      "progress: state %d, %llu of %llu", p.state,
-	      (unsigned long long)p.pages_done,
-	      (unsigned long long)p.pages_total);
-	CHECK(st.pages_total == m->len / m->page_size, "pages_total %llu",
-	      (unsigned long long)st.pages_total);
-	CHECK(st.pages_written + st.pages_zero == st.pages_total,
-	      "written %llu + zero %llu != total %llu",
-	      (unsigned long long)st.pages_written,
-	      (unsigned long long)st.pages_zero,
-	      (unsigned long long)st.pages_total);
-	CHECK(st.pages_written == atomic_load(&s->pages),
-	      "stats say %llu pages written, the sink got %llu",
-	      (unsigned long long)st.pages_written,
-	      (unsigned long long)atomic_load(&s->pages));
-	CHECK(st.bytes_written == st.pages_written * m->page_size,
-	      "bytes_written");
-	CHECK(st.faults > 0, "no write fault although the writers wrote");
-	CHECK(st.stall_p50_ns <= st.stall_p99_ns &&
-		      st.stall_p99_ns <= st.stall_p999_ns &&
-		      st.stall_p999_ns <= st.stall_max_ns,
-	      "stall percentiles out of order");
-	if (o->strategy == LS_STRATEGY_WRITE_FIRST)
-		CHECK(st.pages_copied == 0 && st.copy_buffer_hwm == 0,
-		      "write-first used the copy buffer");
-	CHECK(st.copy_buffer_hwm <= (o->copy_buffer_bytes
-					     ? o->copy_buffer_bytes
-					     : 64 * MB),
-	      "copy buffer above its bound");
+	exact_snapshot(ctx, m, w, o, ref, &st);
 	t->faults += st.faults;
 	t->write_first += st.faults_write_first;
 	t->copied += st.pages_copied;
 	t->snapshots++;
-	ls_snapshot_destroy(snap);
-	CHECK(s->destroyed, "sink not destroyed with the snapshot");
-	mem_sink_free(s);
-	CHECK(count_wp_pages(m->addr, m->len) == 0,
-	      "pages still write-protected after the snapshot");
 }
 
 static void run_matrix(enum mem_kind kind, enum ls_strategy strategy,
