@@ -157,7 +157,10 @@ park:
 .macro isr_stub vec
 	.org \vec * LSG_ISR_STRIDE
 	.if \vec == LSG_VEC_WRMSR
-	wrmsr                   /* the ring-0 service, see layout.h */
+	wrmsr                   /* ring-0 services, see layout.h */
+	iretq
+	.elseif \vec == LSG_VEC_RDMSR
+	rdmsr
 	iretq
 	.else
 	.if (\vec == 8) || ((\vec >= 10) && (\vec <= 14)) || (\vec == 17) || \

@@ -44,7 +44,8 @@ struct lsg_config {
 
 extern struct lsg_config lsg_cfg;
 
-/* Port I/O and TSC: allowed in ring 3 thanks to IOPL=3. */
+/* Port I/O (allowed in ring 3 by IOPL=3 and the TSC I/O bitmap) and TSC.
+ * Note: under PVM, CPUID in ring 3 may return the host's values. */
 static inline void outb(uint16_t port, uint8_t v)
 {
 	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
@@ -90,7 +91,7 @@ static inline struct cpuid_regs cpuid(uint32_t leaf, uint32_t sub)
 	return r;
 }
 
-/* The ring-0 service of entry.S: wrmsr on behalf of ring 3. */
+/* The ring-0 services of entry.S: wrmsr/rdmsr on behalf of ring 3. */
 static inline void sys_wrmsr(uint32_t msr, uint64_t val)
 {
 	__asm__ volatile("int %0"
@@ -98,6 +99,17 @@ static inline void sys_wrmsr(uint32_t msr, uint64_t val)
 			 : "i"(LSG_VEC_WRMSR), "c"(msr), "a"((uint32_t)val),
 			   "d"((uint32_t)(val >> 32))
 			 : "memory");
+}
+
+static inline uint64_t sys_rdmsr(uint32_t msr)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("int %2"
+			 : "=a"(lo), "=d"(hi)
+			 : "i"(LSG_VEC_RDMSR), "c"(msr)
+			 : "memory");
+	return (uint64_t)hi << 32 | lo;
 }
 
 static inline void delay_cycles(uint64_t cycles)
@@ -128,7 +140,8 @@ struct lsg_cpus {
 	uint32_t n;
 	uint32_t apic_id[LSG_MAX_CPUS]; /* [0] is the BSP */
 };
-void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted);
+void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted,
+		   uint64_t apic_base_msr);
 uint32_t lsg_start_aps(struct lsg_cpus *cpus, uint64_t apic_base_msr);
 void lsg_ap_started(uint32_t cpu);
 

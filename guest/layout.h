@@ -30,6 +30,17 @@
 #define LSG_PERCPU_SHIFT 15     /* 32 KiB per CPU */
 #define LSG_PERCPU_SIZE (1 << LSG_PERCPU_SHIFT)
 #define LSG_R0_STACK_TOP 0x2000 /* ring-0 stack: exceptions only */
+
+/*
+ * The TSS carries an I/O permission bitmap for ports 0-0x3ff, all allowed.
+ * IOPL=3 already allows ring 3 every port on hardware and under TCG, but
+ * PVM keeps the guest's ring 3 at IOPL 0 and emulates port I/O only if
+ * the bitmap of the guest's TSS allows it. Ring 3 clears the bitmap.
+ */
+#define LSG_TSS_IOMAP_BASE_OFF 0x66
+#define LSG_TSS_IOMAP 0x68
+#define LSG_TSS_IOMAP_PORTS 0x400
+#define LSG_TSS_LIMIT (LSG_TSS_IOMAP + LSG_TSS_IOMAP_PORTS / 8) /* +0xff */
 #define LSG_R3_STACK_TOP LSG_PERCPU_SIZE
 #define LSG_NCPUS_MAX 63        /* == LSG_MAX_CPUS in abi.h */
 
@@ -46,10 +57,12 @@
 #define LSG_USER_RFLAGS 0x3002
 
 /*
- * The one ring-0 service: `int $LSG_VEC_WRMSR` with ecx=MSR, edx:eax=value
- * executes wrmsr (used for the x2APIC ICR when the APIC is in x2APIC mode).
+ * The ring-0 services, for the x2APIC (whose registers are MSRs):
+ * `int $LSG_VEC_WRMSR` with ecx=MSR, edx:eax=value executes wrmsr;
+ * `int $LSG_VEC_RDMSR` with ecx=MSR executes rdmsr into edx:eax.
  */
 #define LSG_VEC_WRMSR 0x80
+#define LSG_VEC_RDMSR 0x81
 
 /* Identity map: 64 GiB with 2 MiB pages, or with 1 GiB pages if the CPU
  * has them; 0xfe000000-0xffffffff (IOAPIC, LAPIC) uncached. */

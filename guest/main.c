@@ -310,7 +310,7 @@ static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 	parse_cmdline(&p, cmdline);
 	read_e820(bp);
 	read_initrd(bp);
-	lsg_find_cpus(&cpus, p.cpus);
+	lsg_find_cpus(&cpus, p.cpus, apic_base_msr);
 	configure(&p, cpus.n);
 	if (!lsg_cfg.ws_pages) {
 		lsg_say("error: no RAM for the working sets at 0x%llx",
@@ -325,9 +325,24 @@ static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 	lsg_workload(0);
 }
 
+/* Opens ports 0-0x3ff in this CPU's TSS (see layout.h): before any I/O. */
+static void permit_io(uint32_t cpu)
+{
+	uint8_t *tss = (uint8_t *)(LSG_PERCPU_GPA + (uint64_t)cpu *
+						       LSG_PERCPU_SIZE);
+	uint16_t base = LSG_TSS_IOMAP;
+
+	memset(tss + LSG_TSS_IOMAP, 0, LSG_TSS_IOMAP_PORTS / 8);
+	tss[LSG_TSS_LIMIT] = 0xff; /* the CPU reads 2 bytes of bitmap */
+	barrier();
+	memcpy(tss + LSG_TSS_IOMAP_BASE_OFF, &base, sizeof(base));
+	barrier();
+}
+
 void lsg_user_entry(uint32_t cpu, const uint8_t *boot_params, uint64_t tsc0,
 		    uint64_t apic_base_msr)
 {
+	permit_io(cpu);
 	if (cpu == 0)
 		bsp_main(boot_params, tsc0, apic_base_msr);
 	lsg_ap_started(cpu);

@@ -26,6 +26,8 @@
 #define APIC_ICR_BUSY (1u << 12)
 #define APIC_INIT 0x00004500     /* INIT, level assert */
 #define APIC_SIPI 0x00004600     /* start-up, level assert | vector */
+#define APIC_ID 0x20
+#define MSR_X2APIC_ID 0x802
 #define MSR_X2APIC_ICR 0x830
 #define NO_CPU 0xffffffffu
 
@@ -34,6 +36,28 @@ volatile uint32_t lsg_ap_boot_cpu = NO_CPU;
 static volatile uint32_t ap_ack = NO_CPU;
 
 extern const char lsg_tramp_start[], lsg_tramp_end[];
+
+struct apic {
+	volatile uint32_t *mmio; /* 0 in x2APIC mode */
+};
+
+static struct apic apic_from_msr(uint64_t apic_base_msr)
+{
+	struct apic apic = { 0 };
+
+	if (!(apic_base_msr & APIC_BASE_X2APIC))
+		apic.mmio = (volatile uint32_t *)(apic_base_msr &
+						  APIC_BASE_ADDR_MASK);
+	return apic;
+}
+
+/* From the LAPIC, not CPUID: under PVM, ring-3 CPUID may be the host's. */
+static uint32_t apic_id(const struct apic *apic)
+{
+	if (!apic->mmio)
+		return (uint32_t)sys_rdmsr(MSR_X2APIC_ID);
+	return apic->mmio[APIC_ID / 4] >> 24;
+}
 
 static int checksum_ok(const void *p, size_t len)
 {
@@ -129,11 +153,13 @@ static int parse_mp_table(struct lsg_cpus *cpus)
  * up (the MP table may be missing, or list fewer CPUs than exist: SeaBIOS
  * under TCG).
  */
-void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted)
+void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted,
+		   uint64_t apic_base_msr)
 {
+	struct apic apic = apic_from_msr(apic_base_msr);
 	int found;
 
-	cpus->apic_id[0] = cpuid(1, 0).ebx >> 24;
+	cpus->apic_id[0] = apic_id(&apic);
 	cpus->n = 1;
 	found = parse_mp_table(cpus);
 	if (wanted > LSG_MAX_CPUS)
@@ -152,9 +178,6 @@ void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted)
 	}
 }
 
-struct apic {
-	volatile uint32_t *mmio; /* 0 in x2APIC mode */
-};
 
 static void apic_send(const struct apic *apic, uint32_t dest, uint32_t cmd)
 {
@@ -193,15 +216,12 @@ void lsg_ap_started(uint32_t cpu)
  */
 uint32_t lsg_start_aps(struct lsg_cpus *cpus, uint64_t apic_base_msr)
 {
-	struct apic apic = { 0 };
+	struct apic apic = apic_from_msr(apic_base_msr);
 	uint32_t started = 1;
 	uint8_t vector = LSG_TRAMP_GPA >> 12;
 
 	if (cpus->n < 2)
 		return 1;
-	if (!(apic_base_msr & APIC_BASE_X2APIC))
-		apic.mmio = (volatile uint32_t *)(apic_base_msr &
-						  APIC_BASE_ADDR_MASK);
 	memcpy((void *)LSG_TRAMP_GPA, lsg_tramp_start,
 	       (size_t)(lsg_tramp_end - lsg_tramp_start));
 	for (uint32_t i = 1; i < cpus->n; i++)

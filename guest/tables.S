@@ -37,7 +37,7 @@ lsg_gdt:
 	.set cpu, 0
 	.rept LSG_NCPUS_MAX
 	.set base, LSG_PERCPU_GPA + cpu * LSG_PERCPU_SIZE
-	.word 0x67
+	.word LSG_TSS_LIMIT
 	.word base & 0xffff
 	.byte (base >> 16) & 0xff
 	.byte 0x89
@@ -61,7 +61,7 @@ lsg_idt:
 	.word isr & 0xffff
 	.word LSG_KCODE64
 	.byte 0
-	.if vec == LSG_VEC_WRMSR
+	.if (vec == LSG_VEC_WRMSR) || (vec == LSG_VEC_RDMSR)
 	.byte 0xee                      /* present, DPL 3, interrupt gate */
 	.else
 	.byte 0x8e                      /* present, DPL 0, interrupt gate */
