@@ -25,6 +25,9 @@
 
 #include "format.h"
 
+/* Batches this large get their writeback started at once. */
+#define FSINK_KICK_BYTES (256u << 10)
+
 struct fsink_region {
 	struct lsf_region d;
 	uint64_t *csums; /* npages; LSF_CSUM_ZERO until written */
@@ -162,7 +165,7 @@ static int fsink_write_pages(struct ls_sink *sink, uint32_t region,
 	const char *p = data;
 	uint64_t ps, off;
 	size_t len;
-	int ret = atomic_load_explicit(&s->err, memory_order_relaxed);
+	int fd, ret = atomic_load_explicit(&s->err, memory_order_relaxed);
 
 	if (ret)
 		return ret;
@@ -192,8 +195,16 @@ static int fsink_write_pages(struct ls_sink *sink, uint32_t region,
 	}
 	len = npages * ps;
 	off = r->d.data_off + first_page * ps;
-	ret = ls_pwrite_full(fsink_data_fd(s, data, len), data, len,
-			     (off_t)off);
+	fd = fsink_data_fd(s, data, len);
+	ret = ls_pwrite_full(fd, data, len, (off_t)off);
+	/*
+	 * Start the writeback of a large batch now, so that the disk works
+	 * while the next batch is hashed and copied, instead of all of it
+	 * waiting for commit's fdatasync. Merely advice: errors show there.
+	 */
+	if (!ret && fd == s->fd && len >= FSINK_KICK_BYTES)
+		sync_file_range(fd, (off_t)off, (off_t)len,
+				SYNC_FILE_RANGE_WRITE);
 	if (ret)
 		return fsink_fail(s, ret, "writing snapshot file '%s' (region "
 				  "'%s', %zu bytes at offset %llu): %s",
