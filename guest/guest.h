@@ -20,9 +20,10 @@
 _Static_assert(LSG_NCPUS_MAX == LSG_MAX_CPUS, "layout.h and abi.h disagree");
 _Static_assert(LSG_INIT_SIZE == LSG_WS_GPA - LSG_KERNEL_GPA,
 	       "init_size must reach the working sets");
-_Static_assert(LSG_PERCPU_GPA + LSG_NCPUS_MAX * LSG_PERCPU_SIZE <=
-		       LSG_STATUS_GPA,
-	       "per-CPU areas overlap the status area");
+_Static_assert(LSG_PERCPU_GPA + LSG_NCPUS_MAX * LSG_PERCPU_SIZE <= 0x200000,
+	       "per-CPU areas leave the image's 2 MiB page");
+_Static_assert(LSG_TSS_LIMIT < LSG_R0_STACK_TOP - 0x600,
+	       "the ring-0 stack is too small");
 _Static_assert(LSG_VCPU_STATUS_OFF(LSG_MAX_CPUS) <= LSG_STATUS_SIZE,
 	       "status area too small");
 _Static_assert(sizeof(struct lsg_vcpu_status) <= 0x10000,

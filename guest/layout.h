@@ -9,8 +9,13 @@
  *   0x010000  setup code when entered in real mode (QEMU qboot/SeaBIOS)
  *   0x100000  kernel image: 32-bit entry, +0x200 64-bit entry, ISR stubs,
  *             code, data, prebuilt page tables (no BSS)
- *   0x200000  per-CPU areas, 32 KiB each: TSS, ring-0 stack, ring-3 stack
+ *   0x180000  per-CPU areas, 8 KiB each: TSS, ring-0 stack, ring-3 stack
  *   0x400000  status area (abi.h, LSG_STATUS_GPA)
+ *
+ * The per-CPU areas share the image's 2 MiB page on purpose: the loader has
+ * populated it, so ring 0 (emulated under PVM) never takes the first touch
+ * of a fresh host page, which costs ~20 ms when the host backs guest RAM
+ * with transparent huge pages.
  *   0x1000000 working sets (abi.h, LSG_WS_GPA)
  */
 #ifndef LSG_LAYOUT_H
@@ -26,10 +31,10 @@
 #define LSG_INIT_SIZE 0xf00000  /* LSG_WS_GPA - LSG_KERNEL_GPA */
 
 /* Per-CPU areas: the TSS at offset 0, stacks grow down from the tops. */
-#define LSG_PERCPU_GPA 0x200000
-#define LSG_PERCPU_SHIFT 15     /* 32 KiB per CPU */
+#define LSG_PERCPU_GPA 0x180000
+#define LSG_PERCPU_SHIFT 13     /* 8 KiB per CPU */
 #define LSG_PERCPU_SIZE (1 << LSG_PERCPU_SHIFT)
-#define LSG_R0_STACK_TOP 0x2000 /* ring-0 stack: exceptions only */
+#define LSG_R0_STACK_TOP 0x800  /* ring-0 stack: exceptions only */
 
 /*
  * The TSS carries an I/O permission bitmap for ports 0-0x3ff, all allowed.

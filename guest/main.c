@@ -242,9 +242,9 @@ static uint64_t fit_working_sets(uint64_t ws_mib, uint32_t ncpus)
 	uint64_t end = ram_end_at(LSG_WS_GPA);
 	uint64_t fit;
 
-	if (ram_end_at(LSG_PERCPU_GPA) < LSG_STATUS_GPA + LSG_STATUS_SIZE)
+	if (ram_end_at(LSG_KERNEL_GPA) < LSG_STATUS_GPA + LSG_STATUS_SIZE)
 		lsg_say("warning: 0x%x-0x%llx is not all RAM in e820",
-			LSG_PERCPU_GPA, LSG_STATUS_GPA + LSG_STATUS_SIZE);
+			LSG_KERNEL_GPA, LSG_STATUS_GPA + LSG_STATUS_SIZE);
 	if (st->initrd_size && st->initrd_addr >= LSG_WS_GPA &&
 	    st->initrd_addr < end)
 		end = st->initrd_addr; /* keep the initrd intact */

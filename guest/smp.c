@@ -30,6 +30,7 @@
 #define MSR_X2APIC_ID 0x802
 #define MSR_X2APIC_ICR 0x830
 #define NO_CPU 0xffffffffu
+#define CPUID_HYPERVISOR (1u << 31)
 
 /* Read by lsg_ap_entry64 in ring 0: the index the next AP takes. */
 volatile uint32_t lsg_ap_boot_cpu = NO_CPU;
@@ -226,7 +227,10 @@ uint32_t lsg_start_aps(struct lsg_cpus *cpus, uint64_t apic_base_msr)
 	       (size_t)(lsg_tramp_end - lsg_tramp_start));
 	for (uint32_t i = 1; i < cpus->n; i++)
 		apic_send(&apic, cpus->apic_id[i], APIC_INIT);
-	delay_cycles(10 * lsg_cfg.tsc_per_ms);
+	/* The 10 ms INIT wait of the MP spec is for real hardware; Linux
+	 * skips it under a hypervisor too. */
+	if (!(cpuid(1, 0).ecx & CPUID_HYPERVISOR))
+		delay_cycles(10 * lsg_cfg.tsc_per_ms);
 	for (uint32_t i = 1; i < cpus->n; i++) {
 		uint32_t id = cpus->apic_id[i];
 
