@@ -69,6 +69,7 @@ static void test_data_enospc(void **state)
 	struct ls_sink *sink;
 	struct tsnap t;
 
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
 	tsnap_default(&t, 1); /* 7 MiB of data */
 	assert_int_equal(ls_sink_file_create(&sink, path, 0, NULL, 0), 0);
 	assert_int_equal(tsnap_write(&t, sink, true), -ENOSPC);
@@ -76,7 +77,6 @@ static void test_data_enospc(void **state)
 	    !strstr(sink->error, path))
 		fail_msg("unclear message: '%s'", sink->error);
 	/* As after a crash: the temporary file is no snapshot. */
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
 	assert_int_equal(access(path, F_OK), -1);
 	assert_not_snapshot(tmp);
 	sink->ops->abort(sink);
