@@ -181,7 +181,9 @@ static inline int lsg_page_valid(const void *page, uint64_t index)
 				return 0;
 		return 1;
 	}
+	/* cpu < LSG_MAX_CPUS: the check does not cover cpu bits 16-31 */
 	if (h->magic != LSG_PAGE_MAGIC || h->index != index ||
+	    h->cpu >= LSG_MAX_CPUS ||
 	    h->check != lsg_page_check(index, h->generation, h->cpu))
 		return 0;
 	for (uint64_t w = 4; w < LSG_PAGE_SIZE / 8; w++)
