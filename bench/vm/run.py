@@ -21,6 +21,7 @@ Standard library + matplotlib only (Debian python3-matplotlib).
 
 import argparse
 import fcntl
+import gzip
 import json
 import mmap
 import os
@@ -239,29 +240,53 @@ class StatusMap:
         self.map.close()
 
 
-class StatusPmem(StatusMap):
-    """The status area copied out through QMP pmemsave (anonymous RAM).
+class StatusProcMem(StatusMap):
+    """The status area read from another process's anonymous guest RAM
+    through /proc/PID/mem (root), a copy per refresh()."""
 
-    Each refresh() asks QEMU to write the header page and the vCPU pages
-    of the status area to a small file in /dev/shm and reads it back.
-    """
-
-    def __init__(self, qmp, path, ncpus):
-        self.qmp = qmp
-        self.path = path
+    def __init__(self, pid, hva, ncpus):
+        self.fd = os.open('/proc/%d/mem' % pid, os.O_RDONLY | os.O_CLOEXEC)
+        self.hva = hva
         self.size = vcpu_status_off(ncpus)
-        self.map = bytes(self.size)
+        self.refresh()
 
     def refresh(self):
-        self.qmp.cmd('pmemsave', val=STATUS_GPA, size=self.size,
-                     filename=self.path)
-        with open(self.path, 'rb') as f:
-            data = f.read()
-        if len(data) == self.size:
-            self.map = data
+        self.map = os.pread(self.fd, self.size, self.hva + STATUS_GPA)
 
     def close(self):
-        drop_file(self.path)
+        os.close(self.fd)
+
+
+def find_ram_hva(pid, ram):
+    """HVA of guest-physical 0 in pid: the start of the read-write mapping
+    of exactly `ram` bytes whose status area holds the magic, if any."""
+    try:
+        with open('/proc/%d/maps' % pid) as f:
+            lines = f.readlines()
+        fd = os.open('/proc/%d/mem' % pid, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    try:
+        for line in lines:
+            rng, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in rng.split('-'))
+            if hi - lo != ram or not perms.startswith('rw'):
+                continue
+            try:
+                magic = struct.unpack('<Q', os.pread(fd, 8, lo + STATUS_GPA))
+            except OSError:
+                continue
+            if magic[0] == STATUS_MAGIC:
+                return lo
+    finally:
+        os.close(fd)
+    return None
+
+
+def open_status_procmem(vm):
+    hva = find_ram_hva(vm.proc.pid, vm.ram)
+    return None if hva is None else \
+        StatusProcMem(vm.proc.pid, hva, vm.cfg.vcpus)
 
 
 class Collector(threading.Thread):
@@ -336,23 +361,15 @@ class Collector(threading.Thread):
         return lambda tsc: tsc / hz + off
 
 
-def pin_threads(pid, pattern, cpus):
-    """Pin the threads of pid whose name matches pattern; returns count."""
-    n = 0
+def pin_tid(tid, cpus, rt):
+    """Pin thread tid to cpus and, if rt, make it SCHED_FIFO 1."""
     try:
-        tids = os.listdir('/proc/%d/task' % pid)
-    except FileNotFoundError:
-        return 0
-    for tid in tids:
-        try:
-            with open('/proc/%d/task/%s/comm' % (pid, tid)) as f:
-                comm = f.read().strip()
-            if re.search(pattern, comm):
-                os.sched_setaffinity(int(tid), cpus)
-                n += 1
-        except (FileNotFoundError, ProcessLookupError, OSError):
-            pass
-    return n
+        os.sched_setaffinity(tid, cpus)
+        if rt:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(1))
+        return True
+    except (ProcessLookupError, OSError):
+        return False
 
 
 # ----------------------------------------------------------------------
@@ -363,7 +380,6 @@ class Vm:
     """A running guest: a process, its QMP socket and its status area."""
 
     name = '?'
-    vcpu_thread = r'$^'
 
     def __init__(self, cfg, ram, tag):
         self.cfg = cfg
@@ -376,16 +392,18 @@ class Vm:
         self.proc = None
         self.qmp = None
         self.status = None
+        self.pinned = set()
 
     def spawn(self, argv):
         drop_file(self.sock)
         drop_file(self.serial)
         self.argv = argv
         log('%s: %s' % (self.tag, ' '.join(shlex.quote(a) for a in argv)))
-        pre = None
-        if self.cfg.pin:
-            def pre():
-                os.sched_setaffinity(0, {self.cfg.host_cpu})
+        cfg = self.cfg
+
+        def pre():
+            if cfg.pin:
+                os.sched_setaffinity(0, {cfg.host_cpu})
         self.t_spawn = time.time()
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -396,10 +414,19 @@ class Vm:
         self.pin()
 
     def pin(self):
-        if self.cfg.pin:
-            return pin_threads(self.proc.pid, self.vcpu_thread,
-                               {self.cfg.vcpu_cpu})
-        return 0
+        """Move the vCPU threads (QMP query-cpus-fast) to their CPU."""
+        if not self.cfg.pin or self.qmp is None or \
+                len(self.pinned) >= self.cfg.vcpus:
+            return
+        try:
+            cpus = self.qmp.cmd('query-cpus-fast')
+        except QmpError:
+            return
+        for c in cpus:
+            tid = c.get('thread-id')
+            if tid and tid not in self.pinned and \
+                    pin_tid(tid, {self.cfg.vcpu_cpu}, self.cfg.rt):
+                self.pinned.add(tid)
 
     def alive_or_die(self):
         if self.proc.poll() is not None:
@@ -452,7 +479,6 @@ class QemuVm(Vm):
     """QEMU 7.2 microvm, RAM in a shared /dev/shm file we can mmap."""
 
     name = 'qemu'
-    vcpu_thread = r'^CPU \d+/KVM$'
 
     def __init__(self, cfg, ram, tag):
         super().__init__(cfg, ram, tag)
@@ -529,13 +555,14 @@ class QemuVm(Vm):
             self.status = self.open_status()
             if self.status is None:
                 return None
+        self.status.refresh()
         return [self.status.vcpu(i)['writes'] for i in range(self.cfg.vcpus)]
 
 
 class QemuAnonVm(QemuVm):
     """QEMU 7.2 microvm with its default anonymous RAM (-m only).
 
-    Nothing to mmap: the status area is read through QMP pmemsave.
+    Nothing to mmap: the status area is read through /proc/PID/mem.
     """
 
     name = 'qemu-anon'
@@ -548,36 +575,26 @@ class QemuAnonVm(QemuVm):
         return a
 
     def open_status(self):
-        if self.qmp is None:
-            return None
-        return StatusPmem(self.qmp, '/dev/shm/lsbench-%s.status' % self.tag,
-                          self.cfg.vcpus)
-
-    def counters_mmap(self):
-        if self.status is None:
-            self.status = self.open_status()
-        self.status.refresh()
-        return [self.status.vcpu(i)['writes'] for i in range(self.cfg.vcpus)]
+        return open_status_procmem(self)
 
 
 class LivesnapVm(Vm):
-    """`livesnap run`: our VMM; RAM in a memfd read through /proc."""
+    """`livesnap run` with --mem-backend memfd: RAM is shmem, as for `qemu`;
+    the status area is read by mmap of the memfd through /proc/PID/fd."""
 
     name = 'livesnap'
-    vcpu_thread = r'(?i)vcpu'
+    backend = 'memfd'
 
     def argv(self, restore=None, mode=None):
         c = self.cfg
         a = [c.livesnap, 'run', '--qmp', self.sock,
-             '--serial', self.serial]
+             '--console', self.serial]
         if restore:
             a += ['--restore', restore, '--restore-mode', mode]
         else:
             a += ['--kernel', c.image, '--cpus', str(c.vcpus),
                   '--mem', '%dM' % (self.ram // MIB),
-                  '--append', c.append]
-        if c.ls_mem_backend:
-            a += ['--mem-backend', c.ls_mem_backend]
+                  '--mem-backend', self.backend, '--cmdline', c.append]
         return a
 
     def start(self):
@@ -589,13 +606,13 @@ class LivesnapVm(Vm):
         fddir = '/proc/%d/fd' % self.proc.pid
         try:
             for n in os.listdir(fddir):
+                p = os.path.join(fddir, n)
                 try:
-                    tgt = os.readlink(os.path.join(fddir, n))
+                    if os.readlink(p).startswith('/memfd:livesnap-ram') \
+                            and os.path.getsize(p) == self.ram:
+                        return p
                 except OSError:
                     continue
-                if tgt.startswith('/memfd:') and \
-                        os.path.getsize(os.path.join(fddir, n)) >= 8 * MIB:
-                    return os.path.join(fddir, n)
         except FileNotFoundError:
             pass
         return None
@@ -604,7 +621,11 @@ class LivesnapVm(Vm):
         p = self.memfd_path()
         if p is None:
             return None
-        return StatusMap(p)
+        st = StatusMap(p)
+        if st.header()['magic'] != STATUS_MAGIC:
+            st.close()
+            return None
+        return st
 
     def snapshot(self, path):
         q = self.qmp
@@ -623,9 +644,23 @@ class LivesnapVm(Vm):
 
     def counters_qmp(self):
         r = self.qmp.cmd('query-livesnap-guest')
-        cpus = r.get('vcpus', r.get('cpus', [])) if isinstance(r, dict) \
-            else r
-        return [c.get('writes', 0) for c in cpus] or None
+        if not r.get('ready'):
+            return None
+        return [c.get('writes', 0) for c in r.get('cpus', [])] or None
+
+
+class LivesnapAnonVm(LivesnapVm):
+    """`livesnap run` with its default anonymous THP RAM, as `qemu-anon`;
+    the status area is read through /proc/PID/mem."""
+
+    name = 'livesnap-anon'
+    backend = 'anon'
+
+    def open_status(self):
+        return open_status_procmem(self)
+
+
+SYSTEMS = ('qemu', 'livesnap', 'qemu-anon', 'livesnap-anon')
 
 
 def follow_migration(q, t0, period):
@@ -655,7 +690,7 @@ def wait_advance(vm, t0, counters, timeout=120.0):
     while time.time() < deadline:
         vm.alive_or_die()
         if n % 8 == 0:
-            vm.pin()
+            vm.pin()        # a no-op once every vCPU is pinned
         n += 1
         try:
             c = counters()
@@ -689,27 +724,46 @@ def hist_pct(delta, pct):
     return 2 ** HIST_BUCKETS
 
 
-def stall_stats(vm, coll, h0, h1, t_from, t_to, to_host):
-    """Write-latency figures for guest time inside [t_from, t_to]."""
+def stall_stats(coll, h0, h1, t_from, t_to, to_host, pause=None):
+    """Write-latency figures for guest time inside [t_from, t_to].
+
+    pause, if known, is the host-time (stop, resume) of the VM pause: the
+    worst write outside it is reported apart (max_ns_running), since the
+    write that straddles the pause just measures the pause again.
+    """
     delta = [0] * HIST_BUCKETS
     for a, b in zip(h0, h1):
         for i in range(HIST_BUCKETS):
             delta[i] += b['hist'][i] - a['hist'][i]
-    worst = 0
+    worst = worst_run = 0
     worst_t = None
+    gap = 0.0
     with coll.lock:
         for ents in coll.entries:
+            prev = None
             for tsc, writes, max_ns in ents:
                 t = to_host(tsc)
-                if t_from - 0.002 <= t <= t_to + 0.002 and max_ns > worst:
+                # an interval closes with the first write after ~1 ms: a
+                # longer one means the vCPU made no progress for that long
+                if prev is not None and t_from - 0.002 <= t <= t_to + 0.002:
+                    gap = max(gap, t - prev - 0.001)
+                prev = t
+                if not t_from - 0.002 <= t <= t_to + 0.002:
+                    continue
+                if max_ns > worst:
                     worst, worst_t = max_ns, t
+                in_pause = pause and pause[0] and \
+                    pause[0] - 0.003 <= t <= pause[1] + 0.001
+                if not in_pause and max_ns > worst_run:
+                    worst_run = max_ns
     # max_lat_ns is a running max since boot: if it grew, it grew here.
     run_max = max(b['max_ns'] for b in h1)
     if run_max > max(a['max_ns'] for a in h0):
         worst = max(worst, run_max)
     return {'writes': sum(delta), 'p50_ns': hist_pct(delta, 50),
             'p99_ns': hist_pct(delta, 99), 'p999_ns': hist_pct(delta, 99.9),
-            'max_ns': worst, 'max_at': worst_t}
+            'max_ns': worst, 'max_at': worst_t, 'gap_ms': gap * 1e3,
+            'max_ns_running': worst_run if pause and pause[0] else None}
 
 
 def read_vcpus(vm):
@@ -804,8 +858,8 @@ def summarize(vm, coll, res):
         m['wall_s'] = t1 - t0
         # The window in which guest writes can fault: from the pause on.
         tp = m['t_stop'] if m['t_stop'] else t0
-        m['stall'] = stall_stats(vm, coll, m['h0'], m['h1'], t0, t1,
-                                 to_host)
+        m['stall'] = stall_stats(coll, m['h0'], m['h1'], t0, t1, to_host,
+                                 (m['t_stop'], m['t_resume']))
         before = (coll.writes_at(t0) - coll.writes_at(m['t_b0'])) / \
             (t0 - m['t_b0'])
         during = (coll.writes_at(t1) - coll.writes_at(t0)) / (t1 - t0)
@@ -819,8 +873,11 @@ def summarize(vm, coll, res):
                 / max(t1 - tr, 1e-9)
         ram = q.get('ram', {})
         m['ram_total'] = ram.get('total', vm.ram)
-        m['gbps_ram'] = m['ram_total'] / (t1 - tp) / 1e9
-        m['gbps_file'] = m['file_bytes'] / (t1 - tp) / 1e9
+        # RAM covered per second over the whole snapshot, and from the
+        # pause on (QEMU first pre-faults all RAM while the guest runs)
+        m['gbps_ram'] = m['ram_total'] / (t1 - t0) / 1e9
+        m['gbps_ram_after_pause'] = m['ram_total'] / (t1 - tp) / 1e9
+        m['gbps_file'] = m['file_bytes'] / (t1 - t0) / 1e9
         m['pause_window'] = [m['t_stop'], m['t_resume']]
         for key in ('h0', 'h1'):
             del m[key]
@@ -839,85 +896,114 @@ def summarize(vm, coll, res):
 # Output: JSON, Markdown table, plots
 # ----------------------------------------------------------------------
 
-def fmt_ms(v, nd=2):
-    return '-' if v is None else ('%.*f' % (nd, v))
+def fmt(v, spec='%.2f'):
+    return '-' if v is None else spec % v
 
 
-def fmt_ns_ms(v):
-    return '-' if v is None else '%.3f' % (v / 1e6)
+def ns_ms(v):
+    return None if v is None else v / 1e6
+
+
+def ns_us(v):
+    return None if v is None else v / 1e3
 
 
 def table(results):
-    rows = ['| system | RAM | # | pause (query-migrate) ms | guest max '
-            'stall ms | guest p99 stall ms (bucket edge) | writes/s before '
-            '| writes/s during | during/before | total s | setup ms | '
-            'GB/s (RAM / file) | file MB |',
-            '|' + '---|' * 13]
+    """The three Markdown tables of results.md."""
+    a = ['| system | RAM | # | pause, query-migrate ms | pause, STOP..RESUME '
+         'ms | guest: longest no-progress ms | guest: max write ms | guest: '
+         'max write outside the pause ms | guest: p99 write us (<=) | '
+         'guest: p99.9 write us (<=) |', '|' + '---|' * 10]
+    b = ['| system | RAM | # | writes/s before | writes/s during | during/'
+         'before | total s | of which setup s | RAM GB/s | file MB | '
+         'file GB/s |', '|' + '---|' * 11]
     for r in results:
         for k, m in enumerate(r['snapshots']):
-            rows.append('| %s | %d GiB | %d | %s | %s | %s | %.0f | %.0f | '
-                        '%.2f | %.2f | %s | %.2f / %.2f | %.0f |' % (
-                            r['system'], r['ram'] // GIB, k + 1,
-                            fmt_ms(m['downtime_ms'], 3),
-                            fmt_ns_ms(m['stall']['max_ns']),
-                            fmt_ns_ms(m['stall']['p99_ns']),
-                            m['wps_before'], m['wps_during'],
-                            m['wps_ratio'] or 0, m['wall_s'],
-                            fmt_ms(m['setup_ms'], 0),
-                            m['gbps_ram'], m['gbps_file'],
-                            m['file_bytes'] / 1e6))
-    rows.append('')
-    rows.append('| system | RAM | restore mode | restore-to-running ms |')
-    rows.append('|---|---|---|---|')
+            st = m['stall']
+            pw = m['pause_window']
+            head = '| %s | %d GiB | %d ' % (r['system'], r['ram'] // GIB,
+                                            k + 1)
+            a.append(head + '| %s | %s | %s | %s | %s | %s | %s |' % (
+                fmt(m['downtime_ms'], '%.3f'),
+                fmt((pw[1] - pw[0]) * 1e3 if pw[0] and pw[1] else None,
+                    '%.1f'),
+                fmt(st['gap_ms'], '%.2f'), fmt(ns_ms(st['max_ns']), '%.3f'),
+                fmt(ns_ms(st['max_ns_running']), '%.3f'),
+                fmt(ns_us(st['p99_ns']), '%.1f'),
+                fmt(ns_us(st['p999_ns']), '%.1f')))
+            b.append(head + '| %.0f | %.0f | %s | %.2f | %s | %.2f | %.0f '
+                     '| %.2f |' % (
+                         m['wps_before'], m['wps_during'],
+                         fmt(m['wps_ratio']), m['wall_s'],
+                         fmt(m['setup_ms'] / 1e3 if m['setup_ms'] is not None
+                             else None, '%.2f'),
+                         m['gbps_ram'], m['file_bytes'] / 1e6,
+                         m['gbps_file']))
+    c = ['| system | RAM | restore | to running ms |', '|---|---|---|---|']
     for r in results:
         for x in r['restores']:
-            rows.append('| %s | %d GiB | %s | %s |' % (
+            c.append('| %s | %d GiB | %s | %s |' % (
                 r['system'], r['ram'] // GIB, x['mode'],
                 '%.1f' % (x['seconds'] * 1e3) if 'seconds' in x
                 else 'FAILED: ' + x['error']))
-    return '\n'.join(rows) + '\n'
+    return '\n'.join(['### Pause and guest write stalls', ''] + a +
+                     ['', '### Throughput and snapshot speed', ''] + b +
+                     ['', '### Restore', ''] + c) + '\n'
 
 
 def plot(results, path):
+    """Per RAM size and system: worst write latency and writes per ~1 ms
+    interval over time, snapshot windows shaded, the pause in red."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     rams = sorted({r['ram'] for r in results})
-    systems = [s for s in ('qemu', 'qemu-anon', 'livesnap')
+    systems = [s for s in SYSTEMS
                if any(r['system'] == s for r in results)]
-    fig, axes = plt.subplots(len(rams), len(systems), squeeze=False,
-                             figsize=(7 * len(systems), 3.6 * len(rams)),
-                             sharey=True)
+    fig, axes = plt.subplots(
+        2 * len(rams), len(systems), squeeze=False,
+        figsize=(6.5 * len(systems), 5.0 * len(rams)),
+        gridspec_kw={'height_ratios': [3, 1] * len(rams)})
     for r in results:
-        ax = axes[rams.index(r['ram'])][systems.index(r['system'])]
+        row = 2 * rams.index(r['ram'])
+        col = systems.index(r['system'])
+        ax, axw = axes[row][col], axes[row + 1][col]
+        ax.set_title('%s, %d GiB' % (r['system'], r['ram'] // GIB))
         if not r.get('timeline') or not r['snapshots']:
+            ax.text(0.5, 0.5, r.get('error', 'no data')[:80],
+                    transform=ax.transAxes, ha='center', fontsize=7)
             continue
         t0 = r['snapshots'][0]['t_start']
         xs = [(t - t0) for t, _, _, _ in r['timeline']]
-        ys = [max(ns, 1) / 1e3 for _, _, _, ns in r['timeline']]
-        ax.plot(xs, ys, lw=0.5, color='tab:blue', label='worst write '
-                'latency per ~1 ms interval')
-        for k, m in enumerate(r['snapshots']):
-            ax.axvspan(m['t_start'] - t0, m['t_end'] - t0, color='orange',
-                       alpha=0.25, label='snapshot (migrate..completed)'
-                       if k == 0 else None)
-            if m['t_stop'] and m['t_resume']:
-                ax.axvspan(m['t_stop'] - t0, m['t_resume'] - t0,
-                           color='red', alpha=0.6,
-                           label='pause (STOP..RESUME)' if k == 0 else None)
+        ax.plot(xs, [max(ns, 1) / 1e3 for _, _, _, ns in r['timeline']],
+                lw=0.4, color='tab:blue',
+                label='worst write per ~1 ms interval')
+        axw.plot(xs, [w for _, _, w, _ in r['timeline']], lw=0.4,
+                 color='tab:green')
+        for a in (ax, axw):
+            for k, m in enumerate(r['snapshots']):
+                a.axvspan(m['t_start'] - t0, m['t_end'] - t0,
+                          color='orange', alpha=0.25,
+                          label='snapshot (migrate..completed)'
+                          if k == 0 and a is ax else None)
+                pw = m['pause_window']
+                if pw[0] and pw[1]:
+                    a.axvspan(pw[0] - t0, max(pw[1], pw[0] + 0.02) - t0,
+                              color='red', alpha=0.7,
+                              label='pause (STOP..RESUME)'
+                              if k == 0 and a is ax else None)
+            a.grid(True, which='both', alpha=0.3)
         ax.set_yscale('log')
-        ax.set_title('%s, %d GiB' % (r['system'], r['ram'] // GIB))
-        ax.set_xlabel('s since first snapshot start')
+        ax.set_ylim(0.1, 2e5)
         ax.set_ylabel('write latency, us')
-        ax.grid(True, which='both', alpha=0.3)
-        ax.legend(loc='upper right', fontsize=7)
+        axw.set_ylabel('writes / interval')
+        axw.set_xlabel('s since the first snapshot started')
+        ax.legend(loc='upper left', fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-# ----------------------------------------------------------------------
 
 def parse_size(s):
     m = re.fullmatch(r'(\d+)([GgMm]?)', s)
@@ -938,7 +1024,8 @@ def main():
     ap.add_argument('--livesnap', help='livesnap binary (default: '
                     'BUILD/cli/livesnap)')
     ap.add_argument('--qemu', default='qemu-system-x86_64')
-    ap.add_argument('--systems', default='qemu,livesnap')
+    ap.add_argument('--systems', default=','.join(SYSTEMS),
+                    help='any of ' + ','.join(SYSTEMS))
     ap.add_argument('--ram', default='2G,8G')
     ap.add_argument('--vcpus', type=int, default=1)
     ap.add_argument('--ws-mib', type=int, default=256,
@@ -948,7 +1035,7 @@ def main():
                     help='snapshots per VM (the first may pay first-touch '
                     'costs)')
     ap.add_argument('--warmup', type=float, default=4.0)
-    ap.add_argument('--before', type=float, default=2.0)
+    ap.add_argument('--before', type=float, default=3.0)
     ap.add_argument('--after', type=float, default=1.5)
     ap.add_argument('--gap', type=float, default=1.0)
     ap.add_argument('--boot-timeout', type=float, default=120.0)
@@ -957,8 +1044,12 @@ def main():
     ap.add_argument('--qemu-max-bw', type=int, default=64 * GIB,
                     help='QEMU migrate max-bandwidth, bytes/s')
     ap.add_argument('--ls-strategy', default='copy')
-    ap.add_argument('--ls-mem-backend', default='memfd')
     ap.add_argument('--no-pin', dest='pin', action='store_false')
+    ap.add_argument('--nice', type=int, default=-10,
+                    help='nice increment for the bench and so the VMMs '
+                    '(the machine is shared; 0: leave alone)')
+    ap.add_argument('--no-rt', dest='rt', action='store_false',
+                    help='do not make the pinned vCPU threads SCHED_FIFO')
     ap.add_argument('--snapdir', default='/var/tmp/livesnap-bench')
     ap.add_argument('--outdir', default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), 'results'))
@@ -980,8 +1071,12 @@ def main():
     cfg.host_cpu, cfg.vcpu_cpu = 0, 1
     if cfg.vcpus > 1:
         cfg.pin = False     # two host CPUs: nothing sensible to pin
-    for p in (cfg.image,) + ((cfg.livesnap,) if 'livesnap' in cfg.systems
-                             else ()):
+    for s in cfg.systems:
+        if s not in SYSTEMS:
+            sys.exit('bench: unknown system %r (use %s)' %
+                     (s, ','.join(SYSTEMS)))
+    uses_ls = any(s.startswith('livesnap') for s in cfg.systems)
+    for p in (cfg.image,) + ((cfg.livesnap,) if uses_ls else ()):
         if not os.path.exists(p):
             sys.exit('bench: %s does not exist (build first: meson setup '
                      '%s && ninja -C %s)' % (p, cfg.build, cfg.build))
@@ -990,9 +1085,11 @@ def main():
     cfg.workdir = cfg.snapdir
     if cfg.pin:
         os.sched_setaffinity(0, {cfg.host_cpu})
+    if cfg.nice:
+        os.nice(cfg.nice)       # inherited by the VMM processes
 
     classes = {'qemu': QemuVm, 'qemu-anon': QemuAnonVm,
-               'livesnap': LivesnapVm}
+               'livesnap': LivesnapVm, 'livesnap-anon': LivesnapAnonVm}
     results = []
     t_run = time.time()
     for ram in cfg.rams:
@@ -1006,12 +1103,23 @@ def main():
     meta = {'command': ' '.join(shlex.quote(a) for a in sys.argv),
             'date': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
             'run_s': time.time() - t_run, 'append': cfg.append,
-            'vcpus': cfg.vcpus, 'pin': cfg.pin,
+            'vcpus': cfg.vcpus, 'pin': cfg.pin, 'rt': cfg.pin and cfg.rt,
+            'nice': cfg.nice,
             'qemu_max_bw': cfg.qemu_max_bw, 'tsc_khz': cfg.tsc_khz,
             'kernel': os.uname().release,
             'qemu_version': subprocess.run(
                 [cfg.qemu, '--version'], capture_output=True,
                 text=True).stdout.split('\n')[0]}
+    plot(results, os.path.join(cfg.outdir, 'latency.png'))
+    for r in results:       # raw timelines: logs/, not results.json
+        tl = r.pop('timeline', None)
+        if tl:
+            with gzip.open(os.path.join(cfg.outdir, 'logs', '%s-%dg.tl.gz'
+                                        % (r['system'], r['ram'] // GIB)),
+                           'wt') as f:
+                f.write('host_t,vcpu,writes,max_ns\n')
+                for e in tl:
+                    f.write('%.6f,%d,%d,%d\n' % e)
     with open(os.path.join(cfg.outdir, 'results.json'), 'w') as f:
         json.dump({'meta': meta, 'results': results}, f, indent=1)
     md = '# bench/vm results\n\n`%s`\n\n%s\n\n%s' % (
@@ -1022,7 +1130,6 @@ def main():
                                                 r['ram'] // GIB, r['error'])
     with open(os.path.join(cfg.outdir, 'results.md'), 'w') as f:
         f.write(md)
-    plot(results, os.path.join(cfg.outdir, 'latency.png'))
     print(md)
     log('done in %.0f s' % (time.time() - t_run))
 
