@@ -57,19 +57,27 @@ static size_t format_line(char *line, size_t size, const char *fmt,
 	return len;
 }
 
-void lsg_say(const char *fmt, ...)
+/* One whole line; `locked`: under the console lock (not in ring 0, where
+ * the faulting CPU may hold it). */
+static void say_va(int locked, const char *fmt, va_list ap)
 {
 	char line[LINE_MAX];
-	size_t len;
+	size_t len = format_line(line, sizeof(line), fmt, ap);
+
+	while (locked && __atomic_exchange_n(&console_lock, 1, __ATOMIC_ACQUIRE))
+		cpu_relax();
+	uart_write(line, len);
+	if (locked)
+		__atomic_store_n(&console_lock, 0, __ATOMIC_RELEASE);
+}
+
+void lsg_say(const char *fmt, ...)
+{
 	va_list ap;
 
 	va_start(ap, fmt);
-	len = format_line(line, sizeof(line), fmt, ap);
+	say_va(1, fmt, ap);
 	va_end(ap);
-	while (__atomic_exchange_n(&console_lock, 1, __ATOMIC_ACQUIRE))
-		cpu_relax();
-	uart_write(line, len);
-	__atomic_store_n(&console_lock, 0, __ATOMIC_RELEASE);
 }
 
 /*
@@ -91,17 +99,14 @@ void lsg_power_off(void)
 		__asm__ volatile("ud2");
 }
 
-/* Ring 0 (emulated under PVM; rare): no lock, the lock holder may be us. */
-static void say_unlocked(const char *fmt, ...)
+/* Ring 0 (emulated under PVM; rare). */
+static void PRINTF(1, 2) say_unlocked(const char *fmt, ...)
 {
-	char line[LINE_MAX];
-	size_t len;
 	va_list ap;
 
 	va_start(ap, fmt);
-	len = format_line(line, sizeof(line), fmt, ap);
+	say_va(0, fmt, ap);
 	va_end(ap);
-	uart_write(line, len);
 }
 
 void lsg_fault(const struct lsg_trap_frame *f, uint64_t cr2)
