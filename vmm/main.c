@@ -1,9 +1,514 @@
 /* SPDX-License-Identifier: MIT */
-/* Placeholder until its owner lands it. */
-#include <stdio.h>
+/*
+ * livesnap run: option parsing and wiring. Builds the VM (vm.c), loads the
+ * kernel (boot.c), serves QMP (qmp.c, qmp_vm.c), runs until the guest
+ * powers off, QMP says quit or a signal arrives, and exits 0 for all three
+ * (1 when the VM fails).
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "boot.h"
 #include "commands.h"
+#include "guest_image.h"
+#include "layout.h"
+#include "qmp_vm.h"
+#include "vm.h"
+
+#define DEFAULT_MEM (512ull << 20)
+#define MAX_FILE_BYTES (1ull << 30) /* kernel or initrd */
+
+/* The base command line; ls.* are read by the default guest only. */
+#define CMDLINE_DEFAULT_GUEST "console=ttyS0"
+#define CMDLINE_LINUX                                                   \
+	"console=ttyS0 earlyprintk=serial reboot=k panic=1 pci=off acpi=off " \
+	"i8042.noaux i8042.nomux i8042.dumbkbd"
+
+struct run_opts {
+	unsigned ncpus;
+	uint64_t mem;
+	enum mem_backend backend;
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	const char *qmp;
+	const char *console;
+	bool stdin_input;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: livesnap run [options]\n"
+		"Boots a KVM VM (by default the built-in livesnap guest) with "
+		"an 8250 console\nand an optional QMP control socket.\n\n"
+		"  --cpus N              vCPUs (1..%d, default 1)\n"
+		"  --mem SIZE            guest RAM, e.g. 512M, 2G (>= 64M, "
+		"default 512M)\n"
+		"  --mem-backend TYPE    anon (default, THP), memfd or hugetlb "
+		"(2 MiB pages)\n"
+		"  --kernel FILE         boot this bzImage instead of the "
+		"built-in guest\n"
+		"  --initrd FILE         initial ramdisk\n"
+		"  --cmdline STRING      appended to the kernel command line\n"
+		"  --qmp PATH            QMP socket (created mode 0600)\n"
+		"  --console FILE        guest console output (default: "
+		"stdout)\n"
+		"  --stdin               feed standard input to the guest "
+		"console\n"
+		"  --help                this text\n"
+		"\nExit status: 0 when the guest powers off or QMP 'quit' or "
+		"SIGINT/SIGTERM\nends the VM, 1 when the VM fails, 2 for bad "
+		"usage.\n",
+		MAX_VCPUS);
+}
+
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "livesnap run: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (try --help)\n");
+	return 2;
+}
+
+/* "512M", "2G", "65536": binary multiples; 0 on error. */
+static uint64_t parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (*s < '0' || *s > '9')
+		return 0;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (shift && (*end == 'i' || *end == 'I'))
+		end++;
+	if (shift && (*end == 'b' || *end == 'B'))
+		end++;
+	if (*end || v > (UINT64_MAX >> shift))
+		return 0;
+	return (uint64_t)v << shift;
+}
+
+static int parse_cpus(const char *s, unsigned *n)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || end == s)
+		return bad_usage("--cpus '%s': not a number", s);
+	if (v < 1 || v > MAX_VCPUS)
+		return bad_usage("--cpus %ld: must be between 1 and %d", v,
+				 MAX_VCPUS);
+	*n = (unsigned)v;
+	return 0;
+}
+
+static int parse_backend(const char *s, enum mem_backend *b)
+{
+	if (!strcmp(s, "anon"))
+		*b = MEM_ANON;
+	else if (!strcmp(s, "memfd"))
+		*b = MEM_MEMFD;
+	else if (!strcmp(s, "hugetlb") || !strcmp(s, "hugetlbfs"))
+		*b = MEM_HUGETLB;
+	else
+		return bad_usage("--mem-backend '%s': use anon, memfd or "
+				 "hugetlb",
+				 s);
+	return 0;
+}
+
+static int parse_mem(const char *s, uint64_t *mem)
+{
+	*mem = parse_size(s);
+	if (!*mem)
+		return bad_usage("--mem '%s': not a size (e.g. 512M, 2G)", s);
+	if (*mem < MIN_MEM_BYTES)
+		return bad_usage("--mem %s: below the minimum of %llu MiB", s,
+				 MIN_MEM_BYTES >> 20);
+	if (*mem > MAX_MEM_BYTES)
+		return bad_usage("--mem %s: above the maximum of %llu GiB", s,
+				 MAX_MEM_BYTES >> 30);
+	if (*mem % 4096)
+		return bad_usage("--mem %s: not a multiple of 4 KiB", s);
+	return 0;
+}
+
+enum { OPT_CPUS = 1, OPT_MEM, OPT_BACKEND, OPT_KERNEL, OPT_INITRD,
+       OPT_CMDLINE, OPT_QMP, OPT_CONSOLE, OPT_STDIN, OPT_HELP };
+
+static const struct option long_opts[] = {
+	{"cpus", required_argument, NULL, OPT_CPUS},
+	{"mem", required_argument, NULL, OPT_MEM},
+	{"mem-backend", required_argument, NULL, OPT_BACKEND},
+	{"kernel", required_argument, NULL, OPT_KERNEL},
+	{"initrd", required_argument, NULL, OPT_INITRD},
+	{"cmdline", required_argument, NULL, OPT_CMDLINE},
+	{"qmp", required_argument, NULL, OPT_QMP},
+	{"console", required_argument, NULL, OPT_CONSOLE},
+	{"stdin", no_argument, NULL, OPT_STDIN},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+/* Returns 0 to run, 2 for bad usage, -1 after --help. */
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+	int c, ret = 0;
+
+	*o = (struct run_opts){.ncpus = 1, .mem = DEFAULT_MEM, .cmdline = ""};
+	opterr = 0;
+	optind = 1;
+	while (!ret && (c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_CPUS: ret = parse_cpus(optarg, &o->ncpus); break;
+		case OPT_MEM: ret = parse_mem(optarg, &o->mem); break;
+		case OPT_BACKEND: ret = parse_backend(optarg, &o->backend); break;
+		case OPT_KERNEL: o->kernel = optarg; break;
+		case OPT_INITRD: o->initrd = optarg; break;
+		case OPT_CMDLINE: o->cmdline = optarg; break;
+		case OPT_QMP: o->qmp = optarg; break;
+		case OPT_CONSOLE: o->console = optarg; break;
+		case OPT_STDIN: o->stdin_input = true; break;
+		case OPT_HELP: usage(stdout); return -1;
+		case ':':
+			return bad_usage("option '%s' needs an argument",
+					 argv[optind - 1]);
+		default:
+			return bad_usage("unknown option '%s'",
+					 argv[optind - 1]);
+		}
+	}
+	if (!ret && optind < argc)
+		ret = bad_usage("unexpected argument '%s'", argv[optind]);
+	return ret;
+}
+
+/* Reads a whole regular file (at most MAX_FILE_BYTES). */
+static int read_file(const char *what, const char *path, uint8_t **data,
+		     size_t *size, char *err)
+{
+	struct stat st;
+	size_t done = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int ret = 0;
+
+	if (fd < 0)
+		return vmm_fail(err, errno, "%s %s", what, path);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size > MAX_FILE_BYTES) {
+		close(fd);
+		return vmm_failx(err, EINVAL,
+				 "%s %s: not a regular file of at most 1 GiB",
+				 what, path);
+	}
+	*size = (size_t)st.st_size;
+	*data = malloc(*size ? *size : 1);
+	if (!*data) {
+		close(fd);
+		return vmm_fail(err, ENOMEM, "%s %s", what, path);
+	}
+	while (done < *size) {
+		ssize_t n = read(fd, *data + done, *size - done);
+
+		if (n <= 0) {
+			ret = vmm_fail(err, n ? errno : EIO, "reading %s %s",
+				       what, path);
+			free(*data);
+			*data = NULL;
+			break;
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return ret;
+}
+
+struct run_ctx {
+	struct run_opts o;
+	uint8_t *kernel, *initrd;
+	size_t kernel_size, initrd_size;
+	int console_fd;
+	int sig_fd;
+	struct vm *vm;
+	struct qmp_server *qmp;
+	struct qmp_vm qmp_vm;
+	char err[VMM_ERR_MAX];
+};
+
+static int load_files(struct run_ctx *r)
+{
+	int ret;
+
+	if (r->o.kernel) {
+		ret = read_file("--kernel", r->o.kernel, &r->kernel,
+				&r->kernel_size, r->err);
+		if (ret)
+			return ret;
+	} else if (guest_image_size()) {
+		r->kernel_size = guest_image_size();
+		r->kernel = malloc(r->kernel_size);
+		if (!r->kernel)
+			return vmm_fail(r->err, ENOMEM, "built-in guest");
+		memcpy(r->kernel, guest_image_data(), r->kernel_size);
+	} else {
+		return vmm_failx(r->err, ENOENT,
+				 "no built-in guest in this build: use "
+				 "--kernel");
+	}
+	ret = boot_check_bzimage(r->kernel, r->kernel_size,
+				 r->o.kernel ? r->o.kernel : "built-in guest",
+				 r->err);
+	if (ret || !r->o.initrd)
+		return ret;
+	return read_file("--initrd", r->o.initrd, &r->initrd,
+			 &r->initrd_size, r->err);
+}
+
+static int open_console(struct run_ctx *r)
+{
+	if (!r->o.console) {
+		r->console_fd = STDOUT_FILENO;
+		return 0;
+	}
+	r->console_fd = open(r->o.console,
+			     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (r->console_fd < 0)
+		return vmm_fail(r->err, errno, "--console %s", r->o.console);
+	return 0;
+}
+
+static char *build_cmdline(struct run_ctx *r)
+{
+	char *s;
+
+	if (asprintf(&s, "%s ls.tsc_khz=%u ls.cpus=%u%s%s",
+		     r->o.kernel ? CMDLINE_LINUX : CMDLINE_DEFAULT_GUEST,
+		     r->vm->tsc_khz, r->o.ncpus, r->o.cmdline[0] ? " " : "",
+		     r->o.cmdline) < 0)
+		return NULL;
+	return s;
+}
+
+static int boot(struct run_ctx *r)
+{
+	struct boot_image img = {
+		.kernel = r->kernel,
+		.kernel_size = r->kernel_size,
+		.kernel_name = r->o.kernel ? r->o.kernel : "built-in guest",
+		.initrd = r->initrd,
+		.initrd_size = r->initrd_size,
+	};
+	char *cmdline = build_cmdline(r);
+	int ret;
+
+	if (!cmdline)
+		return vmm_fail(r->err, ENOMEM, "command line");
+	img.cmdline = cmdline;
+	ret = vm_setup_boot(r->vm, &img, r->err);
+	free(cmdline);
+	return ret;
+}
+
+/* SIGINT/SIGTERM/SIGHUP arrive through a signalfd, in every thread blocked. */
+static int setup_signals(struct run_ctx *r)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGPIPE);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
+		return vmm_fail(r->err, EINVAL, "pthread_sigmask");
+	sigdelset(&set, SIGPIPE);
+	r->sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (r->sig_fd < 0)
+		return vmm_fail(r->err, errno, "signalfd");
+	return 0;
+}
+
+static void *stdin_thread(void *arg)
+{
+	struct vm *vm = arg;
+	uint8_t buf[256];
+	ssize_t n;
+
+	while ((n = read(STDIN_FILENO, buf, sizeof(buf))) > 0) {
+		size_t done = 0;
+
+		/* The FIFO holds 64 bytes: wait for the guest to drain it. */
+		while (done < (size_t)n) {
+			done += serial_rx_push(&vm->serial, buf + done,
+					       (size_t)n - done);
+			if (done < (size_t)n)
+				usleep(1000);
+		}
+	}
+	return NULL;
+}
+
+static int start_stdin(struct run_ctx *r)
+{
+	pthread_t t;
+	int ret;
+
+	if (!r->o.stdin_input)
+		return 0;
+	ret = pthread_create(&t, NULL, stdin_thread, r->vm);
+	if (ret)
+		return vmm_fail(r->err, ret, "pthread_create(stdin)");
+	pthread_detach(t);
+	return 0;
+}
+
+static int start_qmp(struct run_ctx *r)
+{
+	int ret;
+
+	if (!r->o.qmp)
+		return 0;
+	ret = qmp_server_create(&r->qmp, r->o.qmp, r->err);
+	if (ret)
+		return ret;
+	ret = qmp_vm_register(&r->qmp_vm, r->qmp, r->vm);
+	if (ret)
+		return vmm_fail(r->err, -ret, "registering QMP commands");
+	return qmp_server_start(r->qmp, r->err);
+}
+
+/* Waits for the guest, QMP or a signal to end the VM. */
+static void wait_for_exit(struct run_ctx *r)
+{
+	struct pollfd p[2] = {
+		{.fd = vm_exit_fd(r->vm), .events = POLLIN},
+		{.fd = r->sig_fd, .events = POLLIN},
+	};
+	struct signalfd_siginfo si;
+
+	while (vm_exit_reason(r->vm) == VM_EXIT_NONE) {
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if ((p[1].revents & POLLIN) &&
+		    read(r->sig_fd, &si, sizeof(si)) == sizeof(si))
+			vm_request_exit(r->vm, VM_EXIT_SIGNAL, 0,
+					"signal %u received: stopping the VM",
+					si.ssi_signo);
+	}
+}
+
+static const char *shutdown_reason(enum vm_exit_reason why, bool *guest)
+{
+	*guest = true;
+	switch (why) {
+	case VM_EXIT_GUEST_RESET:
+		return "guest-reset";
+	case VM_EXIT_GUEST_SHUTDOWN:
+		return "guest-shutdown";
+	case VM_EXIT_TRIPLE_FAULT:
+	case VM_EXIT_ERROR:
+		return "guest-panic";
+	case VM_EXIT_QMP_QUIT:
+		*guest = false;
+		return "host-qmp-quit";
+	default:
+		*guest = false;
+		return "host-signal";
+	}
+}
+
+static int finish(struct run_ctx *r)
+{
+	enum vm_exit_reason why = vm_exit_reason(r->vm);
+	const char *reason;
+	bool guest;
+
+	vm_stop_threads(r->vm);
+	fprintf(stderr, "livesnap: %s\n", r->vm->exit_msg);
+	if (r->qmp) {
+		reason = shutdown_reason(why, &guest);
+		qmp_emit_event(r->qmp, "SHUTDOWN",
+			       json_pack("{s:b,s:s}", "guest", guest, "reason",
+					 reason));
+	}
+	return r->vm->exit_status;
+}
+
+static void cleanup(struct run_ctx *r)
+{
+	qmp_server_destroy(r->qmp);
+	vm_destroy(r->vm);
+	free(r->kernel);
+	free(r->initrd);
+	if (r->console_fd > STDERR_FILENO)
+		close(r->console_fd);
+	if (r->sig_fd >= 0)
+		close(r->sig_fd);
+}
+
 int cmd_run(int argc, char **argv)
 {
-	fprintf(stderr, "livesnap: %s: not implemented yet\n", argv[0]);
-	return 1;
+	struct run_ctx r = {.console_fd = -1, .sig_fd = -1};
+	struct vm_config cfg;
+	int ret;
+
+	ret = parse_args(argc, argv, &r.o);
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	ret = load_files(&r);
+	ret = ret ?: open_console(&r);
+	ret = ret ?: setup_signals(&r);
+	if (!ret) {
+		cfg = (struct vm_config){
+			.ncpus = r.o.ncpus,
+			.mem_bytes = r.o.mem,
+			.backend = r.o.backend,
+			.console_fd = r.console_fd,
+		};
+		ret = vm_create(&r.vm, &cfg, r.err);
+	}
+	ret = ret ?: boot(&r);
+	ret = ret ?: start_qmp(&r);
+	ret = ret ?: vm_start(r.vm, false, r.err);
+	ret = ret ?: start_stdin(&r);
+	if (ret) {
+		fprintf(stderr, "livesnap run: %s\n", r.err);
+		cleanup(&r);
+		return 1;
+	}
+	fprintf(stderr,
+		"livesnap: VM running: %u vCPU(s), %" PRIu64 " MiB %s RAM%s%s\n",
+		r.o.ncpus, r.o.mem >> 20, mem_backend_name(r.o.backend),
+		r.o.qmp ? ", QMP at " : "", r.o.qmp ? r.o.qmp : "");
+	wait_for_exit(&r);
+	ret = finish(&r);
+	cleanup(&r);
+	return ret;
 }

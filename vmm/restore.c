@@ -37,8 +37,12 @@ struct vm_restore {
 	struct ls_ctx *ctx;
 	struct ls_restore *lazy;
 	uint64_t t_open, t_memory, t_state, t_running; /* monotonic ns */
+	struct vm *vm;
+	pthread_t watcher; /* lazy: waits for the end, stops the VM on error */
+	bool watcher_live;
 
-	pthread_mutex_t lock; /* the lazy wait and its result */
+	pthread_mutex_t lock; /* below */
+	pthread_cond_t cond;
 	bool memory_done;
 	int memory_result;
 	char memory_err[VMM_ERR_MAX];
@@ -183,6 +187,7 @@ int vm_restore_open(struct vm_restore **rp, const char *src,
 	r->fd = -1;
 	r->src_region = -1;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
 	r->src = strdup(src);
 	if (!r->src) {
 		ret = vmm_fail(err, ENOMEM, "restore");
@@ -218,16 +223,28 @@ fail:
 	return ret;
 }
 
+void vm_restore_detach(struct vm_restore *r)
+{
+	if (!r)
+		return;
+	if (r->watcher_live)
+		pthread_join(r->watcher, NULL);
+	r->watcher_live = false;
+	if (r->lazy)
+		ls_restore_destroy(r->lazy);
+	r->lazy = NULL;
+	if (r->source && r->source->ops->destroy)
+		r->source->ops->destroy(r->source);
+	r->source = NULL;
+}
+
 void vm_restore_destroy(struct vm_restore *r)
 {
 	char err[VMM_ERR_MAX];
 
 	if (!r)
 		return;
-	if (r->lazy)
-		ls_restore_destroy(r->lazy);
-	if (r->source && r->source->ops->destroy)
-		r->source->ops->destroy(r->source);
+	vm_restore_detach(r);
 	if (r->reader)
 		ls_reader_close(r->reader);
 	if (r->fd >= 0)
@@ -237,6 +254,7 @@ void vm_restore_destroy(struct vm_restore *r)
 		vm_snap_reap_exec(r->child, r->src + 5, err);
 	}
 	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
 	free(r->src);
 	free(r);
 }
@@ -362,16 +380,49 @@ static int load_state(struct vm_restore *r, struct vm *vm, char *err)
 	return ret;
 }
 
+static void memory_done(struct vm_restore *r, int result)
+{
+	pthread_mutex_lock(&r->lock);
+	r->memory_done = true;
+	r->memory_result = result;
+	if (result)
+		snprintf(r->memory_err, sizeof(r->memory_err),
+			 "lazy restore of %s failed: %s", r->src,
+			 ls_ctx_error(r->ctx));
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * Lazy: a page that cannot be read (a corrupt snapshot) leaves the guest
+ * without its memory; the VM is stopped with the reason.
+ */
+static void *watch_lazy(void *arg)
+{
+	struct vm_restore *r = arg;
+	int ret = ls_restore_wait(r->lazy);
+
+	memory_done(r, ret);
+	if (ret)
+		vm_request_exit(r->vm, VM_EXIT_ERROR, 1, "%s", r->memory_err);
+	return NULL;
+}
+
 int vm_restore_load(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 		    char *err)
 {
 	int ret = load_memory(r, vm, s, err);
 
+	r->vm = vm;
 	r->t_memory = vmm_now_ns();
-	if (!ret && r->mode == VM_RESTORE_EAGER) {
-		pthread_mutex_lock(&r->lock);
-		r->memory_done = true;
-		pthread_mutex_unlock(&r->lock);
+	vm_snap_set_restore(s, r); /* a snapshot waits for lazy memory */
+	if (!ret && !r->lazy)
+		memory_done(r, 0);
+	if (!ret && r->lazy) {
+		ret = pthread_create(&r->watcher, NULL, watch_lazy, r);
+		if (ret)
+			return vmm_fail(err, ret, "lazy restore watcher");
+		r->watcher_live = true;
 	}
 	if (!ret)
 		ret = load_state(r, vm, err);
@@ -395,15 +446,8 @@ int vm_restore_wait_memory(struct vm_restore *r, char *err)
 	int ret;
 
 	pthread_mutex_lock(&r->lock);
-	if (!r->memory_done && r->lazy) {
-		ret = ls_restore_wait(r->lazy);
-		r->memory_done = true;
-		r->memory_result = ret;
-		if (ret)
-			snprintf(r->memory_err, sizeof(r->memory_err),
-				 "lazy restore of %s failed: %s", r->src,
-				 ls_ctx_error(r->ctx));
-	}
+	while (!r->memory_done)
+		pthread_cond_wait(&r->cond, &r->lock);
 	ret = r->memory_result;
 	if (ret)
 		snprintf(err, VMM_ERR_MAX, "%s", r->memory_err);

@@ -127,6 +127,7 @@ void vm_snap_destroy(struct vm_snap *s)
 	if (s->thread_live)
 		pthread_join(s->thread, NULL);
 	pthread_mutex_unlock(&s->lock);
+	vm_restore_detach(s->restore);
 	if (s->ctx)
 		ls_ctx_destroy(s->ctx);
 	free(s->test_copy_ram);

@@ -123,6 +123,12 @@ int vm_restore_open(struct vm_restore **rp, const char *src,
 void vm_restore_destroy(struct vm_restore *r);
 
 /*
+ * Ends a lazy restore's use of the liblivesnap context (waits for it):
+ * vm_snap_destroy() calls it before the context goes.
+ */
+void vm_restore_detach(struct vm_restore *r);
+
+/*
  * Fills guest RAM (eager: all of it now; lazy: starts serving faults and
  * a prefetch behind), then loads the KVM state of every vCPU and the VM
  * and the devices' state, in that order. The vCPUs must exist and never

@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The VM fd, guest RAM, in-kernel irqchip/PIT, devices and run control.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "layout.h"
+#include "vm.h"
+
+#define HUGE_2M (2ull << 20)
+
+const char *mem_backend_name(enum mem_backend b)
+{
+	switch (b) {
+	case MEM_ANON:
+		return "anon";
+	case MEM_MEMFD:
+		return "memfd";
+	default:
+		return "hugetlb";
+	}
+}
+
+/*
+ * Reserves len bytes of address space aligned to 2 MiB, so that THP (anon)
+ * and huge pages line up with guest-physical 2 MiB boundaries.
+ */
+static void *reserve_aligned(size_t len)
+{
+	size_t span = len + HUGE_2M;
+	uint8_t *p = mmap(NULL, span, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (uint8_t *)(((uintptr_t)p + HUGE_2M - 1) & ~(HUGE_2M - 1));
+	if (a > p)
+		munmap(p, a - p);
+	if (p + span > a + len)
+		munmap(a + len, p + span - (a + len));
+	return a;
+}
+
+static int mem_map_anon(struct vm_mem *m, void *at, char *err)
+{
+	void *p = mmap(at, m->size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+		       -1, 0);
+
+	if (p == MAP_FAILED)
+		return vmm_fail(err, errno, "mmap of %llu bytes of guest RAM",
+				(unsigned long long)m->size);
+	m->host = p;
+	/* Best effort: THP may be disabled system-wide ("never"). */
+	if (madvise(p, m->size, MADV_HUGEPAGE) < 0 && errno != EINVAL)
+		return vmm_fail(err, errno, "madvise(MADV_HUGEPAGE) on RAM");
+	return 0;
+}
+
+static int mem_map_memfd(struct vm_mem *m, void *at, bool huge, char *err)
+{
+	unsigned flags = MFD_CLOEXEC | (huge ? MFD_HUGETLB : 0);
+	void *p;
+
+	m->fd = memfd_create("livesnap-ram", flags);
+	if (m->fd < 0)
+		return vmm_fail(err, errno, "memfd_create(%s)",
+				huge ? "MFD_HUGETLB" : "0");
+	if (ftruncate(m->fd, (off_t)m->size) < 0)
+		return vmm_fail(err, errno, "ftruncate of the RAM memfd to %llu",
+				(unsigned long long)m->size);
+	p = mmap(at, m->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		 m->fd, 0);
+	if (p == MAP_FAILED) {
+		if (huge && errno == ENOMEM)
+			return vmm_failx(err, ENOMEM,
+					 "mmap of %llu MiB of hugetlb RAM: not "
+					 "enough free 2 MiB huge pages (see "
+					 "/proc/sys/vm/nr_hugepages)",
+					 (unsigned long long)(m->size >> 20));
+		return vmm_fail(err, errno, "mmap of the RAM memfd");
+	}
+	m->host = p;
+	return 0;
+}
+
+static int mem_alloc(struct vm_mem *m, uint64_t size, enum mem_backend b,
+		     char *err)
+{
+	void *at;
+	int ret;
+
+	*m = (struct vm_mem){.fd = -1, .backend = b, .size = size,
+			     .page_size = 4096};
+	if (b == MEM_HUGETLB) {
+		if (size % HUGE_2M)
+			return vmm_failx(err, EINVAL,
+					 "--mem-backend hugetlb needs a size "
+					 "that is a multiple of 2 MiB");
+		m->page_size = HUGE_2M;
+	}
+	m->low_size = size < GPA_HOLE_START ? size : GPA_HOLE_START;
+	m->high_size = size - m->low_size;
+	at = reserve_aligned(size);
+	if (!at)
+		return vmm_fail(err, errno, "reserving %llu bytes for guest RAM",
+				(unsigned long long)size);
+	if (b == MEM_ANON)
+		ret = mem_map_anon(m, at, err);
+	else
+		ret = mem_map_memfd(m, at, b == MEM_HUGETLB, err);
+	if (ret) {
+		munmap(at, size);
+		m->host = NULL;
+		if (m->fd >= 0)
+			close(m->fd);
+		m->fd = -1;
+	}
+	return ret;
+}
+
+static void mem_free(struct vm_mem *m)
+{
+	if (m->host)
+		munmap(m->host, m->size);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->host = NULL;
+	m->fd = -1;
+}
+
+static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa,
+		    uint64_t size, void *host, char *err)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)host,
+	};
+	int ret = kvm_ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r);
+
+	if (ret < 0)
+		return vmm_fail(err, -ret,
+				"ioctl(KVM_SET_USER_MEMORY_REGION) slot %u "
+				"[0x%llx, +0x%llx)",
+				slot, (unsigned long long)gpa,
+				(unsigned long long)size);
+	return 0;
+}
+
+void *vm_gpa_to_hva(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	struct vm_mem *m = &vm->mem;
+
+	if (gpa + len < gpa)
+		return NULL;
+	if (gpa + len <= m->low_size)
+		return m->host + gpa;
+	if (gpa >= GPA_4G && gpa - GPA_4G + len <= m->high_size)
+		return m->host + m->low_size + (gpa - GPA_4G);
+	return NULL;
+}
+
+/*
+ * The parts of the VM that exist before any vCPU: TSS and identity map in
+ * the hole, then the irqchip and PIT (both must precede KVM_CREATE_VCPU).
+ */
+static int vm_create_shell(struct vm *vm, char *err)
+{
+	uint64_t idmap = GPA_KVM_IDENTITY_MAP;
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+	int ret;
+
+	ret = kvm_ioctl(vm->kvm.fd, KVM_CREATE_VM, 0);
+	if (ret < 0)
+		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_VM)");
+	vm->fd = ret;
+	ret = kvm_ioctl(vm->fd, KVM_SET_TSS_ADDR, (void *)GPA_KVM_TSS);
+	if (ret < 0)
+		return vmm_fail(err, -ret, "ioctl(KVM_SET_TSS_ADDR)");
+	if (kvm_check_cap(vm->kvm.fd, KVM_CAP_SET_IDENTITY_MAP_ADDR)) {
+		ret = kvm_ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap);
+		if (ret < 0)
+			return vmm_fail(err, -ret,
+					"ioctl(KVM_SET_IDENTITY_MAP_ADDR)");
+	}
+	ret = kvm_ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0);
+	if (ret < 0)
+		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_IRQCHIP)");
+	/* Speaker dummy: port 0x61 is handled in the kernel, never exits. */
+	ret = kvm_ioctl(vm->fd, KVM_CREATE_PIT2, &pit);
+	if (ret < 0)
+		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_PIT2)");
+	ret = kvm_check_cap(vm->fd, KVM_CAP_XSAVE2);
+	vm->xsave_size = ret > (int)sizeof(struct kvm_xsave) ?
+				 (uint32_t)ret :
+				 (uint32_t)sizeof(struct kvm_xsave);
+	return 0;
+}
+
+static void vm_device_reset(void *opaque, const char *why)
+{
+	vm_request_exit(opaque, VM_EXIT_GUEST_RESET, 0,
+			"guest reset via %s: powering off", why);
+}
+
+static int vm_create_devices(struct vm *vm, const struct vm_config *cfg,
+			     char *err)
+{
+	struct pio_bus *b = &vm->bus;
+	int ret;
+
+	serial_init(&vm->serial, vm->fd, 4, cfg->console_fd);
+	i8042_init(&vm->i8042, vm_device_reset, vm);
+	rtc_init(&vm->rtc, vm->mem.low_size, vm->mem.high_size);
+	pio_sink_init(&vm->sink, vm_device_reset, vm);
+	b->fallback = pio_sink_io;
+	b->fallback_opaque = &vm->sink;
+	ret = pio_bus_add(b, "serial", 0x3f8, 8, serial_io, &vm->serial);
+	ret = ret ?: pio_bus_add(b, "i8042", 0x60, 1, i8042_io, &vm->i8042);
+	ret = ret ?: pio_bus_add(b, "i8042", 0x64, 1, i8042_io, &vm->i8042);
+	ret = ret ?: pio_bus_add(b, "rtc", 0x70, 2, rtc_io, &vm->rtc);
+	if (ret)
+		return vmm_failx(err, -ret, "port I/O bus full");
+	return 0;
+}
+
+static int vm_init_sync(struct vm *vm, char *err)
+{
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_mutex_init(&vm->msr_lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	vm->exit_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->exit_efd < 0)
+		return vmm_fail(err, errno, "eventfd");
+	return 0;
+}
+
+static int vm_create_vcpus(struct vm *vm, char *err)
+{
+	int ret;
+
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return vmm_fail(err, ENOMEM, "vCPU array");
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vm->vcpus[i].fd = -1;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_create(vm, &vm->vcpus[i], i, err);
+		if (ret)
+			return ret;
+	}
+	ret = kvm_ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+	if (ret <= 0)
+		return vmm_fail(err, ret ? -ret : EINVAL,
+				"ioctl(KVM_GET_TSC_KHZ)");
+	vm->tsc_khz = (uint32_t)ret;
+	return 0;
+}
+
+int vm_create(struct vm **vmp, const struct vm_config *cfg, char *err)
+{
+	struct vm *vm;
+	int ret;
+
+	*vmp = NULL;
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return vmm_fail(err, ENOMEM, "struct vm");
+	vm->fd = -1;
+	vm->exit_efd = -1;
+	vm->mem.fd = -1;
+	vm->kvm.fd = -1;
+	vm->ncpus = cfg->ncpus;
+	ret = vm_init_sync(vm, err);
+	ret = ret ?: kvm_sys_open(&vm->kvm, err);
+	if (!ret && (int)cfg->ncpus > vm->kvm.max_vcpus)
+		ret = vmm_failx(err, EINVAL,
+				"%u vCPUs requested, KVM allows at most %d",
+				cfg->ncpus, vm->kvm.max_vcpus);
+	ret = ret ?: vm_create_shell(vm, err);
+	ret = ret ?: mem_alloc(&vm->mem, cfg->mem_bytes, cfg->backend, err);
+	ret = ret ?: set_slot(vm, SLOT_RAM_LOW, 0, vm->mem.low_size,
+			      vm->mem.host, err);
+	if (!ret && vm->mem.high_size)
+		ret = set_slot(vm, SLOT_RAM_HIGH, GPA_4G, vm->mem.high_size,
+			       vm->mem.host + vm->mem.low_size, err);
+	ret = ret ?: vm_create_vcpus(vm, err);
+	ret = ret ?: vm_create_devices(vm, cfg, err);
+	ret = ret ?: vcpu_kick_signal_init(err);
+	if (ret) {
+		vm_destroy(vm);
+		return ret;
+	}
+	*vmp = vm;
+	return 0;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	vm_stop_threads(vm);
+	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+	free(vm->vcpus);
+	if (vm->bus.fallback) {
+		serial_destroy(&vm->serial);
+		i8042_destroy(&vm->i8042);
+		rtc_destroy(&vm->rtc);
+	}
+	if (vm->fd >= 0)
+		close(vm->fd);
+	mem_free(&vm->mem);
+	kvm_sys_close(&vm->kvm);
+	free(vm->state_msrs);
+	if (vm->exit_efd >= 0)
+		close(vm->exit_efd);
+	pthread_cond_destroy(&vm->cond);
+	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_mutex_destroy(&vm->msr_lock);
+	free(vm);
+}
+
+int vm_start(struct vm *vm, bool paused, char *err)
+{
+	int ret;
+
+	if (paused) {
+		pthread_mutex_lock(&vm->pause_lock);
+		vm->pause_depth = 1;
+		vm->pause_begin_ns = vmm_now_ns();
+		__atomic_store_n(&vm->pause_req, 1, __ATOMIC_SEQ_CST);
+		pthread_mutex_unlock(&vm->pause_lock);
+	}
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+
+		pthread_mutex_lock(&vm->lock);
+		vm->live_threads++;
+		pthread_mutex_unlock(&vm->lock);
+		ret = pthread_create(&v->thread, NULL, vcpu_thread, v);
+		if (ret) {
+			pthread_mutex_lock(&vm->lock);
+			vm->live_threads--;
+			pthread_mutex_unlock(&vm->lock);
+			return vmm_fail(err, ret, "pthread_create(vCPU %u)", i);
+		}
+		v->thread_started = true;
+	}
+	if (paused) {
+		pthread_mutex_lock(&vm->lock);
+		while (vm->parked < vm->live_threads)
+			pthread_cond_wait(&vm->cond, &vm->lock);
+		pthread_mutex_unlock(&vm->lock);
+	}
+	return 0;
+}
+
+static void kick_all(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+}
+
+int vm_pause(struct vm *vm)
+{
+	uint64_t t0 = vmm_now_ns();
+
+	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->pause_depth++) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return 0;
+	}
+	vm->pause_begin_ns = t0;
+	__atomic_store_n(&vm->pause_req, 1, __ATOMIC_SEQ_CST);
+	kick_all(vm);
+	pthread_mutex_lock(&vm->lock);
+	while (vm->parked < vm->live_threads)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	vm->pstats.last_stop_ns = vmm_now_ns() - t0;
+	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return 0;
+}
+
+int vm_resume(struct vm *vm)
+{
+	uint64_t total;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	if (!vm->pause_depth) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return -EINVAL;
+	}
+	if (--vm->pause_depth) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return 0;
+	}
+	pthread_mutex_lock(&vm->lock);
+	__atomic_store_n(&vm->pause_req, 0, __ATOMIC_SEQ_CST);
+	pthread_cond_broadcast(&vm->cond);
+	total = vmm_now_ns() - vm->pause_begin_ns;
+	vm->pstats.pauses++;
+	vm->pstats.last_total_ns = total;
+	if (total > vm->pstats.max_total_ns)
+		vm->pstats.max_total_ns = total;
+	pthread_mutex_unlock(&vm->lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return 0;
+}
+
+bool vm_is_paused(struct vm *vm)
+{
+	bool p;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	p = vm->pause_depth > 0;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return p;
+}
+
+void vm_pause_stats(struct vm *vm, struct vm_pause_stats *st)
+{
+	pthread_mutex_lock(&vm->lock);
+	*st = vm->pstats;
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, int status,
+		     const char *fmt, ...)
+{
+	int none = VM_EXIT_NONE;
+	uint64_t one = 1;
+	va_list ap;
+
+	pthread_mutex_lock(&vm->lock);
+	if (!__atomic_compare_exchange_n(&vm->exit_reason, &none, (int)reason,
+					 false, __ATOMIC_SEQ_CST,
+					 __ATOMIC_SEQ_CST)) {
+		pthread_mutex_unlock(&vm->lock);
+		return;
+	}
+	vm->exit_status = status;
+	va_start(ap, fmt);
+	vsnprintf(vm->exit_msg, sizeof(vm->exit_msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&vm->lock);
+	kick_all(vm);
+	if (write(vm->exit_efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		fprintf(stderr, "livesnap: eventfd write: %s\n",
+			strerror(errno));
+}
+
+int vm_exit_fd(struct vm *vm)
+{
+	return vm->exit_efd;
+}
+
+enum vm_exit_reason vm_exit_reason(struct vm *vm)
+{
+	return __atomic_load_n(&vm->exit_reason, __ATOMIC_SEQ_CST);
+}
+
+void vm_stop_threads(struct vm *vm)
+{
+	if (!vm->vcpus)
+		return;
+	__atomic_store_n(&vm->stopping, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&vm->lock);
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	kick_all(vm);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+
+		if (!v->thread_started)
+			continue;
+		pthread_join(v->thread, NULL);
+		v->thread_started = false;
+	}
+}
