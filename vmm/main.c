@@ -185,7 +185,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	*o = (struct run_opts){.ncpus = 1, .mem = DEFAULT_MEM, .cmdline = ""};
 	opterr = 0;
 	optind = 1;
-	while (!ret && (c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+	while (!ret && (c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CPUS: ret = parse_cpus(optarg, &o->ncpus); break;
 		case OPT_MEM: ret = parse_mem(optarg, &o->mem); break;

@@ -390,10 +390,15 @@ static void handle_message(struct qmp_server *s, struct qmp_client *c,
 	run_command(s, c, cmd, args, id);
 }
 
-/* Drops input up to and including the next newline (or all of it). */
-static void skip_bad_input(struct qmp_client *c)
+/*
+ * Drops malformed input: everything up to the first newline at or after
+ * where the parser gave up (or all of it), so one bad line costs one
+ * error even when it arrived in pieces.
+ */
+static void skip_bad_input(struct qmp_client *c, size_t error_pos)
 {
-	char *nl = memchr(c->in.data, '\n', c->in.len);
+	size_t from = error_pos < c->in.len ? error_pos : c->in.len;
+	char *nl = memchr(c->in.data + from, '\n', c->in.len - from);
 
 	buf_consume(&c->in, nl ? (size_t)(nl - c->in.data) + 1 : c->in.len);
 }
@@ -437,7 +442,8 @@ static bool process_input(struct qmp_server *s, struct qmp_client *c)
 		}
 		snprintf(desc, sizeof(desc), "JSON parse error, %s", jerr.text);
 		client_send_error(c, NULL, QMP_ERR_GENERIC, desc);
-		skip_bad_input(c);
+		skip_bad_input(c, (size_t)(jerr.position > 0 ?
+						    jerr.position - 1 : 0));
 	}
 	return false;
 }

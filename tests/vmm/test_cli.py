@@ -1,0 +1,74 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""`livesnap run` refuses bad input with one clear line and a non-zero exit."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+import lsvm
+
+
+def run(*args):
+    p = subprocess.run([lsvm.LIVESNAP, 'run'] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    return p.returncode, p.stderr.decode(errors='replace')
+
+
+class CLI(unittest.TestCase):
+    def refused(self, status, *args, want):
+        rc, err = run(*args)
+        self.assertEqual(rc, status, err)
+        lines = err.strip().splitlines()
+        self.assertEqual(len(lines), 1, err)
+        self.assertTrue(lines[0].startswith('livesnap run: '), err)
+        self.assertIn(want, lines[0])
+
+    def test_help(self):
+        p = subprocess.run([lsvm.LIVESNAP, 'run', '--help'], capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0)
+        for flag in ('--cpus', '--mem', '--mem-backend', '--kernel', '--initrd',
+                     '--cmdline', '--qmp', '--console'):
+            self.assertIn(flag, p.stdout.decode())
+
+    def test_bad_flags(self):
+        self.refused(2, '--bogus', want="unknown option '--bogus'")
+        self.refused(2, '--cpus', want='needs an argument')
+        self.refused(2, '--cpus', 'two', want="--cpus 'two'")
+        self.refused(2, '--cpus', '0', want='between 1 and 63')
+        self.refused(2, '--cpus', '64', want='between 1 and 63')
+        self.refused(2, '--mem', 'lots', want="--mem 'lots'")
+        self.refused(2, '--mem', '512X', want="--mem '512X'")
+        self.refused(2, '--mem-backend', 'disk', want='anon, memfd or hugetlb')
+        self.refused(2, 'extra', want="unexpected argument 'extra'")
+
+    def test_too_little_memory(self):
+        self.refused(2, '--mem', '32M', want='below the minimum of 64 MiB')
+        self.refused(2, '--mem', '63M', want='below the minimum of 64 MiB')
+
+    def test_missing_kernel(self):
+        self.refused(1, '--kernel', '/nonexistent/vmlinuz',
+                     want='--kernel /nonexistent/vmlinuz: No such file or directory')
+
+    def test_missing_initrd(self):
+        self.refused(1, '--initrd', '/nonexistent/initrd',
+                     want='--initrd /nonexistent/initrd: No such file or directory')
+
+    def test_not_a_bzimage(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, 'kernel')
+            with open(path, 'wb') as f:
+                f.write(b'\x7fELF' + b'\0' * 8192)
+            self.refused(1, '--kernel', path, want='not a bzImage')
+            with open(path, 'wb') as f:
+                f.write(b'short')
+            self.refused(1, '--kernel', path, want='not a bzImage')
+            self.refused(1, '--kernel', d, want='not a regular file')
+
+    def test_qmp_path_not_socket(self):
+        with tempfile.NamedTemporaryFile() as f:
+            self.refused(1, '--qmp', f.name, want='exists and is not a socket')
+
+
+if __name__ == '__main__':
+    lsvm.main()
