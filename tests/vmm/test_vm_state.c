@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Description: saves the whole state of a running VM (devices, vCPUs, VM),
+ * restores it with a copy of its RAM into a fresh VM, saves that one again
+ * before it runs and compares the two field by field; then runs the
+ * restored VM and checks that its guest carries on from where the first
+ * one stopped, without a single page-validation error.
+ */
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "abi.h"
+#include "boot.h"
+#include "guest_image.h"
+#include "machine_state.h"
+#include "vm.h"
+#include "x86.h"
+
+#define NCPUS 2
+#define MEM (128ull << 20)
+#define TIMEOUT_S 120
+#define APIC_TMCCT 0x390 /* timer current count: computed on read */
+
+static int failures;
+
+#define CHECK(cond, ...)                                                    \
+	do {                                                                \
+		if (!(cond)) {                                              \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+			fprintf(stderr, __VA_ARGS__);                       \
+			fprintf(stderr, "\n");                              \
+			failures++;                                         \
+		}                                                           \
+	} while (0)
+
+static void die(const char *what, const char *err)
+{
+	fprintf(stderr, "FAIL: %s: %s\n", what, err);
+	exit(1);
+}
+
+static struct vm *new_vm(void)
+{
+	struct vm_config cfg = {
+		.ncpus = NCPUS,
+		.mem_bytes = MEM,
+		.backend = MEM_ANON,
+		.console_fd = open("/dev/null", O_WRONLY | O_CLOEXEC),
+	};
+	char err[VMM_ERR_MAX];
+	struct vm *vm;
+
+	if (vm_create(&vm, &cfg, err))
+		die("vm_create", err);
+	return vm;
+}
+
+static volatile struct lsg_vcpu_status *vcpu_status(struct vm *vm, unsigned i)
+{
+	return vm_gpa_to_hva(vm, LSG_STATUS_GPA + LSG_VCPU_STATUS_OFF(i),
+			     sizeof(struct lsg_vcpu_status));
+}
+
+static uint64_t writes_of(struct vm *vm, unsigned i)
+{
+	return __atomic_load_n(&vcpu_status(vm, i)->writes, __ATOMIC_RELAXED);
+}
+
+/* Waits until every vCPU's write counter is above min[i]. */
+static void wait_writes_above(struct vm *vm, const uint64_t *min,
+			      const char *what)
+{
+	for (int t = 0; t < TIMEOUT_S * 100; t++) {
+		unsigned ok = 0;
+
+		for (unsigned i = 0; i < NCPUS; i++)
+			ok += writes_of(vm, i) > min[i];
+		if (ok == NCPUS)
+			return;
+		if (vm_exit_reason(vm) != VM_EXIT_NONE)
+			die(what, vm->exit_msg);
+		usleep(10000);
+	}
+	die(what, "timed out");
+}
+
+static void boot(struct vm *vm)
+{
+	char err[VMM_ERR_MAX], cmdline[256];
+	struct boot_image img = {
+		.kernel = guest_image_data(),
+		.kernel_size = guest_image_size(),
+		.kernel_name = "built-in guest",
+		.cmdline = cmdline,
+	};
+
+	if (!img.kernel_size)
+		die("boot", "this build has no built-in guest");
+	snprintf(cmdline, sizeof(cmdline),
+		 "console=ttyS0 ls.cpus=%d ls.print_s=0 ls.tsc_khz=%u", NCPUS,
+		 vm->tsc_khz);
+	if (vm_setup_boot(vm, &img, err))
+		die("vm_setup_boot", err);
+	if (vm_start(vm, false, err))
+		die("vm_start", err);
+}
+
+static void compare_vcpu(const struct vcpu_state *a,
+			 const struct vcpu_state *b)
+{
+	struct kvm_vcpu_events ea = a->events, eb = b->events;
+	struct kvm_lapic_state la = a->lapic, lb = b->lapic;
+	unsigned id = a->id;
+
+	CHECK(a->id == b->id, "vCPU ids %u %u", a->id, b->id);
+	CHECK(!memcmp(&a->mp_state, &b->mp_state, sizeof(a->mp_state)),
+	      "vCPU %u: MP state %u -> %u", id, a->mp_state.mp_state,
+	      b->mp_state.mp_state);
+	CHECK(!memcmp(&a->regs, &b->regs, sizeof(a->regs)),
+	      "vCPU %u: regs differ (rip %llx -> %llx)", id, a->regs.rip,
+	      b->regs.rip);
+	CHECK(!memcmp(&a->sregs, &b->sregs, sizeof(a->sregs)),
+	      "vCPU %u: sregs differ", id);
+	CHECK(!memcmp(&a->xcrs, &b->xcrs, sizeof(a->xcrs)),
+	      "vCPU %u: xcrs differ", id);
+	CHECK(!memcmp(&a->debugregs, &b->debugregs, sizeof(a->debugregs)),
+	      "vCPU %u: debugregs differ", id);
+	CHECK(a->xsave_size == b->xsave_size &&
+		      !memcmp(a->xsave, b->xsave, 512 + 64),
+	      "vCPU %u: XSAVE legacy area or header differs", id);
+	/* The timer's current count is computed from the host clock. */
+	memset(&la.regs[APIC_TMCCT], 0, 4);
+	memset(&lb.regs[APIC_TMCCT], 0, 4);
+	CHECK(!memcmp(&la, &lb, sizeof(la)), "vCPU %u: LAPIC differs", id);
+	ea.flags = eb.flags = 0;
+	CHECK(!memcmp(&ea, &eb, sizeof(ea)), "vCPU %u: events differ", id);
+	CHECK(a->ncpuid == b->ncpuid && a->ncpuid > 0 &&
+		      !memcmp(a->cpuid, b->cpuid,
+			      a->ncpuid * sizeof(a->cpuid[0])),
+	      "vCPU %u: CPUID differs (%u -> %u entries)", id, a->ncpuid,
+	      b->ncpuid);
+	CHECK(a->nmsrs == b->nmsrs && a->nmsrs > 10,
+	      "vCPU %u: %u -> %u MSRs", id, a->nmsrs, b->nmsrs);
+	for (unsigned i = 0; i < a->nmsrs && i < b->nmsrs; i++) {
+		const struct kvm_msr_entry *x = &a->msrs[i], *y = &b->msrs[i];
+
+		CHECK(x->index == y->index, "vCPU %u: MSR order", id);
+		if (x->index == MSR_IA32_TSC)
+			/* the TSC runs on; restored from the saved value */
+			CHECK(y->data >= x->data, "vCPU %u: TSC went back", id);
+		else
+			CHECK(x->data == y->data,
+			      "vCPU %u: MSR 0x%x %llx -> %llx", id, x->index,
+			      (unsigned long long)x->data,
+			      (unsigned long long)y->data);
+	}
+	CHECK(a->tsc_khz == b->tsc_khz, "vCPU %u: TSC kHz", id);
+}
+
+static void compare_vm(const struct vm_state *a, const struct vm_state *b)
+{
+	struct kvm_pit_state2 pa = a->pit, pb = b->pit;
+
+	CHECK(!memcmp(&a->pic_master, &b->pic_master, sizeof(a->pic_master)),
+	      "PIC master differs");
+	CHECK(!memcmp(&a->pic_slave, &b->pic_slave, sizeof(a->pic_slave)),
+	      "PIC slave differs");
+	CHECK(!memcmp(&a->ioapic, &b->ioapic, sizeof(a->ioapic)),
+	      "IOAPIC differs");
+	/* count_load_time is a host timestamp */
+	for (int i = 0; i < 3; i++)
+		pa.channels[i].count_load_time = pb.channels[i].count_load_time = 0;
+	CHECK(!memcmp(&pa, &pb, sizeof(pa)), "PIT differs");
+	CHECK(b->clock.clock >= a->clock.clock, "kvmclock went back");
+}
+
+static void compare(const struct machine_state *a,
+		    const struct machine_state *b)
+{
+	CHECK(!memcmp(&a->serial, &b->serial, sizeof(a->serial)),
+	      "serial state differs");
+	CHECK(!memcmp(&a->i8042, &b->i8042, sizeof(a->i8042)),
+	      "i8042 state differs");
+	CHECK(!memcmp(&a->rtc, &b->rtc, sizeof(a->rtc)), "RTC state differs");
+	CHECK(!memcmp(&a->sink, &b->sink, sizeof(a->sink)),
+	      "sink state differs");
+	for (unsigned i = 0; i < NCPUS; i++)
+		compare_vcpu(&a->vcpus[i], &b->vcpus[i]);
+	compare_vm(&a->vm, &b->vm);
+}
+
+int main(void)
+{
+	size_t size = machine_state_size(NCPUS);
+	struct machine_state *s1 = calloc(1, size), *s2 = calloc(1, size);
+	uint64_t zero[NCPUS] = {0}, saved[NCPUS];
+	char err[VMM_ERR_MAX];
+	struct vm *vm1, *vm2;
+	uint8_t *ram = malloc(MEM);
+
+	if (!s1 || !s2 || !ram)
+		die("malloc", "out of memory");
+	vm1 = new_vm();
+	boot(vm1);
+	wait_writes_above(vm1, zero, "first VM's workload");
+	if (vm_pause(vm1))
+		die("vm_pause", "failed");
+	if (machine_state_save(vm1, s1, err))
+		die("machine_state_save", err);
+	memcpy(ram, vm1->mem.host, MEM);
+	for (unsigned i = 0; i < NCPUS; i++)
+		saved[i] = writes_of(vm1, i);
+	vm_destroy(vm1);
+
+	vm2 = new_vm();
+	memcpy(vm2->mem.host, ram, MEM);
+	if (machine_state_restore(vm2, s1, false, err))
+		die("machine_state_restore", err);
+	if (machine_state_save(vm2, s2, err))
+		die("machine_state_save after restore", err);
+	compare(s1, s2);
+
+	/* The restored guest runs on from the saved counters. */
+	if (vm_start(vm2, false, err))
+		die("vm_start of the restored VM", err);
+	wait_writes_above(vm2, saved, "restored VM's workload");
+	for (unsigned i = 0; i < NCPUS; i++) {
+		volatile struct lsg_vcpu_status *v = vcpu_status(vm2, i);
+
+		CHECK(v->errors == 0, "vCPU %u: %llu page errors after restore",
+		      i, (unsigned long long)v->errors);
+		CHECK(v->running == 1, "vCPU %u: workload not running", i);
+		printf("vCPU %u: %llu writes at save, %llu now\n", i,
+		       (unsigned long long)saved[i],
+		       (unsigned long long)writes_of(vm2, i));
+	}
+	/* A state from another VM shape is refused. */
+	s1->ncpus = NCPUS + 1;
+	CHECK(machine_state_restore(vm2, s1, false, err) == -EINVAL,
+	      "a 3-vCPU state restored into a 2-vCPU VM");
+	vm_destroy(vm2);
+	free(s1);
+	free(s2);
+	free(ram);
+	if (failures) {
+		fprintf(stderr, "%d check(s) failed\n", failures);
+		return 1;
+	}
+	printf("PASS: state round trip of %d vCPUs\n", NCPUS);
+	return 0;
+}
