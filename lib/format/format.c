@@ -72,12 +72,12 @@ uint64_t ls_now_realtime_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-int ls_pwrite_full(int fd, const void *buf, size_t len, off_t off)
+/* pread or pwrite all of len bytes: a short transfer is retried. */
+static int prw_full(int fd, char *buf, size_t len, off_t off, bool write)
 {
-	const char *p = buf;
-
 	while (len) {
-		ssize_t n = pwrite(fd, p, len, off);
+		ssize_t n = write ? pwrite(fd, buf, len, off)
+				  : pread(fd, buf, len, off);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -86,32 +86,21 @@ int ls_pwrite_full(int fd, const void *buf, size_t len, off_t off)
 		}
 		if (n == 0)
 			return -EIO;
-		p += n;
+		buf += n;
 		len -= (size_t)n;
 		off += n;
 	}
 	return 0;
 }
 
+int ls_pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	return prw_full(fd, (char *)buf, len, off, true);
+}
+
 int ls_pread_full(int fd, void *buf, size_t len, off_t off)
 {
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = pread(fd, p, len, off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
+	return prw_full(fd, buf, len, off, false);
 }
 
 ssize_t ls_read_full(int fd, void *buf, size_t len)

@@ -7,6 +7,7 @@
  * checksum whenever it is read.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "reader.h"
 
 #define RD_CHUNK (1u << 20) /* bytes read and checked at a time */
+#define RD_AHEAD (32u << 20) /* sequential passes ask for this much ahead */
 
 /* off + len within the file (size), else a "truncated" message. */
 static int rd_range(struct ls_reader *r, const char *what, uint64_t off,
@@ -348,11 +350,44 @@ int ls_reader_read_pages(struct ls_reader *r, uint32_t region,
 	return 0;
 }
 
+/*
+ * A sequential pass over [from, to) of the file: ask the kernel to read
+ * ahead of it, so that the disk is busy while a chunk is checked. Plain
+ * readahead stays too small for one synchronous reader at a time.
+ */
+struct rd_ahead {
+	uint64_t next, end;
+};
+
+static void rd_ahead_init(struct rd_ahead *ra, uint64_t from, uint64_t to)
+{
+	ra->next = from;
+	ra->end = to;
+}
+
+static void rd_ahead_at(const struct ls_reader *r, struct rd_ahead *ra,
+			uint64_t off)
+{
+	uint64_t len;
+
+	if (ra->next >= ra->end || off + RD_AHEAD / 2 < ra->next)
+		return;
+	if (ra->next < off)
+		ra->next = off;
+	len = ra->end - ra->next < RD_AHEAD ? ra->end - ra->next : RD_AHEAD;
+	/* Advice only: a failure just means no read-ahead. */
+	posix_fadvise(r->fd, (off_t)ra->next, (off_t)len, POSIX_FADV_WILLNEED);
+	ra->next += len;
+}
+
 int rd_file_restore(struct ls_reader *r, uint32_t region, void *addr)
 {
 	const struct rd_region *reg = &r->regions[region];
 	uint64_t ps = reg->info.page_size;
 	uint64_t max = rd_chunk_pages(ps);
+	struct rd_ahead ra;
+
+	rd_ahead_init(&ra, reg->data_off, reg->data_off + reg->info.len);
 
 	/* Zero pages are left alone: the target is fresh, zero memory. */
 	for (uint64_t p = 0; p < reg->npages;) {
@@ -360,9 +395,11 @@ int rd_file_restore(struct ls_reader *r, uint32_t region, void *addr)
 		uint64_t n = rd_run(reg, p, reg->npages, max, &zero);
 		int ret = 0;
 
-		if (!zero)
+		if (!zero) {
+			rd_ahead_at(r, &ra, reg->data_off + p * ps);
 			ret = rd_read_checked(r, reg, p, (char *)addr + p * ps,
 					      n);
+		}
 		if (ret)
 			return ret;
 		p += n;
@@ -387,7 +424,9 @@ static int rd_verify_region(struct ls_reader *r, const struct rd_region *reg,
 {
 	uint64_t ps = reg->info.page_size;
 	uint64_t per = rd_chunk_pages(ps);
+	struct rd_ahead ra;
 
+	rd_ahead_init(&ra, reg->data_off, reg->data_off + reg->info.len);
 	for (uint64_t p = 0; p < reg->npages; p += per) {
 		uint64_t n = reg->npages - p < per ? reg->npages - p : per;
 		uint64_t nonzero = 0;
@@ -397,6 +436,7 @@ static int rd_verify_region(struct ls_reader *r, const struct rd_region *reg,
 			nonzero += reg->csums[p + i] != LSF_CSUM_ZERO;
 		if (!nonzero && rd_is_hole(r, reg->data_off + p * ps, n * ps))
 			continue;
+		rd_ahead_at(r, &ra, reg->data_off + p * ps);
 		ret = rd_read_checked(r, reg, p, buf, n);
 		if (ret)
 			return ret;

@@ -290,6 +290,24 @@ void tdir_remove(char *dir)
 	free(dir);
 }
 
+void tdir_assert_empty(const char *dir)
+{
+	char cmd[4200];
+
+	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\"", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+void tprog_fn(void *arg, uint64_t done, uint64_t total)
+{
+	struct tprog *p = arg;
+
+	assert_true(done >= p->last_done);
+	p->calls++;
+	p->last_done = done;
+	p->total = total;
+}
+
 const char *tpath(const char *dir, const char *name)
 {
 	static __thread char ring[4][4096];

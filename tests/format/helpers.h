@@ -50,6 +50,8 @@ void tsnap_check_reader(const struct tsnap *t, struct ls_reader *r);
 /* A fresh directory under $TMPDIR or /var/tmp, removed with rm -rf. */
 char *tdir_create(void);
 void tdir_remove(char *dir);
+/* Asserts that dir holds no file at all. */
+void tdir_assert_empty(const char *dir);
 /* "dir/name" in a static buffer ring (4 entries). */
 const char *tpath(const char *dir, const char *name);
 
@@ -57,6 +59,12 @@ const char *tpath(const char *dir, const char *name);
 void tsnap_file(const struct tsnap *t, const char *path, unsigned flags);
 /* Writes t as a stream into a regular file at path (asserts success). */
 void tsnap_stream_file(const struct tsnap *t, const char *path);
+
+/* A progress callback that records its calls (arg: struct tprog). */
+struct tprog {
+	uint64_t calls, last_done, total;
+};
+void tprog_fn(void *arg, uint64_t done, uint64_t total);
 
 /* Fresh anonymous memory for a region (munmap with len). */
 void *tmem(size_t len);

@@ -39,14 +39,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void assert_dir_empty(const char *dir)
-{
-	char cmd[4200];
-
-	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A '%s')\"", dir);
-	assert_int_equal(system(cmd), 0);
-}
-
 /* path does not open, or does not verify. */
 static void assert_not_snapshot(const char *path)
 {
@@ -81,7 +73,7 @@ static void test_data_enospc(void **state)
 	assert_not_snapshot(tmp);
 	sink->ops->abort(sink);
 	ls_sink_destroy(sink);
-	assert_dir_empty(*state);
+	tdir_assert_empty(*state);
 }
 
 /* The data fits; a blob does not: commit fails, nothing is renamed. */
@@ -105,7 +97,7 @@ static void test_commit_enospc(void **state)
 	assert_int_equal(access(path, F_OK), -1);
 	sink->ops->abort(sink);
 	ls_sink_destroy(sink);
-	assert_dir_empty(*state);
+	tdir_assert_empty(*state);
 	free(data);
 }
 

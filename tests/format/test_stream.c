@@ -302,24 +302,10 @@ static void test_epipe_socket(void **state)
 	closed_reader(fds);
 }
 
-struct prog {
-	uint64_t calls, last, total;
-};
-
-static void progress(void *arg, uint64_t done, uint64_t total)
-{
-	struct prog *p = arg;
-
-	assert_true(done >= p->last);
-	p->calls++;
-	p->last = done;
-	p->total = total;
-}
-
 static void test_stream_progress(void **state)
 {
 	const char *path = tpath(*state, "stream");
-	struct prog p = {0};
+	struct tprog p = {0};
 	struct ls_reader_info in;
 	struct ls_reader *r;
 	struct tsnap t;
@@ -331,13 +317,13 @@ static void test_stream_progress(void **state)
 	assert_int_equal(ls_reader_open(path, &r, NULL, 0), 0);
 	ls_reader_get_info(r, &in);
 	assert_false(in.complete);
-	assert_int_equal(ls_reader_verify(r, progress, &p), 0);
+	assert_int_equal(ls_reader_verify(r, tprog_fn, &p), 0);
 	assert_true(p.calls > 1);
 	assert_int_equal(p.total, 0);
 	ls_reader_get_info(r, &in);
 	assert_true(in.complete);
 	assert_int_equal(in.size, (uint64_t)st.st_size);
-	assert_int_equal(p.last, (uint64_t)st.st_size);
+	assert_int_equal(p.last_done, (uint64_t)st.st_size);
 	ls_reader_close(r);
 }
 
