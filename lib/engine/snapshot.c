@@ -52,14 +52,26 @@ void snap_fail(struct ls_snapshot *snap, int code, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* A sink callback failed: its own message if it left one. */
+/*
+ * A sink callback failed. Its own message (sink->error) is read only at the
+ * end, when no other thread can be inside the sink any more.
+ */
 void snap_fail_sink(struct ls_snapshot *snap, int code, const char *what)
 {
-	if (snap->sink->error[0])
-		snap_fail(snap, code, "snapshot sink: %s", snap->sink->error);
-	else
-		snap_fail(snap, code, "snapshot sink: %s: %s", what,
-			  strerror(code < 0 ? -code : code));
+	snap_fail(snap, code, "snapshot sink: %s: %s", what,
+		  strerror(code < 0 ? -code : code));
+	atomic_store(&snap->sink_failed, true);
+}
+
+/* At the end (single-threaded): prefer the sink's own words. */
+static void snap_take_sink_error(struct ls_snapshot *snap)
+{
+	if (!atomic_load(&snap->sink_failed) || !snap->sink->error[0])
+		return;
+	pthread_mutex_lock(&snap->lock);
+	snprintf(snap->err, sizeof(snap->err), "snapshot sink: %.230s",
+		 snap->sink->error);
+	pthread_mutex_unlock(&snap->lock);
 }
 
 void snap_wake_writer(struct ls_snapshot *snap)
@@ -491,8 +503,10 @@ void snap_finish(struct ls_snapshot *snap)
 	snap_disarm(snap);
 	if (!atomic_load(&snap->stop))
 		snap_commit(snap);
-	if (atomic_load(&snap->stop))
+	if (atomic_load(&snap->stop)) {
+		snap_take_sink_error(snap);
 		snap->sink->ops->abort(snap->sink);
+	}
 	atomic_store(&snap->end_ns, ls_now_ns());
 	pthread_mutex_lock(&snap->lock);
 	snap->result = atomic_load(&snap->failed) ? snap->fail_code : 0;

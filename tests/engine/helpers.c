@@ -230,8 +230,11 @@ static int ms_write_pages(struct ls_sink *sink, uint32_t region,
 	before = atomic_fetch_add(&s->pages, npages);
 	if (s->fail_after >= 0 && before + npages > (uint64_t)s->fail_after &&
 	    (!s->fail_single_only || npages == 1)) {
+		/* write_pages runs on several threads: one message at once */
+		pthread_mutex_lock(&s->err_lock);
 		ls_sink_set_error(sink, "mem sink: injected failure: %s",
 				  strerror(s->fail_err));
+		pthread_mutex_unlock(&s->err_lock);
 		ret = -s->fail_err;
 		goto out;
 	}
@@ -294,6 +297,7 @@ struct mem_sink *mem_sink_new(void)
 	CHECK(s, "out of memory");
 	s->base.ops = &mem_sink_ops;
 	s->fail_after = -1;
+	pthread_mutex_init(&s->err_lock, NULL);
 	return s;
 }
 
@@ -559,6 +563,16 @@ void exact_snapshot(struct ls_ctx *ctx, struct test_mem *m, struct writers *w,
 	CHECK(ls_snapshot_poll(snap) == 0, "poll after the end");
 	CHECK(!ls_snapshot_stats(snap, &st), "stats");
 	CHECK(!ls_snapshot_progress(snap, &p), "progress");
+	if (getenv("LS_TEST_VERBOSE"))
+		fprintf(stderr,
+			"snapshot: %.1f ms, arm %.3f ms, %llu faults (%llu write-first, %llu copied), stall p50 %llu p99 %llu max %llu ns\n",
+			(double)st.total_ns / 1e6, (double)st.arm_ns / 1e6,
+			(unsigned long long)st.faults,
+			(unsigned long long)st.faults_write_first,
+			(unsigned long long)st.pages_copied,
+			(unsigned long long)st.stall_p50_ns,
+			(unsigned long long)st.stall_p99_ns,
+			(unsigned long long)st.stall_max_ns);
 	mem_sink_expect(s, 0, ref, m->len);
 	CHECK(s->committed && !s->aborted, "committed %d aborted %d",
 	      s->committed, s->aborted);

@@ -69,6 +69,7 @@ struct mem_sink {
 	bool fail_single_only; /* only fail 1-page writes (fault path) */
 	unsigned delay_us;     /* per write_pages call */
 	int start_err, commit_err; /* injected into start / commit */
+	pthread_mutex_t err_lock;
 	/* Gate: the first write waits (<= 50 ms) for *gate >= n. */
 	_Atomic uint64_t *gate;
 	uint64_t gate_n;

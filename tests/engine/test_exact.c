@@ -17,7 +17,13 @@
 
 #include "helpers.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define ITERS 2 /* TSan runs everything ~20x slower */
+#define REGION (8 * MB)
+#else
 #define ITERS 6
+#define REGION (16 * MB)
+#endif
 #define NWRITERS 4
 
 struct totals {
@@ -50,7 +56,7 @@ static void run_matrix(enum mem_kind kind, enum ls_strategy strategy,
 	int idx;
 
 	memset(t, 0, sizeof(*t));
-	mem_map(&m, kind, 16 * MB);
+	mem_map(&m, kind, REGION);
 	fill_random(m.addr, m.len, m.page_size, 50, (unsigned)kind);
 	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ls_ctx_create: %s", err);
 	idx = ls_region_add(ctx, "ram", m.addr, m.len);
