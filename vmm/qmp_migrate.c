@@ -130,11 +130,12 @@ static json_t *cmd_query_caps(struct qmp_req *req, json_t *args,
 	json_t *a = json_array();
 
 	json_array_append_new(a, json_pack("{s:s,s:b}", "capability",
-					   "background-snapshot",
+					   "background-snapshot", "state",
 					   q->background));
 	for (size_t i = 0; i < ARRAY_SIZE(unsupported_caps); i++)
 		json_array_append_new(a, json_pack("{s:s,s:b}", "capability",
-						   unsupported_caps[i], 0));
+						   unsupported_caps[i], "state",
+						   0));
 	return a;
 }
 

@@ -24,14 +24,23 @@ class QMP:
     def __init__(self, path, timeout=30.0):
         self.path = path
         self.timeout = timeout
-        self.events = []
+        self.events = []   # not yet consumed by wait_event
+        self.history = []  # every event, in order
         self._buf = b""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+            self._handshake()
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _handshake(self):
         greeting = self._read()
         if "QMP" not in greeting:
-            raise RuntimeError("%s: no QMP greeting: %r" % (path, greeting))
+            raise RuntimeError("%s: no QMP greeting: %r"
+                               % (self.path, greeting))
         self.greeting = greeting
         self.cmd("qmp_capabilities")
 
@@ -77,12 +86,16 @@ class QMP:
         while True:
             msg = self._read()
             if "event" in msg:
-                self.events.append(msg)
+                self._got_event(msg)
                 continue
             if "error" in msg:
                 err = msg["error"]
                 raise QMPError(name, err.get("class"), err.get("desc"))
             return msg["return"]
+
+    def _got_event(self, msg):
+        self.events.append(msg)
+        self.history.append(msg)
 
     def pump(self, wait=0.0):
         """Reads any events already sent (waiting up to `wait` seconds)."""
@@ -93,7 +106,7 @@ class QMP:
                     line, self._buf = self._buf.split(b"\n", 1)
                     msg = json.loads(line)
                     if "event" in msg:
-                        self.events.append(msg)
+                        self._got_event(msg)
                 data = self.sock.recv(65536)
                 if not data:
                     raise EOFError("QMP connection closed by the VMM")
@@ -120,5 +133,5 @@ class QMP:
     def event_statuses(self, name="MIGRATION"):
         """The data.status of every `name` event received so far."""
         self.pump()
-        return [e["data"]["status"] for e in self.events
+        return [e["data"]["status"] for e in self.history
                 if e["event"] == name]
