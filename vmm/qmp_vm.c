@@ -76,7 +76,8 @@ static json_t *cmd_query_cpus_fast(struct qmp_req *req, json_t *args,
 		json_array_append_new(
 			a, json_pack("{s:i,s:I,s:s,s:s,s:{s:i,s:i,s:i}}",
 				     "cpu-index", (int)i, "thread-id",
-				     (json_int_t)q->vm->vcpus[i].tid,
+				     (json_int_t)__atomic_load_n(&q->vm->vcpus[i].tid,
+							     __ATOMIC_RELAXED),
 				     "qom-path", path, "target", "x86_64",
 				     "props", "socket-id", 0, "core-id",
 				     (int)i, "thread-id", 0));

@@ -78,7 +78,7 @@ void vcpu_kick(struct vcpu *vcpu)
 	if (!vcpu->run)
 		return;
 	__atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	if (vcpu->thread_started)
+	if (__atomic_load_n(&vcpu->thread_started, __ATOMIC_ACQUIRE))
 		pthread_kill(vcpu->thread, sig_kick());
 }
 
@@ -275,7 +275,8 @@ void *vcpu_thread(void *arg)
 	struct vm *vm = vcpu->vm;
 	sigset_t set;
 
-	vcpu->tid = (pid_t)syscall(SYS_gettid);
+	__atomic_store_n(&vcpu->tid, (pid_t)syscall(SYS_gettid),
+			 __ATOMIC_RELAXED);
 	sigemptyset(&set);
 	sigaddset(&set, sig_kick());
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);

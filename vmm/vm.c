@@ -357,7 +357,7 @@ int vm_start(struct vm *vm, bool paused, char *err)
 			pthread_mutex_unlock(&vm->lock);
 			return vmm_fail(err, ret, "pthread_create(vCPU %u)", i);
 		}
-		v->thread_started = true;
+		__atomic_store_n(&v->thread_started, true, __ATOMIC_RELEASE);
 	}
 	if (paused) {
 		pthread_mutex_lock(&vm->lock);
@@ -485,9 +485,9 @@ void vm_stop_threads(struct vm *vm)
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 
-		if (!v->thread_started)
+		if (!__atomic_load_n(&v->thread_started, __ATOMIC_ACQUIRE))
 			continue;
 		pthread_join(v->thread, NULL);
-		v->thread_started = false;
+		__atomic_store_n(&v->thread_started, false, __ATOMIC_RELEASE);
 	}
 }
