@@ -32,6 +32,7 @@ static json_t *cmd_stop(struct qmp_req *req, json_t *args, void *opaque)
 		return NULL;
 	}
 	q->user_stopped = true;
+	vm_notify_clock_paused(q->vm);
 	qmp_emit_event(q->srv, "STOP", json_object());
 	return json_object();
 }

@@ -421,6 +421,13 @@ int vm_resume(struct vm *vm)
 	return 0;
 }
 
+void vm_notify_clock_paused(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		/* EINVAL: the guest has not enabled kvmclock; nothing to do */
+		(void)kvm_ioctl(vm->vcpus[i].fd, KVM_KVMCLOCK_CTRL, 0);
+}
+
 bool vm_is_paused(struct vm *vm)
 {
 	bool p;

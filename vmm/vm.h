@@ -134,6 +134,12 @@ int vm_start(struct vm *vm, bool paused, char *err);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
+/*
+ * KVM_KVMCLOCK_CTRL on every vCPU: a kvmclock guest learns at its next
+ * entry that it was stopped, so its soft-lockup watchdog ignores the gap.
+ * For pauses a user can see (QMP stop), not for millisecond ones.
+ */
+void vm_notify_clock_paused(struct vm *vm);
 void vm_pause_stats(struct vm *vm, struct vm_pause_stats *st);
 
 /* First caller wins; kicks every vCPU out and makes vm_exit_fd() ready. */
