@@ -353,6 +353,190 @@ static void test_crafted(void **state)
 	region_case(*state, &t, 5, 4096 + 1, "corrupt size");
 }
 
+/* ---- crafted streams: valid checksums, impossible contents ---- */
+
+struct sbuf {
+	char *p;
+	size_t len;
+	uint64_t chain, records, pages, blobs;
+};
+
+static void sb_put(struct sbuf *sb, const void *data, size_t len)
+{
+	if (!len)
+		return;
+	sb->p = realloc(sb->p, sb->len + len);
+	memcpy(sb->p + sb->len, data, len);
+	sb->len += len;
+}
+
+/* Appends a sealed record; payload is one or two pieces. */
+static void sb_rec(struct sbuf *sb, uint32_t type, uint32_t index,
+		   uint64_t first, uint64_t count, const void *a, size_t alen,
+		   const void *b, size_t blen)
+{
+	struct lss_rec rec = {type, index, alen + blen, first, count, 0, 0};
+	XXH3_state_t st;
+
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, a, alen);
+	XXH3_64bits_update(&st, b, blen);
+	rec.data_csum = XXH3_64bits_digest(&st);
+	lss_rec_seal(&rec);
+	sb_put(sb, &rec, sizeof(rec));
+	sb_put(sb, a, alen);
+	sb_put(sb, b, blen);
+	if (type != LSS_REC_TRAILER) {
+		sb->chain = lss_chain(sb->chain, &rec);
+		sb->records++;
+	}
+}
+
+/* Magic and a head with one region of 4 pages of 4 KiB. */
+static void sb_head(struct sbuf *sb, uint16_t major, uint32_t nregions)
+{
+	struct lss_head head = {.version_major = major,
+				.host_page_size = 4096,
+				.nregions = nregions};
+	struct lss_region reg = {"ram", 4 * 4096, 4096, LS_MEM_ANON};
+
+	memset(sb, 0, sizeof(*sb));
+	sb_put(sb, LSS_MAGIC, LSF_MAGIC_LEN);
+	sb_rec(sb, LSS_REC_HEAD, 0, 0, 0, &head, sizeof(head), &reg,
+	       sizeof(reg));
+}
+
+static void sb_pages(struct sbuf *sb, uint32_t region, uint64_t first,
+		     uint64_t count, uint64_t len)
+{
+	char *data = calloc(1, len + 1);
+
+	memset(data, 0x42, len);
+	sb_rec(sb, LSS_REC_PAGES, region, first, count, data, len, NULL, 0);
+	sb->pages += count;
+	free(data);
+}
+
+static void sb_blob(struct sbuf *sb, const char *name, size_t namelen)
+{
+	char n[LS_NAME_MAX];
+
+	memset(n, 'n', sizeof(n));
+	memcpy(n, name, namelen);
+	sb_rec(sb, LSS_REC_BLOB, 0, 0, 0, n, sizeof(n), "blob", 4);
+	sb->blobs++;
+}
+
+static void sb_trailer(struct sbuf *sb, int64_t pages_delta,
+		       uint64_t chain_xor)
+{
+	struct lss_trailer t = {
+		.records = sb->records,
+		.pages = sb->pages + (uint64_t)pages_delta,
+		.blobs = sb->blobs,
+		.bytes = sb->len,
+		.chain = sb->chain ^ chain_xor,
+	};
+
+	sb_rec(sb, LSS_REC_TRAILER, 0, 0, 0, &t, sizeof(t), NULL, 0);
+}
+
+/*
+ * Restores the crafted stream into heap memory (ASan watches its edges)
+ * and expects err and words; 0 means it must restore whole.
+ */
+static void sb_expect(const char *dir, struct sbuf *sb, int err,
+		      const char *words)
+{
+	const char *path = tpath(dir, "crafted.stream");
+	char msg[LS_ERRMSG_MAX] = "";
+	struct ls_reader *r;
+	size_t len = 4 * 4096;
+	void *mem = aligned_alloc(4096, len);
+	int ret;
+
+	memset(mem, 0, len);
+	tspit(path, sb->p, sb->len);
+	ret = ls_reader_open(path, &r, msg, sizeof(msg));
+	if (!ret) {
+		ret = ls_reader_restore_all(r, &mem, &len, 1);
+		snprintf(msg, sizeof(msg), "%s", ls_reader_error(r));
+		ls_reader_close(r);
+	}
+	if (ret != err || (err && !strstr(msg, words)))
+		fail_msg("got %d '%s', wanted %d and '%s'", ret, msg, err,
+			 words);
+	free(mem);
+	free(sb->p);
+}
+
+static void test_crafted_stream(void **state)
+{
+	struct sbuf sb;
+
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 1, 2, 2 * 4096);
+	sb_blob(&sb, "state", 6);
+	sb_trailer(&sb, 0, 0);
+	sb_expect(*state, &sb, 0, NULL);
+
+	sb_head(&sb, 2, 1);
+	sb_expect(*state, &sb, -ENOTSUP, "format version 2.0");
+	sb_head(&sb, 1, 3);
+	sb_expect(*state, &sb, -EBADMSG, "corrupt head record (3 regions");
+
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 4, 1, 4096);
+	sb_expect(*state, &sb, -EBADMSG, "pages record out of range");
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 3, 2, 2 * 4096);
+	sb_expect(*state, &sb, -EBADMSG, "pages record out of range");
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 0, 1ull << 52, 4096);
+	sb_expect(*state, &sb, -EBADMSG, "pages record out of range");
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 0, 1, 3 * 4096);
+	sb_expect(*state, &sb, -EBADMSG, "pages record out of range");
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 5, 0, 1, 4096);
+	sb_expect(*state, &sb, -EBADMSG, "pages record for region 5");
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 0, 2, 2 * 4096);
+	sb_pages(&sb, 0, 1, 1, 4096);
+	sb_expect(*state, &sb, -EBADMSG, "region 'ram' page 1 sent twice");
+
+	sb_head(&sb, 1, 1);
+	sb_rec(&sb, 99, 0, 0, 0, NULL, 0, NULL, 0);
+	sb_expect(*state, &sb, -EBADMSG, "unexpected record type 99");
+	sb_head(&sb, 1, 1);
+	sb_rec(&sb, LSS_REC_HEAD, 0, 0, 0, NULL, 0, NULL, 0);
+	sb_expect(*state, &sb, -EBADMSG, "unexpected record type 1");
+	sb_head(&sb, 1, 1);
+	sb_rec(&sb, LSS_REC_ABORT, 0, 0, 0, NULL, 0, NULL, 0);
+	sb_expect(*state, &sb, -EBADMSG, "the writer aborted");
+
+	sb_head(&sb, 1, 1);
+	sb_blob(&sb, "", 0); /* 64 bytes, no NUL */
+	sb_expect(*state, &sb, -EBADMSG, "corrupt blob record (its name)");
+	sb_head(&sb, 1, 1);
+	sb_blob(&sb, "a", 2);
+	sb_blob(&sb, "a", 2);
+	sb_expect(*state, &sb, -EBADMSG, "blob 'a' appears twice");
+	sb_head(&sb, 1, 1);
+	sb_rec(&sb, LSS_REC_BLOB, 0, 0, 0, "x", 1, NULL, 0);
+	sb_expect(*state, &sb, -EBADMSG, "corrupt blob record (1 bytes)");
+
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 0, 1, 4096);
+	sb_trailer(&sb, 1, 0);
+	sb_expect(*state, &sb, -EBADMSG, "incomplete: read 2 records, 1 "
+		  "pages");
+	sb_head(&sb, 1, 1);
+	sb_pages(&sb, 0, 0, 1, 4096);
+	sb_trailer(&sb, 0, 1);
+	sb_expect(*state, &sb, -EBADMSG, "chain mismatch");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -365,6 +549,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_not_snapshots, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_crafted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_crafted_stream, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests_name("format-corrupt", tests, NULL,
