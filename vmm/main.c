@@ -20,6 +20,7 @@
 #include "guest_image.h"
 #include "layout.h"
 #include "qmp_vm.h"
+#include "snapshot.h"
 #include "vm.h"
 
 #define DEFAULT_MEM (512ull << 20)
@@ -41,6 +42,10 @@ struct run_opts {
 	const char *qmp;
 	const char *console;
 	bool stdin_input;
+	/* snapshot.h: restore instead of boot */
+	const char *restore;      /* --restore FILE or --incoming exec:CMD */
+	enum vm_restore_mode restore_mode;
+	bool cpus_given, mem_given;
 };
 
 static void usage(FILE *f)
@@ -63,6 +68,14 @@ static void usage(FILE *f)
 		"stdout)\n"
 		"  --stdin               feed standard input to the guest "
 		"console\n"
+		"  --restore FILE        restore a snapshot instead of booting "
+		"(--cpus/--mem\n"
+		"                        default to the snapshot's)\n"
+		"  --restore-mode M      eager (read all RAM first) or lazy "
+		"(pages on first\n"
+		"                        touch, the rest behind; default eager)\n"
+		"  --incoming exec:CMD   restore the snapshot stream CMD "
+		"writes (eager)\n"
 		"  --help                this text\n"
 		"\nExit status: 0 when the guest powers off or QMP 'quit' or "
 		"SIGINT/SIGTERM\nends the VM, 1 when the VM fails, 2 for bad "
@@ -160,8 +173,31 @@ static int parse_mem(const char *s, uint64_t *mem)
 	return 0;
 }
 
+static int parse_restore(struct run_opts *o, bool incoming, const char *s)
+{
+	if (o->restore)
+		return bad_usage("--restore/--incoming given twice");
+	if (incoming && strncmp(s, "exec:", 5))
+		return bad_usage("--incoming '%s': only exec:CMD is supported",
+				 s);
+	o->restore = s;
+	return 0;
+}
+
+static int parse_restore_mode(const char *s, enum vm_restore_mode *m)
+{
+	if (!strcmp(s, "eager"))
+		*m = VM_RESTORE_EAGER;
+	else if (!strcmp(s, "lazy"))
+		*m = VM_RESTORE_LAZY;
+	else
+		return bad_usage("--restore-mode '%s': use eager or lazy", s);
+	return 0;
+}
+
 enum { OPT_CPUS = 1, OPT_MEM, OPT_BACKEND, OPT_KERNEL, OPT_INITRD,
-       OPT_CMDLINE, OPT_QMP, OPT_CONSOLE, OPT_STDIN, OPT_HELP };
+       OPT_CMDLINE, OPT_QMP, OPT_CONSOLE, OPT_STDIN, OPT_HELP,
+       OPT_RESTORE, OPT_RESTORE_MODE, OPT_INCOMING };
 
 static const struct option long_opts[] = {
 	{"cpus", required_argument, NULL, OPT_CPUS},
@@ -173,6 +209,9 @@ static const struct option long_opts[] = {
 	{"qmp", required_argument, NULL, OPT_QMP},
 	{"console", required_argument, NULL, OPT_CONSOLE},
 	{"stdin", no_argument, NULL, OPT_STDIN},
+	{"restore", required_argument, NULL, OPT_RESTORE},
+	{"restore-mode", required_argument, NULL, OPT_RESTORE_MODE},
+	{"incoming", required_argument, NULL, OPT_INCOMING},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -187,8 +226,21 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	optind = 1;
 	while (!ret && (c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
 		switch (c) {
-		case OPT_CPUS: ret = parse_cpus(optarg, &o->ncpus); break;
-		case OPT_MEM: ret = parse_mem(optarg, &o->mem); break;
+		case OPT_CPUS:
+			ret = parse_cpus(optarg, &o->ncpus);
+			o->cpus_given = true;
+			break;
+		case OPT_MEM:
+			ret = parse_mem(optarg, &o->mem);
+			o->mem_given = true;
+			break;
+		case OPT_RESTORE:
+		case OPT_INCOMING:
+			ret = parse_restore(o, c == OPT_INCOMING, optarg);
+			break;
+		case OPT_RESTORE_MODE:
+			ret = parse_restore_mode(optarg, &o->restore_mode);
+			break;
 		case OPT_BACKEND: ret = parse_backend(optarg, &o->backend); break;
 		case OPT_KERNEL: o->kernel = optarg; break;
 		case OPT_INITRD: o->initrd = optarg; break;
@@ -207,6 +259,11 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	}
 	if (!ret && optind < argc)
 		ret = bad_usage("unexpected argument '%s'", argv[optind]);
+	if (!ret && o->restore && (o->kernel || o->initrd || o->cmdline[0]))
+		ret = bad_usage("--kernel, --initrd and --cmdline do not go "
+				"with a restore");
+	if (!ret && o->restore && !strncmp(o->restore, "exec:", 5))
+		o->restore_mode = VM_RESTORE_EAGER; /* a stream: no choice */
 	return ret;
 }
 
@@ -259,6 +316,9 @@ struct run_ctx {
 	struct vm *vm;
 	struct qmp_server *qmp;
 	struct qmp_vm qmp_vm;
+	struct vm_snap *snap;
+	struct vm_restore *restore;
+	struct qmp_migrate qmp_migrate;
 	char err[VMM_ERR_MAX];
 };
 
@@ -289,6 +349,31 @@ static int load_files(struct run_ctx *r)
 		return ret;
 	return read_file("--initrd", r->o.initrd, &r->initrd,
 			 &r->initrd_size, r->err);
+}
+
+/*
+ * Opens the snapshot to restore; --cpus/--mem left out on the command line
+ * are taken from it, given ones must match it.
+ */
+static int open_restore(struct run_ctx *r)
+{
+	struct vm_config cfg = {
+		.ncpus = r->o.cpus_given ? r->o.ncpus : 0,
+		.mem_bytes = r->o.mem_given ? r->o.mem : 0,
+	};
+	int ret;
+
+	if (!strncmp(r->o.restore, "exec:", 5)) {
+		cfg.ncpus = r->o.ncpus; /* a stream's config comes last */
+		cfg.mem_bytes = r->o.mem;
+	}
+	ret = vm_restore_open(&r->restore, r->o.restore, r->o.restore_mode,
+			      &cfg, r->err);
+	if (ret)
+		return ret;
+	r->o.ncpus = cfg.ncpus;
+	r->o.mem = cfg.mem_bytes;
+	return 0;
 }
 
 static int open_console(struct run_ctx *r)
@@ -399,6 +484,9 @@ static int start_qmp(struct run_ctx *r)
 	if (ret)
 		return ret;
 	ret = qmp_vm_register(&r->qmp_vm, r->qmp, r->vm);
+	if (!ret)
+		ret = qmp_migrate_register(&r->qmp_migrate, r->qmp, r->snap,
+					   r->restore);
 	if (ret)
 		return vmm_fail(r->err, -ret, "registering QMP commands");
 	return qmp_server_start(r->qmp, r->err);
@@ -464,6 +552,8 @@ static int finish(struct run_ctx *r)
 static void cleanup(struct run_ctx *r)
 {
 	qmp_server_destroy(r->qmp);
+	vm_snap_destroy(r->snap); /* before its RAM goes */
+	vm_restore_destroy(r->restore);
 	vm_destroy(r->vm);
 	free(r->kernel);
 	free(r->initrd);
@@ -482,7 +572,7 @@ int cmd_run(int argc, char **argv)
 	ret = parse_args(argc, argv, &r.o);
 	if (ret)
 		return ret < 0 ? 0 : ret;
-	ret = load_files(&r);
+	ret = r.o.restore ? open_restore(&r) : load_files(&r);
 	ret = ret ?: open_console(&r);
 	ret = ret ?: setup_signals(&r);
 	if (!ret) {
@@ -494,10 +584,16 @@ int cmd_run(int argc, char **argv)
 		};
 		ret = vm_create(&r.vm, &cfg, r.err);
 	}
-	ret = ret ?: boot(&r);
+	ret = ret ?: vm_snap_create(&r.snap, r.vm, r.err);
+	if (r.restore)
+		ret = ret ?: vm_restore_load(r.restore, r.vm, r.snap, r.err);
+	else
+		ret = ret ?: boot(&r);
 	ret = ret ?: start_qmp(&r);
 	ret = ret ?: vm_start(r.vm, false, r.err);
 	ret = ret ?: start_stdin(&r);
+	if (!ret && r.restore)
+		vm_restore_running(r.restore);
 	if (ret) {
 		fprintf(stderr, "livesnap run: %s\n", r.err);
 		cleanup(&r);
