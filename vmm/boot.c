@@ -15,13 +15,13 @@
 #include "vm.h"
 #include "x86.h"
 
-#define BOOT_FLAG 0xaa55
-#define HDRS_MAGIC 0x53726448u /* "HdrS" */
-#define MIN_BOOT_PROTOCOL 0x20c /* xloadflags and the 64-bit entry */
-#define SETUP_HDR_OFF 0x1f1
+#define BOOT_FLAG	      0xaa55
+#define HDRS_MAGIC	      0x53726448u /* "HdrS" */
+#define MIN_BOOT_PROTOCOL     0x20c	  /* xloadflags, 64-bit entry */
+#define SETUP_HDR_OFF	      0x1f1
 #define LOADER_TYPE_UNDEFINED 0xff
-#define E820_RAM 1
-#define E820_RESERVED 2
+#define E820_RAM	      1
+#define E820_RESERVED	      2
 
 static const struct setup_header *image_header(const uint8_t *image)
 {
@@ -33,8 +33,8 @@ static size_t header_len(const uint8_t *image)
 {
 	size_t len = 0x202 + image[0x201] - SETUP_HDR_OFF;
 
-	return len < sizeof(struct setup_header) ? len :
-						   sizeof(struct setup_header);
+	return len < sizeof(struct setup_header) ? len
+						 : sizeof(struct setup_header);
 }
 
 static size_t setup_bytes(const struct setup_header *h)
@@ -88,16 +88,14 @@ unsigned boot_e820_map(struct vm *vm, struct boot_e820 *map)
 	map[n++] = (struct boot_e820){0, GPA_EBDA, E820_RAM};
 	map[n++] = (struct boot_e820){GPA_EBDA, GPA_BIOS_END - GPA_EBDA,
 				      E820_RESERVED};
-	map[n++] = (struct boot_e820){GPA_BIOS_END,
-				      vm->mem.low_size - GPA_BIOS_END,
-				      E820_RAM};
+	map[n++] = (struct boot_e820){
+	    GPA_BIOS_END, vm->mem.low_size - GPA_BIOS_END, E820_RAM};
 	/* IOAPIC, LAPIC and KVM's TSS/identity-map pages */
-	map[n++] = (struct boot_e820){GPA_RESERVED_HIGH,
-				      GPA_4G - GPA_RESERVED_HIGH,
-				      E820_RESERVED};
+	map[n++] = (struct boot_e820){
+	    GPA_RESERVED_HIGH, GPA_4G - GPA_RESERVED_HIGH, E820_RESERVED};
 	if (vm->mem.high_size)
-		map[n++] = (struct boot_e820){GPA_4G, vm->mem.high_size,
-					      E820_RAM};
+		map[n++] =
+		    (struct boot_e820){GPA_4G, vm->mem.high_size, E820_RAM};
 	return n;
 }
 
@@ -160,8 +158,7 @@ static int load_initrd(struct vm *vm, struct boot_params *bp,
 }
 
 static int load_kernel(struct vm *vm, const struct boot_image *img,
-		       struct boot_params *bp, uint64_t *kernel_end,
-		       char *err)
+		       struct boot_params *bp, uint64_t *kernel_end, char *err)
 {
 	const struct setup_header *h = image_header(img->kernel);
 	size_t off = setup_bytes(h);
@@ -199,8 +196,7 @@ static void fill_e820(struct vm *vm, struct boot_params *bp)
 	bp->e820_entries = (uint8_t)n;
 }
 
-static int load_image(struct vm *vm, const struct boot_image *img,
-		      char *err)
+static int load_image(struct vm *vm, const struct boot_image *img, char *err)
 {
 	struct boot_params *bp = vm_gpa_to_hva(vm, GPA_ZERO_PAGE, sizeof(*bp));
 	uint64_t kernel_end = 0;
@@ -248,7 +244,8 @@ int vm_setup_boot(struct vm *vm, const struct boot_image *img, char *err)
 	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
 		ret = setup_vcpu(&vm->vcpus[i], err);
 	/* The others wait in the LAPIC for INIT/SIPI from the guest. */
-	ret = ret ?: regs_setup_bsp(&vm->vcpus[0],
+	ret = ret
+		  ?: regs_setup_bsp(&vm->vcpus[0],
 				    GPA_KERNEL + KERNEL_ENTRY64_OFF, err);
 	return ret;
 }

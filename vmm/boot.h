@@ -12,7 +12,7 @@ struct boot_image {
 	const uint8_t *kernel; /* a bzImage, the whole file */
 	size_t kernel_size;
 	const char *kernel_name; /* for messages */
-	const uint8_t *initrd;   /* NULL: none */
+	const uint8_t *initrd;	 /* NULL: none */
 	size_t initrd_size;
 	const char *cmdline;
 };

@@ -15,10 +15,10 @@
 #include "vm.h"
 #include "x86.h"
 
-#define CPUID_1_ECX_VMX (1u << 5)
+#define CPUID_1_ECX_VMX	       (1u << 5)
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
-#define CPUID_1_EDX_HTT (1u << 28)
-#define CPUID_6_ECX_EPB (1u << 3)
+#define CPUID_1_EDX_HTT	       (1u << 28)
+#define CPUID_6_ECX_EPB	       (1u << 3)
 #define CPUID_80000001_ECX_SVM (1u << 2)
 
 static unsigned order_of(unsigned n)

@@ -7,11 +7,11 @@
 #include <stdint.h>
 
 struct kvm_sys {
-	int fd;                      /* /dev/kvm */
-	int vcpu_mmap_size;          /* size of struct kvm_run's mapping */
-	struct kvm_cpuid2 *cpuid;    /* KVM_GET_SUPPORTED_CPUID */
-	struct kvm_msr_list *msrs;   /* KVM_GET_MSR_INDEX_LIST */
-	int max_vcpus;               /* KVM_CAP_MAX_VCPUS */
+	int fd;			   /* /dev/kvm */
+	int vcpu_mmap_size;	   /* size of struct kvm_run's mapping */
+	struct kvm_cpuid2 *cpuid;  /* KVM_GET_SUPPORTED_CPUID */
+	struct kvm_msr_list *msrs; /* KVM_GET_MSR_INDEX_LIST */
+	int max_vcpus;		   /* KVM_CAP_MAX_VCPUS */
 };
 
 /*

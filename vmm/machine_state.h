@@ -23,14 +23,14 @@
 
 struct vm;
 
-#define MACHINE_STATE_MAGIC 0x4843414du /* "MACH" */
+#define MACHINE_STATE_MAGIC   0x4843414du /* "MACH" */
 #define MACHINE_STATE_VERSION 1
 
 struct machine_state {
 	uint32_t magic;
 	uint16_t version;
 	uint16_t reserved;
-	uint64_t size;   /* machine_state_size(ncpus) */
+	uint64_t size; /* machine_state_size(ncpus) */
 	uint32_t ncpus;
 	uint32_t pad;
 	uint64_t mem_bytes;

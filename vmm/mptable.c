@@ -13,10 +13,10 @@
 #include "vm.h"
 #include "x86.h"
 
-#define MPC_SPEC 4
-#define APIC_VERSION 0x14
+#define MPC_SPEC       4
+#define APIC_VERSION   0x14
 #define IOAPIC_VERSION 0x11
-#define ISA_IRQS 16
+#define ISA_IRQS       16
 
 enum { MP_PROCESSOR, MP_BUS, MP_IOAPIC, MP_INTSRC, MP_LINTSRC };
 enum { MP_INT_INT = 0, MP_INT_NMI = 1, MP_INT_EXTINT = 3 };
@@ -24,7 +24,7 @@ enum { MP_INT_INT = 0, MP_INT_NMI = 1, MP_INT_EXTINT = 3 };
 struct mpf_intel {
 	char signature[4]; /* "_MP_" */
 	uint32_t physptr;
-	uint8_t length;    /* in 16-byte units */
+	uint8_t length; /* in 16-byte units */
 	uint8_t specification;
 	uint8_t checksum;
 	uint8_t feature1;
@@ -117,12 +117,12 @@ static uint8_t *put_intsrc(uint8_t *p, uint8_t type, uint8_t irqtype,
 			   uint8_t srcirq, uint8_t dstapic, uint8_t dstirq)
 {
 	struct mpc_intsrc e = {
-		.type = type,
-		.irqtype = irqtype,
-		.srcbus = 0,
-		.srcbusirq = srcirq,
-		.dstapic = dstapic,
-		.dstirq = dstirq,
+	    .type = type,
+	    .irqtype = irqtype,
+	    .srcbus = 0,
+	    .srcbusirq = srcirq,
+	    .dstapic = dstapic,
+	    .dstirq = dstirq,
 	};
 
 	memcpy(p, &e, sizeof(e));
@@ -147,23 +147,23 @@ int mptable_setup(struct vm *vm, char *err)
 	p = (uint8_t *)(mpc + 1);
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct mpc_cpu c = {
-			.type = MP_PROCESSOR,
-			.apicid = (uint8_t)i,
-			.apicver = APIC_VERSION,
-			.cpuflag = 1 | (i == 0 ? 2 : 0),
-			.cpufeature = sig,
-			.featureflag = features,
+		    .type = MP_PROCESSOR,
+		    .apicid = (uint8_t)i,
+		    .apicver = APIC_VERSION,
+		    .cpuflag = 1 | (i == 0 ? 2 : 0),
+		    .cpufeature = sig,
+		    .featureflag = features,
 		};
 		memcpy(p, &c, sizeof(c));
 		p += sizeof(c);
 	}
 	struct mpc_bus bus = {.type = MP_BUS, .bustype = "ISA   "};
 	struct mpc_ioapic io = {
-		.type = MP_IOAPIC,
-		.apicid = ioapic_id,
-		.apicver = IOAPIC_VERSION,
-		.flags = 1,
-		.apicaddr = (uint32_t)GPA_IOAPIC,
+	    .type = MP_IOAPIC,
+	    .apicid = ioapic_id,
+	    .apicver = IOAPIC_VERSION,
+	    .flags = 1,
+	    .apicaddr = (uint32_t)GPA_IOAPIC,
 	};
 	memcpy(p, &bus, sizeof(bus));
 	p += sizeof(bus);

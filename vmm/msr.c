@@ -7,34 +7,34 @@
 #include "vm.h"
 #include "x86.h"
 
-#define MSR_IA32_SYSENTER_CS 0x174
+#define MSR_IA32_SYSENTER_CS  0x174
 #define MSR_IA32_SYSENTER_ESP 0x175
 #define MSR_IA32_SYSENTER_EIP 0x176
-#define MSR_IA32_MISC_ENABLE 0x1a0
-#define MSR_MTRR_DEF_TYPE 0x2ff
-#define MSR_STAR 0xc0000081
-#define MSR_LSTAR 0xc0000082
-#define MSR_CSTAR 0xc0000083
-#define MSR_SYSCALL_MASK 0xc0000084
-#define MSR_KERNEL_GS_BASE 0xc0000102
+#define MSR_IA32_MISC_ENABLE  0x1a0
+#define MSR_MTRR_DEF_TYPE     0x2ff
+#define MSR_STAR	      0xc0000081
+#define MSR_LSTAR	      0xc0000082
+#define MSR_CSTAR	      0xc0000083
+#define MSR_SYSCALL_MASK      0xc0000084
+#define MSR_KERNEL_GS_BASE    0xc0000102
 
 #define MISC_ENABLE_FAST_STRING 1ull
-#define MTRR_ENABLE (1ull << 11)
-#define MTRR_TYPE_WB 6ull
+#define MTRR_ENABLE		(1ull << 11)
+#define MTRR_TYPE_WB		6ull
 
 static const struct kvm_msr_entry boot_msrs[] = {
-	{.index = MSR_IA32_SYSENTER_CS},
-	{.index = MSR_IA32_SYSENTER_ESP},
-	{.index = MSR_IA32_SYSENTER_EIP},
-	{.index = MSR_STAR},
-	{.index = MSR_CSTAR},
-	{.index = MSR_KERNEL_GS_BASE},
-	{.index = MSR_SYSCALL_MASK},
-	{.index = MSR_LSTAR},
-	{.index = MSR_IA32_TSC},
-	{.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING},
-	/* MTRRs on, default type write-back: all RAM cacheable */
-	{.index = MSR_MTRR_DEF_TYPE, .data = MTRR_ENABLE | MTRR_TYPE_WB},
+    {.index = MSR_IA32_SYSENTER_CS},
+    {.index = MSR_IA32_SYSENTER_ESP},
+    {.index = MSR_IA32_SYSENTER_EIP},
+    {.index = MSR_STAR},
+    {.index = MSR_CSTAR},
+    {.index = MSR_KERNEL_GS_BASE},
+    {.index = MSR_SYSCALL_MASK},
+    {.index = MSR_LSTAR},
+    {.index = MSR_IA32_TSC},
+    {.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING},
+    /* MTRRs on, default type write-back: all RAM cacheable */
+    {.index = MSR_MTRR_DEF_TYPE, .data = MTRR_ENABLE | MTRR_TYPE_WB},
 };
 
 int msr_setup_boot(struct vcpu *vcpu, char *err)
@@ -72,19 +72,19 @@ struct msr_range {
  * host facts or unsupported here and are left out.
  */
 static const struct msr_range serializable[] = {
-	{0x10, 0x10},             /* TSC */
-	{0x11, 0x12},             /* KVM kvmclock, old numbers */
-	{0x1b, 0x1b},             /* APIC_BASE */
-	{0x3b, 0x3b},             /* TSC_ADJUST */
-	{0x48, 0x48},             /* SPEC_CTRL */
-	{0x174, 0x176},           /* SYSENTER_CS/ESP/EIP */
-	{0x1a0, 0x1a0},           /* MISC_ENABLE */
-	{0x200, 0x2ff},           /* MTRRs, PAT, MTRRdefType */
-	{0x6e0, 0x6e0},           /* TSC_DEADLINE */
-	{0xda0, 0xda0},           /* XSS */
-	{0xc0000080, 0xc0000084}, /* EFER, STAR, LSTAR, CSTAR, SFMASK */
-	{0xc0000100, 0xc0000103}, /* FS/GS/KERNEL_GS base, TSC_AUX */
-	{0x4b564d00, 0x4b564dff}, /* KVM paravirtual MSRs */
+    {0x10, 0x10},	      /* TSC */
+    {0x11, 0x12},	      /* KVM kvmclock, old numbers */
+    {0x1b, 0x1b},	      /* APIC_BASE */
+    {0x3b, 0x3b},	      /* TSC_ADJUST */
+    {0x48, 0x48},	      /* SPEC_CTRL */
+    {0x174, 0x176},	      /* SYSENTER_CS/ESP/EIP */
+    {0x1a0, 0x1a0},	      /* MISC_ENABLE */
+    {0x200, 0x2ff},	      /* MTRRs, PAT, MTRRdefType */
+    {0x6e0, 0x6e0},	      /* TSC_DEADLINE */
+    {0xda0, 0xda0},	      /* XSS */
+    {0xc0000080, 0xc0000084}, /* EFER, STAR, LSTAR, CSTAR, SFMASK */
+    {0xc0000100, 0xc0000103}, /* FS/GS/KERNEL_GS base, TSC_AUX */
+    {0x4b564d00, 0x4b564dff}, /* KVM paravirtual MSRs */
 };
 
 bool msr_is_serializable(uint32_t index)

@@ -27,11 +27,11 @@
 #include "qmp.h"
 #include "util.h"
 
-#define QMP_MAX_CLIENTS 16
+#define QMP_MAX_CLIENTS	 16
 #define QMP_MAX_COMMANDS 64
-#define QMP_MAX_INPUT (1u << 20)  /* one unfinished object */
-#define QMP_MAX_OUTPUT (4u << 20) /* unread replies and events */
-#define QMP_FLUSH_MS 500          /* at shutdown, per client */
+#define QMP_MAX_INPUT	 (1u << 20) /* one unfinished object */
+#define QMP_MAX_OUTPUT	 (4u << 20) /* unread replies and events */
+#define QMP_FLUSH_MS	 500	    /* at shutdown, per client */
 
 struct qmp_buf {
 	char *data;
@@ -109,8 +109,8 @@ static void buf_free(struct qmp_buf *b)
 
 /* ---- commands ---- */
 
-int qmp_register_command(struct qmp_server *s, const char *name,
-			 qmp_cmd_fn fn, void *opaque)
+int qmp_register_command(struct qmp_server *s, const char *name, qmp_cmd_fn fn,
+			 void *opaque)
 {
 	for (unsigned i = 0; i < s->ncmds; i++)
 		if (!strcmp(s->cmds[i].name, name))
@@ -129,16 +129,15 @@ json_t *qmp_command_names(struct qmp_server *s)
 {
 	json_t *a = json_array();
 
-	json_array_append_new(a, json_pack("{s:s}", "name",
-					   "qmp_capabilities"));
+	json_array_append_new(a,
+			      json_pack("{s:s}", "name", "qmp_capabilities"));
 	for (unsigned i = 0; i < s->ncmds; i++)
-		json_array_append_new(a, json_pack("{s:s}", "name",
-						   s->cmds[i].name));
+		json_array_append_new(
+		    a, json_pack("{s:s}", "name", s->cmds[i].name));
 	return a;
 }
 
-void qmp_req_error(struct qmp_req *req, const char *cls, const char *fmt,
-		   ...)
+void qmp_req_error(struct qmp_req *req, const char *cls, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -211,11 +210,11 @@ static void client_send(struct qmp_client *c, json_t *msg)
 	free(s);
 }
 
-static void client_send_error(struct qmp_client *c, json_t *id,
-			      const char *cls, const char *desc)
+static void client_send_error(struct qmp_client *c, json_t *id, const char *cls,
+			      const char *desc)
 {
-	json_t *m = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc",
-			      desc);
+	json_t *m =
+	    json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
 
 	if (id)
 		json_object_set(m, "id", id);
@@ -304,8 +303,7 @@ static int check_request(json_t *msg, const char **name, json_t **args,
 		if (strcmp(key, "execute") && strcmp(key, "arguments") &&
 		    strcmp(key, "id")) {
 			snprintf(desc, VMM_ERR_MAX,
-				 "QMP input member '%.64s' is unexpected",
-				 key);
+				 "QMP input member '%.64s' is unexpected", key);
 			return -1;
 		}
 	}
@@ -324,8 +322,7 @@ static int check_request(json_t *msg, const char **name, json_t **args,
 }
 
 static void run_command(struct qmp_server *s, struct qmp_client *c,
-			const struct qmp_command *cmd, json_t *args,
-			json_t *id)
+			const struct qmp_command *cmd, json_t *args, json_t *id)
 {
 	struct qmp_req req = {.srv = s};
 	json_t *empty = json_object();
@@ -382,8 +379,10 @@ static void handle_message(struct qmp_server *s, struct qmp_client *c,
 	}
 	cmd = find_command(s, name);
 	if (!cmd) {
-		snprintf(desc, sizeof(desc), "The command %.64s has not been "
-		         "found", name);
+		snprintf(desc, sizeof(desc),
+			 "The command %.64s has not been "
+			 "found",
+			 name);
 		client_send_error(c, id, QMP_ERR_NOT_FOUND, desc);
 		return;
 	}
@@ -432,7 +431,8 @@ static bool process_input(struct qmp_server *s, struct qmp_client *c)
 			json_decref(msg);
 			continue;
 		}
-		if (json_error_code(&jerr) == json_error_premature_end_of_input) {
+		if (json_error_code(&jerr) ==
+		    json_error_premature_end_of_input) {
 			if (c->in.len <= QMP_MAX_INPUT)
 				return true; /* wait for the rest */
 			client_send_error(c, NULL, QMP_ERR_GENERIC,
@@ -442,8 +442,8 @@ static bool process_input(struct qmp_server *s, struct qmp_client *c)
 		}
 		snprintf(desc, sizeof(desc), "JSON parse error, %s", jerr.text);
 		client_send_error(c, NULL, QMP_ERR_GENERIC, desc);
-		skip_bad_input(c, (size_t)(jerr.position > 0 ?
-						    jerr.position - 1 : 0));
+		skip_bad_input(
+		    c, (size_t)(jerr.position > 0 ? jerr.position - 1 : 0));
 	}
 	return false;
 }
@@ -465,16 +465,16 @@ static void client_read(struct qmp_server *s, struct qmp_client *c)
 
 static json_t *greeting(void)
 {
-	return json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}", "QMP",
-			 "version", "qemu", "major", LS_VERSION_MAJOR, "minor",
+	return json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}", "QMP", "version",
+			 "qemu", "major", LS_VERSION_MAJOR, "minor",
 			 LS_VERSION_MINOR, "micro", 0, "package", "livesnap",
 			 "capabilities");
 }
 
 static void accept_client(struct qmp_server *s)
 {
-	int fd = accept4(s->listen_fd, NULL, NULL,
-			 SOCK_CLOEXEC | SOCK_NONBLOCK);
+	int fd =
+	    accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	json_t *g;
 
 	if (fd < 0)
@@ -538,7 +538,8 @@ static void *qmp_thread(void *arg)
 		uint64_t v;
 
 		pfd[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
-		pfd[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+		pfd[n++] =
+		    (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
 		for (int i = 0; i < QMP_MAX_CLIENTS; i++) {
 			struct qmp_client *c = &s->clients[i];
 
@@ -546,8 +547,8 @@ static void *qmp_thread(void *arg)
 				continue;
 			idx[n] = i;
 			pfd[n++] = (struct pollfd){
-				.fd = c->fd,
-				.events = POLLIN | (c->out.len ? POLLOUT : 0),
+			    .fd = c->fd,
+			    .events = POLLIN | (c->out.len ? POLLOUT : 0),
 			};
 		}
 		if (poll(pfd, n, -1) < 0) {

@@ -22,7 +22,7 @@
 struct qmp_server;
 struct qmp_req;
 
-#define QMP_ERR_GENERIC "GenericError"
+#define QMP_ERR_GENERIC	  "GenericError"
 #define QMP_ERR_NOT_FOUND "CommandNotFound"
 
 /*
@@ -31,8 +31,7 @@ struct qmp_req;
  * (an empty object when the client sent none) and stays owned by the
  * caller.
  */
-typedef json_t *(*qmp_cmd_fn)(struct qmp_req *req, json_t *args,
-			      void *opaque);
+typedef json_t *(*qmp_cmd_fn)(struct qmp_req *req, json_t *args, void *opaque);
 
 int qmp_server_create(struct qmp_server **sp, const char *path, char *err);
 int qmp_server_start(struct qmp_server *s, char *err);
@@ -40,8 +39,8 @@ int qmp_server_start(struct qmp_server *s, char *err);
 void qmp_server_destroy(struct qmp_server *s);
 
 /* -EEXIST if the name is taken, -ENOSPC if the table is full. */
-int qmp_register_command(struct qmp_server *s, const char *name,
-			 qmp_cmd_fn fn, void *opaque);
+int qmp_register_command(struct qmp_server *s, const char *name, qmp_cmd_fn fn,
+			 void *opaque);
 
 /*
  * Queues an event for every negotiated client; thread-safe. data is
@@ -50,8 +49,8 @@ int qmp_register_command(struct qmp_server *s, const char *name,
 void qmp_emit_event(struct qmp_server *s, const char *name, json_t *data);
 
 /* Sets the error reply of the current command. */
-void qmp_req_error(struct qmp_req *req, const char *cls, const char *fmt,
-		   ...) __attribute__((format(printf, 3, 4)));
+void qmp_req_error(struct qmp_req *req, const char *cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 struct qmp_server *qmp_req_server(struct qmp_req *req);
 
 /* Names of the registered commands, as a JSON array (query-commands). */

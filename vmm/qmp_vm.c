@@ -7,8 +7,7 @@
 #include "qmp_vm.h"
 #include "vm.h"
 
-static json_t *cmd_query_status(struct qmp_req *req, json_t *args,
-				void *opaque)
+static json_t *cmd_query_status(struct qmp_req *req, json_t *args, void *opaque)
 {
 	struct qmp_vm *q = opaque;
 	bool paused = vm_is_paused(q->vm);
@@ -75,13 +74,13 @@ static json_t *cmd_query_cpus_fast(struct qmp_req *req, json_t *args,
 		snprintf(path, sizeof(path), "/machine/unattached/device[%u]",
 			 i);
 		json_array_append_new(
-			a, json_pack("{s:i,s:I,s:s,s:s,s:{s:i,s:i,s:i}}",
-				     "cpu-index", (int)i, "thread-id",
-				     (json_int_t)__atomic_load_n(&q->vm->vcpus[i].tid,
-							     __ATOMIC_RELAXED),
-				     "qom-path", path, "target", "x86_64",
-				     "props", "socket-id", 0, "core-id",
-				     (int)i, "thread-id", 0));
+		    a, json_pack("{s:i,s:I,s:s,s:s,s:{s:i,s:i,s:i}}",
+				 "cpu-index", (int)i, "thread-id",
+				 (json_int_t)__atomic_load_n(
+				     &q->vm->vcpus[i].tid, __ATOMIC_RELAXED),
+				 "qom-path", path, "target", "x86_64", "props",
+				 "socket-id", 0, "core-id", (int)i, "thread-id",
+				 0));
 	}
 	return a;
 }
@@ -101,16 +100,14 @@ static json_t *cmd_query_livesnap_vm(struct qmp_req *req, json_t *args,
 	struct vm_pause_stats ps;
 
 	vm_pause_stats(q->vm, &ps);
-	return json_pack("{s:i,s:I,s:s,s:I,s:b,s:I,s:I,s:I,s:I}", "cpus",
-			 (int)q->vm->ncpus, "mem-bytes",
-			 (json_int_t)q->vm->mem.size, "mem-backend",
-			 mem_backend_name(q->vm->mem.backend), "tsc-khz",
-			 (json_int_t)q->vm->tsc_khz, "paused",
-			 vm_is_paused(q->vm), "pauses",
-			 (json_int_t)ps.pauses, "last-stop-ns",
-			 (json_int_t)ps.last_stop_ns, "last-downtime-ns",
-			 (json_int_t)ps.last_total_ns, "max-downtime-ns",
-			 (json_int_t)ps.max_total_ns);
+	return json_pack(
+	    "{s:i,s:I,s:s,s:I,s:b,s:I,s:I,s:I,s:I}", "cpus", (int)q->vm->ncpus,
+	    "mem-bytes", (json_int_t)q->vm->mem.size, "mem-backend",
+	    mem_backend_name(q->vm->mem.backend), "tsc-khz",
+	    (json_int_t)q->vm->tsc_khz, "paused", vm_is_paused(q->vm), "pauses",
+	    (json_int_t)ps.pauses, "last-stop-ns", (json_int_t)ps.last_stop_ns,
+	    "last-downtime-ns", (json_int_t)ps.last_total_ns, "max-downtime-ns",
+	    (json_int_t)ps.max_total_ns);
 }
 
 static json_t *cmd_query_commands(struct qmp_req *req, json_t *args,
@@ -132,15 +129,15 @@ int qmp_vm_register(struct qmp_vm *ctx, struct qmp_server *s, struct vm *vm)
 		const char *name;
 		qmp_cmd_fn fn;
 	} cmds[] = {
-		{"query-status", cmd_query_status},
-		{"stop", cmd_stop},
-		{"cont", cmd_cont},
-		{"quit", cmd_quit},
-		{"query-cpus-fast", cmd_query_cpus_fast},
-		{"query-livesnap-guest", cmd_query_livesnap_guest},
-		{"query-livesnap-vm", cmd_query_livesnap_vm},
-		{"query-commands", cmd_query_commands},
-		{"query-version", cmd_query_version},
+	    {"query-status", cmd_query_status},
+	    {"stop", cmd_stop},
+	    {"cont", cmd_cont},
+	    {"quit", cmd_quit},
+	    {"query-cpus-fast", cmd_query_cpus_fast},
+	    {"query-livesnap-guest", cmd_query_livesnap_guest},
+	    {"query-livesnap-vm", cmd_query_livesnap_vm},
+	    {"query-commands", cmd_query_commands},
+	    {"query-version", cmd_query_version},
 	};
 	int ret;
 
@@ -185,7 +182,7 @@ static json_t *guest_string(const volatile char *p, size_t max)
 static json_t *guest_vcpu(struct vm *vm, unsigned i)
 {
 	volatile struct lsg_vcpu_status *v = vm_gpa_to_hva(
-		vm, LSG_STATUS_GPA + LSG_VCPU_STATUS_OFF(i), sizeof(*v));
+	    vm, LSG_STATUS_GPA + LSG_VCPU_STATUS_OFF(i), sizeof(*v));
 
 	if (!v || load64(&v->magic) != LSG_STATUS_MAGIC)
 		return json_pack("{s:i,s:b}", "cpu", (int)i, "valid", 0);
@@ -210,18 +207,17 @@ static json_t *guest_e820(volatile struct lsg_status *st)
 		n = LSG_E820_MAX;
 	for (uint32_t i = 0; i < n; i++)
 		json_array_append_new(
-			a, json_pack("{s:I,s:I,s:i}", "addr",
-				     (json_int_t)load64(&st->e820[i].addr),
-				     "size",
-				     (json_int_t)load64(&st->e820[i].size),
-				     "type", (int)load32(&st->e820[i].type)));
+		    a, json_pack("{s:I,s:I,s:i}", "addr",
+				 (json_int_t)load64(&st->e820[i].addr), "size",
+				 (json_int_t)load64(&st->e820[i].size), "type",
+				 (int)load32(&st->e820[i].type)));
 	return a;
 }
 
 json_t *qmp_vm_guest_status(struct vm *vm)
 {
 	volatile struct lsg_status *st =
-		vm_gpa_to_hva(vm, LSG_STATUS_GPA, sizeof(*st));
+	    vm_gpa_to_hva(vm, LSG_STATUS_GPA, sizeof(*st));
 	json_t *cpus, *r;
 	uint32_t n;
 

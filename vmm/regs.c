@@ -9,20 +9,20 @@
 #include "vm.h"
 #include "x86.h"
 
-#define BOOT_CS 0x10
-#define BOOT_DS 0x18
-#define BOOT_TSS 0x20
+#define BOOT_CS	    0x10
+#define BOOT_DS	    0x18
+#define BOOT_TSS    0x20
 #define GDT_ENTRIES 6 /* null, null, code, data, 16-byte TSS */
 
-#define X86_CR0_PE (1ull << 0)
-#define X86_CR0_ET (1ull << 4)
-#define X86_CR0_NE (1ull << 5)
-#define X86_CR0_PG (1ull << 31)
+#define X86_CR0_PE  (1ull << 0)
+#define X86_CR0_ET  (1ull << 4)
+#define X86_CR0_NE  (1ull << 5)
+#define X86_CR0_PG  (1ull << 31)
 #define X86_CR4_PAE (1ull << 5)
-#define EFER_LME (1ull << 8)
-#define EFER_LMA (1ull << 10)
+#define EFER_LME    (1ull << 8)
+#define EFER_LMA    (1ull << 10)
 
-#define PTE_P 0x1ull
+#define PTE_P  0x1ull
 #define PTE_RW 0x2ull
 #define PTE_PS 0x80ull
 
@@ -31,11 +31,9 @@ static uint64_t gdt_entry(uint8_t access, uint8_t flags, uint32_t base,
 			  uint32_t limit)
 {
 	return (uint64_t)(limit & 0xffff) |
-	       ((uint64_t)(base & 0xffffff) << 16) |
-	       ((uint64_t)access << 40) |
+	       ((uint64_t)(base & 0xffffff) << 16) | ((uint64_t)access << 40) |
 	       ((uint64_t)((limit >> 16) & 0xf) << 48) |
-	       ((uint64_t)(flags & 0xf) << 52) |
-	       ((uint64_t)(base >> 24) << 56);
+	       ((uint64_t)(flags & 0xf) << 52) | ((uint64_t)(base >> 24) << 56);
 }
 
 /* The kvm_segment that matches a descriptor, for KVM_SET_SREGS. */
@@ -46,25 +44,25 @@ static struct kvm_segment segment_of(uint64_t d, uint16_t selector)
 	uint32_t limit = (uint32_t)((d & 0xffff) | ((d >> 32) & 0xf0000));
 
 	return (struct kvm_segment){
-		.base = (d >> 16 & 0xffffff) | ((d >> 56) << 24),
-		.limit = (flags & 0x8) ? (limit << 12) | 0xfff : limit,
-		.selector = selector,
-		.type = access & 0xf,
-		.present = (access >> 7) & 1,
-		.dpl = (access >> 5) & 3,
-		.s = (access >> 4) & 1,
-		.l = (flags >> 1) & 1,
-		.db = (flags >> 2) & 1,
-		.g = (flags >> 3) & 1,
+	    .base = (d >> 16 & 0xffffff) | ((d >> 56) << 24),
+	    .limit = (flags & 0x8) ? (limit << 12) | 0xfff : limit,
+	    .selector = selector,
+	    .type = access & 0xf,
+	    .present = (access >> 7) & 1,
+	    .dpl = (access >> 5) & 3,
+	    .s = (access >> 4) & 1,
+	    .l = (flags >> 1) & 1,
+	    .db = (flags >> 2) & 1,
+	    .g = (flags >> 3) & 1,
 	};
 }
 
 static void boot_gdt(uint64_t gdt[GDT_ENTRIES])
 {
 	memset(gdt, 0, GDT_ENTRIES * 8);
-	gdt[BOOT_CS / 8] = gdt_entry(0x9b, 0xa, 0, 0xfffff);  /* code, L=1 */
-	gdt[BOOT_DS / 8] = gdt_entry(0x93, 0xc, 0, 0xfffff);  /* data, D=1 */
-	gdt[BOOT_TSS / 8] = gdt_entry(0x89, 0x0, 0, 0x67);    /* 64-bit TSS */
+	gdt[BOOT_CS / 8] = gdt_entry(0x9b, 0xa, 0, 0xfffff); /* code, L=1 */
+	gdt[BOOT_DS / 8] = gdt_entry(0x93, 0xc, 0, 0xfffff); /* data, D=1 */
+	gdt[BOOT_TSS / 8] = gdt_entry(0x89, 0x0, 0, 0x67);   /* 64-bit TSS */
 }
 
 int regs_setup_memory(struct vm *vm, char *err)
@@ -85,8 +83,8 @@ int regs_setup_memory(struct vm *vm, char *err)
 	for (uint64_t g = 0; g < BOOT_IDMAP_GIB; g++) {
 		pdpt[g] = (GPA_PD + g * 4096) | PTE_P | PTE_RW;
 		for (uint64_t i = 0; i < 512; i++)
-			pd[g * 512 + i] = ((g << 30) | (i << 21)) | PTE_P |
-					  PTE_RW | PTE_PS;
+			pd[g * 512 + i] =
+			    ((g << 30) | (i << 21)) | PTE_P | PTE_RW | PTE_PS;
 	}
 	return 0;
 }
@@ -96,11 +94,11 @@ int regs_setup_bsp(struct vcpu *vcpu, uint64_t entry, char *err)
 	uint64_t gdt[GDT_ENTRIES];
 	struct kvm_sregs s;
 	struct kvm_regs r = {
-		.rflags = 0x2,
-		.rip = entry,
-		.rsp = GPA_BOOT_STACK,
-		.rbp = GPA_BOOT_STACK,
-		.rsi = GPA_ZERO_PAGE,
+	    .rflags = 0x2,
+	    .rip = entry,
+	    .rsp = GPA_BOOT_STACK,
+	    .rbp = GPA_BOOT_STACK,
+	    .rsi = GPA_ZERO_PAGE,
 	};
 	int ret;
 
@@ -141,9 +139,9 @@ int regs_setup_fpu(struct vcpu *vcpu, char *err)
 	return 0;
 }
 
-#define APIC_LVT_LINT0 0x350
-#define APIC_LVT_LINT1 0x360
-#define APIC_MODE_NMI 0x4
+#define APIC_LVT_LINT0	 0x350
+#define APIC_LVT_LINT1	 0x360
+#define APIC_MODE_NMI	 0x4
 #define APIC_MODE_EXTINT 0x7
 
 static void lapic_set_mode(struct kvm_lapic_state *l, unsigned reg,

@@ -55,8 +55,8 @@ int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, char *err)
 	if (ret < 0)
 		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_VCPU %u)", id);
 	vcpu->fd = ret;
-	run = mmap(NULL, (size_t)vm->kvm.vcpu_mmap_size,
-		   PROT_READ | PROT_WRITE, MAP_SHARED, vcpu->fd, 0);
+	run = mmap(NULL, (size_t)vm->kvm.vcpu_mmap_size, PROT_READ | PROT_WRITE,
+		   MAP_SHARED, vcpu->fd, 0);
 	if (run == MAP_FAILED)
 		return vmm_fail(err, errno, "mmap of vCPU %u's kvm_run", id);
 	vcpu->run = run;
@@ -90,7 +90,8 @@ void vcpu_dump(struct vcpu *vcpu, const char *why)
 	fprintf(stderr, "livesnap: vCPU %u: %s\n", vcpu->id, why);
 	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) < 0 ||
 	    ioctl(vcpu->fd, KVM_GET_SREGS, &s) < 0) {
-		fprintf(stderr, "livesnap: vCPU %u: cannot read registers: %s\n",
+		fprintf(stderr,
+			"livesnap: vCPU %u: cannot read registers: %s\n",
 			vcpu->id, strerror(errno));
 		return;
 	}
@@ -183,7 +184,7 @@ static bool vcpu_handle_exit(struct vcpu *vcpu)
 				"0x%llx)",
 				vcpu->id,
 				(unsigned long long)run->fail_entry
-					.hardware_entry_failure_reason);
+				    .hardware_entry_failure_reason);
 		return false;
 	case KVM_EXIT_INTERNAL_ERROR:
 		vcpu_dump(vcpu, "KVM_EXIT_INTERNAL_ERROR");
@@ -259,8 +260,8 @@ static void vcpu_loop(struct vcpu *vcpu)
 				continue;
 			}
 			vm_request_exit(vm, VM_EXIT_ERROR, 1,
-					"vCPU %u: ioctl(KVM_RUN): %s",
-					vcpu->id, strerror(errno));
+					"vCPU %u: ioctl(KVM_RUN): %s", vcpu->id,
+					strerror(errno));
 			return;
 		}
 		vcpu->exit_pending = true;

@@ -8,10 +8,10 @@
 #include "vm.h"
 #include "x86.h"
 
-#define MSR_CHUNK 64 /* KVM takes fewer than 256 MSRs per call */
-#define APIC_LVTT 0x320
+#define MSR_CHUNK		   64 /* KVM takes < 256 MSRs a call */
+#define APIC_LVTT		   0x320
 #define APIC_LVT_TIMER_TSCDEADLINE (2u << 17)
-#define APIC_LVT_TIMER_MODE_MASK (3u << 17)
+#define APIC_LVT_TIMER_MODE_MASK   (3u << 17)
 
 static int vcpu_get(struct vcpu *vcpu, unsigned long req, void *arg,
 		    const char *name, char *err)
@@ -73,8 +73,7 @@ static int build_msr_list(struct vcpu *vcpu, char *err)
 	}
 	if (n > VCPU_STATE_MAX_MSRS) {
 		free(list);
-		return vmm_failx(err, E2BIG,
-				 "%u MSRs to save, room for %d", n,
+		return vmm_failx(err, E2BIG, "%u MSRs to save, room for %d", n,
 				 VCPU_STATE_MAX_MSRS);
 	}
 	vm->state_msrs = list;
@@ -110,20 +109,19 @@ static int msrs_io(struct vcpu *vcpu, struct kvm_msr_entry *e, unsigned n,
 		memset(&m.hdr, 0, sizeof(m.hdr));
 		m.hdr.nmsrs = k;
 		memcpy(m.entries, e + done, k * sizeof(*e));
-		ret = kvm_ioctl(vcpu->fd, set ? KVM_SET_MSRS : KVM_GET_MSRS,
-				&m);
+		ret =
+		    kvm_ioctl(vcpu->fd, set ? KVM_SET_MSRS : KVM_GET_MSRS, &m);
 		if (ret < 0)
 			return vmm_fail(err, -ret, "ioctl(%s) on vCPU %u",
 					set ? "KVM_SET_MSRS" : "KVM_GET_MSRS",
 					vcpu->id);
 		if ((unsigned)ret != k)
-			return vmm_failx(err, EIO,
-					 "vCPU %u: KVM %s MSR 0x%x (%u of %u "
-					 "done)",
-					 vcpu->id,
-					 set ? "refused to set" :
-					       "could not read",
-					 m.entries[ret].index, done + ret, n);
+			return vmm_failx(
+			    err, EIO,
+			    "vCPU %u: KVM %s MSR 0x%x (%u of %u "
+			    "done)",
+			    vcpu->id, set ? "refused to set" : "could not read",
+			    m.entries[ret].index, done + ret, n);
 		if (!set)
 			memcpy(e + done, m.entries, k * sizeof(*e));
 		done += k;
@@ -131,8 +129,7 @@ static int msrs_io(struct vcpu *vcpu, struct kvm_msr_entry *e, unsigned n,
 	return 0;
 }
 
-int vcpu_state_msr(const struct vcpu_state *st, uint32_t index,
-		   uint64_t *value)
+int vcpu_state_msr(const struct vcpu_state *st, uint32_t index, uint64_t *value)
 {
 	for (uint32_t i = 0; i < st->nmsrs && i < VCPU_STATE_MAX_MSRS; i++) {
 		if (st->msrs[i].index == index) {
@@ -215,7 +212,8 @@ static int save_msrs(struct vcpu *vcpu, struct vcpu_state *st, char *err)
 		return ret;
 	st->nmsrs = vm->n_state_msrs;
 	for (unsigned i = 0; i < st->nmsrs; i++)
-		st->msrs[i] = (struct kvm_msr_entry){.index = vm->state_msrs[i]};
+		st->msrs[i] =
+		    (struct kvm_msr_entry){.index = vm->state_msrs[i]};
 	ret = msrs_io(vcpu, st->msrs, st->nmsrs, false, err);
 	if (!ret)
 		fix_zero_tsc_deadline(st);
@@ -256,8 +254,8 @@ int vcpu_state_save(struct vcpu *vcpu, struct vcpu_state *st, char *err)
 static int check_state(struct vcpu *vcpu, const struct vcpu_state *st,
 		       char *err)
 {
-	if (st->magic != VCPU_STATE_MAGIC || st->version != VCPU_STATE_VERSION ||
-	    st->size != sizeof(*st))
+	if (st->magic != VCPU_STATE_MAGIC ||
+	    st->version != VCPU_STATE_VERSION || st->size != sizeof(*st))
 		return vmm_failx(err, EINVAL,
 				 "vCPU state: bad magic, version %u or size %u",
 				 st->version, st->size);
@@ -285,8 +283,8 @@ static int restore_tsc_khz(struct vcpu *vcpu, const struct vcpu_state *st,
 			   char *err)
 {
 	uint64_t host = vcpu->vm->tsc_khz;
-	uint64_t diff = host > st->tsc_khz ? host - st->tsc_khz :
-					     st->tsc_khz - host;
+	uint64_t diff =
+	    host > st->tsc_khz ? host - st->tsc_khz : st->tsc_khz - host;
 	int ret;
 
 	if (diff * 1000000 <= host * 250)
@@ -305,8 +303,8 @@ static int restore_tsc_khz(struct vcpu *vcpu, const struct vcpu_state *st,
 static int restore_cpuid(struct vcpu *vcpu, const struct vcpu_state *st,
 			 char *err)
 {
-	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + st->ncpuid *
-						       sizeof(c->entries[0]));
+	struct kvm_cpuid2 *c =
+	    calloc(1, sizeof(*c) + st->ncpuid * sizeof(c->entries[0]));
 	int ret;
 
 	if (!c)
@@ -364,8 +362,8 @@ static int restore_events(struct vcpu *vcpu, const struct vcpu_state *st,
 	struct kvm_vcpu_events ev = st->events;
 
 	/* GET does not flag these, but the saved values are the truth. */
-	ev.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING |
-		    KVM_VCPUEVENT_VALID_SIPI_VECTOR;
+	ev.flags |=
+	    KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
 	return VCPU_IOCTL(vcpu, KVM_SET_VCPU_EVENTS, &ev, err);
 }
 
@@ -377,15 +375,17 @@ int vcpu_state_restore(struct vcpu *vcpu, const struct vcpu_state *st,
 	ret = ret ?: restore_tsc_khz(vcpu, st, err);
 	/* CPUID first: it decides which MSRs and XSAVE features exist. */
 	ret = ret ?: restore_cpuid(vcpu, st, err);
-	ret = ret ?: VCPU_IOCTL(vcpu, KVM_SET_MP_STATE, (void *)&st->mp_state,
+	ret = ret
+		  ?: VCPU_IOCTL(vcpu, KVM_SET_MP_STATE, (void *)&st->mp_state,
 				err);
 	/* REGS before EVENTS: SET_REGS clears pending exceptions. */
 	ret = ret ?: VCPU_IOCTL(vcpu, KVM_SET_REGS, (void *)&st->regs, err);
 	ret = ret ?: VCPU_IOCTL(vcpu, KVM_SET_SREGS, (void *)&st->sregs, err);
 	ret = ret ?: restore_xsave(vcpu, st, err);
 	ret = ret ?: VCPU_IOCTL(vcpu, KVM_SET_XCRS, (void *)&st->xcrs, err);
-	ret = ret ?: VCPU_IOCTL(vcpu, KVM_SET_DEBUGREGS,
-				(void *)&st->debugregs, err);
+	ret = ret
+		  ?: VCPU_IOCTL(vcpu, KVM_SET_DEBUGREGS, (void *)&st->debugregs,
+				err);
 	/* LAPIC before MSRs, or the TSC deadline does not stick. */
 	ret = ret ?: VCPU_IOCTL(vcpu, KVM_SET_LAPIC, (void *)&st->lapic, err);
 	ret = ret ?: restore_msrs(vcpu, st, err);
@@ -395,7 +395,7 @@ int vcpu_state_restore(struct vcpu *vcpu, const struct vcpu_state *st,
 	/* Tell a kvmclock guest it was stopped (EINVAL: it has none). */
 	ret = kvm_ioctl(vcpu->fd, KVM_KVMCLOCK_CTRL, 0);
 	if (ret < 0 && ret != -EINVAL)
-		return vmm_fail(err, -ret, "ioctl(KVM_KVMCLOCK_CTRL) on vCPU %u",
-				vcpu->id);
+		return vmm_fail(
+		    err, -ret, "ioctl(KVM_KVMCLOCK_CTRL) on vCPU %u", vcpu->id);
 	return 0;
 }

@@ -16,9 +16,9 @@
 
 struct vcpu;
 
-#define VCPU_STATE_MAGIC 0x55504356u /* "VCPU" */
-#define VCPU_STATE_VERSION 1
-#define VCPU_STATE_MAX_MSRS 128
+#define VCPU_STATE_MAGIC     0x55504356u /* "VCPU" */
+#define VCPU_STATE_VERSION   1
+#define VCPU_STATE_MAX_MSRS  128
 #define VCPU_STATE_MAX_CPUID 256
 #define VCPU_STATE_MAX_XSAVE 16384 /* AMX needs ~11 KiB */
 
@@ -26,8 +26,8 @@ struct vcpu_state {
 	uint32_t magic;
 	uint16_t version;
 	uint16_t reserved;
-	uint32_t size;       /* sizeof(struct vcpu_state) */
-	uint32_t id;         /* vCPU id / APIC id */
+	uint32_t size; /* sizeof(struct vcpu_state) */
+	uint32_t id;   /* vCPU id / APIC id */
 	uint32_t tsc_khz;
 	uint32_t nmsrs;
 	uint32_t ncpuid;

@@ -75,7 +75,8 @@ static int mem_map_memfd(struct vm_mem *m, void *at, bool huge, char *err)
 		return vmm_fail(err, errno, "memfd_create(%s)",
 				huge ? "MFD_HUGETLB" : "0");
 	if (ftruncate(m->fd, (off_t)m->size) < 0)
-		return vmm_fail(err, errno, "ftruncate of the RAM memfd to %llu",
+		return vmm_fail(err, errno,
+				"ftruncate of the RAM memfd to %llu",
 				(unsigned long long)m->size);
 	p = mmap(at, m->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
 		 m->fd, 0);
@@ -98,8 +99,8 @@ static int mem_alloc(struct vm_mem *m, uint64_t size, enum mem_backend b,
 	void *at;
 	int ret;
 
-	*m = (struct vm_mem){.fd = -1, .backend = b, .size = size,
-			     .page_size = 4096};
+	*m = (struct vm_mem){
+	    .fd = -1, .backend = b, .size = size, .page_size = 4096};
 	if (b == MEM_HUGETLB) {
 		if (size % HUGE_2M)
 			return vmm_failx(err, EINVAL,
@@ -111,7 +112,8 @@ static int mem_alloc(struct vm_mem *m, uint64_t size, enum mem_backend b,
 	m->high_size = size - m->low_size;
 	at = reserve_aligned(size);
 	if (!at)
-		return vmm_fail(err, errno, "reserving %llu bytes for guest RAM",
+		return vmm_fail(err, errno,
+				"reserving %llu bytes for guest RAM",
 				(unsigned long long)size);
 	if (b == MEM_ANON)
 		ret = mem_map_anon(m, at, err);
@@ -137,14 +139,14 @@ static void mem_free(struct vm_mem *m)
 	m->fd = -1;
 }
 
-static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa,
-		    uint64_t size, void *host, char *err)
+static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size,
+		    void *host, char *err)
 {
 	struct kvm_userspace_memory_region r = {
-		.slot = slot,
-		.guest_phys_addr = gpa,
-		.memory_size = size,
-		.userspace_addr = (uint64_t)(uintptr_t)host,
+	    .slot = slot,
+	    .guest_phys_addr = gpa,
+	    .memory_size = size,
+	    .userspace_addr = (uint64_t)(uintptr_t)host,
 	};
 	int ret = kvm_ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r);
 
@@ -201,9 +203,9 @@ static int vm_create_shell(struct vm *vm, char *err)
 	if (ret < 0)
 		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_PIT2)");
 	ret = kvm_check_cap(vm->fd, KVM_CAP_XSAVE2);
-	vm->xsave_size = ret > (int)sizeof(struct kvm_xsave) ?
-				 (uint32_t)ret :
-				 (uint32_t)sizeof(struct kvm_xsave);
+	vm->xsave_size = ret > (int)sizeof(struct kvm_xsave)
+			     ? (uint32_t)ret
+			     : (uint32_t)sizeof(struct kvm_xsave);
 	return 0;
 }
 
@@ -290,7 +292,8 @@ int vm_create(struct vm **vmp, const struct vm_config *cfg, char *err)
 				cfg->ncpus, vm->kvm.max_vcpus);
 	ret = ret ?: vm_create_shell(vm, err);
 	ret = ret ?: mem_alloc(&vm->mem, cfg->mem_bytes, cfg->backend, err);
-	ret = ret ?: set_slot(vm, SLOT_RAM_LOW, 0, vm->mem.low_size,
+	ret = ret
+		  ?: set_slot(vm, SLOT_RAM_LOW, 0, vm->mem.low_size,
 			      vm->mem.host, err);
 	if (!ret && vm->mem.high_size)
 		ret = set_slot(vm, SLOT_RAM_HIGH, GPA_4G, vm->mem.high_size,

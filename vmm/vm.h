@@ -42,40 +42,40 @@ struct vm_config {
 
 /* Guest RAM: one host mapping, split into two slots around the hole. */
 struct vm_mem {
-	uint8_t *host;       /* GPA 0 .. low_size, then 4 GiB .. */
-	uint64_t size;       /* low_size + high_size */
-	uint64_t low_size;   /* below GPA_HOLE_START */
-	uint64_t high_size;  /* from GPA_4G */
-	int fd;              /* memfd/hugetlb backing, -1 for anon */
+	uint8_t *host;	    /* GPA 0 .. low_size, then 4 GiB .. */
+	uint64_t size;	    /* low_size + high_size */
+	uint64_t low_size;  /* below GPA_HOLE_START */
+	uint64_t high_size; /* from GPA_4G */
+	int fd;		    /* memfd/hugetlb backing, -1 for anon */
 	enum mem_backend backend;
-	size_t page_size;    /* 4096 or the huge page size */
+	size_t page_size; /* 4096 or the huge page size */
 };
 
 enum vm_exit_reason {
 	VM_EXIT_NONE = 0,
-	VM_EXIT_GUEST_RESET,    /* i8042/port 0x92 reset: power-off, status 0 */
+	VM_EXIT_GUEST_RESET,	/* i8042/0x92 reset: power-off, 0 */
 	VM_EXIT_GUEST_SHUTDOWN, /* KVM_SYSTEM_EVENT_SHUTDOWN, status 0 */
-	VM_EXIT_TRIPLE_FAULT,   /* KVM_EXIT_SHUTDOWN, status 1 */
-	VM_EXIT_QMP_QUIT,       /* status 0 */
-	VM_EXIT_SIGNAL,         /* SIGINT/SIGTERM, status 0 */
-	VM_EXIT_ERROR,          /* internal or KVM error, status 1 */
+	VM_EXIT_TRIPLE_FAULT,	/* KVM_EXIT_SHUTDOWN, status 1 */
+	VM_EXIT_QMP_QUIT,	/* status 0 */
+	VM_EXIT_SIGNAL,		/* SIGINT/SIGTERM, status 0 */
+	VM_EXIT_ERROR,		/* internal or KVM error, status 1 */
 };
 
 struct vcpu {
 	struct vm *vm;
-	unsigned id;          /* vCPU id == APIC id == index */
+	unsigned id; /* vCPU id == APIC id == index */
 	int fd;
 	struct kvm_run *run;
 	pthread_t thread;
-	pid_t tid;            /* for query-cpus-fast */
+	pid_t tid; /* for query-cpus-fast */
 	bool thread_started;
-	bool exit_pending;    /* the last KVM_RUN exit is not completed yet */
+	bool exit_pending; /* the last KVM_RUN exit is not completed yet */
 };
 
 struct vm_pause_stats {
-	uint64_t pauses;         /* completed pause/resume cycles */
-	uint64_t last_stop_ns;   /* pause request -> every vCPU parked */
-	uint64_t last_total_ns;  /* pause request -> resume (downtime) */
+	uint64_t pauses;	/* completed pause/resume cycles */
+	uint64_t last_stop_ns;	/* pause request -> every vCPU parked */
+	uint64_t last_total_ns; /* pause request -> resume (downtime) */
 	uint64_t max_total_ns;
 };
 
@@ -85,8 +85,8 @@ struct vm {
 	unsigned ncpus;
 	struct vm_mem mem;
 	struct vcpu *vcpus;
-	uint32_t tsc_khz;      /* KVM_GET_TSC_KHZ of vCPU 0 */
-	uint32_t xsave_size;   /* KVM_CAP_XSAVE2 on the VM fd, >= 4096 */
+	uint32_t tsc_khz;    /* KVM_GET_TSC_KHZ of vCPU 0 */
+	uint32_t xsave_size; /* KVM_CAP_XSAVE2 on the VM fd, >= 4096 */
 
 	/* MSRs a vCPU snapshot carries (vcpu_state.c builds it once). */
 	pthread_mutex_t msr_lock;
@@ -103,18 +103,18 @@ struct vm {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_mutex_t pause_lock; /* serialises vm_pause/vm_resume */
-	int pause_req;              /* atomic: vCPUs must park */
-	unsigned pause_depth;       /* under pause_lock */
-	unsigned parked;            /* vCPU threads parked */
-	unsigned live_threads;      /* vCPU threads not finished */
-	int stopping;               /* atomic: threads must end */
+	int pause_req;		    /* atomic: vCPUs must park */
+	unsigned pause_depth;	    /* under pause_lock */
+	unsigned parked;	    /* vCPU threads parked */
+	unsigned live_threads;	    /* vCPU threads not finished */
+	int stopping;		    /* atomic: threads must end */
 	uint64_t pause_begin_ns;
 	struct vm_pause_stats pstats;
 
-	int exit_reason;            /* atomic, enum vm_exit_reason */
+	int exit_reason; /* atomic, enum vm_exit_reason */
 	int exit_status;
 	char exit_msg[VMM_ERR_MAX];
-	int exit_efd;               /* eventfd, readable once exit requested */
+	int exit_efd; /* eventfd, readable once exit requested */
 };
 
 int vm_create(struct vm **vmp, const struct vm_config *cfg, char *err);
@@ -144,7 +144,8 @@ void vm_pause_stats(struct vm *vm, struct vm_pause_stats *st);
 
 /* First caller wins; kicks every vCPU out and makes vm_exit_fd() ready. */
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, int status,
-		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+		     const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 int vm_exit_fd(struct vm *vm);
 enum vm_exit_reason vm_exit_reason(struct vm *vm);
 

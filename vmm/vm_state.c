@@ -16,8 +16,8 @@ static int get_chip(struct vm *vm, struct kvm_irqchip *c, uint32_t id,
 	return 0;
 }
 
-static int set_chip(struct vm *vm, const struct kvm_irqchip *c,
-		    uint32_t id, char *err)
+static int set_chip(struct vm *vm, const struct kvm_irqchip *c, uint32_t id,
+		    char *err)
 {
 	int ret;
 
@@ -70,9 +70,9 @@ int vm_state_restore(struct vm *vm, const struct vm_state *st,
 	 * realtime) among the flags GET_CLOCK reports.
 	 */
 	clock = st->clock;
-	clock.flags = (advance_clock && (st->clock.flags & KVM_CLOCK_REALTIME)) ?
-			      KVM_CLOCK_REALTIME :
-			      0;
+	clock.flags = (advance_clock && (st->clock.flags & KVM_CLOCK_REALTIME))
+			  ? KVM_CLOCK_REALTIME
+			  : 0;
 	ret = kvm_ioctl(vm->fd, KVM_SET_CLOCK, &clock);
 	if (ret < 0)
 		return vmm_fail(err, -ret, "ioctl(KVM_SET_CLOCK)");

@@ -13,7 +13,7 @@
 
 struct vm;
 
-#define VM_STATE_MAGIC 0x54534d56u /* "VMST" */
+#define VM_STATE_MAGIC	 0x54534d56u /* "VMST" */
 #define VM_STATE_VERSION 1
 
 struct vm_state {

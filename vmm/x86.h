@@ -22,7 +22,7 @@ int msr_setup_boot(struct vcpu *vcpu, char *err);
 /* True if a vCPU snapshot should carry this MSR (the allow-list). */
 bool msr_is_serializable(uint32_t index);
 
-#define MSR_IA32_TSC 0x10
+#define MSR_IA32_TSC	      0x10
 #define MSR_IA32_TSC_DEADLINE 0x6e0
 
 /* regs.c */

@@ -18,14 +18,14 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                    \
-	do {                                                                \
-		if (!(cond)) {                                              \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                       \
-			fprintf(stderr, "\n");                              \
-			failures++;                                         \
-		}                                                           \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
+			fprintf(stderr, __VA_ARGS__);                          \
+			fprintf(stderr, "\n");                                 \
+			failures++;                                            \
+		}                                                              \
 	} while (0)
 
 static struct vm *vm;
@@ -59,8 +59,7 @@ static void test_serial_registers(void)
 	out8(COM1 + 1, 0x02);
 	CHECK(in8(COM1 + 0) == 0x01 && in8(COM1 + 1) == 0x02, "DLL/DLM");
 	out8(COM1 + 3, 0x03);
-	CHECK(in8(COM1 + 1) == 0x05, "IER kept under DLAB: %#x",
-	      in8(COM1 + 1));
+	CHECK(in8(COM1 + 1) == 0x05, "IER kept under DLAB: %#x", in8(COM1 + 1));
 	out8(COM1 + 1, 0xff);
 	CHECK(in8(COM1 + 1) == 0x0f, "IER masked to 0x0f");
 	out8(COM1 + 1, 0);
@@ -125,7 +124,7 @@ static void test_serial_output_and_state(int rd)
 	bad = st;
 	bad.hdr.version = 2;
 	CHECK(serial_restore(&vm->serial, &bad, err) == -EINVAL &&
-		      strstr(err, "version 2"),
+		  strstr(err, "version 2"),
 	      "wrong version refused: %s", err);
 	bad = st;
 	bad.rx_count = 65;
@@ -174,7 +173,8 @@ static void test_i8042_and_sink(void)
 	CHECK(!(in8(0x64) & 0x01), "data read empties the buffer");
 	out8(0x64, 0x20);
 	CHECK(in8(0x60) == 0x61, "command byte");
-	CHECK(in8(0x2f8) == 0xff && in8(0x378) == 0xff, "absent ports read 0xff");
+	CHECK(in8(0x2f8) == 0xff && in8(0x378) == 0xff,
+	      "absent ports read 0xff");
 	uint8_t d[4];
 
 	pio_bus_dispatch(&vm->bus, 0xcfc, d, 4, false);
@@ -184,7 +184,7 @@ static void test_i8042_and_sink(void)
 	      "nothing asked the VM to end yet");
 	out8(0x64, 0xfe);
 	CHECK(exit_ready() && vm_exit_reason(vm) == VM_EXIT_GUEST_RESET &&
-		      vm->exit_status == 0 && strstr(vm->exit_msg, "0xfe"),
+		  vm->exit_status == 0 && strstr(vm->exit_msg, "0xfe"),
 	      "0xfe on port 0x64 powers off: %s", vm->exit_msg);
 }
 
@@ -197,7 +197,7 @@ static void test_e820(void)
 	CHECK(m[0].addr == 0 && m[0].size == 0x9fc00 && m[0].type == 1,
 	      "low RAM");
 	CHECK(m[1].addr == 0x9fc00 && m[1].addr + m[1].size == 0x100000 &&
-		      m[1].type == 2,
+		  m[1].type == 2,
 	      "EBDA/BIOS reserved");
 	CHECK(m[2].addr == 0x100000 && m[2].addr + m[2].size == 64 << 20,
 	      "RAM from 1 MiB");
@@ -220,25 +220,24 @@ static void test_bzimage_checks(void)
 	CHECK(boot_check_bzimage(img, 8192, "k", err) == 0, "valid: %s", err);
 	h->version = 0x20b;
 	CHECK(boot_check_bzimage(img, 8192, "k", err) == -EINVAL &&
-		      strstr(err, "2.11"),
+		  strstr(err, "2.11"),
 	      "old protocol: %s", err);
 	h->version = 0x20c;
 	h->xloadflags = 0;
 	CHECK(boot_check_bzimage(img, 8192, "k", err) == -EINVAL &&
-		      strstr(err, "XLF_KERNEL_64"),
+		  strstr(err, "XLF_KERNEL_64"),
 	      "no 64-bit entry: %s", err);
 	h->xloadflags = XLF_KERNEL_64;
 	h->setup_sects = 200;
 	CHECK(boot_check_bzimage(img, 8192, "k", err) == -EINVAL &&
-		      strstr(err, "truncated"),
+		  strstr(err, "truncated"),
 	      "setup beyond the file: %s", err);
 	h->setup_sects = 1;
 	h->boot_flag = 0;
 	CHECK(boot_check_bzimage(img, 8192, "k", err) == -EINVAL &&
-		      strstr(err, "not a bzImage"),
+		  strstr(err, "not a bzImage"),
 	      "no boot flag: %s", err);
-	CHECK(boot_check_bzimage(img, 100, "k", err) == -EINVAL,
-	      "too short");
+	CHECK(boot_check_bzimage(img, 100, "k", err) == -EINVAL, "too short");
 	free(img);
 }
 

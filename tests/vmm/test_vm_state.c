@@ -18,21 +18,21 @@
 #include "vm.h"
 #include "x86.h"
 
-#define NCPUS 2
-#define MEM (128ull << 20)
-#define TIMEOUT_S 120
+#define NCPUS	   2
+#define MEM	   (128ull << 20)
+#define TIMEOUT_S  120
 #define APIC_TMCCT 0x390 /* timer current count: computed on read */
 
 static int failures;
 
-#define CHECK(cond, ...)                                                    \
-	do {                                                                \
-		if (!(cond)) {                                              \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                       \
-			fprintf(stderr, "\n");                              \
-			failures++;                                         \
-		}                                                           \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
+			fprintf(stderr, __VA_ARGS__);                          \
+			fprintf(stderr, "\n");                                 \
+			failures++;                                            \
+		}                                                              \
 	} while (0)
 
 static void die(const char *what, const char *err)
@@ -44,10 +44,10 @@ static void die(const char *what, const char *err)
 static struct vm *new_vm(void)
 {
 	struct vm_config cfg = {
-		.ncpus = NCPUS,
-		.mem_bytes = MEM,
-		.backend = MEM_ANON,
-		.console_fd = open("/dev/null", O_WRONLY | O_CLOEXEC),
+	    .ncpus = NCPUS,
+	    .mem_bytes = MEM,
+	    .backend = MEM_ANON,
+	    .console_fd = open("/dev/null", O_WRONLY | O_CLOEXEC),
 	};
 	char err[VMM_ERR_MAX];
 	struct vm *vm;
@@ -90,10 +90,10 @@ static void boot(struct vm *vm)
 {
 	char err[VMM_ERR_MAX], cmdline[256];
 	struct boot_image img = {
-		.kernel = guest_image_data(),
-		.kernel_size = guest_image_size(),
-		.kernel_name = "built-in guest",
-		.cmdline = cmdline,
+	    .kernel = guest_image_data(),
+	    .kernel_size = guest_image_size(),
+	    .kernel_name = "built-in guest",
+	    .cmdline = cmdline,
 	};
 
 	if (!img.kernel_size)
@@ -107,8 +107,7 @@ static void boot(struct vm *vm)
 		die("vm_start", err);
 }
 
-static void compare_vcpu(const struct vcpu_state *a,
-			 const struct vcpu_state *b)
+static void compare_vcpu(const struct vcpu_state *a, const struct vcpu_state *b)
 {
 	struct kvm_vcpu_events ea = a->events, eb = b->events;
 	struct kvm_lapic_state la = a->lapic, lb = b->lapic;
@@ -128,7 +127,7 @@ static void compare_vcpu(const struct vcpu_state *a,
 	CHECK(!memcmp(&a->debugregs, &b->debugregs, sizeof(a->debugregs)),
 	      "vCPU %u: debugregs differ", id);
 	CHECK(a->xsave_size == b->xsave_size &&
-		      !memcmp(a->xsave, b->xsave, 512 + 64),
+		  !memcmp(a->xsave, b->xsave, 512 + 64),
 	      "vCPU %u: XSAVE legacy area or header differs", id);
 	/* The timer's current count is computed from the host clock. */
 	memset(&la.regs[APIC_TMCCT], 0, 4);
@@ -137,12 +136,11 @@ static void compare_vcpu(const struct vcpu_state *a,
 	ea.flags = eb.flags = 0;
 	CHECK(!memcmp(&ea, &eb, sizeof(ea)), "vCPU %u: events differ", id);
 	CHECK(a->ncpuid == b->ncpuid && a->ncpuid > 0 &&
-		      !memcmp(a->cpuid, b->cpuid,
-			      a->ncpuid * sizeof(a->cpuid[0])),
+		  !memcmp(a->cpuid, b->cpuid, a->ncpuid * sizeof(a->cpuid[0])),
 	      "vCPU %u: CPUID differs (%u -> %u entries)", id, a->ncpuid,
 	      b->ncpuid);
-	CHECK(a->nmsrs == b->nmsrs && a->nmsrs > 10,
-	      "vCPU %u: %u -> %u MSRs", id, a->nmsrs, b->nmsrs);
+	CHECK(a->nmsrs == b->nmsrs && a->nmsrs > 10, "vCPU %u: %u -> %u MSRs",
+	      id, a->nmsrs, b->nmsrs);
 	for (unsigned i = 0; i < a->nmsrs && i < b->nmsrs; i++) {
 		const struct kvm_msr_entry *x = &a->msrs[i], *y = &b->msrs[i];
 
@@ -171,7 +169,8 @@ static void compare_vm(const struct vm_state *a, const struct vm_state *b)
 	      "IOAPIC differs");
 	/* count_load_time is a host timestamp */
 	for (int i = 0; i < 3; i++)
-		pa.channels[i].count_load_time = pb.channels[i].count_load_time = 0;
+		pa.channels[i].count_load_time =
+		    pb.channels[i].count_load_time = 0;
 	CHECK(!memcmp(&pa, &pb, sizeof(pa)), "PIT differs");
 	CHECK(b->clock.clock >= a->clock.clock, "kvmclock went back");
 }

@@ -23,12 +23,11 @@ int dev_state_hdr_check(const struct dev_state_hdr *h, uint32_t magic,
 				 dev, h->magic, magic);
 	if (h->version != version)
 		return vmm_failx(err, EINVAL,
-				 "%s state: version %u, this VMM reads %u",
-				 dev, h->version, version);
+				 "%s state: version %u, this VMM reads %u", dev,
+				 h->version, version);
 	if (h->size != size)
-		return vmm_failx(err, EINVAL,
-				 "%s state: size %u, want %zu", dev, h->size,
-				 size);
+		return vmm_failx(err, EINVAL, "%s state: size %u, want %zu",
+				 dev, h->size, size);
 	return 0;
 }
 
@@ -38,11 +37,11 @@ int pio_bus_add(struct pio_bus *bus, const char *name, uint16_t base,
 	if (bus->n == PIO_BUS_MAX)
 		return -ENOSPC;
 	bus->devs[bus->n++] = (struct pio_dev){
-		.name = name,
-		.base = base,
-		.len = len,
-		.io = io,
-		.opaque = opaque,
+	    .name = name,
+	    .base = base,
+	    .len = len,
+	    .io = io,
+	    .opaque = opaque,
 	};
 	return 0;
 }

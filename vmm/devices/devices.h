@@ -61,8 +61,8 @@ typedef void (*dev_reset_fn)(void *opaque, const char *why);
 
 /* ---- 8250/16550A UART ---- */
 
-#define SERIAL_FIFO_LEN 64 /* Linux needs 64 to autodetect a 16550A */
-#define SERIAL_STATE_MAGIC 0x4c524553u /* "SERL" */
+#define SERIAL_FIFO_LEN	     64		 /* 64: Linux detects a 16550A */
+#define SERIAL_STATE_MAGIC   0x4c524553u /* "SERL" */
 #define SERIAL_STATE_VERSION 1
 
 struct serial_state {
@@ -75,9 +75,9 @@ struct serial_state {
 
 struct serial {
 	pthread_mutex_t lock;
-	int vm_fd;   /* for KVM_IRQ_LINE */
+	int vm_fd; /* for KVM_IRQ_LINE */
 	int irq;
-	int out_fd;  /* guest output goes here */
+	int out_fd; /* guest output goes here */
 	uint8_t dll, dlm, ier, iir, fcr, lcr, mcr, lsr, msr, scr;
 	uint8_t rx[SERIAL_FIFO_LEN];
 	unsigned rx_head, rx_count;
@@ -92,12 +92,11 @@ void serial_io(void *opaque, uint16_t port, uint8_t *data, uint32_t size,
 /* Console input: queues up to n bytes; returns how many fitted. */
 size_t serial_rx_push(struct serial *s, const uint8_t *buf, size_t n);
 void serial_save(struct serial *s, struct serial_state *st);
-int serial_restore(struct serial *s, const struct serial_state *st,
-		   char *err);
+int serial_restore(struct serial *s, const struct serial_state *st, char *err);
 
 /* ---- i8042 keyboard controller (reset line only) ---- */
 
-#define I8042_STATE_MAGIC 0x32343869u /* "i842" */
+#define I8042_STATE_MAGIC   0x32343869u /* "i842" */
 #define I8042_STATE_VERSION 1
 
 struct i8042_state {
@@ -122,7 +121,7 @@ int i8042_restore(struct i8042 *k, const struct i8042_state *st, char *err);
 
 /* ---- CMOS / RTC (MC146818) ---- */
 
-#define RTC_STATE_MAGIC 0x534f4d43u /* "CMOS" */
+#define RTC_STATE_MAGIC	  0x534f4d43u /* "CMOS" */
 #define RTC_STATE_VERSION 1
 
 struct rtc_state {
@@ -148,7 +147,7 @@ int rtc_restore(struct rtc *r, const struct rtc_state *st, char *err);
 
 /* ---- sink for every other port ---- */
 
-#define PIO_SINK_STATE_MAGIC 0x4b4e4953u /* "SINK" */
+#define PIO_SINK_STATE_MAGIC   0x4b4e4953u /* "SINK" */
 #define PIO_SINK_STATE_VERSION 1
 
 struct pio_sink_state {

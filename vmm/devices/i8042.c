@@ -11,25 +11,25 @@
 #include "../util.h"
 
 #define I8042_DATA 0x60
-#define I8042_CMD 0x64
+#define I8042_CMD  0x64
 
-#define STS_OBF 0x01       /* output buffer full */
-#define STS_SYS 0x04       /* system flag: passed self test */
-#define STS_CMD 0x08       /* last write was to the command port */
+#define STS_OBF	       0x01 /* output buffer full */
+#define STS_SYS	       0x04 /* system flag: passed self test */
+#define STS_CMD	       0x08 /* last write was to the command port */
 #define STS_KBD_UNLOCK 0x10
 
-#define CMD_READ_CTR 0x20
-#define CMD_WRITE_CTR 0x60
-#define CMD_AUX_DISABLE 0xa7
-#define CMD_AUX_ENABLE 0xa8
-#define CMD_AUX_TEST 0xa9
-#define CMD_SELF_TEST 0xaa
-#define CMD_KBD_TEST 0xab
-#define CMD_KBD_DISABLE 0xad
-#define CMD_KBD_ENABLE 0xae
-#define CMD_READ_OUTPORT 0xd0
+#define CMD_READ_CTR	  0x20
+#define CMD_WRITE_CTR	  0x60
+#define CMD_AUX_DISABLE	  0xa7
+#define CMD_AUX_ENABLE	  0xa8
+#define CMD_AUX_TEST	  0xa9
+#define CMD_SELF_TEST	  0xaa
+#define CMD_KBD_TEST	  0xab
+#define CMD_KBD_DISABLE	  0xad
+#define CMD_KBD_ENABLE	  0xae
+#define CMD_READ_OUTPORT  0xd0
 #define CMD_WRITE_OUTPORT 0xd1
-#define CMD_RESET_CPU 0xfe
+#define CMD_RESET_CPU	  0xfe
 
 void i8042_init(struct i8042 *k, dev_reset_fn reset, void *opaque)
 {
@@ -155,9 +155,9 @@ void i8042_save(struct i8042 *k, struct i8042_state *st)
 
 int i8042_restore(struct i8042 *k, const struct i8042_state *st, char *err)
 {
-	int ret = dev_state_hdr_check(&st->hdr, I8042_STATE_MAGIC,
-				      I8042_STATE_VERSION, sizeof(*st),
-				      "i8042", err);
+	int ret =
+	    dev_state_hdr_check(&st->hdr, I8042_STATE_MAGIC,
+				I8042_STATE_VERSION, sizeof(*st), "i8042", err);
 
 	if (ret)
 		return ret;

@@ -9,9 +9,9 @@
 #include "devices.h"
 #include "../util.h"
 
-#define PORT_SYSCTL_A 0x92
+#define PORT_SYSCTL_A  0x92
 #define SYSCTL_A_RESET 0x01
-#define SYSCTL_A_A20 0x02
+#define SYSCTL_A_A20   0x02
 
 void pio_sink_init(struct pio_sink *s, dev_reset_fn reset, void *opaque)
 {

@@ -12,22 +12,22 @@
 #include "devices.h"
 #include "../util.h"
 
-#define RTC_SECONDS 0x00
-#define RTC_MINUTES 0x02
-#define RTC_HOURS 0x04
-#define RTC_DAY_OF_WEEK 0x06
+#define RTC_SECONDS	 0x00
+#define RTC_MINUTES	 0x02
+#define RTC_HOURS	 0x04
+#define RTC_DAY_OF_WEEK	 0x06
 #define RTC_DAY_OF_MONTH 0x07
-#define RTC_MONTH 0x08
-#define RTC_YEAR 0x09
-#define RTC_REG_A 0x0a
-#define RTC_REG_B 0x0b
-#define RTC_REG_C 0x0c
-#define RTC_REG_D 0x0d
-#define RTC_CENTURY 0x32
+#define RTC_MONTH	 0x08
+#define RTC_YEAR	 0x09
+#define RTC_REG_A	 0x0a
+#define RTC_REG_B	 0x0b
+#define RTC_REG_C	 0x0c
+#define RTC_REG_D	 0x0d
+#define RTC_CENTURY	 0x32
 
-#define REG_B_24H 0x02
+#define REG_B_24H    0x02
 #define REG_B_BINARY 0x04
-#define REG_D_VRT 0x80
+#define REG_D_VRT    0x80
 
 static void put16(uint8_t *cmos, unsigned lo, uint64_t v)
 {
@@ -41,7 +41,7 @@ void rtc_init(struct rtc *r, uint64_t low_ram, uint64_t high_ram)
 {
 	uint64_t above_1m = low_ram > (1ull << 20) ? low_ram - (1ull << 20) : 0;
 	uint64_t above_16m =
-		low_ram > (16ull << 20) ? low_ram - (16ull << 20) : 0;
+	    low_ram > (16ull << 20) ? low_ram - (16ull << 20) : 0;
 
 	pthread_mutex_init(&r->lock, NULL);
 	r->index = 0;
@@ -49,10 +49,10 @@ void rtc_init(struct rtc *r, uint64_t low_ram, uint64_t high_ram)
 	r->cmos[RTC_REG_A] = 0x26; /* 32.768 kHz base, 1024 Hz rate */
 	r->cmos[RTC_REG_B] = REG_B_24H;
 	r->cmos[RTC_REG_D] = REG_D_VRT;
-	put16(r->cmos, 0x15, 640);             /* base memory, KiB */
-	put16(r->cmos, 0x17, above_1m >> 10);  /* extended, KiB */
+	put16(r->cmos, 0x15, 640);	      /* base memory, KiB */
+	put16(r->cmos, 0x17, above_1m >> 10); /* extended, KiB */
 	put16(r->cmos, 0x30, above_1m >> 10);
-	put16(r->cmos, 0x34, above_16m >> 16); /* above 16 MiB, 64 KiB */
+	put16(r->cmos, 0x34, above_16m >> 16);	   /* > 16 MiB, 64 KiB */
 	r->cmos[0x5b] = (uint8_t)(high_ram >> 16); /* above 4 GiB, 64 KiB */
 	r->cmos[0x5c] = (uint8_t)(high_ram >> 24);
 	r->cmos[0x5d] = (uint8_t)(high_ram >> 32);
@@ -148,9 +148,9 @@ void rtc_save(struct rtc *r, struct rtc_state *st)
 
 int rtc_restore(struct rtc *r, const struct rtc_state *st, char *err)
 {
-	int ret = dev_state_hdr_check(&st->hdr, RTC_STATE_MAGIC,
-				      RTC_STATE_VERSION, sizeof(*st), "rtc",
-				      err);
+	int ret =
+	    dev_state_hdr_check(&st->hdr, RTC_STATE_MAGIC, RTC_STATE_VERSION,
+				sizeof(*st), "rtc", err);
 
 	if (ret)
 		return ret;

@@ -28,28 +28,28 @@ enum {
 	UART_SCR = 7,
 };
 
-#define IER_RDI 0x01
-#define IER_THRI 0x02
-#define IIR_NO_INT 0x01
-#define IIR_THRI 0x02
-#define IIR_RDI 0x04
-#define IIR_FIFO_BITS 0xc0 /* "FIFOs enabled": a 16550A */
+#define IER_RDI		0x01
+#define IER_THRI	0x02
+#define IIR_NO_INT	0x01
+#define IIR_THRI	0x02
+#define IIR_RDI		0x04
+#define IIR_FIFO_BITS	0xc0 /* "FIFOs enabled": a 16550A */
 #define FCR_ENABLE_FIFO 0x01
-#define FCR_CLEAR_RCVR 0x02
-#define LCR_DLAB 0x80
-#define MCR_DTR 0x01
-#define MCR_RTS 0x02
-#define MCR_OUT1 0x04
-#define MCR_OUT2 0x08
-#define MCR_LOOP 0x10
-#define LSR_DR 0x01
-#define LSR_OE 0x02
-#define LSR_THRE 0x20
-#define LSR_TEMT 0x40
-#define MSR_CTS 0x10
-#define MSR_DSR 0x20
-#define MSR_RI 0x40
-#define MSR_DCD 0x80
+#define FCR_CLEAR_RCVR	0x02
+#define LCR_DLAB	0x80
+#define MCR_DTR		0x01
+#define MCR_RTS		0x02
+#define MCR_OUT1	0x04
+#define MCR_OUT2	0x08
+#define MCR_LOOP	0x10
+#define LSR_DR		0x01
+#define LSR_OE		0x02
+#define LSR_THRE	0x20
+#define LSR_TEMT	0x40
+#define MSR_CTS		0x10
+#define MSR_DSR		0x20
+#define MSR_RI		0x40
+#define MSR_DCD		0x80
 
 static void serial_reset_regs(struct serial *s)
 {
@@ -211,7 +211,7 @@ static void serial_write(struct serial *s, unsigned off, uint8_t v)
 		else
 			s->ier = v & 0x0f;
 		break;
-	case UART_IIR: /* FCR */
+	case UART_IIR:		   /* FCR */
 		s->fcr = v & 0xc9; /* DMA-mode, trigger and enable bits */
 		if (v & FCR_CLEAR_RCVR) {
 			s->rx_head = 0;
@@ -288,8 +288,7 @@ void serial_save(struct serial *s, struct serial_state *st)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int serial_restore(struct serial *s, const struct serial_state *st,
-		   char *err)
+int serial_restore(struct serial *s, const struct serial_state *st, char *err)
 {
 	int ret = dev_state_hdr_check(&st->hdr, SERIAL_STATE_MAGIC,
 				      SERIAL_STATE_VERSION, sizeof(*st),
