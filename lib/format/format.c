@@ -51,6 +51,12 @@ bool ls_page_size_ok(uint64_t page_size)
 	       (page_size & (page_size - 1)) == 0;
 }
 
+bool ls_region_ok(const char *name, uint64_t len, uint64_t page_size)
+{
+	return ls_name_ok(name, LS_NAME_MAX) && ls_page_size_ok(page_size) &&
+	       len != 0 && len <= LSF_MAX_REGION_BYTES && len % page_size == 0;
+}
+
 bool ls_mem_zero(const void *p, size_t len)
 {
 	const unsigned char *c = p;

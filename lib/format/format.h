@@ -179,6 +179,8 @@ uint64_t lss_chain(uint64_t chain, const struct lss_rec *rec);
 /* True if name is a NUL-terminated, non-empty string within LS_NAME_MAX. */
 bool ls_name_ok(const char *name, size_t max);
 bool ls_page_size_ok(uint64_t page_size);
+/* A region the format can hold: name, page size, a whole number of pages. */
+bool ls_region_ok(const char *name, uint64_t len, uint64_t page_size);
 bool ls_mem_zero(const void *p, size_t len);
 uint64_t ls_align_up(uint64_t v, uint64_t align);
 uint64_t ls_now_realtime_ns(void);

@@ -121,8 +121,7 @@ static int rd_region(struct ls_reader *r, const struct lsf_region *e,
 
 	if (!ls_name_ok(e->name, LS_NAME_MAX))
 		return rd_fail(r, -EBADMSG, "corrupt region table (a name)");
-	if (!ls_page_size_ok(e->page_size) || e->len == 0 ||
-	    e->len > LSF_MAX_REGION_BYTES || e->len % e->page_size ||
+	if (!ls_region_ok(e->name, e->len, e->page_size) ||
 	    e->npages != e->len / e->page_size ||
 	    e->pages_nonzero > e->npages)
 		return rd_fail(r, -EBADMSG, "region '%s': corrupt size, page "

@@ -74,9 +74,7 @@ static int rd_head_regions(struct ls_reader *r, const struct lss_head *head,
 		const struct lss_region *e = &rr[i];
 		struct rd_region *reg = &r->regions[i];
 
-		if (!ls_name_ok(e->name, LS_NAME_MAX) ||
-		    !ls_page_size_ok(e->page_size) || e->len == 0 ||
-		    e->len > LSF_MAX_REGION_BYTES || e->len % e->page_size)
+		if (!ls_region_ok(e->name, e->len, e->page_size))
 			return rd_fail(r, -EBADMSG, "corrupt head record "
 				       "(region %u)", i);
 		memcpy(reg->info.name, e->name, LS_NAME_MAX);

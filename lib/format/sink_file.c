@@ -100,9 +100,7 @@ static int fsink_layout(struct fsink *s, const struct ls_layout *layout)
 		struct fsink_region *r = &s->regions[i];
 		uint64_t align;
 
-		if (!ls_name_ok(lr->name, LS_NAME_MAX) ||
-		    !ls_page_size_ok(lr->page_size) || lr->len == 0 ||
-		    lr->len > LSF_MAX_REGION_BYTES || lr->len % lr->page_size)
+		if (!ls_region_ok(lr->name, lr->len, lr->page_size))
 			return fsink_fail(s, -EINVAL, "snapshot file '%s': "
 					  "region %u: bad name, size or page "
 					  "size", s->path, i);

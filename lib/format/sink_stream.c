@@ -196,6 +196,17 @@ static int ssink_fail(struct ssink *s, int err, const char *what)
 	return err;
 }
 
+/* The checksum of a payload sent in two pieces. */
+static uint64_t csum2(const void *a, size_t alen, const void *b, size_t blen)
+{
+	XXH3_state_t st;
+
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, a, alen);
+	XXH3_64bits_update(&st, b, blen);
+	return XXH3_64bits_digest(&st);
+}
+
 static int ssink_check_layout(const struct ls_layout *layout)
 {
 	if (layout->nregions > LSF_MAX_REGIONS)
@@ -203,9 +214,7 @@ static int ssink_check_layout(const struct ls_layout *layout)
 	for (uint32_t i = 0; i < layout->nregions; i++) {
 		const struct ls_layout_region *lr = &layout->regions[i];
 
-		if (!ls_name_ok(lr->name, LS_NAME_MAX) ||
-		    !ls_page_size_ok(lr->page_size) || lr->len == 0 ||
-		    lr->len > LSF_MAX_REGION_BYTES || lr->len % lr->page_size)
+		if (!ls_region_ok(lr->name, lr->len, lr->page_size))
 			return -EINVAL;
 	}
 	return 0;
@@ -249,14 +258,7 @@ static int ssink_start(struct ls_sink *sink, const struct ls_layout *layout)
 	head.created_ns = ls_now_realtime_ns();
 	head.nregions = layout->nregions;
 	rec.len = sizeof(head) + rlen;
-	{
-		XXH3_state_t st;
-
-		XXH3_64bits_reset(&st);
-		XXH3_64bits_update(&st, &head, sizeof(head));
-		XXH3_64bits_update(&st, rr, rlen);
-		rec.data_csum = XXH3_64bits_digest(&st);
-	}
+	rec.data_csum = csum2(&head, sizeof(head), rr, rlen);
 	/* The magic is not a record: it is how readers tell a stream. */
 	iov[0].iov_base = LSS_MAGIC;
 	iov[0].iov_len = LSF_MAGIC_LEN;
@@ -311,7 +313,6 @@ static int ssink_put_blob(struct ls_sink *sink, const char *name,
 	struct lss_rec rec = {.type = LSS_REC_BLOB};
 	char bname[LS_NAME_MAX] = {0};
 	struct iovec iov[3];
-	XXH3_state_t st;
 	int ret;
 
 	if (!s->started)
@@ -319,10 +320,7 @@ static int ssink_put_blob(struct ls_sink *sink, const char *name,
 	if (!ls_name_ok(name, LS_NAME_MAX) || len > LSF_MAX_BLOB_BYTES)
 		return ssink_fail(s, -EINVAL, "blob name or size out of range");
 	snprintf(bname, sizeof(bname), "%s", name);
-	XXH3_64bits_reset(&st);
-	XXH3_64bits_update(&st, bname, sizeof(bname));
-	XXH3_64bits_update(&st, data, len);
-	rec.data_csum = XXH3_64bits_digest(&st);
+	rec.data_csum = csum2(bname, sizeof(bname), data, len);
 	rec.len = sizeof(bname) + len;
 	iov[1].iov_base = bname;
 	iov[1].iov_len = sizeof(bname);
