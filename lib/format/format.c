@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Checksums and I/O loops shared by the snapshot writers and reader. */
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <string.h>
 #include <time.h>
@@ -109,6 +110,16 @@ int ls_pread_full(int fd, void *buf, size_t len, off_t off)
 	return prw_full(fd, buf, len, off, false);
 }
 
+int ls_wait_fd(int fd, short events)
+{
+	struct pollfd pfd = {.fd = fd, .events = events};
+
+	while (poll(&pfd, 1, -1) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
 ssize_t ls_read_full(int fd, void *buf, size_t len)
 {
 	char *p = buf;
@@ -119,6 +130,8 @@ ssize_t ls_read_full(int fd, void *buf, size_t len)
 
 		if (n < 0) {
 			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN && ls_wait_fd(fd, POLLIN) == 0)
 				continue;
 			return -errno;
 		}

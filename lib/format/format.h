@@ -11,6 +11,7 @@
 #ifndef LS_FORMAT_H
 #define LS_FORMAT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -188,7 +189,12 @@ uint64_t ls_now_realtime_ns(void);
 /* Full-length I/O loops: 0, or -errno (-EIO for an unexpected EOF/short). */
 int ls_pwrite_full(int fd, const void *buf, size_t len, off_t off);
 int ls_pread_full(int fd, void *buf, size_t len, off_t off);
-/* Reads up to len; returns bytes read (short only at EOF) or -errno. */
+/* Waits for events (POLLIN/POLLOUT) on a non-blocking fd. */
+int ls_wait_fd(int fd, short events);
+/*
+ * Reads up to len; returns bytes read (short only at EOF) or -errno.
+ * A non-blocking fd is waited for.
+ */
 ssize_t ls_read_full(int fd, void *buf, size_t len);
 
 #endif /* LS_FORMAT_H */

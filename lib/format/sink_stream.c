@@ -13,6 +13,7 @@
  * before the mask is restored.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -84,6 +85,9 @@ static int ssink_writev_all(struct ssink *s, struct iovec *iov, int n)
 
 		if (w < 0) {
 			if (errno == EINTR)
+				continue;
+			/* The caller's fd may be non-blocking. */
+			if (errno == EAGAIN && ls_wait_fd(s->fd, POLLOUT) == 0)
 				continue;
 			return -errno;
 		}

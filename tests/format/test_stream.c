@@ -137,6 +137,15 @@ static void test_socketpair(void **state)
 	through_fd_pair(fds, 2);
 }
 
+/* Non-blocking descriptors on both sides are waited for, not failed. */
+static void test_nonblocking_pipe(void **state)
+{
+	int fds[2];
+
+	assert_int_equal(pipe2(fds, O_NONBLOCK), 0);
+	through_fd_pair(fds, 9);
+}
+
 static void test_fifo_path(void **state)
 {
 	const char *fifo = tpath(*state, "fifo");
@@ -332,6 +341,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pipe),
 		cmocka_unit_test(test_socketpair),
+		cmocka_unit_test(test_nonblocking_pipe),
 		cmocka_unit_test_setup_teardown(test_fifo_path, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_stream_in_file_and_stdin,
