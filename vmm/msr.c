@@ -95,3 +95,21 @@ bool msr_is_serializable(uint32_t index)
 			return true;
 	return false;
 }
+
+/*
+ * MSRs KVM emulates but leaves out of KVM_GET_MSR_INDEX_LIST (seen here:
+ * the MTRRs, which the boot sets): variable ranges, fixed ranges and the
+ * default type. Tried like the listed ones; unreadable ones are dropped.
+ */
+static const uint32_t unlisted[] = {
+    0x200, 0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207, /* var */
+    0x208, 0x209, 0x20a, 0x20b, 0x20c, 0x20d, 0x20e, 0x20f, 0x250,
+    0x258, 0x259,						   /* fixed */
+    0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f, 0x2ff, /* default */
+};
+
+unsigned msr_unlisted(const uint32_t **list)
+{
+	*list = unlisted;
+	return ARRAY_SIZE(unlisted);
+}

@@ -32,17 +32,27 @@ static int vcpu_get(struct vcpu *vcpu, unsigned long req, void *arg,
  * the first failure and returns how many it read). Built once per VM,
  * after CPUID is set, since KVM derives readable MSRs from it.
  */
+static bool msr_listed(const uint32_t *list, unsigned n, uint32_t index)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (list[i] == index)
+			return true;
+	return false;
+}
+
 static int build_msr_list(struct vcpu *vcpu, char *err)
 {
 	struct vm *vm = vcpu->vm;
 	const struct kvm_msr_list *all = vm->kvm.msrs;
 	struct kvm_msrs *m;
+	const uint32_t *extra;
+	unsigned nextra = msr_unlisted(&extra);
 	uint32_t *list;
 	unsigned n = 0;
 	int ret = 0;
 
-	list = calloc(all->nmsrs ? all->nmsrs : 1, sizeof(*list));
-	m = calloc(1, sizeof(*m) + all->nmsrs * sizeof(m->entries[0]));
+	list = calloc(all->nmsrs + nextra, sizeof(*list));
+	m = calloc(1, sizeof(*m) + sizeof(m->entries[0]));
 	if (!list || !m) {
 		free(list);
 		free(m);
@@ -51,6 +61,9 @@ static int build_msr_list(struct vcpu *vcpu, char *err)
 	for (unsigned i = 0; i < all->nmsrs; i++)
 		if (msr_is_serializable(all->indices[i]))
 			list[n++] = all->indices[i];
+	for (unsigned i = 0; i < nextra; i++)
+		if (!msr_listed(list, n, extra[i]))
+			list[n++] = extra[i];
 	for (unsigned i = 0; i < n;) {
 		m->nmsrs = 1;
 		m->entries[0] = (struct kvm_msr_entry){.index = list[i]};

@@ -21,6 +21,8 @@ int cpuid_setup_vcpu(struct vcpu *vcpu, char *err);
 int msr_setup_boot(struct vcpu *vcpu, char *err);
 /* True if a vCPU snapshot should carry this MSR (the allow-list). */
 bool msr_is_serializable(uint32_t index);
+/* Serializable MSRs KVM supports without listing them. */
+unsigned msr_unlisted(const uint32_t **list);
 
 #define MSR_IA32_TSC	      0x10
 #define MSR_IA32_TSC_DEADLINE 0x6e0

@@ -220,6 +220,15 @@ int main(void)
 	if (machine_state_save(vm2, s2, err))
 		die("machine_state_save after restore", err);
 	compare(s1, s2);
+	for (unsigned i = 0; i < NCPUS; i++) {
+		uint64_t v = 0;
+
+		/* MTRRs are not in KVM's index list but must be carried */
+		CHECK(vcpu_state_msr(&s2->vcpus[i], 0x2ff, &v) == 0 &&
+			      v == 0x806,
+		      "vCPU %u: MTRRdefType %#llx, want the boot's 0x806", i,
+		      (unsigned long long)v);
+	}
 
 	/* The restored guest runs on from the saved counters. */
 	if (vm_start(vm2, false, err))
