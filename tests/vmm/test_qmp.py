@@ -145,6 +145,30 @@ class QMPTest(unittest.TestCase):
         self.assertGreater(info['last-stop-ns'], 0)
         self.assertEqual(info['cpus'], 2)
 
+    def test_too_many_clients(self):
+        socks, greetings = [], []
+        try:
+            for _ in range(20):
+                c = lsvm.QMP(self.vm.qmp_path, negotiate=False)
+                socks.append(c)
+                greetings.append(c.greeting)
+        finally:
+            for c in socks:
+                c.close()
+        ok = [g for g in greetings if 'QMP' in g]
+        refused = [g for g in greetings if 'error' in g]
+        self.assertEqual(len(ok) + len(refused), 20)
+        self.assertGreater(len(refused), 0)
+        self.assertIn('too many', refused[0]['error']['desc'])
+        # every slot is free again once they are gone
+        def new_client_works():
+            try:
+                return self.client().cmd('query-status')
+            except (lsvm.QMPError, AssertionError, OSError):
+                return None  # the server has not seen every close yet
+        lsvm.wait_until(new_client_works, 10, 'a new client')
+        self.assert_running()
+
     def test_query_commands(self):
         names = {c['name'] for c in self.client().cmd('query-commands')}
         for n in ('qmp_capabilities', 'query-status', 'stop', 'cont', 'quit',
