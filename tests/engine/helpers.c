@@ -372,6 +372,8 @@ static bool msrc_is_zero(struct ls_source *src, uint32_t region,
 	struct mem_source *s = (struct mem_source *)src;
 	const unsigned char *p = s->data + page * s->page_size;
 
+	for (int i = 0; i < 10000 && page == 0 && atomic_load(&s->hold); i++)
+		sleep_us(1000);
 	for (size_t i = 0; i < s->page_size; i++)
 		if (p[i])
 			return false;

@@ -95,7 +95,7 @@ struct mem_source {
 	unsigned delay_us;    /* per read_pages call */
 	int64_t fail_at_page; /* -1: never */
 	_Atomic uint64_t reads;
-	/* Reads of page 0 wait (<= 10 s) until hold is cleared. */
+	/* Any look at page 0 waits (<= 10 s) until hold is cleared. */
 	atomic_bool hold;
 	atomic_int calls_now, calls_max;
 };

@@ -64,10 +64,13 @@ static void expect_busy(struct ls_ctx *ctx)
 {
 	struct mem_sink *s = mem_sink_new();
 	struct ls_snapshot *snap;
+	int ret;
 
 	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
 	      ls_ctx_error(ctx));
-	CHECK(ls_snapshot_begin(snap) == -EBUSY, "begin during lazy restore");
+	ret = ls_snapshot_begin(snap);
+	CHECK(ret == -EBUSY, "begin during lazy restore returned %d: %s", ret,
+	      ls_ctx_error(ctx));
 	CHECK(strstr(ls_ctx_error(ctx), "'ram'") &&
 		      strstr(ls_ctx_error(ctx), "restored lazily"),
 	      "message '%s'", ls_ctx_error(ctx));
