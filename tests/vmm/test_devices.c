@@ -14,19 +14,8 @@
 #include <unistd.h>
 
 #include "boot.h"
+#include "check.h"
 #include "vm.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fprintf(stderr, "\n");                                 \
-			failures++;                                            \
-		}                                                              \
-	} while (0)
 
 static struct vm *vm;
 
@@ -262,10 +251,5 @@ int main(void)
 	test_bzimage_checks();
 	test_i8042_and_sink(); /* last: ends the VM */
 	vm_destroy(vm);
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
-		return 1;
-	}
-	printf("PASS: devices\n");
-	return 0;
+	return check_report("devices");
 }

@@ -13,6 +13,7 @@
 
 #include "abi.h"
 #include "boot.h"
+#include "check.h"
 #include "guest_image.h"
 #include "machine_state.h"
 #include "vm.h"
@@ -22,18 +23,6 @@
 #define MEM	   (128ull << 20)
 #define TIMEOUT_S  120
 #define APIC_TMCCT 0x390 /* timer current count: computed on read */
-
-static int failures;
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fprintf(stderr, "\n");                                 \
-			failures++;                                            \
-		}                                                              \
-	} while (0)
 
 static void die(const char *what, const char *err)
 {
@@ -252,10 +241,5 @@ int main(void)
 	free(s1);
 	free(s2);
 	free(ram);
-	if (failures) {
-		fprintf(stderr, "%d check(s) failed\n", failures);
-		return 1;
-	}
-	printf("PASS: state round trip of %d vCPUs\n", NCPUS);
-	return 0;
+	return check_report("state round trip of 2 vCPUs");
 }
