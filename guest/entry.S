@@ -19,6 +19,9 @@
 #define MSR_EFER 0xc0000080
 #define EFER_LME 0x100
 #define MSR_APIC_BASE 0x1b
+#define APIC_BASE_EXTD 10
+#define APIC_BASE_X2APIC (1 << APIC_BASE_EXTD)
+#define APIC_BASE_EN (1 << 11)
 #define CR0_PE 0x00000001
 #define CR0_PG 0x80000000
 #define CR0_CD_NW 0x60000000
@@ -103,7 +106,15 @@ lsg_entry64:
 bsp_common:
 	movl $MSR_APIC_BASE, %ecx
 	rdmsr
-	movl %eax, %r14d
+	btl $APIC_BASE_EXTD, %eax
+	jnc 1f
+	/* x2APIC: back to xAPIC (through disabled, as the SDM requires),
+	 * so that ring 3 reaches the LAPIC through its MMIO page */
+	andl $~(APIC_BASE_EN | APIC_BASE_X2APIC), %eax
+	wrmsr
+	orl $APIC_BASE_EN, %eax
+	wrmsr
+1:	movl %eax, %r14d
 	shlq $32, %rdx
 	orq %rdx, %r14
 	xorl %ebx, %ebx
@@ -156,13 +167,6 @@ park:
 	.section .isr, "ax"
 .macro isr_stub vec
 	.org \vec * LSG_ISR_STRIDE
-	.if \vec == LSG_VEC_WRMSR
-	wrmsr                   /* ring-0 services, see layout.h */
-	iretq
-	.elseif \vec == LSG_VEC_RDMSR
-	rdmsr
-	iretq
-	.else
 	.if (\vec == 8) || ((\vec >= 10) && (\vec <= 14)) || (\vec == 17) || \
 		(\vec == 21) || (\vec == 29) || (\vec == 30)
 	.else
@@ -170,7 +174,6 @@ park:
 	.endif
 	pushq $\vec
 	jmp isr_common
-	.endif
 .endm
 	.altmacro
 	.set vec, 0

@@ -92,27 +92,6 @@ static inline struct cpuid_regs cpuid(uint32_t leaf, uint32_t sub)
 	return r;
 }
 
-/* The ring-0 services of entry.S: wrmsr/rdmsr on behalf of ring 3. */
-static inline void sys_wrmsr(uint32_t msr, uint64_t val)
-{
-	__asm__ volatile("int %0"
-			 :
-			 : "i"(LSG_VEC_WRMSR), "c"(msr), "a"((uint32_t)val),
-			   "d"((uint32_t)(val >> 32))
-			 : "memory");
-}
-
-static inline uint64_t sys_rdmsr(uint32_t msr)
-{
-	uint32_t lo, hi;
-
-	__asm__ volatile("int %2"
-			 : "=a"(lo), "=d"(hi)
-			 : "i"(LSG_VEC_RDMSR), "c"(msr)
-			 : "memory");
-	return (uint64_t)hi << 32 | lo;
-}
-
 static inline void delay_cycles(uint64_t cycles)
 {
 	uint64_t end = rdtsc() + cycles;

@@ -61,14 +61,6 @@
 /* RFLAGS for ring 3: bit 1 (reserved, 1), IOPL=3 so `in`/`out` work. */
 #define LSG_USER_RFLAGS 0x3002
 
-/*
- * The ring-0 services, for the x2APIC (whose registers are MSRs):
- * `int $LSG_VEC_WRMSR` with ecx=MSR, edx:eax=value executes wrmsr;
- * `int $LSG_VEC_RDMSR` with ecx=MSR executes rdmsr into edx:eax.
- */
-#define LSG_VEC_WRMSR 0x80
-#define LSG_VEC_RDMSR 0x81
-
 /* Identity map: 64 GiB with 2 MiB pages, or with 1 GiB pages if the CPU
  * has them; 0xfe000000-0xffffffff (IOAPIC, LAPIC) uncached. */
 #define LSG_MAP_GIB 64

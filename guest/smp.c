@@ -2,9 +2,8 @@
 /*
  * SMP, from ring 3: find the CPUs in the MP table (Intel MultiProcessor
  * Specification 1.4), then start the APs with INIT-SIPI-SIPI. The LAPIC
- * page is mapped user-accessible, so the ICR is written directly in xAPIC
- * mode; in x2APIC mode the ICR is an MSR and ring 0 writes it for us
- * (sys_wrmsr).
+ * page is mapped user-accessible, so ring 3 writes the ICR directly (ring
+ * 0 has switched an x2APIC back to xAPIC mode at boot).
  *
  * APs are started one at a time: the BSP publishes the index the next AP
  * takes (lsg_ap_boot_cpu, read by entry.S), sends the SIPI, and waits
@@ -19,7 +18,6 @@
 #define MP_CPU_BSP 0x02
 #define BDA_EBDA_SEG 0x40e
 
-#define APIC_BASE_X2APIC (1u << 10)
 #define APIC_BASE_ADDR_MASK 0xfffff000u
 #define APIC_ICR_LOW 0x300
 #define APIC_ICR_HIGH 0x310
@@ -27,8 +25,6 @@
 #define APIC_INIT 0x00004500     /* INIT, level assert */
 #define APIC_SIPI 0x00004600     /* start-up, level assert | vector */
 #define APIC_ID 0x20
-#define MSR_X2APIC_ID 0x802
-#define MSR_X2APIC_ICR 0x830
 #define NO_CPU 0xffffffffu
 #define CPUID_HYPERVISOR (1u << 31)
 
@@ -38,26 +34,9 @@ static volatile uint32_t ap_ack = NO_CPU;
 
 extern const char lsg_tramp_start[], lsg_tramp_end[];
 
-struct apic {
-	volatile uint32_t *mmio; /* 0 in x2APIC mode */
-};
-
-static struct apic apic_from_msr(uint64_t apic_base_msr)
+static volatile uint32_t *lapic_mmio(uint64_t apic_base_msr)
 {
-	struct apic apic = { 0 };
-
-	if (!(apic_base_msr & APIC_BASE_X2APIC))
-		apic.mmio = (volatile uint32_t *)(apic_base_msr &
-						  APIC_BASE_ADDR_MASK);
-	return apic;
-}
-
-/* From the LAPIC, not CPUID: under PVM, ring-3 CPUID may be the host's. */
-static uint32_t apic_id(const struct apic *apic)
-{
-	if (!apic->mmio)
-		return (uint32_t)sys_rdmsr(MSR_X2APIC_ID);
-	return apic->mmio[APIC_ID / 4] >> 24;
+	return (volatile uint32_t *)(apic_base_msr & APIC_BASE_ADDR_MASK);
 }
 
 static int checksum_ok(const void *p, size_t len)
@@ -157,10 +136,10 @@ static int parse_mp_table(struct lsg_cpus *cpus)
 void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted,
 		   uint64_t apic_base_msr)
 {
-	struct apic apic = apic_from_msr(apic_base_msr);
 	int found;
 
-	cpus->apic_id[0] = apic_id(&apic);
+	/* From the LAPIC: under PVM, ring-3 CPUID may be the host's. */
+	cpus->apic_id[0] = lapic_mmio(apic_base_msr)[APIC_ID / 4] >> 24;
 	cpus->n = 1;
 	found = parse_mp_table(cpus);
 	if (wanted > LSG_MAX_CPUS)
@@ -180,16 +159,12 @@ void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted,
 }
 
 
-static void apic_send(const struct apic *apic, uint32_t dest, uint32_t cmd)
+static void apic_send(volatile uint32_t *lapic, uint32_t dest, uint32_t cmd)
 {
-	if (!apic->mmio) {
-		sys_wrmsr(MSR_X2APIC_ICR, (uint64_t)dest << 32 | cmd);
-		return;
-	}
-	apic->mmio[APIC_ICR_HIGH / 4] = dest << 24;
-	apic->mmio[APIC_ICR_LOW / 4] = cmd;
-	for (int i = 0; i < 1000 && (apic->mmio[APIC_ICR_LOW / 4] &
-				     APIC_ICR_BUSY); i++)
+	lapic[APIC_ICR_HIGH / 4] = dest << 24;
+	lapic[APIC_ICR_LOW / 4] = cmd;
+	for (int i = 0; i < 1000 && (lapic[APIC_ICR_LOW / 4] & APIC_ICR_BUSY);
+	     i++)
 		cpu_relax();
 }
 
@@ -217,7 +192,7 @@ void lsg_ap_started(uint32_t cpu)
  */
 uint32_t lsg_start_aps(struct lsg_cpus *cpus, uint64_t apic_base_msr)
 {
-	struct apic apic = apic_from_msr(apic_base_msr);
+	volatile uint32_t *lapic = lapic_mmio(apic_base_msr);
 	uint32_t started = 1;
 	uint8_t vector = LSG_TRAMP_GPA >> 12;
 
@@ -226,7 +201,7 @@ uint32_t lsg_start_aps(struct lsg_cpus *cpus, uint64_t apic_base_msr)
 	memcpy((void *)LSG_TRAMP_GPA, lsg_tramp_start,
 	       (size_t)(lsg_tramp_end - lsg_tramp_start));
 	for (uint32_t i = 1; i < cpus->n; i++)
-		apic_send(&apic, cpus->apic_id[i], APIC_INIT);
+		apic_send(lapic, cpus->apic_id[i], APIC_INIT);
 	/* The 10 ms INIT wait of the MP spec is for real hardware; Linux
 	 * skips it under a hypervisor too. */
 	if (!(cpuid(1, 0).ecx & CPUID_HYPERVISOR))
@@ -235,9 +210,9 @@ uint32_t lsg_start_aps(struct lsg_cpus *cpus, uint64_t apic_base_msr)
 		uint32_t id = cpus->apic_id[i];
 
 		__atomic_store_n(&lsg_ap_boot_cpu, started, __ATOMIC_RELEASE);
-		apic_send(&apic, id, APIC_SIPI | vector);
+		apic_send(lapic, id, APIC_SIPI | vector);
 		if (!wait_ack(started, 10)) {
-			apic_send(&apic, id, APIC_SIPI | vector);
+			apic_send(lapic, id, APIC_SIPI | vector);
 			if (!wait_ack(started, 1000)) {
 				lsg_say("warning: cpu with APIC id %u did not "
 					"start",

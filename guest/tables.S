@@ -61,11 +61,7 @@ lsg_idt:
 	.word isr & 0xffff
 	.word LSG_KCODE64
 	.byte 0
-	.if (vec == LSG_VEC_WRMSR) || (vec == LSG_VEC_RDMSR)
-	.byte 0xee                      /* present, DPL 3, interrupt gate */
-	.else
 	.byte 0x8e                      /* present, DPL 0, interrupt gate */
-	.endif
 	.word (isr >> 16) & 0xffff
 	.long isr >> 32
 	.long 0
