@@ -23,13 +23,13 @@
 #include "snapshot.h"
 #include "vm.h"
 
-#define DEFAULT_MEM (512ull << 20)
+#define DEFAULT_MEM    (512ull << 20)
 #define MAX_FILE_BYTES (1ull << 30) /* kernel or initrd */
 
 /* The base command line; ls.* are read by the default guest only. */
 #define CMDLINE_DEFAULT_GUEST "console=ttyS0"
-#define CMDLINE_LINUX                                                   \
-	"console=ttyS0 earlyprintk=serial reboot=k panic=1 pci=off acpi=off " \
+#define CMDLINE_LINUX                                                          \
+	"console=ttyS0 earlyprintk=serial reboot=k panic=1 pci=off acpi=off "  \
 	"i8042.noaux i8042.nomux i8042.dumbkbd"
 
 struct run_opts {
@@ -43,47 +43,49 @@ struct run_opts {
 	const char *console;
 	bool stdin_input;
 	/* snapshot.h: restore instead of boot */
-	const char *restore;      /* --restore FILE or --incoming exec:CMD */
+	const char *restore; /* --restore FILE or --incoming exec:CMD */
 	enum vm_restore_mode restore_mode;
 	bool cpus_given, mem_given;
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: livesnap run [options]\n"
-		"Boots a KVM VM (by default the built-in livesnap guest) with "
-		"an 8250 console\nand an optional QMP control socket.\n\n"
-		"  --cpus N              vCPUs (1..%d, default 1)\n"
-		"  --mem SIZE            guest RAM, e.g. 512M, 2G (>= 64M, "
-		"default 512M)\n"
-		"  --mem-backend TYPE    anon (default, THP), memfd or hugetlb "
-		"(2 MiB pages)\n"
-		"  --kernel FILE         boot this bzImage instead of the "
-		"built-in guest\n"
-		"  --initrd FILE         initial ramdisk\n"
-		"  --cmdline STRING      appended to the kernel command line\n"
-		"  --qmp PATH            QMP socket (created mode 0600)\n"
-		"  --console FILE        guest console output (default: "
-		"stdout)\n"
-		"  --stdin               feed standard input to the guest "
-		"console\n"
-		"  --restore FILE        restore a snapshot instead of booting "
-		"(--cpus/--mem\n"
-		"                        default to the snapshot's)\n"
-		"  --restore-mode M      eager (read all RAM first) or lazy "
-		"(pages on first\n"
-		"                        touch, the rest behind; default eager)\n"
-		"  --incoming exec:CMD   restore the snapshot stream CMD "
-		"writes (eager)\n"
-		"  --help                this text\n"
-		"\nExit status: 0 when the guest powers off or QMP 'quit' or "
-		"SIGINT/SIGTERM\nends the VM, 1 when the VM fails, 2 for bad "
-		"usage.\n",
-		MAX_VCPUS);
+	fprintf(
+	    f,
+	    "usage: livesnap run [options]\n"
+	    "Boots a KVM VM (by default the built-in livesnap guest) with "
+	    "an 8250 console\nand an optional QMP control socket.\n\n"
+	    "  --cpus N              vCPUs (1..%d, default 1)\n"
+	    "  --mem SIZE            guest RAM, e.g. 512M, 2G (>= 64M, "
+	    "default 512M)\n"
+	    "  --mem-backend TYPE    anon (default, THP), memfd or hugetlb "
+	    "(2 MiB pages)\n"
+	    "  --kernel FILE         boot this bzImage instead of the "
+	    "built-in guest\n"
+	    "  --initrd FILE         initial ramdisk\n"
+	    "  --cmdline STRING      appended to the kernel command line\n"
+	    "  --qmp PATH            QMP socket (created mode 0600)\n"
+	    "  --console FILE        guest console output (default: "
+	    "stdout)\n"
+	    "  --stdin               feed standard input to the guest "
+	    "console\n"
+	    "  --restore FILE        restore a snapshot instead of booting "
+	    "(--cpus/--mem\n"
+	    "                        default to the snapshot's)\n"
+	    "  --restore-mode M      eager (read all RAM first) or lazy "
+	    "(pages on first\n"
+	    "                        touch, the rest behind; default eager)\n"
+	    "  --incoming exec:CMD   restore the snapshot stream CMD "
+	    "writes (eager)\n"
+	    "  --help                this text\n"
+	    "\nExit status: 0 when the guest powers off or QMP 'quit' or "
+	    "SIGINT/SIGTERM\nends the VM, 1 when the VM fails, 2 for bad "
+	    "usage.\n",
+	    MAX_VCPUS);
 }
 
-static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 static int bad_usage(const char *fmt, ...)
 {
@@ -111,11 +113,28 @@ static uint64_t parse_size(const char *s)
 	if (errno)
 		return 0;
 	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		end++;
+		break;
+	default:
+		break;
 	}
 	if (shift && (*end == 'i' || *end == 'I'))
 		end++;
@@ -195,25 +214,37 @@ static int parse_restore_mode(const char *s, enum vm_restore_mode *m)
 	return 0;
 }
 
-enum { OPT_CPUS = 1, OPT_MEM, OPT_BACKEND, OPT_KERNEL, OPT_INITRD,
-       OPT_CMDLINE, OPT_QMP, OPT_CONSOLE, OPT_STDIN, OPT_HELP,
-       OPT_RESTORE, OPT_RESTORE_MODE, OPT_INCOMING };
+enum {
+	OPT_CPUS = 1,
+	OPT_MEM,
+	OPT_BACKEND,
+	OPT_KERNEL,
+	OPT_INITRD,
+	OPT_CMDLINE,
+	OPT_QMP,
+	OPT_CONSOLE,
+	OPT_STDIN,
+	OPT_HELP,
+	OPT_RESTORE,
+	OPT_RESTORE_MODE,
+	OPT_INCOMING
+};
 
 static const struct option long_opts[] = {
-	{"cpus", required_argument, NULL, OPT_CPUS},
-	{"mem", required_argument, NULL, OPT_MEM},
-	{"mem-backend", required_argument, NULL, OPT_BACKEND},
-	{"kernel", required_argument, NULL, OPT_KERNEL},
-	{"initrd", required_argument, NULL, OPT_INITRD},
-	{"cmdline", required_argument, NULL, OPT_CMDLINE},
-	{"qmp", required_argument, NULL, OPT_QMP},
-	{"console", required_argument, NULL, OPT_CONSOLE},
-	{"stdin", no_argument, NULL, OPT_STDIN},
-	{"restore", required_argument, NULL, OPT_RESTORE},
-	{"restore-mode", required_argument, NULL, OPT_RESTORE_MODE},
-	{"incoming", required_argument, NULL, OPT_INCOMING},
-	{"help", no_argument, NULL, OPT_HELP},
-	{NULL, 0, NULL, 0},
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"mem", required_argument, NULL, OPT_MEM},
+    {"mem-backend", required_argument, NULL, OPT_BACKEND},
+    {"kernel", required_argument, NULL, OPT_KERNEL},
+    {"initrd", required_argument, NULL, OPT_INITRD},
+    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+    {"qmp", required_argument, NULL, OPT_QMP},
+    {"console", required_argument, NULL, OPT_CONSOLE},
+    {"stdin", no_argument, NULL, OPT_STDIN},
+    {"restore", required_argument, NULL, OPT_RESTORE},
+    {"restore-mode", required_argument, NULL, OPT_RESTORE_MODE},
+    {"incoming", required_argument, NULL, OPT_INCOMING},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
 };
 
 /* Returns 0 to run, 2 for bad usage, -1 after --help. */
@@ -224,7 +255,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	*o = (struct run_opts){.ncpus = 1, .mem = DEFAULT_MEM, .cmdline = ""};
 	opterr = 0;
 	optind = 1;
-	while (!ret && (c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
+	while (!ret &&
+	       (c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CPUS:
 			ret = parse_cpus(optarg, &o->ncpus);
@@ -241,14 +273,30 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		case OPT_RESTORE_MODE:
 			ret = parse_restore_mode(optarg, &o->restore_mode);
 			break;
-		case OPT_BACKEND: ret = parse_backend(optarg, &o->backend); break;
-		case OPT_KERNEL: o->kernel = optarg; break;
-		case OPT_INITRD: o->initrd = optarg; break;
-		case OPT_CMDLINE: o->cmdline = optarg; break;
-		case OPT_QMP: o->qmp = optarg; break;
-		case OPT_CONSOLE: o->console = optarg; break;
-		case OPT_STDIN: o->stdin_input = true; break;
-		case OPT_HELP: usage(stdout); return -1;
+		case OPT_BACKEND:
+			ret = parse_backend(optarg, &o->backend);
+			break;
+		case OPT_KERNEL:
+			o->kernel = optarg;
+			break;
+		case OPT_INITRD:
+			o->initrd = optarg;
+			break;
+		case OPT_CMDLINE:
+			o->cmdline = optarg;
+			break;
+		case OPT_QMP:
+			o->qmp = optarg;
+			break;
+		case OPT_CONSOLE:
+			o->console = optarg;
+			break;
+		case OPT_STDIN:
+			o->stdin_input = true;
+			break;
+		case OPT_HELP:
+			usage(stdout);
+			return -1;
 		case ':':
 			return bad_usage("option '%s' needs an argument",
 					 argv[optind - 1]);
@@ -347,8 +395,8 @@ static int load_files(struct run_ctx *r)
 				 r->err);
 	if (ret || !r->o.initrd)
 		return ret;
-	return read_file("--initrd", r->o.initrd, &r->initrd,
-			 &r->initrd_size, r->err);
+	return read_file("--initrd", r->o.initrd, &r->initrd, &r->initrd_size,
+			 r->err);
 }
 
 /*
@@ -358,8 +406,8 @@ static int load_files(struct run_ctx *r)
 static int open_restore(struct run_ctx *r)
 {
 	struct vm_config cfg = {
-		.ncpus = r->o.cpus_given ? r->o.ncpus : 0,
-		.mem_bytes = r->o.mem_given ? r->o.mem : 0,
+	    .ncpus = r->o.cpus_given ? r->o.ncpus : 0,
+	    .mem_bytes = r->o.mem_given ? r->o.mem : 0,
 	};
 	int ret;
 
@@ -382,8 +430,8 @@ static int open_console(struct run_ctx *r)
 		r->console_fd = STDOUT_FILENO;
 		return 0;
 	}
-	r->console_fd = open(r->o.console,
-			     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	r->console_fd =
+	    open(r->o.console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (r->console_fd < 0)
 		return vmm_fail(r->err, errno, "--console %s", r->o.console);
 	return 0;
@@ -404,11 +452,11 @@ static char *build_cmdline(struct run_ctx *r)
 static int boot(struct run_ctx *r)
 {
 	struct boot_image img = {
-		.kernel = r->kernel,
-		.kernel_size = r->kernel_size,
-		.kernel_name = r->o.kernel ? r->o.kernel : "built-in guest",
-		.initrd = r->initrd,
-		.initrd_size = r->initrd_size,
+	    .kernel = r->kernel,
+	    .kernel_size = r->kernel_size,
+	    .kernel_name = r->o.kernel ? r->o.kernel : "built-in guest",
+	    .initrd = r->initrd,
+	    .initrd_size = r->initrd_size,
 	};
 	char *cmdline = build_cmdline(r);
 	int ret;
@@ -496,8 +544,8 @@ static int start_qmp(struct run_ctx *r)
 static void wait_for_exit(struct run_ctx *r)
 {
 	struct pollfd p[2] = {
-		{.fd = vm_exit_fd(r->vm), .events = POLLIN},
-		{.fd = r->sig_fd, .events = POLLIN},
+	    {.fd = vm_exit_fd(r->vm), .events = POLLIN},
+	    {.fd = r->sig_fd, .events = POLLIN},
 	};
 	struct signalfd_siginfo si;
 
@@ -542,9 +590,9 @@ static int finish(struct run_ctx *r)
 	fprintf(stderr, "livesnap: %s\n", r->vm->exit_msg);
 	if (r->qmp) {
 		reason = shutdown_reason(why, &guest);
-		qmp_emit_event(r->qmp, "SHUTDOWN",
-			       json_pack("{s:b,s:s}", "guest", guest, "reason",
-					 reason));
+		qmp_emit_event(
+		    r->qmp, "SHUTDOWN",
+		    json_pack("{s:b,s:s}", "guest", guest, "reason", reason));
 	}
 	return r->vm->exit_status;
 }
@@ -577,10 +625,10 @@ int cmd_run(int argc, char **argv)
 	ret = ret ?: setup_signals(&r);
 	if (!ret) {
 		cfg = (struct vm_config){
-			.ncpus = r.o.ncpus,
-			.mem_bytes = r.o.mem,
-			.backend = r.o.backend,
-			.console_fd = r.console_fd,
+		    .ncpus = r.o.ncpus,
+		    .mem_bytes = r.o.mem,
+		    .backend = r.o.backend,
+		    .console_fd = r.console_fd,
 		};
 		ret = vm_create(&r.vm, &cfg, r.err);
 	}
@@ -600,7 +648,8 @@ int cmd_run(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr,
-		"livesnap: VM running: %u vCPU(s), %" PRIu64 " MiB %s RAM%s%s\n",
+		"livesnap: VM running: %u vCPU(s), %" PRIu64
+		" MiB %s RAM%s%s\n",
 		r.o.ncpus, r.o.mem >> 20, mem_backend_name(r.o.backend),
 		r.o.qmp ? ", QMP at " : "", r.o.qmp ? r.o.qmp : "");
 	wait_for_exit(&r);
