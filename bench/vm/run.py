@@ -20,6 +20,7 @@ Standard library + matplotlib only (Debian python3-matplotlib).
 """
 
 import argparse
+import ctypes
 import fcntl
 import gzip
 import json
@@ -61,6 +62,7 @@ VCPU_TIMELINE_OFF = VCPU_HEAD_OFF + 8
 TL_ENTRY = struct.Struct('<QII')
 PAGE = 4096
 GIB = 1 << 30
+_LIBC = ctypes.CDLL(None, use_errno=True)
 MIB = 1 << 20
 
 
@@ -402,6 +404,7 @@ class Vm:
         cfg = self.cfg
 
         def pre():
+            _LIBC.prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
             if cfg.pin:
                 os.sched_setaffinity(0, {cfg.host_cpu})
         self.t_spawn = time.time()
@@ -677,9 +680,17 @@ def follow_migration(q, t0, period):
     # QEMU's STOP/RESUME events (timestamped by QEMU) bracket the pause.
     stop = [e['host_t'] for e in q.events if e['event'] == 'STOP']
     resume = [e['host_t'] for e in q.events if e['event'] == 'RESUME']
-    return {'t_start': t0, 't_end': t1, 'query': r,
-            't_stop': stop[0] if stop else None,
-            't_resume': resume[0] if resume else None}
+    m = {'t_start': t0, 't_end': t1, 'query': r, 'pause_src': 'events',
+         't_stop': stop[0] if stop else None,
+         't_resume': resume[0] if resume else None}
+    x = r.get('x-livesnap', {})
+    if not stop and 'setup-ns' in x and 'downtime-ns' in x:
+        # livesnap sends no STOP/RESUME: place the pause from its own
+        # figures (setup = migrate .. vCPUs parked), within ~1 ms
+        m['t_stop'] = t0 + x['setup-ns'] / 1e9
+        m['t_resume'] = m['t_stop'] + x['downtime-ns'] / 1e9
+        m['pause_src'] = 'x-livesnap'
+    return m
 
 
 def wait_advance(vm, t0, counters, timeout=120.0):
@@ -868,9 +879,13 @@ def summarize(vm, coll, res):
         m['wps_ratio'] = during / before if before else None
         # protected phase only (pause .. end), when the pause is known
         if m['t_resume']:
+            # the first second after the pause: most faults land there
             tr = m['t_resume']
-            m['wps_protected'] = (coll.writes_at(t1) - coll.writes_at(tr)) \
-                / max(t1 - tr, 1e-9)
+            te = min(tr + 1.0, t1)
+            m['wps_first_s'] = (coll.writes_at(te) - coll.writes_at(tr)) \
+                / max(te - tr, 1e-9)
+            m['wps_first_s_ratio'] = m['wps_first_s'] / before \
+                if before else None
         ram = q.get('ram', {})
         m['ram_total'] = ram.get('total', vm.ram)
         # RAM covered per second over the whole snapshot, and from the
@@ -915,8 +930,8 @@ def table(results):
          'max write outside the pause ms | guest: p99 write us (<=) | '
          'guest: p99.9 write us (<=) |', '|' + '---|' * 10]
     b = ['| system | RAM | # | writes/s before | writes/s during | during/'
-         'before | total s | of which setup s | RAM GB/s | file MB | '
-         'file GB/s |', '|' + '---|' * 11]
+         'before | 1st s after pause / before | total s | of which setup s '
+         '| RAM GB/s | file MB | file GB/s |', '|' + '---|' * 12]
     for r in results:
         for k, m in enumerate(r['snapshots']):
             st = m['stall']
@@ -925,29 +940,47 @@ def table(results):
                                             k + 1)
             a.append(head + '| %s | %s | %s | %s | %s | %s | %s |' % (
                 fmt(m['downtime_ms'], '%.3f'),
-                fmt((pw[1] - pw[0]) * 1e3 if pw[0] and pw[1] else None,
-                    '%.1f'),
+                fmt((pw[1] - pw[0]) * 1e3 if m['pause_src'] == 'events'
+                    and pw[0] and pw[1] else None, '%.1f'),
                 fmt(st['gap_ms'], '%.2f'), fmt(ns_ms(st['max_ns']), '%.3f'),
                 fmt(ns_ms(st['max_ns_running']), '%.3f'),
                 fmt(ns_us(st['p99_ns']), '%.1f'),
                 fmt(ns_us(st['p999_ns']), '%.1f')))
-            b.append(head + '| %.0f | %.0f | %s | %.2f | %s | %.2f | %.0f '
-                     '| %.2f |' % (
+            b.append(head + '| %.0f | %.0f | %s | %s | %.2f | %s | %.2f | '
+                     '%.0f | %.2f |' % (
                          m['wps_before'], m['wps_during'],
-                         fmt(m['wps_ratio']), m['wall_s'],
+                         fmt(m['wps_ratio']),
+                         fmt(m.get('wps_first_s_ratio')), m['wall_s'],
                          fmt(m['setup_ms'] / 1e3 if m['setup_ms'] is not None
                              else None, '%.2f'),
                          m['gbps_ram'], m['file_bytes'] / 1e6,
                          m['gbps_file']))
+    x = ['| system | RAM | # | strategy | write faults | pages copied | '
+         'VMM-measured stall p50 / p99 / p99.9 / max us | arm ms |',
+         '|' + '---|' * 8]
+    for r in results:
+        for k, m in enumerate(r['snapshots']):
+            xl = m['query'].get('x-livesnap')
+            if not xl:
+                continue
+            x.append('| %s | %d GiB | %d | %s | %s | %s | %s | %s |' % (
+                r['system'], r['ram'] // GIB, k + 1, xl.get('strategy'),
+                xl.get('faults'), xl.get('copied-pages'),
+                ' / '.join(fmt(ns_us(xl.get(f)), '%.1f') for f in (
+                    'stall-p50-ns', 'stall-p99-ns', 'stall-p999-ns',
+                    'stall-max-ns')),
+                fmt(ns_ms(xl.get('arm-ns')), '%.2f')))
     c = ['| system | RAM | restore | to running ms |', '|---|---|---|---|']
     for r in results:
-        for x in r['restores']:
+        for rs in r['restores']:
             c.append('| %s | %d GiB | %s | %s |' % (
-                r['system'], r['ram'] // GIB, x['mode'],
-                '%.1f' % (x['seconds'] * 1e3) if 'seconds' in x
-                else 'FAILED: ' + x['error']))
+                r['system'], r['ram'] // GIB, rs['mode'],
+                '%.1f' % (rs['seconds'] * 1e3) if 'seconds' in rs
+                else 'FAILED: ' + rs['error']))
     return '\n'.join(['### Pause and guest write stalls', ''] + a +
                      ['', '### Throughput and snapshot speed', ''] + b +
+                     (['', '### livesnap engine figures (x-livesnap in '
+                       'query-migrate)', ''] + x if len(x) > 2 else []) +
                      ['', '### Restore', ''] + c) + '\n'
 
 
@@ -991,7 +1024,7 @@ def plot(results, path):
                 if pw[0] and pw[1]:
                     a.axvspan(pw[0] - t0, max(pw[1], pw[0] + 0.02) - t0,
                               color='red', alpha=0.7,
-                              label='pause (STOP..RESUME)'
+                              label='pause (drawn >= 20 ms wide)'
                               if k == 0 and a is ax else None)
             a.grid(True, which='both', alpha=0.3)
         ax.set_yscale('log')
@@ -1003,6 +1036,49 @@ def plot(results, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def tl_path(outdir, r):
+    return os.path.join(outdir, 'logs', '%s-%dg.tl.gz' %
+                        (r['system'], r['ram'] // GIB))
+
+
+def write_outputs(outdir, meta, results):
+    """latency.png, logs/*.tl.gz, results.json and results.md."""
+    plot(results, os.path.join(outdir, 'latency.png'))
+    for r in results:       # raw timelines: logs/, not results.json
+        tl = r.pop('timeline', None)
+        if tl:
+            with gzip.open(tl_path(outdir, r), 'wt') as f:
+                f.write('host_t,vcpu,writes,max_ns\n')
+                for e in tl:
+                    f.write('%.6f,%d,%d,%d\n' % e)
+    with open(os.path.join(outdir, 'results.json'), 'w') as f:
+        json.dump({'meta': meta, 'results': results}, f, indent=1)
+    md = '# bench/vm results\n\n`%s`\n\n```\n%s\n```\n\n%s' % (
+        meta['command'], json.dumps(meta, indent=1), table(results))
+    for r in results:
+        if 'error' in r:
+            md += '\n%s %d GiB: FAILED: %s\n' % (r['system'],
+                                                r['ram'] // GIB, r['error'])
+    with open(os.path.join(outdir, 'results.md'), 'w') as f:
+        f.write(md)
+    print(md)
+
+
+def render(outdir):
+    """Redo results.md and latency.png from results.json + logs/."""
+    with open(os.path.join(outdir, 'results.json')) as f:
+        data = json.load(f)
+    for r in data['results']:
+        try:
+            with gzip.open(tl_path(outdir, r), 'rt') as f:
+                next(f)
+                r['timeline'] = [(float(t), int(v), int(w), int(n)) for
+                                 t, v, w, n in (ln.split(',') for ln in f)]
+        except FileNotFoundError:
+            pass
+    write_outputs(outdir, data['meta'], data['results'])
 
 
 def parse_size(s):
@@ -1045,7 +1121,7 @@ def main():
                     help='QEMU migrate max-bandwidth, bytes/s')
     ap.add_argument('--ls-strategy', default='copy')
     ap.add_argument('--no-pin', dest='pin', action='store_false')
-    ap.add_argument('--nice', type=int, default=-10,
+    ap.add_argument('--nice', type=int, default=-20,
                     help='nice increment for the bench and so the VMMs '
                     '(the machine is shared; 0: leave alone)')
     ap.add_argument('--no-rt', dest='rt', action='store_false',
@@ -1055,7 +1131,13 @@ def main():
         os.path.dirname(os.path.abspath(__file__)), 'results'))
     ap.add_argument('--keep-snapshots', action='store_true')
     ap.add_argument('--poll-migrate', type=float, default=0.01)
+    ap.add_argument('--render', action='store_true',
+                    help='only redo results.md and latency.png from '
+                    'OUTDIR/results.json and OUTDIR/logs')
     cfg = ap.parse_args()
+    if cfg.render:
+        render(cfg.outdir)
+        return
 
     check_abi(os.path.join(root, 'guest', 'abi.h'))
     cfg.image = cfg.image or os.path.join(cfg.build, 'guest',
@@ -1088,6 +1170,10 @@ def main():
     if cfg.nice:
         os.nice(cfg.nice)       # inherited by the VMM processes
 
+    def on_term(signum, frame):
+        raise KeyboardInterrupt('signal %d' % signum)
+    signal.signal(signal.SIGTERM, on_term)
+
     classes = {'qemu': QemuVm, 'qemu-anon': QemuAnonVm,
                'livesnap': LivesnapVm, 'livesnap-anon': LivesnapAnonVm}
     results = []
@@ -1110,27 +1196,7 @@ def main():
             'qemu_version': subprocess.run(
                 [cfg.qemu, '--version'], capture_output=True,
                 text=True).stdout.split('\n')[0]}
-    plot(results, os.path.join(cfg.outdir, 'latency.png'))
-    for r in results:       # raw timelines: logs/, not results.json
-        tl = r.pop('timeline', None)
-        if tl:
-            with gzip.open(os.path.join(cfg.outdir, 'logs', '%s-%dg.tl.gz'
-                                        % (r['system'], r['ram'] // GIB)),
-                           'wt') as f:
-                f.write('host_t,vcpu,writes,max_ns\n')
-                for e in tl:
-                    f.write('%.6f,%d,%d,%d\n' % e)
-    with open(os.path.join(cfg.outdir, 'results.json'), 'w') as f:
-        json.dump({'meta': meta, 'results': results}, f, indent=1)
-    md = '# bench/vm results\n\n`%s`\n\n%s\n\n%s' % (
-        meta['command'], json.dumps(meta, indent=1), table(results))
-    for r in results:
-        if 'error' in r:
-            md += '\n%s %d GiB: FAILED: %s\n' % (r['system'],
-                                                r['ram'] // GIB, r['error'])
-    with open(os.path.join(cfg.outdir, 'results.md'), 'w') as f:
-        f.write(md)
-    print(md)
+    write_outputs(cfg.outdir, meta, results)
     log('done in %.0f s' % (time.time() - t_run))
 
 
