@@ -5,6 +5,7 @@
  * powers off, QMP says quit or a signal arrives, and exits 0 for all three
  * (1 when the VM fails).
  */
+#include <ctype.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -102,6 +103,8 @@ static int bad_usage(const char *fmt, ...)
 /* "512M", "2G", "65536": binary multiples; 0 on error. */
 static uint64_t parse_size(const char *s)
 {
+	static const char units[] = "kmgt";
+	const char *u;
 	char *end;
 	unsigned long long v;
 	unsigned shift = 0;
@@ -112,29 +115,10 @@ static uint64_t parse_size(const char *s)
 	v = strtoull(s, &end, 10);
 	if (errno)
 		return 0;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		shift = 10;
+	u = *end ? strchr(units, tolower((unsigned char)*end)) : NULL;
+	if (u) {
+		shift = 10 * (unsigned)(u - units + 1);
 		end++;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		end++;
-		break;
-	case 't':
-	case 'T':
-		shift = 40;
-		end++;
-		break;
-	default:
-		break;
 	}
 	if (shift && (*end == 'i' || *end == 'I'))
 		end++;
