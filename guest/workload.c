@@ -26,7 +26,16 @@ struct writer {
 	uint64_t tl_max;
 	uint64_t next_print;
 	uint64_t power_off_at; /* BSP only; 0: never */
+	uint64_t last;         /* TSC of the previous report() */
 };
+
+/*
+ * A gap this long between two writes means the VM was not running (paused,
+ * or restored from a snapshot: under PVM ring-3 rdtsc reads the host's TSC,
+ * which a restore cannot rewind). It does not count towards ls.print_s and
+ * ls.runtime_s.
+ */
+#define PAUSE_GAP_MS 1000
 
 static uint64_t next_page(struct writer *w)
 {
@@ -109,9 +118,24 @@ static void write_one(struct writer *w)
 	vs->inflight = 0;
 }
 
+/* Moves the deadlines past a pause, or back if the TSC went backwards. */
+static void skip_pause(struct writer *w, uint64_t now)
+{
+	int64_t gap = (int64_t)(now - w->last);
+
+	w->last = now;
+	if (gap >= 0 && (uint64_t)gap < PAUSE_GAP_MS * lsg_cfg.tsc_per_ms)
+		return;
+	w->next_print += (uint64_t)gap;
+	if (w->power_off_at)
+		w->power_off_at += (uint64_t)gap;
+}
+
 static void report(struct writer *w, uint64_t now)
 {
 	const struct lsg_vcpu_status *vs = w->vs;
+
+	skip_pause(w, now);
 
 	if (lsg_cfg.print_s && now >= w->next_print) {
 		lsg_say("cpu %u writes=%lu gen=%lu max_ns=%lu errors=%lu",
@@ -144,6 +168,7 @@ void lsg_workload(uint32_t cpu)
 	lsg_say("cpu %u workload running mode=%s ws_pages=%lu", cpu,
 		lsg_cfg.mode ? "rand" : "seq", lsg_cfg.ws_pages);
 	now = rdtsc();
+	w.last = now;
 	w.tl_start = now;
 	w.next_print = now + lsg_cfg.print_s * 1000 * ms;
 	if (cpu == 0 && lsg_cfg.runtime_s)
