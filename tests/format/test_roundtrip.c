@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -133,6 +135,7 @@ static int teardown(void **state)
 	struct rt *t = *state;
 
 	ls_ctx_destroy(t->ctx);
+	umount2(tpath(t->dir, "small"), MNT_DETACH); /* if test_enospc failed */
 	for (int i = 0; i < NREG; i++) {
 		munmap(t->live[i].addr, t->live[i].len);
 		free(t->ref[i]);
@@ -317,11 +320,43 @@ static void test_stream(void **state)
 	}
 }
 
+/* A full disk mid-snapshot: the engine reports the sink's ENOSPC. */
+static void test_enospc(void **state)
+{
+	struct rt *t = *state;
+	const char *mnt = tpath(t->dir, "small");
+	char path[4200], err[LS_ERRMSG_MAX];
+	struct ls_snapshot *snap;
+	struct ls_sink *sink;
+	int ret;
+
+	assert_int_equal(mkdir(mnt, 0700), 0);
+	if (mount("none", mnt, "tmpfs", 0, "size=1m") < 0)
+		fail_msg("mount tmpfs on %s: %s (the tests need root)", mnt,
+			 strerror(errno));
+	snprintf(path, sizeof(path), "%s/vm.snap", mnt);
+	if (ls_sink_file_create(&sink, path, 0, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(ls_snapshot_create(t->ctx, sink, NULL, &snap), 0);
+	assert_int_equal(ls_snapshot_begin(snap), 0);
+	ret = ls_snapshot_wait(snap);
+	if (ret != -ENOSPC ||
+	    !strstr(ls_snapshot_error(snap), "No space left on device"))
+		fail_msg("got %d '%s'", ret, ls_snapshot_error(snap));
+	ls_snapshot_destroy(snap);
+	/* The memory is writable again and nothing is left on disk. */
+	for (int i = 0; i < NREG; i++)
+		memset(t->live[i].addr, 1, t->live[i].len);
+	tdir_assert_empty(mnt);
+	assert_int_equal(umount2(mnt, MNT_DETACH), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_enospc, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("format-roundtrip", tests, NULL,
