@@ -287,6 +287,75 @@ static int load_stream(struct vm_restore *r, struct vm *vm, char *err)
 	return ret;
 }
 
+/*
+ * Lazy restore source: the reader's, plus a guard. A page that cannot be
+ * read (a corrupt snapshot) must never reach the guest: on the first
+ * failed read the VM is told to stop, before the engine ends the restore
+ * (after which untouched memory would read as zeros), so every vCPU has a
+ * kick pending and leaves KVM_RUN before running on.
+ */
+struct guard {
+	struct ls_source base;
+	struct ls_source *inner;
+	struct vm_restore *r;
+};
+
+static int guard_read(struct ls_source *src, uint32_t region,
+		      uint64_t first_page, void *buf, uint64_t npages)
+{
+	struct guard *g = (struct guard *)src;
+	int ret = g->inner->ops->read_pages(g->inner, region, first_page, buf,
+					    npages);
+
+	if (ret)
+		vm_request_exit(g->r->vm, VM_EXIT_ERROR, 1,
+				"lazy restore of %s: %s", g->r->src,
+				ls_reader_error(g->r->reader));
+	return ret;
+}
+
+static bool guard_is_zero(struct ls_source *src, uint32_t region,
+			  uint64_t page)
+{
+	struct guard *g = (struct guard *)src;
+
+	return g->inner->ops->is_zero &&
+	       g->inner->ops->is_zero(g->inner, region, page);
+}
+
+static void guard_destroy(struct ls_source *src)
+{
+	struct guard *g = (struct guard *)src;
+
+	if (g->inner->ops->destroy)
+		g->inner->ops->destroy(g->inner);
+	free(g);
+}
+
+static const struct ls_source_ops guard_ops = {
+	.read_pages = guard_read,
+	.is_zero = guard_is_zero,
+	.destroy = guard_destroy,
+};
+
+static int guarded_source(struct vm_restore *r, struct ls_source **srcp)
+{
+	struct guard *g = calloc(1, sizeof(*g));
+	int ret;
+
+	if (!g)
+		return -ENOMEM;
+	ret = ls_reader_source(r->reader, &g->inner);
+	if (ret) {
+		free(g);
+		return ret;
+	}
+	g->base.ops = &guard_ops;
+	g->r = r;
+	*srcp = &g->base;
+	return 0;
+}
+
 static int load_memory(struct vm_restore *r, struct vm *vm,
 		       struct vm_snap *s, char *err)
 {
@@ -303,7 +372,7 @@ static int load_memory(struct vm_restore *r, struct vm *vm,
 					 ls_reader_error(r->reader));
 		return 0;
 	}
-	ret = ls_reader_source(r->reader, &r->source);
+	ret = guarded_source(r, &r->source);
 	if (ret)
 		return vmm_failx(err, -ret, "%s: %s", r->src,
 				 ls_reader_error(r->reader));
@@ -411,9 +480,10 @@ static void *watch_lazy(void *arg)
 int vm_restore_load(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 		    char *err)
 {
-	int ret = load_memory(r, vm, s, err);
+	int ret;
 
 	r->vm = vm;
+	ret = load_memory(r, vm, s, err);
 	r->t_memory = vmm_now_ns();
 	vm_snap_set_restore(s, r); /* a snapshot waits for lazy memory */
 	if (!ret && !r->lazy)

@@ -1,0 +1,49 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Exactness at VM level: the memory in a live snapshot equals, byte for
+byte, a copy of all guest RAM the VMM made during the pause
+(x-test-copy-ram), with 1 and with 4 vCPUs writing, for every strategy;
+and every workload page in it is whole."""
+import os
+import unittest
+
+from lsvm import SNAPTOOL, SnapTest, run_tool
+
+STRATEGIES = ("auto", "copy", "write-first")
+
+
+class Exact(SnapTest, unittest.TestCase):
+    def matrix(self, cpus):
+        vm = self.vm("vm%d" % cpus, cpus=cpus, ws_mib=16)
+        vm.wait_guest(min_gens=[5000] * cpus)
+        for strategy in STRATEGIES:
+            with self.subTest(cpus=cpus, strategy=strategy):
+                snap = self.path("%d-%s.snap" % (cpus, strategy))
+                dump = self.path("%d-%s.ram" % (cpus, strategy))
+                before = vm.counters()
+                info = vm.snapshot(snap, strategy=strategy, copy_ram=dump)
+                self.assert_completed(info)
+                self.assertEqual(info["x-livesnap"]["strategy"], strategy)
+                self.assertEqual(os.path.getsize(dump), 256 << 20)
+                rc, out, err = run_tool(SNAPTOOL, "compare", snap, dump)
+                self.assertEqual(rc, 0, "snapshot != RAM at the pause: "
+                                 + err + out)
+                rep = self.assert_snapshot_whole(snap)
+                # The guest was writing: the snapshot is of a busy guest
+                # and holds later generations than seen before it.
+                for (gen, _), c in zip(before, rep["cpus"]):
+                    self.assertGreaterEqual(c["generation"], gen)
+                os.unlink(snap)
+                os.unlink(dump)
+        after = vm.wait_guest(min_gens=[g for g, _ in vm.counters()])
+        self.assertEqual([e for _, e in after], [0] * cpus)
+
+    def test_1_vcpu(self):
+        self.matrix(1)
+
+    def test_4_vcpus(self):
+        self.matrix(4)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
