@@ -23,6 +23,9 @@
 #define DEFAULT_WS_MIB 16
 #define DEFAULT_PRINT_S 5
 #define ASSUMED_TSC_KHZ 2000000 /* for intervals when the TSC is unknown */
+#define MAX_WS_MIB (1ull << 30)
+#define MAX_TSC_KHZ 100000000ull  /* 100 GHz */
+#define MAX_SECONDS 1000000ull    /* 11.5 days */
 
 struct lsg_config lsg_cfg;
 static volatile uint32_t workload_go;
@@ -83,7 +86,7 @@ static void parse_param(struct params *p, const char *w, size_t len)
 	if (len < 3 || memcmp(w, "ls.", 3))
 		return;
 	if (!eq) {
-		lsg_say("warning: ignoring '%.*s'", (int)len, w);
+		lsg_say("warning: ignoring '%.*s' (no value)", (int)len, w);
 		return;
 	}
 	klen = (size_t)(eq - w);
@@ -102,18 +105,20 @@ static void parse_param(struct params *p, const char *w, size_t len)
 		lsg_say("warning: ignoring bad number in '%.*s'", (int)len, w);
 		return;
 	}
-	if (word_is(w, klen, "ls.ws_mib") && v > 0)
+	/* The bounds keep every TSC computation below 2^64. */
+	if (word_is(w, klen, "ls.ws_mib") && v > 0 && v <= MAX_WS_MIB)
 		p->ws_mib = v;
-	else if (word_is(w, klen, "ls.tsc_khz"))
+	else if (word_is(w, klen, "ls.tsc_khz") && v <= MAX_TSC_KHZ)
 		p->tsc_khz = v;
-	else if (word_is(w, klen, "ls.print_s"))
+	else if (word_is(w, klen, "ls.print_s") && v <= MAX_SECONDS)
 		p->print_s = v;
-	else if (word_is(w, klen, "ls.runtime_s"))
+	else if (word_is(w, klen, "ls.runtime_s") && v <= MAX_SECONDS)
 		p->runtime_s = v;
 	else if (word_is(w, klen, "ls.cpus") && v > 0 && v <= LSG_MAX_CPUS)
 		p->cpus = (uint32_t)v;
 	else
-		lsg_say("warning: ignoring '%.*s'", (int)len, w);
+		lsg_say("warning: ignoring '%.*s' (unknown or out of range)",
+			(int)len, w);
 }
 
 /* Splits the command line into words and parses the ls.* ones. */
