@@ -5,11 +5,13 @@
  * start() lays the data sections out (one per region, aligned so restore
  * could mmap them) and ftruncate()s the file to their end, so every page
  * the engine never passes (zero pages) stays a hole. write_pages() hashes
- * and pwrite()s each batch in the caller's thread; callers write distinct
- * pages, so each thread only touches its own checksum table entries.
- * commit() appends the checksum tables, blobs and the region and blob
- * tables, syncs, writes the header last, syncs again, renames the
- * temporary file to its name and syncs the directory.
+ * and pwrite()s each batch in the caller's thread (callers write distinct
+ * pages, so each thread only touches its own checksum table entries) and
+ * starts the writeback of large batches at once, so the disk streams
+ * while the writer prepares the next batch. commit() appends the checksum
+ * tables, blobs and the region and blob tables, syncs, writes the header
+ * last, syncs again, renames the temporary file to its name and syncs the
+ * directory. Nothing ever carries the final name before it is complete.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -365,8 +365,13 @@ static int ssink_commit(struct ls_sink *sink)
 	s->ended = true;
 	pthread_mutex_unlock(&s->lock);
 	/* A stream into a regular file is as durable as a snapshot file. */
-	if (!ret && s->is_regular && fdatasync(s->fd) < 0)
-		ret = ssink_fail(s, -errno, "fdatasync");
+	if (!ret && s->is_regular && fdatasync(s->fd) < 0) {
+		ret = -errno;
+		pthread_mutex_lock(&s->lock);
+		ssink_fail_locked(s, ret, "snapshot stream (fd %d): fdatasync: "
+				  "%s", s->fd, strerror(-ret));
+		pthread_mutex_unlock(&s->lock);
+	}
 	return ret;
 }
 
