@@ -48,8 +48,7 @@ static void utc_time(uint64_t ns, char buf[32])
 	time_t t = (time_t)(ns / 1000000000ull);
 	struct tm tm;
 
-	if (!gmtime_r(&t, &tm) ||
-	    !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+	if (!gmtime_r(&t, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		snprintf(buf, 32, "?");
 }
 
@@ -63,10 +62,10 @@ static const char *parse_args(int argc, char **argv, const char *usage,
 			      bool *json, bool *quiet, int *status)
 {
 	static const struct option opts[] = {
-		{"json", no_argument, NULL, OPT_JSON},
-		{"quiet", no_argument, NULL, OPT_QUIET},
-		{"help", no_argument, NULL, OPT_HELP},
-		{0},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"quiet", no_argument, NULL, OPT_QUIET},
+	    {"help", no_argument, NULL, OPT_HELP},
+	    {0},
 	};
 	int c;
 
@@ -83,8 +82,10 @@ static const char *parse_args(int argc, char **argv, const char *usage,
 		} else if ((c == OPT_QUIET || c == 'q') && quiet) {
 			*quiet = true;
 		} else {
-			fprintf(stderr, "livesnap %s: unknown option '%s' (try "
-				"--help)\n", argv[0], argv[optind - 1]);
+			fprintf(stderr,
+				"livesnap %s: unknown option '%s' (try "
+				"--help)\n",
+				argv[0], argv[optind - 1]);
 			*status = 2;
 			return NULL;
 		}
@@ -177,42 +178,40 @@ static json_t *info_json(const char *path, struct ls_reader *r)
 		mem += g.len;
 		nonzero += g.pages_nonzero * g.page_size;
 		json_array_append_new(
-			regions,
-			json_pack("{s:s, s:I, s:I, s:s, s:I, s:I}", "name",
-				  g.name, "size", (json_int_t)g.len,
-				  "page_size", (json_int_t)g.page_size, "type",
-				  mem_type_name(g.type), "pages",
-				  (json_int_t)(g.len / g.page_size),
-				  "pages_nonzero",
-				  (json_int_t)g.pages_nonzero));
+		    regions,
+		    json_pack("{s:s, s:I, s:I, s:s, s:I, s:I}", "name", g.name,
+			      "size", (json_int_t)g.len, "page_size",
+			      (json_int_t)g.page_size, "type",
+			      mem_type_name(g.type), "pages",
+			      (json_int_t)(g.len / g.page_size),
+			      "pages_nonzero", (json_int_t)g.pages_nonzero));
 	}
 	for (uint32_t i = 0; i < ls_reader_blob_count(r); i++) {
 		const char *name;
 		size_t len;
 
 		ls_reader_blob(r, i, &name, NULL, &len);
-		json_array_append_new(blobs, json_pack("{s:s, s:I}", "name",
-						       name, "size",
-						       (json_int_t)len));
+		json_array_append_new(blobs,
+				      json_pack("{s:s, s:I}", "name", name,
+						"size", (json_int_t)len));
 	}
-	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:I, "
-			 "s:I, s:I, s:I}",
-			 "path", path, "kind", in.stream ? "stream" : "file",
-			 "version", version, "created", when, "created_ns",
-			 (json_int_t)in.created_ns, "host_page_size",
-			 (json_int_t)in.host_page_size, "regions", regions,
-			 "blobs", blobs, "memory_bytes", (json_int_t)mem,
-			 "nonzero_bytes", (json_int_t)nonzero, "size",
-			 (json_int_t)in.size, "disk_bytes",
-			 (json_int_t)in.disk_bytes);
+	return json_pack(
+	    "{s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:I, "
+	    "s:I, s:I, s:I}",
+	    "path", path, "kind", in.stream ? "stream" : "file", "version",
+	    version, "created", when, "created_ns", (json_int_t)in.created_ns,
+	    "host_page_size", (json_int_t)in.host_page_size, "regions", regions,
+	    "blobs", blobs, "memory_bytes", (json_int_t)mem, "nonzero_bytes",
+	    (json_int_t)nonzero, "size", (json_int_t)in.size, "disk_bytes",
+	    (json_int_t)in.disk_bytes);
 }
 
 static const char info_usage[] =
-	"usage: livesnap info [--json] FILE|-\n"
-	"Describes a snapshot file, or a stream read from stdin (-) or a\n"
-	"FIFO: format version, creation time, regions, blobs, sizes. A\n"
-	"stream is read to its end (and checked) first.\n"
-	"  --json   print one JSON object instead of text\n";
+    "usage: livesnap info [--json] FILE|-\n"
+    "Describes a snapshot file, or a stream read from stdin (-) or a\n"
+    "FIFO: format version, creation time, regions, blobs, sizes. A\n"
+    "stream is read to its end (and checked) first.\n"
+    "  --json   print one JSON object instead of text\n";
 
 int cmd_info(int argc, char **argv)
 {
@@ -281,16 +280,15 @@ static void show_progress(void *arg, uint64_t done, uint64_t total)
 			human(done, b1), el > 0 ? (double)done / el / 1e6 : 0);
 	else
 		fprintf(stderr, "\rverifying %s: %s  %.0f MB/s\033[K", p->path,
-			human(done, b1),
-			el > 0 ? (double)done / el / 1e6 : 0);
+			human(done, b1), el > 0 ? (double)done / el / 1e6 : 0);
 }
 
 static const char verify_usage[] =
-	"usage: livesnap verify [--quiet] FILE|-\n"
-	"Checks a snapshot file or stream whole: header, tables, every page\n"
-	"and blob against its checksum, zero pages really zero, a stream's\n"
-	"trailer. Prints OK and exits 0, or prints why not and exits 1.\n"
-	"  -q, --quiet   no progress line (it is shown only on a terminal)\n";
+    "usage: livesnap verify [--quiet] FILE|-\n"
+    "Checks a snapshot file or stream whole: header, tables, every page\n"
+    "and blob against its checksum, zero pages really zero, a stream's\n"
+    "trailer. Prints OK and exits 0, or prints why not and exits 1.\n"
+    "  -q, --quiet   no progress line (it is shown only on a terminal)\n";
 
 int cmd_verify(int argc, char **argv)
 {

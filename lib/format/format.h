@@ -27,18 +27,18 @@
 #define LSF_VERSION_MAJOR 1
 #define LSF_VERSION_MINOR 0
 
-#define LSF_MAGIC "LSNPFILE" /* 8 bytes, no NUL */
-#define LSS_MAGIC "LSNPSTRM"
+#define LSF_MAGIC     "LSNPFILE" /* 8 bytes, no NUL */
+#define LSS_MAGIC     "LSNPSTRM"
 #define LSF_MAGIC_LEN 8
 
-#define LSF_HEADER_BYTES 4096u /* the header page; all of it is summed */
-#define LSF_ALIGN 4096u        /* minimum alignment of a data section */
-#define LSF_MAX_REGIONS 1024u
-#define LSF_MAX_BLOBS 1024u
-#define LSF_MAX_BLOB_BYTES (1ull << 30)
+#define LSF_HEADER_BYTES     4096u /* the header page; all of it is summed */
+#define LSF_ALIGN	     4096u /* minimum alignment of a data section */
+#define LSF_MAX_REGIONS	     1024u
+#define LSF_MAX_BLOBS	     1024u
+#define LSF_MAX_BLOB_BYTES   (1ull << 30)
 #define LSF_MAX_REGION_BYTES (1ull << 48)
-#define LSF_MIN_PAGE 4096u
-#define LSF_MAX_PAGE (1u << 30)
+#define LSF_MIN_PAGE	     4096u
+#define LSF_MAX_PAGE	     (1u << 30)
 
 /* header.compat_flags: informational, readers ignore unknown bits */
 #define LSF_COMPAT_DIRECT 1u /* data written with O_DIRECT */
@@ -81,7 +81,7 @@ struct lsf_region {
 	char name[LS_NAME_MAX]; /* NUL-terminated */
 	uint64_t len;
 	uint32_t page_size;
-	uint32_t type; /* enum ls_mem_type */
+	uint32_t type;	   /* enum ls_mem_type */
 	uint64_t data_off; /* aligned to max(page_size, LSF_ALIGN) */
 	uint64_t npages;   /* len / page_size */
 	uint64_t pages_nonzero;
@@ -150,7 +150,7 @@ struct lss_region {
 
 struct lss_trailer {
 	uint64_t records; /* before the trailer, the head included */
-	uint64_t pages;   /* in PAGES records */
+	uint64_t pages;	  /* in PAGES records */
 	uint64_t blobs;
 	uint64_t bytes; /* from the magic to the trailer's record header */
 	uint64_t chain; /* over every record before the trailer */

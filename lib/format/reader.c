@@ -30,8 +30,7 @@ int rd_fail(struct ls_reader *r, int err, const char *fmt, ...)
 	return err;
 }
 
-int rd_add_blob(struct ls_reader *r, const char *name, void *data,
-		size_t len)
+int rd_add_blob(struct ls_reader *r, const char *name, void *data, size_t len)
 {
 	struct rd_blob *b;
 
@@ -90,17 +89,21 @@ static int rd_open(struct ls_reader *r)
 	if (n < 0)
 		return rd_fail(r, (int)n, "read: %s", strerror((int)-n));
 	if (n < (ssize_t)sizeof(magic))
-		return rd_fail(r, -EBADMSG, "truncated: %zd bytes, not even a "
-			       "magic number", n);
+		return rd_fail(r, -EBADMSG,
+			       "truncated: %zd bytes, not even a "
+			       "magic number",
+			       n);
 	if (!memcmp(magic, LSS_MAGIC, LSF_MAGIC_LEN)) {
 		r->info.stream = true;
 		return rd_stream_open(r);
 	}
 	if (memcmp(magic, LSF_MAGIC, LSF_MAGIC_LEN))
-		return rd_fail(r, -EBADMSG, "not a livesnap snapshot (bad "
+		return rd_fail(r, -EBADMSG,
+			       "not a livesnap snapshot (bad "
 			       "magic)");
 	if (!S_ISREG(st.st_mode))
-		return rd_fail(r, -ESPIPE, "a snapshot file must be read from "
+		return rd_fail(r, -ESPIPE,
+			       "a snapshot file must be read from "
 			       "a regular file, not a pipe or device (write "
 			       "a stream instead)");
 	return rd_file_open(r, (uint64_t)st.st_size,
@@ -264,14 +267,17 @@ static int rd_check_target(struct ls_reader *r, uint32_t region, void *addr,
 		return rd_fail(r, -ENOENT, "no region %u (%u regions)", region,
 			       r->nregions);
 	if (len != r->regions[region].info.len)
-		return rd_fail(r, -EINVAL, "region '%s' has %llu bytes, the "
-			       "target %zu", r->regions[region].info.name,
+		return rd_fail(r, -EINVAL,
+			       "region '%s' has %llu bytes, the "
+			       "target %zu",
+			       r->regions[region].info.name,
 			       (unsigned long long)r->regions[region].info.len,
 			       len);
 	if (!addr || (uintptr_t)addr % LSF_MIN_PAGE)
-		return rd_fail(r, -EINVAL, "region '%s': target address %p "
-			       "not page aligned", r->regions[region].info.name,
-			       addr);
+		return rd_fail(r, -EINVAL,
+			       "region '%s': target address %p "
+			       "not page aligned",
+			       r->regions[region].info.name, addr);
 	return 0;
 }
 
@@ -281,7 +287,8 @@ int ls_reader_restore_region(struct ls_reader *r, uint32_t region, void *addr,
 	int ret;
 
 	if (r->info.stream)
-		return rd_fail(r, -ENOTSUP, "a stream restores all regions at "
+		return rd_fail(r, -ENOTSUP,
+			       "a stream restores all regions at "
 			       "once (ls_reader_restore_all)");
 	ret = rd_check_target(r, region, addr, len);
 	return ret ? ret : rd_file_restore(r, region, addr);
@@ -344,9 +351,9 @@ static void rd_source_destroy(struct ls_source *src)
 }
 
 static const struct ls_source_ops rd_source_ops = {
-	.read_pages = rd_source_read,
-	.is_zero = rd_source_is_zero,
-	.destroy = rd_source_destroy,
+    .read_pages = rd_source_read,
+    .is_zero = rd_source_is_zero,
+    .destroy = rd_source_destroy,
 };
 
 int ls_reader_source(struct ls_reader *r, struct ls_source **srcp)
@@ -355,7 +362,8 @@ int ls_reader_source(struct ls_reader *r, struct ls_source **srcp)
 
 	*srcp = NULL;
 	if (r->info.stream)
-		return rd_fail(r, -ENOTSUP, "a stream cannot serve lazy "
+		return rd_fail(r, -ENOTSUP,
+			       "a stream cannot serve lazy "
 			       "restore (it is read once, in order)");
 	s = calloc(1, sizeof(*s));
 	if (!s)

@@ -17,7 +17,7 @@ struct rd_region {
 	uint64_t npages;
 	uint64_t data_off; /* file: the data section */
 	uint64_t *csums;   /* file: npages page checksums */
-	uint64_t *seen;    /* stream: bitmap of pages received */
+	uint64_t *seen;	   /* stream: bitmap of pages received */
 };
 
 struct rd_blob {
@@ -36,11 +36,11 @@ struct ls_reader {
 	struct rd_blob *blobs;
 
 	/* stream readers: sequential state */
-	uint64_t chain;   /* over the records read so far */
+	uint64_t chain;	  /* over the records read so far */
 	uint64_t records; /* read so far, the head included */
-	uint64_t pages;   /* in PAGES records so far */
-	bool consumed;    /* up to the trailer, or failed */
-	int result;       /* of the consumption, once consumed */
+	uint64_t pages;	  /* in PAGES records so far */
+	bool consumed;	  /* up to the trailer, or failed */
+	int result;	  /* of the consumption, once consumed */
 
 	pthread_mutex_t err_lock; /* read_pages runs in several threads */
 	char error[LS_ERRMSG_MAX];
@@ -48,9 +48,8 @@ struct ls_reader {
 
 /* Sets r->error to "snapshot 'NAME': <fmt>" and returns err. */
 int rd_fail(struct ls_reader *r, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-int rd_add_blob(struct ls_reader *r, const char *name, void *data,
-		size_t len);
+    __attribute__((format(printf, 3, 4)));
+int rd_add_blob(struct ls_reader *r, const char *name, void *data, size_t len);
 
 /* reader_file.c */
 int rd_file_open(struct ls_reader *r, uint64_t size, uint64_t disk_bytes);

@@ -15,7 +15,7 @@
 
 #include "reader.h"
 
-#define RD_CHUNK (1u << 20) /* bytes read and checked at a time */
+#define RD_CHUNK (1u << 20)  /* bytes read and checked at a time */
 #define RD_AHEAD (32u << 20) /* sequential passes ask for this much ahead */
 
 /* off + len within the file (size), else a "truncated" message. */
@@ -25,14 +25,16 @@ static int rd_range(struct ls_reader *r, const char *what, uint64_t off,
 	uint64_t end;
 
 	if (__builtin_add_overflow(off, len, &end))
-		return rd_fail(r, -EBADMSG, "corrupt: %s at offset %llu has "
-			       "impossible length %llu", what,
-			       (unsigned long long)off,
+		return rd_fail(r, -EBADMSG,
+			       "corrupt: %s at offset %llu has "
+			       "impossible length %llu",
+			       what, (unsigned long long)off,
 			       (unsigned long long)len);
 	if (end > size)
-		return rd_fail(r, -EBADMSG, "truncated: %s ends at %llu but "
-			       "the file has %llu bytes", what,
-			       (unsigned long long)end,
+		return rd_fail(r, -EBADMSG,
+			       "truncated: %s ends at %llu but "
+			       "the file has %llu bytes",
+			       what, (unsigned long long)end,
 			       (unsigned long long)size);
 	return 0;
 }
@@ -68,17 +70,17 @@ static void *rd_table(struct ls_reader *r, const char *what, uint64_t off,
 	return buf;
 }
 
-static int rd_header(struct ls_reader *r, struct lsf_header *h,
-		     uint64_t size)
+static int rd_header(struct ls_reader *r, struct lsf_header *h, uint64_t size)
 {
 	union {
 		struct lsf_header h;
 		char page[LSF_HEADER_BYTES];
-	} *hp;
+	} * hp;
 	int ret;
 
 	if (size < LSF_HEADER_BYTES)
-		return rd_fail(r, -EBADMSG, "truncated: the file has %llu "
+		return rd_fail(r, -EBADMSG,
+			       "truncated: the file has %llu "
 			       "bytes, its header alone needs %u",
 			       (unsigned long long)size, LSF_HEADER_BYTES);
 	hp = malloc(sizeof(*hp));
@@ -88,24 +90,30 @@ static int rd_header(struct ls_reader *r, struct lsf_header *h,
 	if (ret)
 		ret = rd_fail(r, ret, "reading the header: %s", strerror(-ret));
 	else if (hp->h.version_major != LSF_VERSION_MAJOR)
-		ret = rd_fail(r, -ENOTSUP, "format version %u.%u is not "
+		ret = rd_fail(r, -ENOTSUP,
+			      "format version %u.%u is not "
 			      "supported (this reader knows %u.x)",
 			      hp->h.version_major, hp->h.version_minor,
 			      LSF_VERSION_MAJOR);
 	else if (lsf_header_csum(&hp->h) != hp->h.header_csum)
-		ret = rd_fail(r, -EBADMSG, "corrupt header (checksum "
+		ret = rd_fail(r, -EBADMSG,
+			      "corrupt header (checksum "
 			      "mismatch)");
 	else if (hp->h.header_size < sizeof(struct lsf_header) ||
 		 hp->h.header_size > LSF_HEADER_BYTES)
 		ret = rd_fail(r, -EBADMSG, "corrupt header (size %u)",
 			      hp->h.header_size);
 	else if (hp->h.incompat_flags & ~LSF_INCOMPAT_KNOWN)
-		ret = rd_fail(r, -ENOTSUP, "needs format features %#x this "
-			      "reader does not know", hp->h.incompat_flags);
+		ret = rd_fail(r, -ENOTSUP,
+			      "needs format features %#x this "
+			      "reader does not know",
+			      hp->h.incompat_flags);
 	else if (hp->h.nregions > LSF_MAX_REGIONS ||
 		 hp->h.nblobs > LSF_MAX_BLOBS)
-		ret = rd_fail(r, -EBADMSG, "corrupt header (%u regions, %u "
-			      "blobs)", hp->h.nregions, hp->h.nblobs);
+		ret = rd_fail(r, -EBADMSG,
+			      "corrupt header (%u regions, %u "
+			      "blobs)",
+			      hp->h.nregions, hp->h.nblobs);
 	*h = hp->h;
 	free(hp);
 	return ret;
@@ -122,15 +130,17 @@ static int rd_region(struct ls_reader *r, const struct lsf_region *e,
 	if (!ls_name_ok(e->name, LS_NAME_MAX))
 		return rd_fail(r, -EBADMSG, "corrupt region table (a name)");
 	if (!ls_region_ok(e->name, e->len, e->page_size) ||
-	    e->npages != e->len / e->page_size ||
-	    e->pages_nonzero > e->npages)
-		return rd_fail(r, -EBADMSG, "region '%s': corrupt size, page "
-			       "size or page count", e->name);
+	    e->npages != e->len / e->page_size || e->pages_nonzero > e->npages)
+		return rd_fail(r, -EBADMSG,
+			       "region '%s': corrupt size, page "
+			       "size or page count",
+			       e->name);
 	align = e->page_size > LSF_ALIGN ? e->page_size : LSF_ALIGN;
 	if (e->data_off < LSF_HEADER_BYTES || e->data_off % align)
-		return rd_fail(r, -EBADMSG, "region '%s': corrupt data offset "
-			       "%llu", e->name,
-			       (unsigned long long)e->data_off);
+		return rd_fail(r, -EBADMSG,
+			       "region '%s': corrupt data offset "
+			       "%llu",
+			       e->name, (unsigned long long)e->data_off);
 	snprintf(what, sizeof(what), "region '%s' data", e->name);
 	ret = rd_range(r, what, e->data_off, e->len, size);
 	if (ret)
@@ -143,9 +153,10 @@ static int rd_region(struct ls_reader *r, const struct lsf_region *e,
 	for (uint64_t p = 0; p < e->npages; p++)
 		nonzero += reg->csums[p] != LSF_CSUM_ZERO;
 	if (nonzero != e->pages_nonzero)
-		return rd_fail(r, -EBADMSG, "region '%s': %llu non-zero pages "
-			       "in its table, %llu in its entry", e->name,
-			       (unsigned long long)nonzero,
+		return rd_fail(r, -EBADMSG,
+			       "region '%s': %llu non-zero pages "
+			       "in its table, %llu in its entry",
+			       e->name, (unsigned long long)nonzero,
 			       (unsigned long long)e->pages_nonzero);
 	memcpy(reg->info.name, e->name, LS_NAME_MAX);
 	reg->info.len = e->len;
@@ -208,10 +219,9 @@ static int rd_blobs(struct ls_reader *r, const struct lsf_header *h,
 			break;
 		}
 		snprintf(what, sizeof(what), "blob '%s'", bt[i].name);
-		data = rd_table(r, what, bt[i].off, bt[i].len, bt[i].csum,
-				size, &ret);
-		if (data && (ret = rd_add_blob(r, bt[i].name, data,
-					       bt[i].len)))
+		data = rd_table(r, what, bt[i].off, bt[i].len, bt[i].csum, size,
+				&ret);
+		if (data && (ret = rd_add_blob(r, bt[i].name, data, bt[i].len)))
 			free(data);
 	}
 	free(bt);
@@ -231,7 +241,8 @@ int rd_file_open(struct ls_reader *r, uint64_t size, uint64_t disk_bytes)
 	if (ret)
 		return ret;
 	if (h.file_size != size)
-		return rd_fail(r, -EBADMSG, "%s: the header says %llu bytes "
+		return rd_fail(r, -EBADMSG,
+			       "%s: the header says %llu bytes "
 			       "but the file has %llu",
 			       size < h.file_size ? "truncated" : "corrupt",
 			       (unsigned long long)h.file_size,
@@ -260,12 +271,15 @@ static int rd_check_pages(struct ls_reader *r, const struct rd_region *reg,
 
 		if (want == LSF_CSUM_ZERO) {
 			if (!ls_mem_zero(buf + i * ps, ps))
-				return rd_fail(r, -EBADMSG, "region '%s' page "
+				return rd_fail(r, -EBADMSG,
+					       "region '%s' page "
 					       "%llu: a zero page that holds "
-					       "data", reg->info.name,
+					       "data",
+					       reg->info.name,
 					       (unsigned long long)(first + i));
 		} else if (lsf_page_csum(buf + i * ps, ps) != want) {
-			return rd_fail(r, -EBADMSG, "region '%s' page %llu: "
+			return rd_fail(r, -EBADMSG,
+				       "region '%s' page %llu: "
 				       "checksum mismatch (corrupt data)",
 				       reg->info.name,
 				       (unsigned long long)(first + i));
@@ -319,16 +333,18 @@ int ls_reader_read_pages(struct ls_reader *r, uint32_t region,
 	char *dst = buf;
 
 	if (r->info.stream)
-		return rd_fail(r, -ENOTSUP, "a stream cannot be read at random "
+		return rd_fail(r, -ENOTSUP,
+			       "a stream cannot be read at random "
 			       "(read_pages)");
 	if (region >= r->nregions)
 		return rd_fail(r, -ENOENT, "no region %u", region);
 	reg = &r->regions[region];
 	ps = reg->info.page_size;
 	if (first_page >= reg->npages || npages > reg->npages - first_page)
-		return rd_fail(r, -EINVAL, "region '%s': pages %llu+%llu out "
-			       "of range (%llu pages)", reg->info.name,
-			       (unsigned long long)first_page,
+		return rd_fail(r, -EINVAL,
+			       "region '%s': pages %llu+%llu out "
+			       "of range (%llu pages)",
+			       reg->info.name, (unsigned long long)first_page,
 			       (unsigned long long)npages,
 			       (unsigned long long)reg->npages);
 	end = first_page + npages;

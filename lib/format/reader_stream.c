@@ -28,7 +28,8 @@ static int rd_read_exact(struct ls_reader *r, void *buf, size_t len,
 			       strerror((int)-n));
 	r->info.size += (uint64_t)n;
 	if ((size_t)n < len)
-		return rd_fail(r, -EBADMSG, "truncated: the stream ends at "
+		return rd_fail(r, -EBADMSG,
+			       "truncated: the stream ends at "
 			       "byte %llu, inside %s",
 			       (unsigned long long)r->info.size, what);
 	return 0;
@@ -44,16 +45,20 @@ static int rd_read_rec(struct ls_reader *r, struct lss_rec *rec)
 			       (unsigned long long)at, strerror((int)-n));
 	r->info.size += (uint64_t)n;
 	if (n == 0)
-		return rd_fail(r, -EBADMSG, "truncated: the stream ends after "
+		return rd_fail(r, -EBADMSG,
+			       "truncated: the stream ends after "
 			       "%llu bytes without a trailer",
 			       (unsigned long long)at);
 	if ((size_t)n < sizeof(*rec))
-		return rd_fail(r, -EBADMSG, "truncated: the stream ends at "
+		return rd_fail(r, -EBADMSG,
+			       "truncated: the stream ends at "
 			       "byte %llu, inside a record header",
 			       (unsigned long long)r->info.size);
 	if (lss_rec_hdr_csum(rec) != rec->hdr_csum)
-		return rd_fail(r, -EBADMSG, "corrupt record header at byte "
-			       "%llu", (unsigned long long)at);
+		return rd_fail(r, -EBADMSG,
+			       "corrupt record header at byte "
+			       "%llu",
+			       (unsigned long long)at);
 	return 0;
 }
 
@@ -75,21 +80,27 @@ static int rd_head_regions(struct ls_reader *r, const struct lss_head *head,
 		struct rd_region *reg = &r->regions[i];
 
 		if (!ls_region_ok(e->name, e->len, e->page_size))
-			return rd_fail(r, -EBADMSG, "corrupt head record "
-				       "(region %u)", i);
+			return rd_fail(r, -EBADMSG,
+				       "corrupt head record "
+				       "(region %u)",
+				       i);
 		memcpy(reg->info.name, e->name, LS_NAME_MAX);
 		r->nregions = i + 1;
 		if (ls_reader_find_region(r, e->name) != (int)i)
-			return rd_fail(r, -EBADMSG, "region '%s' appears "
-				       "twice", e->name);
+			return rd_fail(r, -EBADMSG,
+				       "region '%s' appears "
+				       "twice",
+				       e->name);
 		reg->info.len = e->len;
 		reg->info.page_size = e->page_size;
 		reg->info.type = e->type;
 		reg->npages = e->len / e->page_size;
 		reg->seen = calloc((reg->npages + 63) / 64, sizeof(uint64_t));
 		if (!reg->seen)
-			return rd_fail(r, -ENOMEM, "out of memory for region "
-				       "'%s'", e->name);
+			return rd_fail(r, -ENOMEM,
+				       "out of memory for region "
+				       "'%s'",
+				       e->name);
 		r->info.pages_total += reg->npages;
 	}
 	return 0;
@@ -102,26 +113,30 @@ static int rd_head(struct ls_reader *r, const struct lss_rec *rec,
 
 	memcpy(&head, payload, sizeof(head));
 	if (head.version_major != LSF_VERSION_MAJOR)
-		return rd_fail(r, -ENOTSUP, "format version %u.%u is not "
+		return rd_fail(r, -ENOTSUP,
+			       "format version %u.%u is not "
 			       "supported (this reader knows %u.x)",
 			       head.version_major, head.version_minor,
 			       LSF_VERSION_MAJOR);
 	if (head.incompat_flags & ~LSF_INCOMPAT_KNOWN)
-		return rd_fail(r, -ENOTSUP, "needs format features %#x this "
-			       "reader does not know", head.incompat_flags);
+		return rd_fail(r, -ENOTSUP,
+			       "needs format features %#x this "
+			       "reader does not know",
+			       head.incompat_flags);
 	if (head.nregions > LSF_MAX_REGIONS ||
-	    rec->len != sizeof(head) + head.nregions * sizeof(struct lss_region))
-		return rd_fail(r, -EBADMSG, "corrupt head record (%u regions "
-			       "in %llu bytes)", head.nregions,
-			       (unsigned long long)rec->len);
+	    rec->len !=
+		sizeof(head) + head.nregions * sizeof(struct lss_region))
+		return rd_fail(r, -EBADMSG,
+			       "corrupt head record (%u regions "
+			       "in %llu bytes)",
+			       head.nregions, (unsigned long long)rec->len);
 	r->info.version_major = head.version_major;
 	r->info.version_minor = head.version_minor;
 	r->info.host_page_size = head.host_page_size;
 	r->info.compat_flags = head.compat_flags;
 	r->info.created_ns = head.created_ns;
-	return rd_head_regions(r, &head,
-			       (const struct lss_region *)(payload +
-							   sizeof(head)));
+	return rd_head_regions(
+	    r, &head, (const struct lss_region *)(payload + sizeof(head)));
 }
 
 int rd_stream_open(struct ls_reader *r)
@@ -135,11 +150,12 @@ int rd_stream_open(struct ls_reader *r)
 	if (ret)
 		return ret;
 	if (rec.type != LSS_REC_HEAD)
-		return rd_fail(r, -EBADMSG, "the stream does not start with a "
+		return rd_fail(r, -EBADMSG,
+			       "the stream does not start with a "
 			       "head record");
 	if (rec.len < sizeof(struct lss_head) ||
 	    rec.len > sizeof(struct lss_head) +
-			      LSF_MAX_REGIONS * sizeof(struct lss_region))
+			  LSF_MAX_REGIONS * sizeof(struct lss_region))
 		return rd_fail(r, -EBADMSG, "corrupt head record (%llu bytes)",
 			       (unsigned long long)rec.len);
 	payload = malloc(rec.len);
@@ -147,7 +163,8 @@ int rd_stream_open(struct ls_reader *r)
 		return rd_fail(r, -ENOMEM, "out of memory");
 	ret = rd_read_exact(r, payload, rec.len, "the head record");
 	if (!ret && XXH3_64bits(payload, rec.len) != rec.data_csum)
-		ret = rd_fail(r, -EBADMSG, "corrupt head record (checksum "
+		ret = rd_fail(r, -EBADMSG,
+			      "corrupt head record (checksum "
 			      "mismatch)");
 	if (!ret)
 		ret = rd_head(r, &rec, payload);
@@ -161,8 +178,8 @@ int rd_stream_open(struct ls_reader *r)
  * Reads len payload bytes into dst, or through scratch when dst is NULL,
  * and checks them against the record's data checksum.
  */
-static int rd_payload(struct ls_reader *r, const struct lss_rec *rec,
-		      char *dst, char *scratch, const char *what)
+static int rd_payload(struct ls_reader *r, const struct lss_rec *rec, char *dst,
+		      char *scratch, const char *what)
 {
 	uint64_t at = r->info.size - sizeof(*rec);
 	XXH3_state_t st;
@@ -182,8 +199,10 @@ static int rd_payload(struct ls_reader *r, const struct lss_rec *rec,
 		done += n;
 	}
 	if (XXH3_64bits_digest(&st) != rec->data_csum)
-		return rd_fail(r, -EBADMSG, "corrupt %s at byte %llu (checksum "
-			       "mismatch)", what, (unsigned long long)at);
+		return rd_fail(r, -EBADMSG,
+			       "corrupt %s at byte %llu (checksum "
+			       "mismatch)",
+			       what, (unsigned long long)at);
 	return 0;
 }
 
@@ -196,22 +215,27 @@ static int rd_pages_rec(struct ls_reader *r, const struct lss_rec *rec,
 	int ret;
 
 	if (rec->index >= r->nregions)
-		return rd_fail(r, -EBADMSG, "pages record for region %u (%u "
-			       "regions)", rec->index, r->nregions);
+		return rd_fail(r, -EBADMSG,
+			       "pages record for region %u (%u "
+			       "regions)",
+			       rec->index, r->nregions);
 	reg = &r->regions[rec->index];
 	ps = reg->info.page_size;
 	if (rec->count == 0 || rec->first >= reg->npages ||
-	    rec->count > reg->npages - rec->first || rec->len != rec->count * ps)
-		return rd_fail(r, -EBADMSG, "region '%s': pages record out of "
+	    rec->count > reg->npages - rec->first ||
+	    rec->len != rec->count * ps)
+		return rd_fail(r, -EBADMSG,
+			       "region '%s': pages record out of "
 			       "range (pages %llu+%llu, %llu bytes)",
 			       reg->info.name, (unsigned long long)rec->first,
 			       (unsigned long long)rec->count,
 			       (unsigned long long)rec->len);
 	for (uint64_t p = rec->first; p < rec->first + rec->count; p++) {
 		if (reg->seen[p / 64] & (1ull << (p % 64)))
-			return rd_fail(r, -EBADMSG, "region '%s' page %llu "
-				       "sent twice", reg->info.name,
-				       (unsigned long long)p);
+			return rd_fail(r, -EBADMSG,
+				       "region '%s' page %llu "
+				       "sent twice",
+				       reg->info.name, (unsigned long long)p);
 		reg->seen[p / 64] |= 1ull << (p % 64);
 	}
 	if (addrs && addrs[rec->index])
@@ -238,8 +262,10 @@ static int rd_blob_rec(struct ls_reader *r, const struct lss_rec *rec)
 	dlen = rec->len - LS_NAME_MAX;
 	buf = malloc(rec->len);
 	if (!buf)
-		return rd_fail(r, -ENOMEM, "out of memory for a blob of %zu "
-			       "bytes", dlen);
+		return rd_fail(r, -ENOMEM,
+			       "out of memory for a blob of %zu "
+			       "bytes",
+			       dlen);
 	ret = rd_payload(r, rec, buf, NULL, "blob record");
 	if (!ret && !ls_name_ok(buf, LS_NAME_MAX))
 		ret = rd_fail(r, -EBADMSG, "corrupt blob record (its name)");
@@ -270,18 +296,19 @@ static int rd_trailer(struct ls_reader *r, const struct lss_rec *rec)
 		return ret;
 	if (t.records != r->records || t.pages != r->pages ||
 	    t.blobs != r->nblobs || t.bytes != before)
-		return rd_fail(r, -EBADMSG, "incomplete: read %llu records, "
-			       "%llu pages, %u blobs, %llu bytes; the trailer "
-			       "says %llu, %llu, %llu, %llu",
-			       (unsigned long long)r->records,
-			       (unsigned long long)r->pages, r->nblobs,
-			       (unsigned long long)before,
-			       (unsigned long long)t.records,
-			       (unsigned long long)t.pages,
-			       (unsigned long long)t.blobs,
-			       (unsigned long long)t.bytes);
+		return rd_fail(
+		    r, -EBADMSG,
+		    "incomplete: read %llu records, "
+		    "%llu pages, %u blobs, %llu bytes; the trailer "
+		    "says %llu, %llu, %llu, %llu",
+		    (unsigned long long)r->records,
+		    (unsigned long long)r->pages, r->nblobs,
+		    (unsigned long long)before, (unsigned long long)t.records,
+		    (unsigned long long)t.pages, (unsigned long long)t.blobs,
+		    (unsigned long long)t.bytes);
 	if (t.chain != r->chain)
-		return rd_fail(r, -EBADMSG, "corrupt: the records are not the "
+		return rd_fail(r, -EBADMSG,
+			       "corrupt: the records are not the "
 			       "ones the writer sent (chain mismatch)");
 	return 0;
 }
@@ -305,15 +332,17 @@ static int rd_next(struct ls_reader *r, void *const *addrs, char *scratch)
 		ret = rd_trailer(r, &rec);
 		return ret ? ret : 1;
 	case LSS_REC_ABORT:
-		return rd_fail(r, -EBADMSG, "incomplete: the writer aborted "
-			       "the snapshot at byte %llu",
-			       (unsigned long long)(r->info.size -
-						    sizeof(rec)));
+		return rd_fail(
+		    r, -EBADMSG,
+		    "incomplete: the writer aborted "
+		    "the snapshot at byte %llu",
+		    (unsigned long long)(r->info.size - sizeof(rec)));
 	default:
-		return rd_fail(r, -EBADMSG, "unexpected record type %u at "
-			       "byte %llu", rec.type,
-			       (unsigned long long)(r->info.size -
-						    sizeof(rec)));
+		return rd_fail(
+		    r, -EBADMSG,
+		    "unexpected record type %u at "
+		    "byte %llu",
+		    rec.type, (unsigned long long)(r->info.size - sizeof(rec)));
 	}
 	if (!ret)
 		rd_account(r, &rec);
@@ -328,7 +357,8 @@ int rd_stream_consume(struct ls_reader *r, void *const *addrs,
 
 	if (r->consumed) {
 		if (addrs)
-			return rd_fail(r, -EALREADY, "the stream was read "
+			return rd_fail(r, -EALREADY,
+				       "the stream was read "
 				       "already");
 		return r->result;
 	}

@@ -46,7 +46,7 @@ struct fsink {
 	struct ls_sink base; /* first: the engine sees a struct ls_sink */
 	char path[PATH_MAX];
 	char tmp[PATH_MAX];
-	int fd;        /* buffered: metadata, and data unless O_DIRECT */
+	int fd;	       /* buffered: metadata, and data unless O_DIRECT */
 	int direct_fd; /* O_DIRECT data writes, or -1 */
 	unsigned flags;
 	bool started, committed, removed;
@@ -88,14 +88,17 @@ static int fsink_layout(struct fsink *s, const struct ls_layout *layout)
 	uint64_t off = LSF_HEADER_BYTES;
 
 	if (layout->nregions > LSF_MAX_REGIONS)
-		return fsink_fail(s, -E2BIG, "snapshot file '%s': %u regions "
-				  "(at most %u)", s->path, layout->nregions,
-				  LSF_MAX_REGIONS);
+		return fsink_fail(s, -E2BIG,
+				  "snapshot file '%s': %u regions "
+				  "(at most %u)",
+				  s->path, layout->nregions, LSF_MAX_REGIONS);
 	s->regions = calloc(layout->nregions ? layout->nregions : 1,
 			    sizeof(*s->regions));
 	if (!s->regions)
-		return fsink_fail(s, -ENOMEM, "snapshot file '%s': out of "
-				  "memory", s->path);
+		return fsink_fail(s, -ENOMEM,
+				  "snapshot file '%s': out of "
+				  "memory",
+				  s->path);
 	s->nregions = layout->nregions;
 	for (uint32_t i = 0; i < layout->nregions; i++) {
 		const struct ls_layout_region *lr = &layout->regions[i];
@@ -103,9 +106,11 @@ static int fsink_layout(struct fsink *s, const struct ls_layout *layout)
 		uint64_t align;
 
 		if (!ls_region_ok(lr->name, lr->len, lr->page_size))
-			return fsink_fail(s, -EINVAL, "snapshot file '%s': "
+			return fsink_fail(s, -EINVAL,
+					  "snapshot file '%s': "
 					  "region %u: bad name, size or page "
-					  "size", s->path, i);
+					  "size",
+					  s->path, i);
 		align = lr->page_size > LSF_ALIGN ? lr->page_size : LSF_ALIGN;
 		memcpy(r->d.name, lr->name, LS_NAME_MAX);
 		r->d.len = lr->len;
@@ -116,9 +121,11 @@ static int fsink_layout(struct fsink *s, const struct ls_layout *layout)
 		off = r->d.data_off + lr->len;
 		r->csums = calloc(r->d.npages, sizeof(uint64_t));
 		if (!r->csums)
-			return fsink_fail(s, -ENOMEM, "snapshot file '%s': "
+			return fsink_fail(s, -ENOMEM,
+					  "snapshot file '%s': "
 					  "out of memory for the checksums of "
-					  "region '%s'", s->path, r->d.name);
+					  "region '%s'",
+					  s->path, r->d.name);
 	}
 	s->data_end = off;
 	return 0;
@@ -130,8 +137,10 @@ static int fsink_start(struct ls_sink *sink, const struct ls_layout *layout)
 	int ret;
 
 	if (s->started)
-		return fsink_fail(s, -EINVAL, "snapshot file '%s': started "
-				  "twice", s->path);
+		return fsink_fail(s, -EINVAL,
+				  "snapshot file '%s': started "
+				  "twice",
+				  s->path);
 	s->started = true;
 	s->created_ns = ls_now_realtime_ns();
 	ret = fsink_layout(s, layout);
@@ -144,9 +153,10 @@ static int fsink_start(struct ls_sink *sink, const struct ls_layout *layout)
 	 * tables, which lie past the data, give the file its size anyway.
 	 */
 	if (s->direct_fd < 0 && ftruncate(s->fd, (off_t)s->data_end) < 0)
-		return fsink_fail(s, -errno, "snapshot file '%s': ftruncate "
-				  "to %llu bytes: %s", s->tmp,
-				  (unsigned long long)s->data_end,
+		return fsink_fail(s, -errno,
+				  "snapshot file '%s': ftruncate "
+				  "to %llu bytes: %s",
+				  s->tmp, (unsigned long long)s->data_end,
 				  strerror(errno));
 	return 0;
 }
@@ -175,16 +185,19 @@ static int fsink_write_pages(struct ls_sink *sink, uint32_t region,
 	if (ret)
 		return ret;
 	if (!s->started || region >= s->nregions)
-		return fsink_fail(s, -EINVAL, "snapshot file '%s': write to "
-				  "region %u of %u", s->path, region,
-				  s->nregions);
+		return fsink_fail(s, -EINVAL,
+				  "snapshot file '%s': write to "
+				  "region %u of %u",
+				  s->path, region, s->nregions);
 	r = &s->regions[region];
 	ps = r->d.page_size;
 	if (npages == 0 || first_page >= r->d.npages ||
 	    npages > r->d.npages - first_page)
-		return fsink_fail(s, -EINVAL, "snapshot file '%s': region "
+		return fsink_fail(s, -EINVAL,
+				  "snapshot file '%s': region "
 				  "'%s': pages %llu+%llu out of range (%llu "
-				  "pages)", s->path, r->d.name,
+				  "pages)",
+				  s->path, r->d.name,
 				  (unsigned long long)first_page,
 				  (unsigned long long)npages,
 				  (unsigned long long)r->d.npages);
@@ -192,9 +205,11 @@ static int fsink_write_pages(struct ls_sink *sink, uint32_t region,
 		uint64_t *slot = &r->csums[first_page + i];
 
 		if (*slot != LSF_CSUM_ZERO)
-			return fsink_fail(s, -EINVAL, "snapshot file '%s': "
+			return fsink_fail(s, -EINVAL,
+					  "snapshot file '%s': "
 					  "region '%s': page %llu written "
-					  "twice", s->path, r->d.name,
+					  "twice",
+					  s->path, r->d.name,
 					  (unsigned long long)(first_page + i));
 		*slot = lsf_page_csum(p + i * ps, ps);
 	}
@@ -211,7 +226,8 @@ static int fsink_write_pages(struct ls_sink *sink, uint32_t region,
 		sync_file_range(fd, (off_t)off, (off_t)len,
 				SYNC_FILE_RANGE_WRITE);
 	if (ret)
-		return fsink_fail(s, ret, "writing snapshot file '%s' (region "
+		return fsink_fail(s, ret,
+				  "writing snapshot file '%s' (region "
 				  "'%s', %zu bytes at offset %llu): %s",
 				  s->tmp, r->d.name, len,
 				  (unsigned long long)off, strerror(-ret));
@@ -227,13 +243,15 @@ static int fsink_put_blob(struct ls_sink *sink, const char *name,
 	int ret = 0;
 
 	if (!ls_name_ok(name, LS_NAME_MAX))
-		return fsink_fail(s, -EINVAL, "snapshot file '%s': blob name "
-				  "empty or longer than %d bytes", s->path,
-				  LS_NAME_MAX - 1);
+		return fsink_fail(s, -EINVAL,
+				  "snapshot file '%s': blob name "
+				  "empty or longer than %d bytes",
+				  s->path, LS_NAME_MAX - 1);
 	if (len > LSF_MAX_BLOB_BYTES)
-		return fsink_fail(s, -EFBIG, "snapshot file '%s': blob '%s' "
-				  "has %zu bytes (at most %llu)", s->path,
-				  name, len, LSF_MAX_BLOB_BYTES);
+		return fsink_fail(s, -EFBIG,
+				  "snapshot file '%s': blob '%s' "
+				  "has %zu bytes (at most %llu)",
+				  s->path, name, len, LSF_MAX_BLOB_BYTES);
 	pthread_mutex_lock(&s->lock);
 	for (uint32_t i = 0; i < s->nblobs; i++)
 		if (!strcmp(s->blobs[i].name, name))
@@ -254,10 +272,9 @@ static int fsink_put_blob(struct ls_sink *sink, const char *name,
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (ret)
-		return fsink_fail(s, ret, "snapshot file '%s': blob '%s': %s",
-				  s->path, name,
-				  ret == -EEXIST ? "added twice"
-						 : strerror(-ret));
+		return fsink_fail(
+		    s, ret, "snapshot file '%s': blob '%s': %s", s->path, name,
+		    ret == -EEXIST ? "added twice" : strerror(-ret));
 	return 0;
 }
 
@@ -360,19 +377,23 @@ static int fsink_commit(struct ls_sink *sink)
 	union {
 		struct lsf_header h;
 		char page[LSF_HEADER_BYTES];
-	} *hp;
+	} * hp;
 	const char *what;
 	int ret = atomic_load(&s->err);
 
 	if (ret)
 		return ret;
 	if (!s->started || s->committed || s->removed)
-		return fsink_fail(s, -EINVAL, "snapshot file '%s': commit "
-				  "without start, or twice", s->path);
+		return fsink_fail(s, -EINVAL,
+				  "snapshot file '%s': commit "
+				  "without start, or twice",
+				  s->path);
 	hp = calloc(1, sizeof(*hp));
 	if (!hp)
-		return fsink_fail(s, -ENOMEM, "snapshot file '%s': out of "
-				  "memory", s->path);
+		return fsink_fail(s, -ENOMEM,
+				  "snapshot file '%s': out of "
+				  "memory",
+				  s->path);
 	fsink_fill_header(s, &hp->h);
 	what = "writing the tables";
 	ret = fsink_write_tables(s, &hp->h);
@@ -395,14 +416,17 @@ static int fsink_commit(struct ls_sink *sink)
 		return fsink_fail(s, ret, "snapshot file '%s': %s: %s", s->tmp,
 				  what, strerror(-ret));
 	if (rename(s->tmp, s->path) < 0)
-		return fsink_fail(s, -errno, "snapshot file: rename '%s' to "
-				  "'%s': %s", s->tmp, s->path,
-				  strerror(errno));
+		return fsink_fail(s, -errno,
+				  "snapshot file: rename '%s' to "
+				  "'%s': %s",
+				  s->tmp, s->path, strerror(errno));
 	s->committed = true;
 	ret = fsync_dir_of(s->path);
 	if (ret)
-		return fsink_fail(s, ret, "snapshot file '%s': fsync of its "
-				  "directory: %s", s->path, strerror(-ret));
+		return fsink_fail(s, ret,
+				  "snapshot file '%s': fsync of its "
+				  "directory: %s",
+				  s->path, strerror(-ret));
 	return 0;
 }
 
@@ -441,12 +465,12 @@ static void fsink_destroy(struct ls_sink *sink)
 }
 
 static const struct ls_sink_ops fsink_ops = {
-	.start = fsink_start,
-	.write_pages = fsink_write_pages,
-	.put_blob = fsink_put_blob,
-	.commit = fsink_commit,
-	.abort = fsink_abort,
-	.destroy = fsink_destroy,
+    .start = fsink_start,
+    .write_pages = fsink_write_pages,
+    .put_blob = fsink_put_blob,
+    .commit = fsink_commit,
+    .abort = fsink_abort,
+    .destroy = fsink_destroy,
 };
 
 static int fsink_open(struct fsink *s, char *errbuf, size_t errlen)
@@ -491,8 +515,10 @@ int ls_sink_file_create(struct ls_sink **sinkp, const char *path,
 	}
 	*sinkp = NULL;
 	if (flags & ~LS_FILE_DIRECT) {
-		snprintf(errbuf, errlen, "snapshot file '%s': unknown flags "
-			 "%#x", path, flags);
+		snprintf(errbuf, errlen,
+			 "snapshot file '%s': unknown flags "
+			 "%#x",
+			 path, flags);
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
@@ -506,11 +532,12 @@ int ls_sink_file_create(struct ls_sink **sinkp, const char *path,
 	s->flags = flags;
 	pthread_mutex_init(&s->lock, NULL);
 	if (snprintf(s->path, sizeof(s->path), "%s", path) >=
-		    (int)sizeof(s->path) ||
+		(int)sizeof(s->path) ||
 	    snprintf(s->tmp, sizeof(s->tmp), "%s.tmp.%d", path,
 		     (int)getpid()) >= (int)sizeof(s->tmp) ||
 	    path[0] == '\0') {
-		snprintf(errbuf, errlen, "snapshot file: path empty or too "
+		snprintf(errbuf, errlen,
+			 "snapshot file: path empty or too "
 			 "long");
 		ret = -ENAMETOOLONG;
 		goto fail;

@@ -157,9 +157,10 @@ static int ssink_write_locked(struct ssink *s, struct iovec *iov, int n,
 	int ret = ssink_write_nosigpipe(s, iov, n);
 
 	if (ret)
-		return ssink_fail_locked(s, ret, "snapshot stream (fd %d): "
-					 "writing %s: %s%s", s->fd, what,
-					 strerror(-ret),
+		return ssink_fail_locked(s, ret,
+					 "snapshot stream (fd %d): "
+					 "writing %s: %s%s",
+					 s->fd, what, strerror(-ret),
 					 ret == -EPIPE ? " (the reader went "
 							 "away)"
 						       : "");
@@ -350,8 +351,10 @@ static int ssink_commit(struct ls_sink *sink)
 		return ssink_fail(s, -EINVAL, "commit before start");
 	pthread_mutex_lock(&s->lock);
 	if (s->ended && !s->err)
-		ssink_fail_locked(s, -EINVAL, "snapshot stream (fd %d): "
-				  "committed twice", s->fd);
+		ssink_fail_locked(s, -EINVAL,
+				  "snapshot stream (fd %d): "
+				  "committed twice",
+				  s->fd);
 	t.records = s->records;
 	t.pages = s->pages;
 	t.blobs = s->blobs;
@@ -368,8 +371,10 @@ static int ssink_commit(struct ls_sink *sink)
 	if (!ret && s->is_regular && fdatasync(s->fd) < 0) {
 		ret = -errno;
 		pthread_mutex_lock(&s->lock);
-		ssink_fail_locked(s, ret, "snapshot stream (fd %d): fdatasync: "
-				  "%s", s->fd, strerror(-ret));
+		ssink_fail_locked(s, ret,
+				  "snapshot stream (fd %d): fdatasync: "
+				  "%s",
+				  s->fd, strerror(-ret));
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;
@@ -401,12 +406,12 @@ static void ssink_destroy(struct ls_sink *sink)
 }
 
 static const struct ls_sink_ops ssink_ops = {
-	.start = ssink_start,
-	.write_pages = ssink_write_pages,
-	.put_blob = ssink_put_blob,
-	.commit = ssink_commit,
-	.abort = ssink_abort,
-	.destroy = ssink_destroy,
+    .start = ssink_start,
+    .write_pages = ssink_write_pages,
+    .put_blob = ssink_put_blob,
+    .commit = ssink_commit,
+    .abort = ssink_abort,
+    .destroy = ssink_destroy,
 };
 
 int ls_sink_stream_create(struct ls_sink **sinkp, int fd, char *errbuf,

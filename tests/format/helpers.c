@@ -17,39 +17,39 @@
 #include "helpers.h"
 
 static const struct ls_layout_region default_regions[] = {
-	{"ram", 1 << 20, 4096, LS_MEM_ANON},
-	{"shm", 256 << 10, 4096, LS_MEM_SHMEM},
-	{"huge", 6 << 20, 2 << 20, LS_MEM_HUGETLB},
+    {"ram", 1 << 20, 4096, LS_MEM_ANON},
+    {"shm", 256 << 10, 4096, LS_MEM_SHMEM},
+    {"huge", 6 << 20, 2 << 20, LS_MEM_HUGETLB},
 };
 
 static const struct ls_layout_region small_regions[] = {
-	{"ram", 64 << 10, 4096, LS_MEM_ANON},
-	{"rom", 16 << 10, 4096, LS_MEM_SHMEM},
+    {"ram", 64 << 10, 4096, LS_MEM_ANON},
+    {"rom", 16 << 10, 4096, LS_MEM_SHMEM},
 };
 
 void tsnap_default(struct tsnap *t, uint64_t seed)
 {
 	*t = (struct tsnap){
-		.layout = {3, default_regions},
-		.seed = seed,
-		.nthreads = 4,
-		.max_run = 24,
-		.nblobs = 2,
-		.blob_names = {"vm-state", "empty"},
-		.blob_lens = {10000, 0},
+	    .layout = {3, default_regions},
+	    .seed = seed,
+	    .nthreads = 4,
+	    .max_run = 24,
+	    .nblobs = 2,
+	    .blob_names = {"vm-state", "empty"},
+	    .blob_lens = {10000, 0},
 	};
 }
 
 void tsnap_small(struct tsnap *t, uint64_t seed)
 {
 	*t = (struct tsnap){
-		.layout = {2, small_regions},
-		.seed = seed,
-		.nthreads = 2,
-		.max_run = 3,
-		.nblobs = 1,
-		.blob_names = {"state"},
-		.blob_lens = {300},
+	    .layout = {2, small_regions},
+	    .seed = seed,
+	    .nthreads = 2,
+	    .max_run = 3,
+	    .nblobs = 1,
+	    .blob_names = {"state"},
+	    .blob_lens = {300},
 	};
 }
 
@@ -128,8 +128,7 @@ static void *writer(void *arg)
 		size_t ps = j->t->layout.regions[r->region].page_size;
 
 		for (uint64_t k = 0; k < r->count; k++)
-			tsnap_page(j->t, r->region, r->first + k,
-				   buf + k * ps);
+			tsnap_page(j->t, r->region, r->first + k, buf + k * ps);
 		j->ret = j->sink->ops->write_pages(j->sink, r->region, r->first,
 						   buf, r->count);
 	}
@@ -196,7 +195,8 @@ int tsnap_write(const struct tsnap *t, struct ls_sink *sink, bool commit)
 		return ret;
 	runs = make_runs(t, &nruns);
 	for (unsigned i = 0; i < t->nthreads; i++) {
-		jobs[i] = (struct wjob){t, sink, runs, nruns, i, t->nthreads, 0};
+		jobs[i] =
+		    (struct wjob){t, sink, runs, nruns, i, t->nthreads, 0};
 		assert_int_equal(pthread_create(&th[i], NULL, writer, &jobs[i]),
 				 0);
 	}
@@ -219,8 +219,7 @@ int tsnap_write(const struct tsnap *t, struct ls_sink *sink, bool commit)
 	return ret;
 }
 
-void tsnap_check_region(const struct tsnap *t, uint32_t region,
-			const void *mem)
+void tsnap_check_region(const struct tsnap *t, uint32_t region, const void *mem)
 {
 	const struct ls_layout_region *lr = &t->layout.regions[region];
 	const char *m = mem;
@@ -258,9 +257,8 @@ void tsnap_check_reader(const struct tsnap *t, struct ls_reader *r)
 		char *want = malloc(t->blob_lens[i] + 1);
 
 		tsnap_blob(t, i, want);
-		assert_int_equal(ls_reader_find_blob(r, t->blob_names[i], &data,
-						     &len),
-				 0);
+		assert_int_equal(
+		    ls_reader_find_blob(r, t->blob_names[i], &data, &len), 0);
 		assert_int_equal(len, t->blob_lens[i]);
 		assert_memory_equal(data, want, len ? len : 0);
 		free(want);
@@ -273,8 +271,7 @@ char *tdir_create(void)
 	const char *base = getenv("TMPDIR");
 	char *dir;
 
-	if (asprintf(&dir, "%s/ls-format-XXXXXX", base ? base : "/var/tmp") <
-	    0)
+	if (asprintf(&dir, "%s/ls-format-XXXXXX", base ? base : "/var/tmp") < 0)
 		fail();
 	assert_non_null(mkdtemp(dir));
 	return dir;

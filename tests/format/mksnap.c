@@ -30,7 +30,7 @@ int main(int argc, char **argv)
 	}
 	if (i != argc - 1) {
 		fprintf(stderr, "usage: mksnap [--stream] [--small] "
-			"[--seed N] PATH|-\n");
+				"[--seed N] PATH|-\n");
 		return 2;
 	}
 	if (small)

@@ -35,7 +35,7 @@ int main(int argc, char **argv)
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: sinkbench PATH SIZE_MIB [BATCH_KIB] "
-			"[direct]\n");
+				"[direct]\n");
 		return 2;
 	}
 	mib = strtoul(argv[2], NULL, 0);

@@ -228,9 +228,8 @@ static void test_not_snapshots(void **state)
 }
 
 /* Rewrites the header (and its checksum) of the file at path. */
-static void edit_header(const char *path, void (*edit)(struct lsf_header *,
-						       void *),
-			void *arg)
+static void edit_header(const char *path,
+			void (*edit)(struct lsf_header *, void *), void *arg)
 {
 	union {
 		struct lsf_header h;
@@ -343,8 +342,7 @@ static void test_crafted(void **state)
 	region_case(*state, &t, 0, 1ull << 40,
 		    "truncated: region 'ram' data ends at 1099511693312");
 	region_case(*state, &t, 0, 4097, "corrupt data offset 4097");
-	region_case(*state, &t, 1, UINT64_MAX - 8,
-		    "checksum table at offset");
+	region_case(*state, &t, 1, UINT64_MAX - 8, "checksum table at offset");
 	region_case(*state, &t, 2, 1ull << 50, "corrupt size");
 	region_case(*state, &t, 2, 1ull << 30, "data ends at");
 	region_case(*state, &t, 3, 17, "corrupt size");
@@ -427,15 +425,14 @@ static void sb_blob(struct sbuf *sb, const char *name, size_t namelen)
 	sb->blobs++;
 }
 
-static void sb_trailer(struct sbuf *sb, int64_t pages_delta,
-		       uint64_t chain_xor)
+static void sb_trailer(struct sbuf *sb, int64_t pages_delta, uint64_t chain_xor)
 {
 	struct lss_trailer t = {
-		.records = sb->records,
-		.pages = sb->pages + (uint64_t)pages_delta,
-		.blobs = sb->blobs,
-		.bytes = sb->len,
-		.chain = sb->chain ^ chain_xor,
+	    .records = sb->records,
+	    .pages = sb->pages + (uint64_t)pages_delta,
+	    .blobs = sb->blobs,
+	    .bytes = sb->len,
+	    .chain = sb->chain ^ chain_xor,
 	};
 
 	sb_rec(sb, LSS_REC_TRAILER, 0, 0, 0, &t, sizeof(t), NULL, 0);
@@ -529,7 +526,8 @@ static void test_crafted_stream(void **state)
 	sb_head(&sb, 1, 1);
 	sb_pages(&sb, 0, 0, 1, 4096);
 	sb_trailer(&sb, 1, 0);
-	sb_expect(*state, &sb, -EBADMSG, "incomplete: read 2 records, 1 "
+	sb_expect(*state, &sb, -EBADMSG,
+		  "incomplete: read 2 records, 1 "
 		  "pages");
 	sb_head(&sb, 1, 1);
 	sb_pages(&sb, 0, 0, 1, 4096);
@@ -540,19 +538,17 @@ static void test_crafted_stream(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_file_flips, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_file_truncations, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(
-			test_stream_flips_and_truncations, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_not_snapshots, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_crafted, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_crafted_stream, setup,
-						teardown),
+	    cmocka_unit_test_setup_teardown(test_file_flips, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_file_truncations, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_flips_and_truncations,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_not_snapshots, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_crafted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_crafted_stream, setup,
+					    teardown),
 	};
 
-	return cmocka_run_group_tests_name("format-corrupt", tests, NULL,
-					   NULL);
+	return cmocka_run_group_tests_name("format-corrupt", tests, NULL, NULL);
 }

@@ -27,7 +27,8 @@ static int setup(void **state)
 
 	if (mount("none", dir, "tmpfs", 0, "size=1m,mode=0700") < 0)
 		fail_msg("mount -t tmpfs -o size=1m on %s: %s (the format "
-			 "tests need root)", dir, strerror(errno));
+			 "tests need root)",
+			 dir, strerror(errno));
 	*state = dir;
 	return 0;
 }
@@ -122,12 +123,11 @@ static void test_stream_enospc(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_data_enospc, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_commit_enospc, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_stream_enospc, setup,
-						teardown),
+	    cmocka_unit_test_setup_teardown(test_data_enospc, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_enospc, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_enospc, setup,
+					    teardown),
 	};
 
 	return cmocka_run_group_tests_name("format-enospc", tests, NULL, NULL);

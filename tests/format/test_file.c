@@ -62,23 +62,23 @@ static void test_roundtrip_read_pages(void **state)
 	assert_int_equal(in.version_major, 1);
 	assert_int_equal(in.pages_total, 256 + 64 + 3);
 	assert_int_equal(in.pages_nonzero, tsnap_nonzero(&t, 0) +
-						   tsnap_nonzero(&t, 1) +
-						   tsnap_nonzero(&t, 2));
+					       tsnap_nonzero(&t, 1) +
+					       tsnap_nonzero(&t, 2));
 	for (uint32_t i = 0; i < t.layout.nregions; i++) {
 		const struct ls_layout_region *lr = &t.layout.regions[i];
 		char *buf = malloc(lr->len);
 
 		/* Whole region at once, then page by page from the end. */
-		assert_int_equal(ls_reader_read_pages(r, i, 0, buf,
-						      lr->len / lr->page_size),
-				 0);
+		assert_int_equal(
+		    ls_reader_read_pages(r, i, 0, buf, lr->len / lr->page_size),
+		    0);
 		tsnap_check_region(&t, i, buf);
 		memset(buf, 0xaa, lr->len);
 		for (uint64_t p = lr->len / lr->page_size; p-- > 0;)
-			assert_int_equal(ls_reader_read_pages(
-						 r, i, p, buf + p * lr->page_size,
-						 1),
-					 0);
+			assert_int_equal(
+			    ls_reader_read_pages(r, i, p,
+						 buf + p * lr->page_size, 1),
+			    0);
 		tsnap_check_region(&t, i, buf);
 		free(buf);
 	}
@@ -100,9 +100,8 @@ static void test_restore_region_and_all(void **state)
 	for (uint32_t i = 0; i < 3; i++) {
 		lens[i] = t.layout.regions[i].len;
 		mem[i] = tmem(lens[i]);
-		assert_int_equal(ls_reader_restore_region(r, i, mem[i],
-							  lens[i]),
-				 0);
+		assert_int_equal(
+		    ls_reader_restore_region(r, i, mem[i], lens[i]), 0);
 		tsnap_check_region(&t, i, mem[i]);
 		munmap(mem[i], lens[i]);
 		mem[i] = tmem(lens[i]);
@@ -131,8 +130,7 @@ static void test_reader_bad_calls(void **state)
 	assert_int_equal(ls_reader_read_pages(r, 0, 16, buf, 1), -EINVAL);
 	assert_int_equal(ls_reader_read_pages(r, 0, 15, buf, 2), -EINVAL);
 	assert_non_null(strstr(ls_reader_error(r), "out of range"));
-	assert_int_equal(ls_reader_restore_region(r, 0, mem, 1 << 20),
-			 -EINVAL);
+	assert_int_equal(ls_reader_restore_region(r, 0, mem, 1 << 20), -EINVAL);
 	assert_non_null(strstr(ls_reader_error(r), "65536 bytes"));
 	assert_int_equal(ls_reader_restore_region(r, 0, buf + 1, 65536),
 			 -EINVAL);
@@ -243,8 +241,7 @@ static void test_sink_bad_calls(void **state)
 	assert_int_equal(ls_sink_file_create(&sink, path, 0, err, sizeof(err)),
 			 0);
 	/* The same path twice in one process: the second is refused. */
-	assert_int_equal(ls_sink_file_create(&other, path, 0, err,
-					     sizeof(err)),
+	assert_int_equal(ls_sink_file_create(&other, path, 0, err, sizeof(err)),
 			 -EEXIST);
 	assert_int_equal(sink->ops->start(sink, &t.layout), 0);
 	assert_int_equal(sink->ops->put_blob(sink, "a", "x", 1), 0);
@@ -255,8 +252,7 @@ static void test_sink_bad_calls(void **state)
 	assert_int_equal(ls_sink_file_create(&sink, path, 0, err, sizeof(err)),
 			 0);
 	assert_int_equal(sink->ops->start(sink, &t.layout), 0);
-	assert_int_equal(sink->ops->write_pages(sink, 0, 16, page, 1),
-			 -EINVAL);
+	assert_int_equal(sink->ops->write_pages(sink, 0, 16, page, 1), -EINVAL);
 	assert_non_null(strstr(sink->error, "out of range"));
 	ls_sink_destroy(sink);
 
@@ -264,8 +260,7 @@ static void test_sink_bad_calls(void **state)
 			 0);
 	assert_int_equal(sink->ops->start(sink, &t.layout), 0);
 	assert_int_equal(sink->ops->write_pages(sink, 0, 3, page, 1), 0);
-	assert_int_equal(sink->ops->write_pages(sink, 0, 3, page, 1),
-			 -EINVAL);
+	assert_int_equal(sink->ops->write_pages(sink, 0, 3, page, 1), -EINVAL);
 	assert_non_null(strstr(sink->error, "page 3 written twice"));
 	/* A failed sink cannot commit. */
 	assert_int_equal(sink->ops->commit(sink), -EINVAL);
@@ -389,27 +384,25 @@ static void test_verify_progress(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_roundtrip_read_pages,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restore_region_and_all,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reader_bad_calls, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_sparse_holes, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_temp_name_until_commit,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_abort_leaves_nothing,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sink_bad_calls, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_direct_io, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_source_threads, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_open_fd, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_verify_progress, setup,
-						teardown),
+	    cmocka_unit_test_setup_teardown(test_roundtrip_read_pages, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_restore_region_and_all, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_reader_bad_calls, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_sparse_holes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_temp_name_until_commit, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_sink_bad_calls, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_direct_io, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_source_threads, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_open_fd, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_verify_progress, setup,
+					    teardown),
 	};
 
 	return cmocka_run_group_tests_name("format-file", tests, NULL, NULL);

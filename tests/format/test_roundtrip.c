@@ -25,7 +25,7 @@
 
 #include "helpers.h"
 
-#define MIB (1ul << 20)
+#define MIB  (1ul << 20)
 #define NREG 3
 
 struct mem {
@@ -122,8 +122,8 @@ static int setup(void **state)
 		mem_map(&t->live[i], names[i], i, lens[i]);
 		fill(&t->live[i], (unsigned)i);
 		t->ref[i] = malloc(lens[i]);
-		if (ls_region_add(t->ctx, names[i], t->live[i].addr,
-				  lens[i]) != i)
+		if (ls_region_add(t->ctx, names[i], t->live[i].addr, lens[i]) !=
+		    i)
 			fail_msg("%s", ls_ctx_error(t->ctx));
 	}
 	*state = t;
@@ -251,9 +251,8 @@ static void test_file(void **state)
 	for (uint32_t i = 0; i < NREG; i++) {
 		struct mem m = fresh_like(&t->live[i]);
 
-		assert_int_equal(ls_reader_read_pages(r, i, 0, m.addr,
-						      m.len / m.ps),
-				 0);
+		assert_int_equal(
+		    ls_reader_read_pages(r, i, 0, m.addr, m.len / m.ps), 0);
 		assert_memory_equal(m.addr, t->ref[i], m.len);
 		munmap(m.addr, m.len);
 		m = fresh_like(&t->live[i]);
@@ -354,9 +353,9 @@ static void test_enospc(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_enospc, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_enospc, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("format-roundtrip", tests, NULL,

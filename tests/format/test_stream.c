@@ -95,9 +95,8 @@ static void restore_and_check(const struct tsnap *t, struct ls_reader *r)
 	ls_reader_get_info(r, &in);
 	assert_true(in.stream);
 	assert_true(in.complete);
-	assert_int_equal(ls_reader_restore_all(r, mem, lens,
-					       t->layout.nregions),
-			 -EALREADY);
+	assert_int_equal(
+	    ls_reader_restore_all(r, mem, lens, t->layout.nregions), -EALREADY);
 }
 
 /* The writer in a thread, fds[1]; the reader here, fds[0]. */
@@ -226,8 +225,7 @@ static void test_stream_reader_limits(void **state)
 	tsnap_stream_file(&t, path);
 	assert_int_equal(ls_reader_open(path, &r, NULL, 0), 0);
 	assert_int_equal(ls_reader_read_pages(r, 0, 0, buf, 1), -ENOTSUP);
-	assert_int_equal(ls_reader_restore_region(r, 0, buf, 4096),
-			 -ENOTSUP);
+	assert_int_equal(ls_reader_restore_region(r, 0, buf, 4096), -ENOTSUP);
 	assert_int_equal(ls_reader_source(r, &src), -ENOTSUP);
 	assert_non_null(strstr(ls_reader_error(r), "lazy"));
 	assert_int_equal(ls_reader_verify(r, NULL, NULL), 0);
@@ -339,23 +337,21 @@ static void test_stream_progress(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pipe),
-		cmocka_unit_test(test_socketpair),
-		cmocka_unit_test(test_nonblocking_pipe),
-		cmocka_unit_test_setup_teardown(test_fifo_path, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_stream_in_file_and_stdin,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restore_some, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_stream_reader_limits,
-						setup, teardown),
-		cmocka_unit_test(test_writer_stops_early),
-		cmocka_unit_test(test_writer_aborts),
-		cmocka_unit_test(test_epipe_pipe),
-		cmocka_unit_test(test_epipe_socket),
-		cmocka_unit_test_setup_teardown(test_stream_progress, setup,
-						teardown),
+	    cmocka_unit_test(test_pipe),
+	    cmocka_unit_test(test_socketpair),
+	    cmocka_unit_test(test_nonblocking_pipe),
+	    cmocka_unit_test_setup_teardown(test_fifo_path, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_in_file_and_stdin,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restore_some, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_reader_limits, setup,
+					    teardown),
+	    cmocka_unit_test(test_writer_stops_early),
+	    cmocka_unit_test(test_writer_aborts),
+	    cmocka_unit_test(test_epipe_pipe),
+	    cmocka_unit_test(test_epipe_socket),
+	    cmocka_unit_test_setup_teardown(test_stream_progress, setup,
+					    teardown),
 	};
 
 	return cmocka_run_group_tests_name("format-stream", tests, NULL, NULL);
