@@ -23,6 +23,8 @@
 struct ls_region {
 	struct ls_region_info info;
 	uint64_t npages;
+	int seek_fd;       /* shmem: the backing file (SEEK_DATA), or -1 */
+	uint64_t file_off; /* shmem: the file offset of the region's start */
 	/* Lazy restore filling this region; the fault service reads it. */
 	_Atomic(struct ls_restore *) restore;
 };

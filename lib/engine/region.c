@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/statfs.h>
+#include <unistd.h>
 #include <linux/magic.h>
 
 #include "internal.h"
@@ -16,10 +18,20 @@
 /* One mapping of /proc/self/smaps, as much as the engine needs. */
 struct vma {
 	uint64_t start, end;
+	uint64_t pgoff; /* file offset of start */
+	unsigned long long inode;
+	char dev[16];
 	char perms[5];
 	char path[256];
 	size_t page_size;
 	bool hugetlb;
+};
+
+/* The file behind a shmem region, when one file backs it contiguously. */
+struct backing {
+	bool one_file;
+	uint64_t vma_start, vma_end; /* the first mapping */
+	uint64_t file_off;           /* of the region's start */
 };
 
 static const char *const mem_type_names[] = {
@@ -31,16 +43,17 @@ static const char *const mem_type_names[] = {
 /* Parses a mapping's header line; false if it is not one. */
 static bool vma_parse_header(const char *line, struct vma *v)
 {
-	unsigned long long start, end;
+	unsigned long long start, end, pgoff;
 	int path_at = 0;
 
 	memset(v, 0, sizeof(*v));
-	if (sscanf(line, "%llx-%llx %4s %*s %*s %*s %n", &start, &end,
-		   v->perms, &path_at) < 3 ||
+	if (sscanf(line, "%llx-%llx %4s %llx %15s %llu %n", &start, &end,
+		   v->perms, &pgoff, v->dev, &v->inode, &path_at) < 6 ||
 	    !path_at)
 		return false;
 	v->start = start;
 	v->end = end;
+	v->pgoff = pgoff;
 	snprintf(v->path, sizeof(v->path), "%s", line + path_at);
 	v->path[strcspn(v->path, "\n")] = '\0';
 	v->page_size = LS_SMALL_PAGE;
@@ -101,13 +114,29 @@ static int vma_type(const struct vma *v, const char **why)
  * Walks the mappings that cover [start, end): they must leave no gap and be
  * of one type and one page size, which go to *info.
  */
+/* Follows which file (and where in it) the mappings of a range show. */
+static void backing_track(struct backing *bk, const struct vma *prev,
+			  const struct vma *cur, uint64_t start)
+{
+	if (!prev) {
+		bk->one_file = cur->inode != 0;
+		bk->vma_start = cur->start;
+		bk->vma_end = cur->end;
+		bk->file_off = cur->pgoff + (start - cur->start);
+		return;
+	}
+	if (strcmp(prev->dev, cur->dev) || prev->inode != cur->inode ||
+	    cur->pgoff != prev->pgoff + (cur->start - prev->start))
+		bk->one_file = false;
+}
+
 static int classify_range(struct ls_ctx *ctx, const char *name,
-			  struct ls_region_info *info)
+			  struct ls_region_info *info, struct backing *bk)
 {
 	uint64_t start = (uint64_t)(uintptr_t)info->addr;
 	uint64_t end = start + info->len, next = start;
 	const char *why = NULL;
-	struct vma v, cur = {0};
+	struct vma v, cur = {0}, prev = {0};
 	char *line = NULL;
 	size_t cap = 0;
 	bool have = false;
@@ -141,6 +170,9 @@ static int classify_range(struct ls_ctx *ctx, const char *name,
 						     why);
 					break;
 				}
+				backing_track(bk, type < 0 ? NULL : &prev,
+					      &cur, start);
+				prev = cur;
 				if (type < 0) {
 					type = t;
 					info->page_size = cur.page_size;
@@ -217,11 +249,26 @@ static const char *register_hint(const struct ls_ctx *ctx, int type)
 	return "";
 }
 
+/*
+ * The shmem file behind a region, through /proc/self/map_files (root), so
+ * that SEEK_DATA can tell holes: reading a hole of shmem would allocate it.
+ * -1 if it cannot be opened (the writer then reads every page).
+ */
+static int open_backing(const struct backing *bk)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/map_files/%" PRIx64 "-%" PRIx64,
+		 bk->vma_start, bk->vma_end);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 		  size_t len)
 {
 	uint64_t start = (uint64_t)(uintptr_t)addr, ioctls = 0;
 	struct ls_region_info info = {0};
+	struct backing bk = {0};
 	struct ls_region *reg;
 	int ret, idx;
 
@@ -234,7 +281,7 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 	snprintf(info.name, sizeof(info.name), "%s", name);
 	info.addr = addr;
 	info.len = len;
-	ret = classify_range(ctx, name, &info);
+	ret = classify_range(ctx, name, &info, &bk);
 	if (ret)
 		goto out;
 	if ((start | len) & (info.page_size - 1)) {
@@ -265,6 +312,10 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 	memset(reg, 0, sizeof(*reg));
 	reg->info = info;
 	reg->npages = len / info.page_size;
+	reg->seek_fd = -1;
+	if (info.type == LS_MEM_SHMEM && bk.one_file)
+		reg->seek_fd = open_backing(&bk);
+	reg->file_off = bk.file_off;
 	ret = idx;
 out:
 	pthread_mutex_unlock(&ctx->lock);
@@ -301,6 +352,8 @@ int ls_region_remove(struct ls_ctx *ctx, int region)
 		goto out;
 	}
 	ret = 0;
+	if (ctx->regions[region].seek_fd >= 0)
+		close(ctx->regions[region].seek_fd);
 	memmove(&ctx->regions[region], &ctx->regions[region + 1],
 		(size_t)(ctx->nregions - region - 1) * sizeof(ctx->regions[0]));
 	ctx->nregions--;

@@ -33,6 +33,8 @@ struct snap_region {
 	enum ls_mem_type type;
 	uint64_t batch; /* bytes per writer batch, a multiple of ps */
 	bool scan;      /* PAGEMAP_SCAN tells never-populated pages */
+	int seek_fd;    /* shmem: SEEK_DATA tells holes (-1: read all) */
+	uint64_t file_off;
 	_Atomic uint8_t *state;
 };
 

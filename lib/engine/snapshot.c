@@ -136,6 +136,8 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 		sr->type = info->type;
 		sr->batch = (batch_bytes + sr->ps - 1) / sr->ps * sr->ps;
 		sr->scan = info->type == LS_MEM_ANON && ctx->pagemap_fd >= 0;
+		sr->seek_fd = ctx->regions[r].seek_fd;
+		sr->file_off = ctx->regions[r].file_off;
 		sr->state = calloc(sr->npages, 1);
 		if (!sr->state)
 			return -ENOMEM;

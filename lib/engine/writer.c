@@ -77,6 +77,41 @@ static void find_markers(struct ls_snapshot *snap, struct snap_region *sr,
 }
 
 /*
+ * Holes of a shmem file are zero, and reading one would allocate it: ask
+ * the file with SEEK_DATA/SEEK_HOLE (swapped-out pages count as data).
+ */
+static void scan_holes(struct snap_region *sr, uint64_t first, uint64_t n,
+		       uint8_t *flags)
+{
+	off_t pos = (off_t)(sr->file_off + first * sr->ps);
+	off_t end = pos + (off_t)(n * sr->ps), data, hole;
+
+	memset(flags, BF_ZERO, n);
+	while (pos < end) {
+		data = lseek(sr->seek_fd, pos, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			return; /* holes up to the end of the file */
+		if (data < 0)
+			goto unknown;
+		if (data >= end)
+			return;
+		hole = lseek(sr->seek_fd, data, SEEK_HOLE);
+		if (hole < 0)
+			goto unknown;
+		if (hole > end)
+			hole = end;
+		memset(flags + (data - (off_t)(sr->file_off + first * sr->ps)) /
+				       (off_t)sr->ps,
+		       BF_DATA, (size_t)((hole - data + (off_t)sr->ps - 1) /
+					  (off_t)sr->ps));
+		pos = hole;
+	}
+	return;
+unknown:
+	memset(flags, BF_DATA, n);
+}
+
+/*
  * Private anonymous pages that were never populated are zero: PAGEMAP_SCAN
  * finds them without touching them. flags[i] becomes BF_DATA for pages that
  * may hold data, BF_ZERO for known-zero ones.
@@ -90,6 +125,10 @@ static void scan_populated(struct ls_snapshot *snap, struct snap_region *sr,
 	uint64_t end = start + n * sr->ps;
 	long got;
 
+	if (sr->seek_fd >= 0) {
+		scan_holes(sr, first, n, flags);
+		return;
+	}
 	if (!sr->scan) {
 		memset(flags, BF_DATA, n);
 		return;

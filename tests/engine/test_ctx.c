@@ -208,7 +208,7 @@ static void test_idle_snapshot(void **state)
 	struct mem_sink *s = mem_sink_new();
 	struct mem_sink *s2 = mem_sink_new();
 	struct ls_snapshot *snap, *other;
-	struct test_mem m, h;
+	struct test_mem m, h, sh;
 	unsigned char *ref;
 	struct ls_stats st;
 	const char *blob = "device state";
@@ -218,8 +218,11 @@ static void test_idle_snapshot(void **state)
 	mem_map(&h, MEM_HUGETLB, 4 * MB);
 	fill_random(m.addr, 4 * MB, 4096, 30, 7); /* upper half untouched */
 	fill_random(h.addr, h.len, h.page_size, 50, 8);
+	mem_map(&sh, MEM_MEMFD, 8 * MB);
+	fill_random(sh.addr, 4 * MB, 4096, 30, 9); /* upper half: holes */
 	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
 	CHECK(ls_region_add(ctx, "huge", h.addr, h.len) == 1, "add");
+	CHECK(ls_region_add(ctx, "shm", sh.addr, sh.len) == 2, "add");
 	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
 	      ls_ctx_error(ctx));
 	other = (struct ls_snapshot *)1;
@@ -249,6 +252,9 @@ static void test_idle_snapshot(void **state)
 	/* The untouched half was neither read nor populated. */
 	CHECK(!mincore_any(m.addr + 4 * MB, 4 * MB),
 	      "the snapshot populated never-touched pages");
+	CHECK(!mincore_any(sh.addr + 4 * MB, 4 * MB),
+	      "the snapshot allocated the holes of a memfd");
+	mem_sink_expect(s, 2, sh.addr, sh.len);
 	mem_sink_expect(s, 0, m.addr, m.len);
 	ref = malloc(h.len);
 	memcpy(ref, h.addr, h.len);
@@ -257,13 +263,14 @@ static void test_idle_snapshot(void **state)
 	CHECK(!ls_snapshot_stats(snap, &st), "stats");
 	CHECK(st.faults == 0 && st.pages_written + st.pages_zero == st.pages_total,
 	      "idle stats");
-	CHECK(st.pages_total == 2048 + 2, "pages_total %llu",
+	CHECK(st.pages_total == 2048 + 2 + 2048, "pages_total %llu",
 	      (unsigned long long)st.pages_total);
 	ls_snapshot_destroy(snap);
 	mem_sink_free(s);
 	ls_ctx_destroy(ctx);
 	mem_unmap(&m);
 	mem_unmap(&h);
+	mem_unmap(&sh);
 }
 
 int main(int argc, char **argv)
