@@ -269,6 +269,9 @@ struct mig_info {
 	uint64_t faults, faults_write_first, copied_pages;
 	uint64_t stall_p50_ns, stall_p99_ns, stall_max_ns;
 	char strategy[32];
+	bool have_guest;        /* the default guest reported its view */
+	bool guest_all_seen;
+	uint64_t guest_max_write_ns;
 };
 
 static uint64_t jget_u64(json_t *obj, const char *key)
@@ -313,6 +316,14 @@ static void mig_info_parse(json_t *r, struct mig_info *mi)
 	mi->stall_p99_ns = jget_u64(x, "stall-p99-ns");
 	mi->stall_max_ns = jget_u64(x, "stall-max-ns");
 	jget_str(x, "strategy", mi->strategy, sizeof(mi->strategy));
+	if (json_object_get(x, "guest")) {
+		json_t *g = json_object_get(x, "guest");
+
+		mi->have_guest = true;
+		mi->guest_max_write_ns = jget_u64(g, "max-write-ns");
+		mi->guest_all_seen =
+			json_is_true(json_object_get(g, "all-intervals-seen"));
+	}
 	if (!mi->downtime_ns)
 		mi->downtime_ns = jget_u64(r, "downtime") * 1000000ull;
 	if (!mi->total_ns)
@@ -441,6 +452,12 @@ static void print_summary(const char *target, const struct mig_info *mi)
 	       (unsigned long long)mi->copied_pages,
 	       (unsigned long long)mi->faults_write_first);
 	printf("  vCPU stall p50/p99/max  %s / %s / %s\n", p50, p99, max);
+	if (mi->have_guest) {
+		fmt_ns(max, sizeof(max), mi->guest_max_write_ns);
+		printf("  guest's worst write %s%s\n", max,
+		       mi->guest_all_seen ? ""
+					  : " (of the last 2048 ms it kept)");
+	}
 }
 
 /* ------------------------------------------------------------------ */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "snapshot.h"
+#include "abi.h"
 #include "layout.h"
 #include "util.h"
 #include "vcpu_state.h"
@@ -29,6 +30,22 @@
 #include "vm_state.h"
 
 #define URI_MAX 4096
+
+/*
+ * What the default guest (guest/abi.h) saw of the snapshot: each vCPU's
+ * worst single page write between the pause and the end, from its status
+ * block (its all-time maximum, and its ring of per-millisecond maxima).
+ * Other guests have no status page; then nothing is reported.
+ */
+struct guest_watch {
+	bool valid;
+	unsigned ncpus;
+	uint64_t head[LSG_MAX_CPUS];    /* timeline_head at the pause */
+	uint64_t max_lat[LSG_MAX_CPUS]; /* max_lat_ns at the pause */
+	bool done;
+	bool covered;      /* every interval still in the rings */
+	uint64_t max_stall_ns;
+};
 
 struct vm_snap {
 	struct vm *vm;
@@ -54,6 +71,7 @@ struct vm_snap {
 	uint64_t downtime_ns;
 	bool have_stats;
 	struct ls_stats stats;
+	struct guest_watch gw;
 	char error[VMM_ERR_MAX];
 };
 
@@ -426,6 +444,73 @@ int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err)
 /* The pause                                                           */
 /* ------------------------------------------------------------------ */
 
+static volatile struct lsg_vcpu_status *guest_vcpu(struct vm *vm, unsigned i)
+{
+	volatile struct lsg_status *st =
+		vm_gpa_to_hva(vm, LSG_STATUS_GPA, sizeof(*st));
+	volatile struct lsg_vcpu_status *v;
+
+	if (!st || st->magic != LSG_STATUS_MAGIC || !st->ready ||
+	    i >= st->ncpus || i >= LSG_MAX_CPUS)
+		return NULL;
+	v = vm_gpa_to_hva(vm, LSG_STATUS_GPA + LSG_VCPU_STATUS_OFF(i),
+			  sizeof(*v));
+	return v && v->magic == LSG_STATUS_MAGIC ? v : NULL;
+}
+
+/* While paused: where each vCPU's counters stand. */
+static void guest_watch_begin(struct vm *vm, struct guest_watch *gw)
+{
+	*gw = (struct guest_watch){.valid = true};
+	for (unsigned i = 0; i < vm->ncpus && gw->valid; i++) {
+		volatile struct lsg_vcpu_status *v = guest_vcpu(vm, i);
+
+		gw->valid = v != NULL;
+		if (v) {
+			gw->head[i] = v->timeline_head;
+			gw->max_lat[i] = v->max_lat_ns;
+		}
+	}
+	gw->ncpus = vm->ncpus;
+}
+
+/*
+ * At the end: the worst write since the pause. If a vCPU's all-time
+ * maximum grew, the new maximum happened during the snapshot; otherwise
+ * the intervals since the pause still in its ring hold the answer.
+ */
+static void guest_watch_end(struct vm *vm, struct guest_watch *gw)
+{
+	gw->covered = true;
+	for (unsigned i = 0; i < gw->ncpus && gw->valid; i++) {
+		volatile struct lsg_vcpu_status *v = guest_vcpu(vm, i);
+		uint64_t head, from;
+
+		if (!v) {
+			gw->valid = false;
+			break;
+		}
+		head = v->timeline_head;
+		if (v->max_lat_ns > gw->max_lat[i]) {
+			if (v->max_lat_ns > gw->max_stall_ns)
+				gw->max_stall_ns = v->max_lat_ns;
+			continue;
+		}
+		from = gw->head[i];
+		if (head - from > LSG_TIMELINE_LEN) {
+			gw->covered = false;
+			from = head - LSG_TIMELINE_LEN;
+		}
+		for (uint64_t k = from; k < head; k++) {
+			uint64_t ns = v->timeline[k % LSG_TIMELINE_LEN].max_ns;
+
+			if (ns > gw->max_stall_ns)
+				gw->max_stall_ns = ns;
+		}
+	}
+	gw->done = gw->valid;
+}
+
 /* Test only: all guest RAM, as it is while paused, into a file. */
 static int copy_ram(struct vm *vm, const char *path, char *err)
 {
@@ -492,6 +577,7 @@ static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap,
 	pthread_mutex_lock(&s->lock);
 	s->t_paused = vmm_now_ns();
 	pthread_mutex_unlock(&s->lock);
+	guest_watch_begin(s->vm, &s->gw);
 	ret = capture_state(s, snap, err);
 	if (!ret && s->test_copy_ram)
 		ret = copy_ram(s->vm, s->test_copy_ram, err);
@@ -574,6 +660,8 @@ static void *snap_thread(void *arg)
 
 	pthread_mutex_lock(&s->lock);
 	s->have_stats = !ls_snapshot_stats(snap, &s->stats);
+	if (s->gw.valid)
+		guest_watch_end(s->vm, &s->gw);
 	s->snap = NULL;
 	s->t_end = vmm_now_ns();
 	if (ret == -ECANCELED || (ret && s->cancel_req)) {
@@ -626,6 +714,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	s->params.test_copy_ram = NULL;
 	s->cancel_req = false;
 	s->have_stats = false;
+	s->gw = (struct guest_watch){0};
 	s->error[0] = 0;
 	s->downtime_ns = 0;
 	s->t_start = vmm_now_ns();
@@ -746,6 +835,13 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 			      (json_int_t)(s->t_paused ? s->t_paused - s->t_start
 						       : 0),
 			      "total-ns", (json_int_t)elapsed_ns);
+
+	if (s->gw.done)
+		json_object_set_new(
+			x, "guest",
+			json_pack("{s:I,s:b}", "max-write-ns",
+				  (json_int_t)s->gw.max_stall_ns,
+				  "all-intervals-seen", s->gw.covered));
 
 	if (!st)
 		return x;
