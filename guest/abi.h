@@ -18,6 +18,8 @@
  *   "livesnap-guest: boot cmdline='...'"
  *   "livesnap-guest: e820 <idx> <start-hex> <len-hex> <type>"
  *   "livesnap-guest: initrd <addr-hex> <size-hex>"
+ *   "livesnap-guest: boot ring0=<cycles> cycles, <n> cpus up after <cycles>
+ *    cycles" (TSC cycles from the first ring-0 instruction)
  *   "livesnap-guest: cpu <n> workload running mode=<seq|rand> ws_pages=<n>"
  *   "livesnap-guest: cpu <n> writes=<n> gen=<n> max_ns=<n> errors=<n>"
  *   "livesnap-guest: power off"
@@ -52,8 +54,9 @@ struct lsg_e820 {
 };
 
 /*
- * At LSG_STATUS_GPA. Written by the guest once at boot (ring 0) before any
- * vCPU starts its workload; `ready` is written last.
+ * At LSG_STATUS_GPA. Written by the guest once at boot (by the BSP, in
+ * ring 3) before any vCPU starts its workload; `ready` is written last.
+ * Hex numbers on the console are printed with a 0x prefix.
  */
 struct lsg_status {
 	uint64_t magic;          /* LSG_STATUS_MAGIC */
