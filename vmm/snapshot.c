@@ -333,53 +333,33 @@ json_t *vm_snap_config_json(struct vm *vm)
 			 "slots", slots);
 }
 
-static void save_serial(struct vm *vm, void *st)
-{
-	serial_save(&vm->serial, st);
-}
+/*
+ * A device's blob: its state struct, saved and restored by the device's
+ * own pair (devices/devices.h, dev_save/dev_restore) on vm->member.
+ */
+#define DEV_BLOB_FNS(dev, member)                                              \
+	static void save_##dev(struct vm *vm, void *st)                        \
+	{                                                                      \
+		dev##_save(&vm->member, st);                                   \
+	}                                                                      \
+	static int restore_##dev(struct vm *vm, const void *st, char *err)     \
+	{                                                                      \
+		return dev##_restore(&vm->member, st, err);                    \
+	}
 
-static int restore_serial(struct vm *vm, const void *st, char *err)
-{
-	return serial_restore(&vm->serial, st, err);
-}
+#define DEV_BLOB(name, dev) \
+	{name, sizeof(struct dev##_state), save_##dev, restore_##dev}
 
-static void save_i8042(struct vm *vm, void *st)
-{
-	i8042_save(&vm->i8042, st);
-}
-
-static int restore_i8042(struct vm *vm, const void *st, char *err)
-{
-	return i8042_restore(&vm->i8042, st, err);
-}
-
-static void save_rtc(struct vm *vm, void *st)
-{
-	rtc_save(&vm->rtc, st);
-}
-
-static int restore_rtc(struct vm *vm, const void *st, char *err)
-{
-	return rtc_restore(&vm->rtc, st, err);
-}
-
-static void save_pio_sink(struct vm *vm, void *st)
-{
-	pio_sink_save(&vm->sink, st);
-}
-
-static int restore_pio_sink(struct vm *vm, const void *st, char *err)
-{
-	return pio_sink_restore(&vm->sink, st, err);
-}
+DEV_BLOB_FNS(serial, serial)
+DEV_BLOB_FNS(i8042, i8042)
+DEV_BLOB_FNS(rtc, rtc)
+DEV_BLOB_FNS(pio_sink, sink)
 
 const struct vm_dev_blob vm_dev_blobs[] = {
-	{"dev.serial", sizeof(struct serial_state), save_serial,
-	 restore_serial},
-	{"dev.i8042", sizeof(struct i8042_state), save_i8042, restore_i8042},
-	{"dev.rtc", sizeof(struct rtc_state), save_rtc, restore_rtc},
-	{"dev.pio-sink", sizeof(struct pio_sink_state), save_pio_sink,
-	 restore_pio_sink},
+	DEV_BLOB("dev.serial", serial),
+	DEV_BLOB("dev.i8042", i8042),
+	DEV_BLOB("dev.rtc", rtc),
+	DEV_BLOB("dev.pio-sink", pio_sink),
 };
 const unsigned vm_n_dev_blobs = ARRAY_SIZE(vm_dev_blobs);
 
