@@ -20,6 +20,9 @@
 #define E820_ENTRY_SIZE 20
 #define E820_RAM 1
 
+#define PIC1_DATA 0x21
+#define PIC2_DATA 0xa1
+
 #define DEFAULT_WS_MIB 16
 #define DEFAULT_PRINT_S 5
 #define ASSUMED_TSC_KHZ 2000000 /* for intervals when the TSC is unknown */
@@ -295,6 +298,17 @@ static void publish_status(void)
 	__atomic_store_n(&st->ready, 1, __ATOMIC_RELEASE);
 }
 
+/*
+ * No interrupt is expected, but under PVM ring 3 runs with interrupts
+ * enabled whatever IF says, and a VMM may wire the 8259 to LINT0: mask it,
+ * so that no device line can reach the exception handlers.
+ */
+static void mask_pic(void)
+{
+	outb(PIC1_DATA, 0xff);
+	outb(PIC2_DATA, 0xff);
+}
+
 static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 			      uint64_t apic_base_msr)
 {
@@ -310,6 +324,7 @@ static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 	st->user_tsc = user_tsc;
 	lsg_cfg.boot_tsc = tsc0;
 	lsg_console_init();
+	mask_pic();
 	cmdline = read_cmdline(bp);
 	lsg_say("boot cmdline='%s'", cmdline);
 	parse_cmdline(&p, cmdline);
