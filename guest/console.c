@@ -8,16 +8,16 @@
  */
 #include "guest.h"
 
-#define COM1 0x3f8
-#define UART_FCR 2
-#define UART_LSR 5
-#define UART_LSR_THRE 0x20
-#define UART_FIFO 16
-#define FCR_ENABLE_CLEAR 0x07 /* enable FIFOs, clear RX and TX */
-#define LSR_POLLS 100000      /* a UART that never drains is ignored */
-#define I8042_CMD 0x64
-#define I8042_RESET 0xfe
-#define LINE_MAX 320
+#define COM1		 0x3f8
+#define UART_FCR	 2
+#define UART_LSR	 5
+#define UART_LSR_THRE	 0x20
+#define UART_FIFO	 16
+#define FCR_ENABLE_CLEAR 0x07	/* enable FIFOs, clear RX and TX */
+#define LSR_POLLS	 100000 /* a UART that never drains is ignored */
+#define I8042_CMD	 0x64
+#define I8042_RESET	 0xfe
+#define LINE_MAX	 320
 
 static volatile uint32_t console_lock;
 
@@ -43,8 +43,7 @@ static void uart_write(const char *s, size_t n)
 	}
 }
 
-static size_t format_line(char *line, size_t size, const char *fmt,
-			  va_list ap)
+static size_t format_line(char *line, size_t size, const char *fmt, va_list ap)
 {
 	static const char prefix[] = "livesnap-guest: ";
 	size_t len = sizeof(prefix) - 1;
@@ -64,7 +63,8 @@ static void say_va(int locked, const char *fmt, va_list ap)
 	char line[LINE_MAX];
 	size_t len = format_line(line, sizeof(line), fmt, ap);
 
-	while (locked && __atomic_exchange_n(&console_lock, 1, __ATOMIC_ACQUIRE))
+	while (locked &&
+	       __atomic_exchange_n(&console_lock, 1, __ATOMIC_ACQUIRE))
 		cpu_relax();
 	uart_write(line, len);
 	if (locked)

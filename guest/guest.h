@@ -13,8 +13,8 @@
 #include "abi.h"
 #include "layout.h"
 
-#define NORETURN __attribute__((noreturn))
-#define PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define NORETURN      __attribute__((noreturn))
+#define PRINTF(f, a)  __attribute__((format(printf, f, a)))
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 _Static_assert(LSG_NCPUS_MAX == LSG_MAX_CPUS, "layout.h and abi.h disagree");
@@ -33,14 +33,14 @@ _Static_assert(sizeof(struct lsg_status) <= LSG_VCPU_STATUS_OFF(0),
 
 /* Everything the workload needs to know, fixed by the BSP at boot. */
 struct lsg_config {
-	uint64_t ws_pages;    /* per vCPU */
-	uint32_t mode;        /* 0 seq, 1 rand */
-	uint32_t ncpus;       /* vCPUs running the workload */
-	uint64_t tsc_khz;     /* 0: unknown, latencies in cycles */
-	uint64_t tsc_per_ms;  /* tsc_khz, or an assumed 2 GHz if unknown */
+	uint64_t ws_pages;   /* per vCPU */
+	uint32_t mode;	     /* 0 seq, 1 rand */
+	uint32_t ncpus;	     /* vCPUs running the workload */
+	uint64_t tsc_khz;    /* 0: unknown, latencies in cycles */
+	uint64_t tsc_per_ms; /* tsc_khz, or an assumed 2 GHz if unknown */
 	uint64_t print_s;
 	uint64_t runtime_s;
-	uint64_t boot_tsc;    /* TSC at the first ring-0 instruction */
+	uint64_t boot_tsc; /* TSC at the first ring-0 instruction */
 };
 
 extern struct lsg_config lsg_cfg;

@@ -33,10 +33,7 @@ void *memset(void *dst, int c, size_t n)
 {
 	void *ret = dst;
 
-	__asm__ volatile("rep stosb"
-			 : "+D"(dst), "+c"(n)
-			 : "a"(c)
-			 : "memory");
+	__asm__ volatile("rep stosb" : "+D"(dst), "+c"(n) : "a"(c) : "memory");
 	return ret;
 }
 
@@ -119,7 +116,7 @@ static int64_t arg_signed(va_list *ap, int lng)
 
 int lsg_vsnprintf(char *buf, size_t size, const char *fmt, va_list args)
 {
-	struct out o = { .buf = buf, .size = size };
+	struct out o = {.buf = buf, .size = size};
 	va_list ap;
 
 	va_copy(ap, args);
@@ -165,10 +162,12 @@ int lsg_vsnprintf(char *buf, size_t size, const char *fmt, va_list args)
 			break;
 		}
 		case 'u':
-			out_number(&o, arg_unsigned(&ap, lng), 10, 0, width, pad);
+			out_number(&o, arg_unsigned(&ap, lng), 10, 0, width,
+				   pad);
 			break;
 		case 'x':
-			out_number(&o, arg_unsigned(&ap, lng), 16, 0, width, pad);
+			out_number(&o, arg_unsigned(&ap, lng), 16, 0, width,
+				   pad);
 			break;
 		case '\0':
 			fmt--;

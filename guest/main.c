@@ -9,26 +9,26 @@
 
 /* struct boot_params offsets (Linux Documentation/arch/x86/zero-page.rst) */
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
-#define BP_EXT_RAMDISK_SIZE 0x0c4
-#define BP_EXT_CMD_LINE_PTR 0x0c8
-#define BP_E820_ENTRIES 0x1e8
-#define BP_RAMDISK_IMAGE 0x218
-#define BP_RAMDISK_SIZE 0x21c
-#define BP_CMD_LINE_PTR 0x228
-#define BP_E820_TABLE 0x2d0
-#define BP_E820_MAX 128
-#define E820_ENTRY_SIZE 20
-#define E820_RAM 1
+#define BP_EXT_RAMDISK_SIZE  0x0c4
+#define BP_EXT_CMD_LINE_PTR  0x0c8
+#define BP_E820_ENTRIES	     0x1e8
+#define BP_RAMDISK_IMAGE     0x218
+#define BP_RAMDISK_SIZE	     0x21c
+#define BP_CMD_LINE_PTR	     0x228
+#define BP_E820_TABLE	     0x2d0
+#define BP_E820_MAX	     128
+#define E820_ENTRY_SIZE	     20
+#define E820_RAM	     1
 
 #define PIC1_DATA 0x21
 #define PIC2_DATA 0xa1
 
-#define DEFAULT_WS_MIB 16
+#define DEFAULT_WS_MIB	16
 #define DEFAULT_PRINT_S 5
 #define ASSUMED_TSC_KHZ 2000000 /* for intervals when the TSC is unknown */
-#define MAX_WS_MIB (1ull << 30)
-#define MAX_TSC_KHZ 100000000ull  /* 100 GHz */
-#define MAX_SECONDS 1000000ull    /* 11.5 days */
+#define MAX_WS_MIB	(1ull << 30)
+#define MAX_TSC_KHZ	100000000ull /* 100 GHz */
+#define MAX_SECONDS	1000000ull   /* 11.5 days */
 
 struct lsg_config lsg_cfg;
 static volatile uint32_t workload_go;
@@ -174,7 +174,7 @@ static void read_e820(const uint8_t *bp)
 		n = BP_E820_MAX;
 	for (unsigned int i = 0; i < n; i++) {
 		const uint8_t *e = bp + BP_E820_TABLE + i * E820_ENTRY_SIZE;
-		struct lsg_e820 ent = { 0 };
+		struct lsg_e820 ent = {0};
 
 		memcpy(&ent.addr, e, 8);
 		memcpy(&ent.size, e + 8, 8);
@@ -256,8 +256,7 @@ static uint64_t fit_working_sets(uint64_t ws_mib, uint32_t ncpus)
 	if (st->initrd_size && st->initrd_addr >= LSG_WS_GPA &&
 	    st->initrd_addr < end)
 		end = st->initrd_addr; /* keep the initrd intact */
-	fit = end > LSG_WS_GPA ? (end - LSG_WS_GPA) / LSG_PAGE_SIZE / ncpus
-			       : 0;
+	fit = end > LSG_WS_GPA ? (end - LSG_WS_GPA) / LSG_PAGE_SIZE / ncpus : 0;
 	if (fit < want) {
 		lsg_say("warning: ls.ws_mib=%lu does not fit in RAM for %u "
 			"cpus: %lu pages per cpu",
@@ -312,9 +311,8 @@ static void mask_pic(void)
 static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 			      uint64_t apic_base_msr)
 {
-	struct params p = { .ws_mib = DEFAULT_WS_MIB,
-			    .mode = 1,
-			    .print_s = DEFAULT_PRINT_S };
+	struct params p = {
+	    .ws_mib = DEFAULT_WS_MIB, .mode = 1, .print_s = DEFAULT_PRINT_S};
 	struct lsg_status *st = status();
 	uint64_t user_tsc = rdtsc();
 	struct lsg_cpus cpus;
@@ -348,8 +346,8 @@ static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 /* Opens ports 0-0x3ff in this CPU's TSS (see layout.h): before any I/O. */
 static void permit_io(uint32_t cpu)
 {
-	uint8_t *tss = (uint8_t *)(LSG_PERCPU_GPA + (uint64_t)cpu *
-						       LSG_PERCPU_SIZE);
+	uint8_t *tss =
+	    (uint8_t *)(LSG_PERCPU_GPA + (uint64_t)cpu * LSG_PERCPU_SIZE);
 	uint16_t base = LSG_TSS_IOMAP;
 
 	memset(tss + LSG_TSS_IOMAP, 0, LSG_TSS_IOMAP_PORTS / 8);

@@ -11,22 +11,22 @@
  */
 #include "guest.h"
 
-#define MP_FLOAT_SIG 0x5f504d5f /* "_MP_" */
-#define MP_TABLE_SIG 0x504d4350 /* "PCMP" */
-#define MP_ENTRY_CPU 0
+#define MP_FLOAT_SIG   0x5f504d5f /* "_MP_" */
+#define MP_TABLE_SIG   0x504d4350 /* "PCMP" */
+#define MP_ENTRY_CPU   0
 #define MP_CPU_ENABLED 0x01
-#define MP_CPU_BSP 0x02
-#define BDA_EBDA_SEG 0x40e
+#define MP_CPU_BSP     0x02
+#define BDA_EBDA_SEG   0x40e
 
 #define APIC_BASE_ADDR_MASK 0xfffff000u
-#define APIC_ICR_LOW 0x300
-#define APIC_ICR_HIGH 0x310
-#define APIC_ICR_BUSY (1u << 12)
-#define APIC_INIT 0x00004500     /* INIT, level assert */
-#define APIC_SIPI 0x00004600     /* start-up, level assert | vector */
-#define APIC_ID 0x20
-#define NO_CPU 0xffffffffu
-#define CPUID_HYPERVISOR (1u << 31)
+#define APIC_ICR_LOW	    0x300
+#define APIC_ICR_HIGH	    0x310
+#define APIC_ICR_BUSY	    (1u << 12)
+#define APIC_INIT	    0x00004500 /* INIT, level assert */
+#define APIC_SIPI	    0x00004600 /* start-up, level assert | vector */
+#define APIC_ID		    0x20
+#define NO_CPU		    0xffffffffu
+#define CPUID_HYPERVISOR    (1u << 31)
 
 /* Read by lsg_ap_entry64 in ring 0: the index the next AP takes. */
 volatile uint32_t lsg_ap_boot_cpu = NO_CPU;
@@ -64,7 +64,7 @@ static const uint8_t *find_mp_float(uint64_t start, uint64_t len)
 
 static const uint8_t *find_mp_table(void)
 {
-	uint64_t ebda = (uint64_t)*(const uint16_t *)BDA_EBDA_SEG << 4;
+	uint64_t ebda = (uint64_t) * (const uint16_t *)BDA_EBDA_SEG << 4;
 	const uint8_t *fp = 0;
 	const uint8_t *mpc;
 	uint32_t addr;
@@ -157,7 +157,6 @@ void lsg_find_cpus(struct lsg_cpus *cpus, uint32_t wanted,
 			add_cpu(cpus, id);
 	}
 }
-
 
 static void apic_send(volatile uint32_t *lapic, uint32_t dest, uint32_t cmd)
 {

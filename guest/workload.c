@@ -17,16 +17,16 @@
 struct writer {
 	struct lsg_vcpu_status *vs;
 	uint32_t cpu;
-	uint64_t first;    /* global index of the vCPU's first page */
+	uint64_t first; /* global index of the vCPU's first page */
 	uint64_t npages;
 	uint64_t cursor;   /* seq mode: last page written */
-	uint64_t rng;      /* rand mode: xorshift64 state, never 0 */
+	uint64_t rng;	   /* rand mode: xorshift64 state, never 0 */
 	uint64_t tl_start; /* timeline: current interval */
 	uint64_t tl_writes;
 	uint64_t tl_max;
 	uint64_t next_print;
 	uint64_t power_off_at; /* BSP only; 0: never */
-	uint64_t last;         /* TSC of the previous report() */
+	uint64_t last;	       /* TSC of the previous report() */
 };
 
 /*
@@ -78,8 +78,8 @@ static void timeline_account(struct writer *w, uint64_t now, uint64_t ns)
 		return;
 	e = &vs->timeline[vs->timeline_head % LSG_TIMELINE_LEN];
 	e->tsc = w->tl_start;
-	e->writes = w->tl_writes > UINT32_MAX ? UINT32_MAX
-					      : (uint32_t)w->tl_writes;
+	e->writes =
+	    w->tl_writes > UINT32_MAX ? UINT32_MAX : (uint32_t)w->tl_writes;
 	e->max_ns = w->tl_max > UINT32_MAX ? UINT32_MAX : (uint32_t)w->tl_max;
 	barrier(); /* the entry is whole before the head moves past it */
 	vs->timeline_head++;
@@ -141,8 +141,8 @@ static void report(struct writer *w, uint64_t now)
 		lsg_say("cpu %u writes=%lu gen=%lu max_ns=%lu errors=%lu",
 			w->cpu, vs->writes, vs->generation, vs->max_lat_ns,
 			vs->errors);
-		w->next_print = rdtsc() + lsg_cfg.print_s * 1000 *
-						  lsg_cfg.tsc_per_ms;
+		w->next_print =
+		    rdtsc() + lsg_cfg.print_s * 1000 * lsg_cfg.tsc_per_ms;
 	}
 	if (w->power_off_at && now >= w->power_off_at)
 		lsg_power_off();
@@ -151,13 +151,13 @@ static void report(struct writer *w, uint64_t now)
 void lsg_workload(uint32_t cpu)
 {
 	struct writer w = {
-		.vs = (struct lsg_vcpu_status *)(LSG_STATUS_GPA +
-						 LSG_VCPU_STATUS_OFF(cpu)),
-		.cpu = cpu,
-		.first = (uint64_t)cpu * lsg_cfg.ws_pages,
-		.npages = lsg_cfg.ws_pages,
-		.cursor = lsg_cfg.ws_pages - 1, /* seq starts at page 0 */
-		.rng = 0x9e3779b97f4a7c15ull * (cpu + 1),
+	    .vs = (struct lsg_vcpu_status *)(LSG_STATUS_GPA +
+					     LSG_VCPU_STATUS_OFF(cpu)),
+	    .cpu = cpu,
+	    .first = (uint64_t)cpu * lsg_cfg.ws_pages,
+	    .npages = lsg_cfg.ws_pages,
+	    .cursor = lsg_cfg.ws_pages - 1, /* seq starts at page 0 */
+	    .rng = 0x9e3779b97f4a7c15ull * (cpu + 1),
 	};
 	uint64_t ms = lsg_cfg.tsc_per_ms;
 	uint64_t now;
@@ -172,7 +172,8 @@ void lsg_workload(uint32_t cpu)
 	w.tl_start = now;
 	w.next_print = now + lsg_cfg.print_s * 1000 * ms;
 	if (cpu == 0 && lsg_cfg.runtime_s)
-		w.power_off_at = lsg_cfg.boot_tsc + lsg_cfg.runtime_s * 1000 * ms;
+		w.power_off_at =
+		    lsg_cfg.boot_tsc + lsg_cfg.runtime_s * 1000 * ms;
 	barrier();
 	w.vs->heartbeat_tsc = now;
 	w.vs->running = 1;

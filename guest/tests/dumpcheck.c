@@ -30,7 +30,8 @@ static int read_dump(const char *path, struct dump *d)
 	long size;
 
 	if (!f) {
-		fprintf(stderr, "lsg-dumpcheck: %s: %s\n", path, strerror(errno));
+		fprintf(stderr, "lsg-dumpcheck: %s: %s\n", path,
+			strerror(errno));
 		return -1;
 	}
 	if (fseek(f, 0, SEEK_END) || (size = ftell(f)) < 0 ||

@@ -162,16 +162,16 @@ static void test_status_layout(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_known_answers),
-		cmocka_unit_test(test_fill_layout),
-		cmocka_unit_test(test_zero_page_is_valid),
-		cmocka_unit_test(test_filled_page_is_valid_for_its_index_only),
-		cmocka_unit_test(test_unwritten_page_with_garbage),
-		cmocka_unit_test(test_every_word_is_checked),
-		cmocka_unit_test(test_cpu_field_high_bits),
-		cmocka_unit_test(test_torn_write_is_rejected),
-		cmocka_unit_test(test_generation_and_cpu_matter),
-		cmocka_unit_test(test_status_layout),
+	    cmocka_unit_test(test_known_answers),
+	    cmocka_unit_test(test_fill_layout),
+	    cmocka_unit_test(test_zero_page_is_valid),
+	    cmocka_unit_test(test_filled_page_is_valid_for_its_index_only),
+	    cmocka_unit_test(test_unwritten_page_with_garbage),
+	    cmocka_unit_test(test_every_word_is_checked),
+	    cmocka_unit_test(test_cpu_field_high_bits),
+	    cmocka_unit_test(test_torn_write_is_rejected),
+	    cmocka_unit_test(test_generation_and_cpu_matter),
+	    cmocka_unit_test(test_status_layout),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
