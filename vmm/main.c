@@ -583,6 +583,7 @@ static int finish(struct run_ctx *r)
 
 static void cleanup(struct run_ctx *r)
 {
+	vm_snap_stop(r->snap); /* its last MIGRATION event still goes out */
 	qmp_server_destroy(r->qmp);
 	vm_snap_destroy(r->snap); /* before its RAM goes */
 	vm_restore_destroy(r->restore);

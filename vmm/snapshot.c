@@ -67,6 +67,8 @@ struct vm_snap {
 	pid_t child;          /* exec: the command's process group */
 	int stream_fd;        /* exec: the pipe into the command */
 	bool cancel_req;
+	bool reaping;         /* exec: the command is being waited for */
+	bool closed;          /* vm_snap_stop(): no new snapshots */
 	uint64_t t_start, t_paused, t_end; /* monotonic ns */
 	uint64_t downtime_ns;
 	bool have_stats;
@@ -135,16 +137,28 @@ fail:
 	return ret;
 }
 
+void vm_snap_stop(struct vm_snap *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->closed = true;
+	pthread_mutex_unlock(&s->lock);
+	vm_snap_cancel(s);
+	vm_snap_wait(s);
+	/* The thread takes the lock no more once the status is final. */
+	pthread_mutex_lock(&s->lock);
+	if (s->thread_live)
+		pthread_join(s->thread, NULL);
+	s->thread_live = false;
+	pthread_mutex_unlock(&s->lock);
+}
+
 void vm_snap_destroy(struct vm_snap *s)
 {
 	if (!s)
 		return;
-	vm_snap_cancel(s);
-	vm_snap_wait(s);
-	pthread_mutex_lock(&s->lock);
-	if (s->thread_live)
-		pthread_join(s->thread, NULL);
-	pthread_mutex_unlock(&s->lock);
+	vm_snap_stop(s);
 	vm_restore_detach(s->restore);
 	if (s->ctx)
 		ls_ctx_destroy(s->ctx);
@@ -581,28 +595,46 @@ static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap,
 /* The snapshot thread                                                 */
 /* ------------------------------------------------------------------ */
 
-/* Ends an exec: command: EOF on its stdin, then its exit status. */
+/*
+ * Ends an exec: command: EOF on its stdin, then its exit status. A command
+ * that does not end by itself (it may wait for something else) is killed
+ * when the snapshot is cancelled meanwhile.
+ */
 static int finish_exec(struct vm_snap *s, bool kill_it, char *err)
 {
+	siginfo_t si;
 	pid_t child;
-	int fd;
+	int fd, ret;
 
 	pthread_mutex_lock(&s->lock);
 	child = s->child;
 	fd = s->stream_fd;
 	s->stream_fd = -1;
+	s->reaping = true;
 	pthread_mutex_unlock(&s->lock);
 	if (fd >= 0)
 		close(fd);
 	if (child < 0)
 		return 0;
-	if (kill_it)
-		kill(-child, SIGKILL);
-	fd = vm_snap_reap_exec(child, s->uri + 5, err);
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		kill_it = kill_it || s->cancel_req;
+		pthread_mutex_unlock(&s->lock);
+		if (kill_it)
+			kill(-child, SIGKILL);
+		si.si_pid = 0; /* peek: vm_snap_reap_exec() reaps */
+		ret = waitid(P_PID, (id_t)child, &si,
+			     WEXITED | WNOHANG | WNOWAIT);
+		if ((!ret && si.si_pid == child) || (ret && errno != EINTR))
+			break;
+		usleep(10000);
+	}
+	ret = vm_snap_reap_exec(child, s->uri + 5, err);
 	pthread_mutex_lock(&s->lock);
 	s->child = -1;
+	s->reaping = false;
 	pthread_mutex_unlock(&s->lock);
-	return fd;
+	return ret;
 }
 
 static void *snap_thread(void *arg)
@@ -672,6 +704,10 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
+	if (s->closed) {
+		pthread_mutex_unlock(&s->lock);
+		return vmm_failx(err, ESHUTDOWN, "the VM is shutting down");
+	}
 	if (s->status == VM_SNAP_SETUP || s->status == VM_SNAP_ACTIVE) {
 		pthread_mutex_unlock(&s->lock);
 		return vmm_failx(err, EBUSY,
@@ -745,8 +781,12 @@ int vm_snap_cancel(struct vm_snap *s)
 	s->cancel_req = true;
 	if (s->snap)
 		ls_snapshot_cancel(s->snap);
-	/* A writer blocked on a pipe nobody reads must see EPIPE. */
-	if (s->child > 0)
+	/*
+	 * A writer blocked on a pipe nobody reads must see EPIPE. Until it is
+	 * reaped the group's id cannot be reused; once finish_exec() reaps,
+	 * it does the killing itself.
+	 */
+	if (s->child > 0 && !s->reaping)
 		kill(-s->child, SIGKILL);
 	pthread_mutex_unlock(&s->lock);
 	return 0;

@@ -63,7 +63,13 @@ typedef void (*vm_snap_event_fn)(void *opaque, enum vm_snap_status st);
  * vm_create() and before the vCPUs first run or memory is restored.
  */
 int vm_snap_create(struct vm_snap **sp, struct vm *vm, char *err);
-/* Cancels a snapshot still running and waits for it; frees. */
+/*
+ * Cancels a snapshot still running, waits for its end (its last status
+ * event included) and refuses new ones: call it while the QMP server still
+ * runs, before destroying it.
+ */
+void vm_snap_stop(struct vm_snap *s);
+/* vm_snap_stop(), then frees everything (before the VM's RAM goes). */
 void vm_snap_destroy(struct vm_snap *s);
 
 struct ls_ctx *vm_snap_ctx(struct vm_snap *s);
