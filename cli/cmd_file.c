@@ -196,8 +196,7 @@ static json_t *info_json(const char *path, struct ls_reader *r)
 						"size", (json_int_t)len));
 	}
 	return json_pack(
-	    "{s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:I, "
-	    "s:I, s:I, s:I}",
+	    "{s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:I, s:I, s:I, s:I}",
 	    "path", path, "kind", in.stream ? "stream" : "file", "version",
 	    version, "created", when, "created_ns", (json_int_t)in.created_ns,
 	    "host_page_size", (json_int_t)in.host_page_size, "regions", regions,

@@ -90,8 +90,7 @@ static int rd_open(struct ls_reader *r)
 		return rd_fail(r, (int)n, "read: %s", strerror((int)-n));
 	if (n < (ssize_t)sizeof(magic))
 		return rd_fail(r, -EBADMSG,
-			       "truncated: %zd bytes, not even a "
-			       "magic number",
+			       "truncated: %zd bytes, not even a magic number",
 			       n);
 	if (!memcmp(magic, LSS_MAGIC, LSF_MAGIC_LEN)) {
 		r->info.stream = true;
@@ -99,8 +98,7 @@ static int rd_open(struct ls_reader *r)
 	}
 	if (memcmp(magic, LSF_MAGIC, LSF_MAGIC_LEN))
 		return rd_fail(r, -EBADMSG,
-			       "not a livesnap snapshot (bad "
-			       "magic)");
+			       "not a livesnap snapshot (bad magic)");
 	if (!S_ISREG(st.st_mode))
 		return rd_fail(r, -ESPIPE,
 			       "a snapshot file must be read from "
@@ -267,12 +265,10 @@ static int rd_check_target(struct ls_reader *r, uint32_t region, void *addr,
 		return rd_fail(r, -ENOENT, "no region %u (%u regions)", region,
 			       r->nregions);
 	if (len != r->regions[region].info.len)
-		return rd_fail(r, -EINVAL,
-			       "region '%s' has %llu bytes, the "
-			       "target %zu",
-			       r->regions[region].info.name,
-			       (unsigned long long)r->regions[region].info.len,
-			       len);
+		return rd_fail(
+		    r, -EINVAL, "region '%s' has %llu bytes, the target %zu",
+		    r->regions[region].info.name,
+		    (unsigned long long)r->regions[region].info.len, len);
 	if (!addr || (uintptr_t)addr % LSF_MIN_PAGE)
 		return rd_fail(r, -EINVAL,
 			       "region '%s': target address %p "

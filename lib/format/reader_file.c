@@ -96,9 +96,8 @@ static int rd_header(struct ls_reader *r, struct lsf_header *h, uint64_t size)
 			      hp->h.version_major, hp->h.version_minor,
 			      LSF_VERSION_MAJOR);
 	else if (lsf_header_csum(&hp->h) != hp->h.header_csum)
-		ret = rd_fail(r, -EBADMSG,
-			      "corrupt header (checksum "
-			      "mismatch)");
+		ret =
+		    rd_fail(r, -EBADMSG, "corrupt header (checksum mismatch)");
 	else if (hp->h.header_size < sizeof(struct lsf_header) ||
 		 hp->h.header_size > LSF_HEADER_BYTES)
 		ret = rd_fail(r, -EBADMSG, "corrupt header (size %u)",
@@ -111,8 +110,7 @@ static int rd_header(struct ls_reader *r, struct lsf_header *h, uint64_t size)
 	else if (hp->h.nregions > LSF_MAX_REGIONS ||
 		 hp->h.nblobs > LSF_MAX_BLOBS)
 		ret = rd_fail(r, -EBADMSG,
-			      "corrupt header (%u regions, %u "
-			      "blobs)",
+			      "corrupt header (%u regions, %u blobs)",
 			      hp->h.nregions, hp->h.nblobs);
 	*h = hp->h;
 	free(hp);
@@ -138,9 +136,8 @@ static int rd_region(struct ls_reader *r, const struct lsf_region *e,
 	align = e->page_size > LSF_ALIGN ? e->page_size : LSF_ALIGN;
 	if (e->data_off < LSF_HEADER_BYTES || e->data_off % align)
 		return rd_fail(r, -EBADMSG,
-			       "region '%s': corrupt data offset "
-			       "%llu",
-			       e->name, (unsigned long long)e->data_off);
+			       "region '%s': corrupt data offset %llu", e->name,
+			       (unsigned long long)e->data_off);
 	snprintf(what, sizeof(what), "region '%s' data", e->name);
 	ret = rd_range(r, what, e->data_off, e->len, size);
 	if (ret)

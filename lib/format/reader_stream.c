@@ -56,8 +56,7 @@ static int rd_read_rec(struct ls_reader *r, struct lss_rec *rec)
 			       (unsigned long long)r->info.size);
 	if (lss_rec_hdr_csum(rec) != rec->hdr_csum)
 		return rd_fail(r, -EBADMSG,
-			       "corrupt record header at byte "
-			       "%llu",
+			       "corrupt record header at byte %llu",
 			       (unsigned long long)at);
 	return 0;
 }
@@ -81,15 +80,11 @@ static int rd_head_regions(struct ls_reader *r, const struct lss_head *head,
 
 		if (!ls_region_ok(e->name, e->len, e->page_size))
 			return rd_fail(r, -EBADMSG,
-				       "corrupt head record "
-				       "(region %u)",
-				       i);
+				       "corrupt head record (region %u)", i);
 		memcpy(reg->info.name, e->name, LS_NAME_MAX);
 		r->nregions = i + 1;
 		if (ls_reader_find_region(r, e->name) != (int)i)
-			return rd_fail(r, -EBADMSG,
-				       "region '%s' appears "
-				       "twice",
+			return rd_fail(r, -EBADMSG, "region '%s' appears twice",
 				       e->name);
 		reg->info.len = e->len;
 		reg->info.page_size = e->page_size;
@@ -98,8 +93,7 @@ static int rd_head_regions(struct ls_reader *r, const struct lss_head *head,
 		reg->seen = calloc((reg->npages + 63) / 64, sizeof(uint64_t));
 		if (!reg->seen)
 			return rd_fail(r, -ENOMEM,
-				       "out of memory for region "
-				       "'%s'",
+				       "out of memory for region '%s'",
 				       e->name);
 		r->info.pages_total += reg->npages;
 	}
@@ -127,8 +121,7 @@ static int rd_head(struct ls_reader *r, const struct lss_rec *rec,
 	    rec->len !=
 		sizeof(head) + head.nregions * sizeof(struct lss_region))
 		return rd_fail(r, -EBADMSG,
-			       "corrupt head record (%u regions "
-			       "in %llu bytes)",
+			       "corrupt head record (%u regions in %llu bytes)",
 			       head.nregions, (unsigned long long)rec->len);
 	r->info.version_major = head.version_major;
 	r->info.version_minor = head.version_minor;
@@ -151,8 +144,7 @@ int rd_stream_open(struct ls_reader *r)
 		return ret;
 	if (rec.type != LSS_REC_HEAD)
 		return rd_fail(r, -EBADMSG,
-			       "the stream does not start with a "
-			       "head record");
+			       "the stream does not start with a head record");
 	if (rec.len < sizeof(struct lss_head) ||
 	    rec.len > sizeof(struct lss_head) +
 			  LSF_MAX_REGIONS * sizeof(struct lss_region))
@@ -164,8 +156,7 @@ int rd_stream_open(struct ls_reader *r)
 	ret = rd_read_exact(r, payload, rec.len, "the head record");
 	if (!ret && XXH3_64bits(payload, rec.len) != rec.data_csum)
 		ret = rd_fail(r, -EBADMSG,
-			      "corrupt head record (checksum "
-			      "mismatch)");
+			      "corrupt head record (checksum mismatch)");
 	if (!ret)
 		ret = rd_head(r, &rec, payload);
 	free(payload);
@@ -200,8 +191,7 @@ static int rd_payload(struct ls_reader *r, const struct lss_rec *rec, char *dst,
 	}
 	if (XXH3_64bits_digest(&st) != rec->data_csum)
 		return rd_fail(r, -EBADMSG,
-			       "corrupt %s at byte %llu (checksum "
-			       "mismatch)",
+			       "corrupt %s at byte %llu (checksum mismatch)",
 			       what, (unsigned long long)at);
 	return 0;
 }
@@ -216,8 +206,7 @@ static int rd_pages_rec(struct ls_reader *r, const struct lss_rec *rec,
 
 	if (rec->index >= r->nregions)
 		return rd_fail(r, -EBADMSG,
-			       "pages record for region %u (%u "
-			       "regions)",
+			       "pages record for region %u (%u regions)",
 			       rec->index, r->nregions);
 	reg = &r->regions[rec->index];
 	ps = reg->info.page_size;
@@ -233,8 +222,7 @@ static int rd_pages_rec(struct ls_reader *r, const struct lss_rec *rec,
 	for (uint64_t p = rec->first; p < rec->first + rec->count; p++) {
 		if (reg->seen[p / 64] & (1ull << (p % 64)))
 			return rd_fail(r, -EBADMSG,
-				       "region '%s' page %llu "
-				       "sent twice",
+				       "region '%s' page %llu sent twice",
 				       reg->info.name, (unsigned long long)p);
 		reg->seen[p / 64] |= 1ull << (p % 64);
 	}
@@ -263,9 +251,7 @@ static int rd_blob_rec(struct ls_reader *r, const struct lss_rec *rec)
 	buf = malloc(rec->len);
 	if (!buf)
 		return rd_fail(r, -ENOMEM,
-			       "out of memory for a blob of %zu "
-			       "bytes",
-			       dlen);
+			       "out of memory for a blob of %zu bytes", dlen);
 	ret = rd_payload(r, rec, buf, NULL, "blob record");
 	if (!ret && !ls_name_ok(buf, LS_NAME_MAX))
 		ret = rd_fail(r, -EBADMSG, "corrupt blob record (its name)");
@@ -334,14 +320,11 @@ static int rd_next(struct ls_reader *r, void *const *addrs, char *scratch)
 	case LSS_REC_ABORT:
 		return rd_fail(
 		    r, -EBADMSG,
-		    "incomplete: the writer aborted "
-		    "the snapshot at byte %llu",
+		    "incomplete: the writer aborted the snapshot at byte %llu",
 		    (unsigned long long)(r->info.size - sizeof(rec)));
 	default:
 		return rd_fail(
-		    r, -EBADMSG,
-		    "unexpected record type %u at "
-		    "byte %llu",
+		    r, -EBADMSG, "unexpected record type %u at byte %llu",
 		    rec.type, (unsigned long long)(r->info.size - sizeof(rec)));
 	}
 	if (!ret)
@@ -358,8 +341,7 @@ int rd_stream_consume(struct ls_reader *r, void *const *addrs,
 	if (r->consumed) {
 		if (addrs)
 			return rd_fail(r, -EALREADY,
-				       "the stream was read "
-				       "already");
+				       "the stream was read already");
 		return r->result;
 	}
 	scratch = malloc(RD_SCRATCH);

@@ -89,16 +89,13 @@ static int fsink_layout(struct fsink *s, const struct ls_layout *layout)
 
 	if (layout->nregions > LSF_MAX_REGIONS)
 		return fsink_fail(s, -E2BIG,
-				  "snapshot file '%s': %u regions "
-				  "(at most %u)",
+				  "snapshot file '%s': %u regions (at most %u)",
 				  s->path, layout->nregions, LSF_MAX_REGIONS);
 	s->regions = calloc(layout->nregions ? layout->nregions : 1,
 			    sizeof(*s->regions));
 	if (!s->regions)
 		return fsink_fail(s, -ENOMEM,
-				  "snapshot file '%s': out of "
-				  "memory",
-				  s->path);
+				  "snapshot file '%s': out of memory", s->path);
 	s->nregions = layout->nregions;
 	for (uint32_t i = 0; i < layout->nregions; i++) {
 		const struct ls_layout_region *lr = &layout->regions[i];
@@ -138,9 +135,7 @@ static int fsink_start(struct ls_sink *sink, const struct ls_layout *layout)
 
 	if (s->started)
 		return fsink_fail(s, -EINVAL,
-				  "snapshot file '%s': started "
-				  "twice",
-				  s->path);
+				  "snapshot file '%s': started twice", s->path);
 	s->started = true;
 	s->created_ns = ls_now_realtime_ns();
 	ret = fsink_layout(s, layout);
@@ -391,9 +386,7 @@ static int fsink_commit(struct ls_sink *sink)
 	hp = calloc(1, sizeof(*hp));
 	if (!hp)
 		return fsink_fail(s, -ENOMEM,
-				  "snapshot file '%s': out of "
-				  "memory",
-				  s->path);
+				  "snapshot file '%s': out of memory", s->path);
 	fsink_fill_header(s, &hp->h);
 	what = "writing the tables";
 	ret = fsink_write_tables(s, &hp->h);
@@ -417,8 +410,7 @@ static int fsink_commit(struct ls_sink *sink)
 				  what, strerror(-ret));
 	if (rename(s->tmp, s->path) < 0)
 		return fsink_fail(s, -errno,
-				  "snapshot file: rename '%s' to "
-				  "'%s': %s",
+				  "snapshot file: rename '%s' to '%s': %s",
 				  s->tmp, s->path, strerror(errno));
 	s->committed = true;
 	ret = fsync_dir_of(s->path);
@@ -516,9 +508,7 @@ int ls_sink_file_create(struct ls_sink **sinkp, const char *path,
 	*sinkp = NULL;
 	if (flags & ~LS_FILE_DIRECT) {
 		snprintf(errbuf, errlen,
-			 "snapshot file '%s': unknown flags "
-			 "%#x",
-			 path, flags);
+			 "snapshot file '%s': unknown flags %#x", path, flags);
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
@@ -537,8 +527,7 @@ int ls_sink_file_create(struct ls_sink **sinkp, const char *path,
 		     (int)getpid()) >= (int)sizeof(s->tmp) ||
 	    path[0] == '\0') {
 		snprintf(errbuf, errlen,
-			 "snapshot file: path empty or too "
-			 "long");
+			 "snapshot file: path empty or too long");
 		ret = -ENAMETOOLONG;
 		goto fail;
 	}

@@ -352,8 +352,7 @@ static int ssink_commit(struct ls_sink *sink)
 	pthread_mutex_lock(&s->lock);
 	if (s->ended && !s->err)
 		ssink_fail_locked(s, -EINVAL,
-				  "snapshot stream (fd %d): "
-				  "committed twice",
+				  "snapshot stream (fd %d): committed twice",
 				  s->fd);
 	t.records = s->records;
 	t.pages = s->pages;
@@ -372,8 +371,7 @@ static int ssink_commit(struct ls_sink *sink)
 		ret = -errno;
 		pthread_mutex_lock(&s->lock);
 		ssink_fail_locked(s, ret,
-				  "snapshot stream (fd %d): fdatasync: "
-				  "%s",
+				  "snapshot stream (fd %d): fdatasync: %s",
 				  s->fd, strerror(-ret));
 		pthread_mutex_unlock(&s->lock);
 	}

@@ -526,9 +526,7 @@ static void test_crafted_stream(void **state)
 	sb_head(&sb, 1, 1);
 	sb_pages(&sb, 0, 0, 1, 4096);
 	sb_trailer(&sb, 1, 0);
-	sb_expect(*state, &sb, -EBADMSG,
-		  "incomplete: read 2 records, 1 "
-		  "pages");
+	sb_expect(*state, &sb, -EBADMSG, "incomplete: read 2 records, 1 pages");
 	sb_head(&sb, 1, 1);
 	sb_pages(&sb, 0, 0, 1, 4096);
 	sb_trailer(&sb, 0, 1);
