@@ -26,6 +26,7 @@
 #define CR0_PG 0x80000000
 #define CR0_CD_NW 0x60000000
 #define CR4_PAE 0x20
+#define CR4_SMEP_SMAP 0x300000 /* all pages are user pages: must be off */
 #define CPUID_EXT_PDPE1GB 26
 
 /*
@@ -50,6 +51,7 @@
 /* From 32-bit protected mode (paging off, CR3 loaded) to 64-bit code. */
 .macro enter_long_mode target
 	movl %cr4, %eax
+	andl $~CR4_SMEP_SMAP, %eax
 	orl $CR4_PAE, %eax
 	movl %eax, %cr4
 	movl $MSR_EFER, %ecx
@@ -98,6 +100,9 @@ lsg_entry64:
 	shlq $32, %rdx
 	orq %rdx, %r13
 	lgdt lsg_gdt_desc(%rip)
+	movq %cr4, %rax         /* before our user-accessible page tables */
+	andl $~CR4_SMEP_SMAP, %eax
+	movq %rax, %cr4
 	pick_pml4
 	movq %rax, lsg_boot_cr3(%rip)
 	movq %rax, %cr3
