@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sinkbench PATH SIZE_MIB [BATCH_KIB] [direct]: the file sink's raw write
- * bandwidth, start to durable commit, as the engine's writer thread drives
- * it (one thread, batches of BATCH_KIB, default 2048, every page non-zero).
- * Compare with: dd if=/dev/zero of=PATH bs=2M count=N conv=fdatasync.
+ * sinkbench PATH SIZE_MIB [BATCH_KIB] [direct|stream]: the file sink's raw
+ * write bandwidth, start to durable commit, as the engine's writer thread
+ * drives it (one thread, batches of BATCH_KIB, default 2048, every page
+ * non-zero). Compare with: dd if=/dev/zero of=PATH bs=2M count=N
+ * oflag=direct conv=fdatasync. "stream" writes the stream sink to stdout
+ * instead (PATH unused): sinkbench - 2048 2048 stream | cat >/dev/null.
  * Not a test: timings belong in benchmarks.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,7 @@ int main(int argc, char **argv)
 	char err[LS_ERRMSG_MAX];
 	struct ls_sink *sink;
 	unsigned flags = 0;
+	bool stream = false;
 	uint64_t *buf;
 	double t0, t1, t2;
 
@@ -42,6 +46,7 @@ int main(int argc, char **argv)
 	batch = (argc > 3 ? strtoul(argv[3], NULL, 0) : 2048) << 10;
 	if (argc > 4 && !strcmp(argv[4], "direct"))
 		flags = LS_FILE_DIRECT;
+	stream = argc > 4 && !strcmp(argv[4], "stream");
 	lr.len = (uint64_t)mib << 20;
 	if (!batch || batch % 4096 || pool % batch || lr.len % batch) {
 		fprintf(stderr, "sinkbench: bad sizes\n");
@@ -50,8 +55,10 @@ int main(int argc, char **argv)
 	buf = aligned_alloc(4096, pool);
 	for (size_t i = 0; i < pool / 8; i++)
 		buf[i] = i * 0x9e3779b97f4a7c15ull + 1;
-	unlink(argv[1]);
-	if (ls_sink_file_create(&sink, argv[1], flags, err, sizeof(err))) {
+	if (stream
+		? ls_sink_stream_create(&sink, STDOUT_FILENO, err, sizeof(err))
+		: ls_sink_file_create(&sink, argv[1], flags, err,
+				      sizeof(err))) {
 		fprintf(stderr, "sinkbench: %s\n", err);
 		return 1;
 	}
@@ -67,10 +74,14 @@ int main(int argc, char **argv)
 	if (sink->ops->commit(sink))
 		goto fail;
 	t2 = now();
-	printf("%zu MiB, batch %zu KiB%s: writes %.2f s, commit %.2f s, "
-	       "%.0f MB/s\n",
-	       mib, batch >> 10, flags ? ", O_DIRECT" : "", t1 - t0, t2 - t1,
-	       (double)lr.len / (t2 - t0) / 1e6);
+	fprintf(stderr,
+		"%zu MiB, batch %zu KiB%s: writes %.2f s, commit %.2f s, "
+		"%.0f MB/s\n",
+		mib, batch >> 10,
+		stream	? ", stream"
+		: flags ? ", O_DIRECT"
+			: "",
+		t1 - t0, t2 - t1, (double)lr.len / (t2 - t0) / 1e6);
 	ls_sink_destroy(sink);
 	free(buf);
 	return 0;
