@@ -381,6 +381,32 @@ static void test_verify_progress(void **state)
 	ls_reader_close(r);
 }
 
+/* An older snapshot under PATH stays whole until the new one commits. */
+static void test_replace_existing(void **state)
+{
+	const char *path = tpath(*state, "snap");
+	struct ls_sink *sink;
+	struct ls_reader *r;
+	struct tsnap old, new;
+
+	tsnap_small(&old, 12);
+	tsnap_default(&new, 13);
+	tsnap_file(&old, path, 0);
+	assert_int_equal(ls_sink_file_create(&sink, path, 0, NULL, 0), 0);
+	assert_int_equal(tsnap_write(&new, sink, false), 0);
+	r = open_ok(path);
+	tsnap_check_reader(&old, r);
+	assert_int_equal(ls_reader_verify(r, NULL, NULL), 0);
+	assert_int_equal(sink->ops->commit(sink), 0);
+	ls_sink_destroy(sink);
+	/* The open reader still reads the old file; a new one the new. */
+	assert_int_equal(ls_reader_verify(r, NULL, NULL), 0);
+	ls_reader_close(r);
+	r = open_ok(path);
+	tsnap_check_reader(&new, r);
+	ls_reader_close(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -394,6 +420,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_temp_name_until_commit, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_existing, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sink_bad_calls, setup,
 					    teardown),
