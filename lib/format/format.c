@@ -43,7 +43,10 @@ uint64_t lss_chain(uint64_t chain, const struct lss_rec *rec)
 
 bool ls_name_ok(const char *name, size_t max)
 {
-	return name[0] != '\0' && memchr(name, '\0', max) != NULL;
+	/* strnlen: never reads past a caller's shorter string. */
+	size_t n = strnlen(name, max);
+
+	return n > 0 && n < max;
 }
 
 bool ls_page_size_ok(uint64_t page_size)
