@@ -61,8 +61,11 @@ class VM:
         self.stop()
 
     def stop(self):
+        """Quits the VM; raises if it does not end cleanly (exit status 0
+        within 20 s: a crash, a sanitizer report or a hang)."""
         if self.proc is None:
             return
+        problem = None
         if self.proc.poll() is None:
             try:
                 self.qmp.cmd("quit")
@@ -73,9 +76,15 @@ class VM:
             except subprocess.TimeoutExpired:
                 self.proc.send_signal(signal.SIGKILL)
                 self.proc.wait()
+                problem = "did not exit after quit"
         if self.qmp:
             self.qmp.close()
-        self.proc = None
+        rc, self.proc = self.proc.returncode, None
+        if problem is None and rc != 0:
+            problem = "exited with status %d" % rc
+        if problem:
+            raise AssertionError("VM %s %s: %s" % (
+                self.name, problem, self.stderr()[-3000:]))
 
     def stderr(self):
         with open(self.errlog, errors="replace") as f:
@@ -170,9 +179,15 @@ class SnapTest:
 
     def tearDown(self):
         import shutil
+        errors = []
         for vm in self.vms:
-            vm.stop()
+            try:
+                vm.stop()
+            except AssertionError as e:
+                errors.append(str(e))
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if errors:
+            raise AssertionError("\n".join(errors))
 
     def path(self, name):
         return os.path.join(self.tmp, name)

@@ -22,7 +22,9 @@ class Qmp(SnapTest, unittest.TestCase):
     def setUp(self):
         super().setUp()
         self.v = self.vm("vm", cpus=1)
-        self.v.wait_guest()
+        # Some 10 MiB of the working set written: more than a slow sink's
+        # first MiB, so a snapshot cannot be over before it stalls.
+        self.v.wait_guest(min_gens=[5000])
 
     def enable(self):
         self.v.qmp.cmd("migrate-set-capabilities", capabilities=[
@@ -137,6 +139,23 @@ class Qmp(SnapTest, unittest.TestCase):
         path = self.path("after.snap")
         self.assert_completed(self.v.snapshot(path))
         self.assert_snapshot_whole(path)
+
+    def test_quit_during_snapshot(self):
+        """quit while a snapshot runs: it is cancelled (the event still
+        goes out), the VMM exits cleanly, nothing verifies."""
+        self.enable()
+        out = self.path("quit.stream")
+        self.v.qmp.cmd("migrate", uri=slow_sink(out))
+        self.wait_for_file(out + ".mid")
+        self.v.qmp.cmd("quit")
+        try:
+            while True:
+                self.v.qmp.pump(1.0)
+        except EOFError:
+            pass
+        self.assertEqual(self.v.qmp.event_statuses()[-1:], ["cancelled"])
+        self.assertEqual(self.v.proc.wait(30), 0, self.v.stderr())
+        self.assertFalse(verify(out)[0])
 
     def test_cli_snapshot(self):
         path = self.path("cli.snap")
