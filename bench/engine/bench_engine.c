@@ -35,7 +35,7 @@
 #define HOT_BYTES (64 * MiB)
 
 enum pattern {
-	PAT_HOTCOLD, /* 90 % of stores into a 64 MiB hot set, 10 % anywhere */
+	PAT_HOTCOLD, /* 99 % of stores into a 64 MiB hot set, 1 % anywhere */
 	PAT_UNIFORM, /* every store at a uniformly random place */
 };
 
@@ -61,7 +61,7 @@ struct writer {
 };
 
 struct bench {
-	unsigned char *mem;
+	unsigned char *map, *mem;
 	uint64_t len;
 	enum pattern pattern;
 	int nwriters;
@@ -90,7 +90,7 @@ static uint64_t pick_offset(struct bench *b, uint64_t *seed)
 {
 	uint64_t r = xorshift(seed);
 
-	if (b->pattern == PAT_HOTCOLD && r % 10) {
+	if (b->pattern == PAT_HOTCOLD && r % 100) {
 		uint64_t hot = b->len < HOT_BYTES ? b->len : HOT_BYTES;
 
 		return (r >> 8) % hot & ~63ull;
@@ -243,7 +243,7 @@ static struct ls_sink *sink_new(bool file, char *path, size_t pathlen)
 }
 
 /* The file sink alone: the same memory written without a snapshot. */
-static double sink_only_mbps(struct bench *b)
+static double sink_only_mbps(const struct bench *b)
 {
 	struct ls_layout_region lr = {.name = "ram", .len = b->len,
 				      .page_size = 4096, .type = LS_MEM_ANON};
@@ -293,18 +293,56 @@ static void print_us(uint64_t ns)
 		printf(" %.1f |", (double)ns / 1e3);
 }
 
-static void run(struct bench *b, const struct config *c, double sink_mbps)
+/* AnonHugePages of the process, in percent of the bench memory. */
+static double thp_percent(const struct bench *b)
+{
+	unsigned long long kb = 0;
+	char line[256];
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return 100.0 * (double)kb * 1024 / (double)b->len;
+}
+
+/* A second snapshot right after the first: what a split THP costs. */
+static double rearm_ms(struct ls_ctx *ctx)
+{
+	struct discard_sink *d = calloc(1, sizeof(*d));
+	struct ls_snapshot *snap;
+	struct ls_stats st;
+
+	d->base.ops = &discard_ops;
+	if (ls_snapshot_create(ctx, &d->base, NULL, &snap) ||
+	    ls_snapshot_begin(snap) || ls_snapshot_wait(snap)) {
+		fprintf(stderr, "re-arm snapshot: %s\n", ls_ctx_error(ctx));
+		exit(1);
+	}
+	ls_snapshot_stats(snap, &st);
+	ls_snapshot_destroy(snap);
+	return (double)st.arm_ns / 1e6;
+}
+
+static void bench_map(struct bench *b, uint64_t bytes, bool thp);
+static void bench_unmap(struct bench *b);
+
+static void run(struct bench *b, const struct config *c)
 {
 	struct ls_snapshot_opts o = {.strategy = c->strategy,
 				     .fault_spin_us = c->spin_us};
 	uint64_t ops0, t_before, t0, t1, ops1, ops2, wh[64] = {0}, wmax = 0;
-	double before, during, mbps;
+	double before, during, mbps, sink_mbps = 0, thp;
 	char err[LS_ERRMSG_MAX], path[256] = "", sinkcol[64];
 	struct ls_snapshot *snap;
 	struct ls_ctx *ctx;
 	struct ls_stats st;
 	int ret;
 
+	bench_map(b, c->bytes, c->thp);
+	thp = thp_percent(b);
 	if (ls_ctx_create(&ctx, err, sizeof(err)) ||
 	    ls_region_add(ctx, "ram", b->mem, b->len) < 0) {
 		fprintf(stderr, "setup: %s %s\n", err, ctx ? ls_ctx_error(ctx) : "");
@@ -320,6 +358,16 @@ static void run(struct bench *b, const struct config *c, double sink_mbps)
 	usleep(1000000);
 	before = (double)(total_ops(b) - ops0) * 1e9 /
 		 (double)(now_ns() - t_before);
+	if (c->file_sink) {
+		/*
+		 * The first pass warms the page cache's memory (this VM's host
+		 * reclaims idle memory; a cold first touch is several times
+		 * slower); the second is the sink's own bandwidth, measured
+		 * with the writers running, as during the snapshot.
+		 */
+		sink_only_mbps(b);
+		sink_mbps = sink_only_mbps(b);
+	}
 	if (ls_snapshot_create(ctx, sink_new(c->file_sink, path, sizeof(path)),
 			       &o, &snap)) {
 		fprintf(stderr, "create: %s\n", ls_ctx_error(ctx));
@@ -349,6 +397,9 @@ static void run(struct bench *b, const struct config *c, double sink_mbps)
 		exit(1);
 	}
 	ls_snapshot_stats(snap, &st);
+	ls_snapshot_destroy(snap);
+	if (path[0])
+		unlink(path);
 	for (int i = 0; i < b->nwriters; i++) {
 		for (int k = 0; k < 64; k++)
 			wh[k] += atomic_load(&b->w[i].hist[k]);
@@ -357,13 +408,14 @@ static void run(struct bench *b, const struct config *c, double sink_mbps)
 	}
 	during = (double)(ops2 - ops1) * 1e9 / (double)(t1 - t0);
 	mbps = (double)st.bytes_written / 1e6 / ((double)st.total_ns / 1e9);
-	printf("| %llu GiB | %s | %s | %s | %s | %d | %s | %.3f | %.0f |",
-	       (unsigned long long)(c->bytes / GiB), c->thp ? "THP" : "4K",
+	printf("| %llu GiB | %s %.0f%% | %s | %s | %s | %d | %s | %.3f | %.3f | %.0f |",
+	       (unsigned long long)(c->bytes / GiB), c->thp ? "THP" : "4K", thp,
 	       c->pattern == PAT_HOTCOLD ? "hot/cold" : "uniform",
 	       strategy_name(c->strategy), c->file_sink ? "file" : "discard",
 	       c->writers,
 	       c->spin_us < 0 ? "block" : c->spin_us ? "spin" : "default",
-	       (double)st.arm_ns / 1e6, (double)st.total_ns / 1e6);
+	       (double)st.arm_ns / 1e6, rearm_ms(ctx),
+	       (double)st.total_ns / 1e6);
 	if (c->file_sink)
 		snprintf(sinkcol, sizeof(sinkcol), "%.0f (%.0f %%)", sink_mbps,
 			 100.0 * mbps / sink_mbps);
@@ -378,37 +430,36 @@ static void run(struct bench *b, const struct config *c, double sink_mbps)
 	print_us(hist_pct(wh, 0.99));
 	print_us(hist_pct(wh, 0.999));
 	print_us(wmax);
-	printf(" %.1f | %.1f | %.2f |\n", before / 1e6, during / 1e6,
+	printf(" %.2f | %.2f | %.2f |\n", before / 1e6, during / 1e6,
 	       during / before);
 	fflush(stdout);
-	ls_snapshot_destroy(snap);
 	ls_ctx_destroy(ctx);
-	if (path[0])
-		unlink(path);
+	bench_unmap(b);
 }
 
 static void header(void)
 {
-	printf("| size | pages | writes | strategy | sink | writers | fault "
-	       "thread | arm ms | total ms | snapshot MB/s | sink-only MB/s "
+	printf("| size | pages (THP) | writes | strategy | sink | writers | "
+	       "fault thread | arm ms | re-arm ms | total ms | snapshot MB/s | "
+	       "sink-only MB/s "
 	       "(ratio) | faults | engine stall p50 us | p99 | p99.9 | max | "
 	       "writer-seen p99 us | p99.9 | max | Mops/s before | during | "
 	       "ratio |\n");
 	printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-	       "---|---|---|---|---|---|---|\n");
+	       "---|---|---|---|---|---|---|---|\n");
 }
 
 /* Maps and fills the memory once per size and page kind. */
 static void bench_map(struct bench *b, uint64_t bytes, bool thp)
 {
 	b->len = bytes;
-	b->mem = mmap(NULL, bytes + 2 * MiB, PROT_READ | PROT_WRITE,
+	b->map = mmap(NULL, bytes + 2 * MiB, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (b->mem == MAP_FAILED) {
+	if (b->map == MAP_FAILED) {
 		perror("mmap");
 		exit(1);
 	}
-	b->mem = (unsigned char *)(((uintptr_t)b->mem + 2 * MiB - 1) &
+	b->mem = (unsigned char *)(((uintptr_t)b->map + 2 * MiB - 1) &
 				   ~(uintptr_t)(2 * MiB - 1));
 	madvise(b->mem, bytes, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 	for (uint64_t off = 0; off < bytes; off += 4096)
@@ -417,7 +468,7 @@ static void bench_map(struct bench *b, uint64_t bytes, bool thp)
 
 static void bench_unmap(struct bench *b)
 {
-	munmap(b->mem, b->len);
+	munmap(b->map, b->len + 2 * MiB);
 }
 
 struct size_plan {
@@ -431,42 +482,37 @@ static void run_plan(struct bench *b, const struct size_plan *p)
 	const enum ls_strategy all[] = {LS_STRATEGY_AUTO, LS_STRATEGY_COPY,
 					LS_STRATEGY_WRITE_FIRST};
 	int nstrat = p->all_strategies ? 3 : 1;
-	double sink_mbps = 0;
 	struct config c = {.bytes = p->gib * GiB, .thp = p->thp, .writers = 1};
 
-	bench_map(b, c.bytes, p->thp);
-	if (p->file)
-		sink_mbps = sink_only_mbps(b);
 	for (int s = 0; s < nstrat; s++) {
 		c.strategy = all[s];
 		c.file_sink = false;
-		run(b, &c, sink_mbps);
+		run(b, &c);
 		if (p->file) {
 			c.file_sink = true;
-			run(b, &c, sink_mbps);
+			run(b, &c);
 		}
 	}
 	c.strategy = LS_STRATEGY_COPY;
 	c.file_sink = false;
 	if (p->spin_variants) {
-		c.spin_us = -1;
-		run(b, &c, sink_mbps);
-		c.spin_us = 50;
-		run(b, &c, sink_mbps);
-		c.spin_us = 500;
-		run(b, &c, sink_mbps);
+		const int spins[] = {-1, 50, 500};
+
+		for (int i = 0; i < 3; i++) {
+			c.spin_us = spins[i];
+			run(b, &c);
+		}
 		c.spin_us = 0;
 	}
 	if (p->uniform) {
 		c.pattern = PAT_UNIFORM;
-		run(b, &c, sink_mbps);
+		run(b, &c);
 		c.pattern = PAT_HOTCOLD;
 	}
 	if (p->two_writers) {
 		c.writers = 2;
-		run(b, &c, sink_mbps);
+		run(b, &c);
 	}
-	bench_unmap(b);
 }
 
 int main(int argc, char **argv)
