@@ -375,6 +375,16 @@ static void fmt_ns(char *buf, size_t len, uint64_t ns)
 		snprintf(buf, len, "%.2f s", ns / 1e9);
 }
 
+static double smooth(double avg, double sample)
+{
+	return avg ? 0.7 * avg + 0.3 * sample : sample;
+}
+
+/*
+ * Rate: RAM processed per second, smoothed over the last polls; once every
+ * page is saved and the end (blobs, fsync, rename) is being written, the
+ * average over the whole run, and "ETA" says what is left to do.
+ */
 static void progress_update(struct progress *p, const struct mig_info *mi)
 {
 	uint64_t t = now_ns();
@@ -382,24 +392,28 @@ static void progress_update(struct progress *p, const struct mig_info *mi)
 	uint64_t done = total > mi->ram_remaining ? total - mi->ram_remaining
 						  : 0;
 	double pct = total ? 100.0 * (double)done / (double)total : 0;
+	bool saved = total && done == total;
 	char eta[32], bar[41];
 	int filled = (int)(pct * 40 / 100);
 
-	if (t > p->last_ns && done >= p->last_done && p->last_ns) {
-		double inst = (double)(done - p->last_done) * 1e9 /
-			      (double)(t - p->last_ns);
-
-		p->rate = p->rate ? 0.7 * p->rate + 0.3 * inst : inst;
-	}
+	if (saved && t > p->start_ns)
+		p->rate = (double)done * 1e9 / (double)(t - p->start_ns);
+	else if (p->last_ns && t > p->last_ns && done >= p->last_done)
+		p->rate = smooth(p->rate, (double)(done - p->last_done) * 1e9 /
+						  (double)(t - p->last_ns));
 	p->last_ns = t;
 	p->last_done = done;
-	fmt_duration(eta, sizeof(eta),
-		     p->rate > 0 ? (double)(total - done) / p->rate : -1);
+	if (saved)
+		snprintf(eta, sizeof(eta), "sync");
+	else
+		fmt_duration(eta, sizeof(eta),
+			     p->rate > 0 ? (double)(total - done) / p->rate
+					 : -1);
 	if (p->tty) {
 		memset(bar, '#', (size_t)filled);
 		memset(bar + filled, '.', (size_t)(40 - filled));
 		bar[40] = 0;
-		fprintf(stderr, "\r[%s] %5.1f%% %8.1f MB/s  ETA %s  faults %llu ",
+		fprintf(stderr, "\r[%s] %5.1f%% %8.1f MB/s  ETA %-5s  faults %llu ",
 			bar, pct, p->rate / 1e6, eta,
 			(unsigned long long)mi->faults);
 		p->drawn = true;
