@@ -27,8 +27,12 @@
 
 #include "format.h"
 
-/* Batches this large get their writeback started at once. */
-#define FSINK_KICK_BYTES (256u << 10)
+/*
+ * A large batch (the writer thread's): its writeback is started at once,
+ * or it goes O_DIRECT. Smaller ones (single pages from fault threads,
+ * whose writers wait for them) always go through the page cache.
+ */
+#define FSINK_BIG_BYTES (256u << 10)
 
 struct fsink_region {
 	struct lsf_region d;
@@ -159,9 +163,12 @@ static int fsink_start(struct ls_sink *sink, const struct ls_layout *layout)
 /* The descriptor a data write goes through. */
 static int fsink_data_fd(const struct fsink *s, const void *data, size_t len)
 {
-	/* O_DIRECT needs aligned memory; anything else goes buffered. */
+	/*
+	 * O_DIRECT needs aligned memory. A small write goes buffered too:
+	 * a synchronous trip to the disk would lengthen a fault's stall.
+	 */
 	if (s->direct_fd >= 0 && ((uintptr_t)data % LSF_ALIGN) == 0 &&
-	    len % LSF_ALIGN == 0)
+	    len % LSF_ALIGN == 0 && len >= FSINK_BIG_BYTES)
 		return s->direct_fd;
 	return s->fd;
 }
@@ -217,7 +224,7 @@ static int fsink_write_pages(struct ls_sink *sink, uint32_t region,
 	 * while the next batch is hashed and copied, instead of all of it
 	 * waiting for commit's fdatasync. Merely advice: errors show there.
 	 */
-	if (!ret && fd == s->fd && len >= FSINK_KICK_BYTES)
+	if (!ret && fd == s->fd && len >= FSINK_BIG_BYTES)
 		sync_file_range(fd, (off_t)off, (off_t)len,
 				SYNC_FILE_RANGE_WRITE);
 	if (ret)

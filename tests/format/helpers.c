@@ -64,7 +64,7 @@ static uint64_t mix(uint64_t x)
 
 bool tsnap_page_zero(const struct tsnap *t, uint32_t region, uint64_t page)
 {
-	return (page * 7 + region * 3 + t->seed) % 5 == 0;
+	return !t->dense && (page * 7 + region * 3 + t->seed) % 5 == 0;
 }
 
 void tsnap_page(const struct tsnap *t, uint32_t region, uint64_t page,

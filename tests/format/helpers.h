@@ -19,6 +19,7 @@ struct tsnap {
 	uint64_t seed;
 	unsigned nthreads;
 	unsigned max_run; /* pages per write_pages call, at most */
+	bool dense;	  /* no zero pages */
 	unsigned nblobs;
 	const char *blob_names[4];
 	size_t blob_lens[4];

@@ -268,6 +268,27 @@ static void test_sink_bad_calls(void **state)
 	assert_int_equal(access(path, F_OK), -1);
 }
 
+/* Pages of [off, off+len) of the file that are in the page cache. */
+static uint64_t resident_pages(const char *path, uint64_t off, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	unsigned char *vec = malloc(len / 4096);
+	uint64_t n = 0;
+	void *p;
+
+	assert_true(fd >= 0);
+	p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+	assert_true(p != MAP_FAILED);
+	assert_int_equal(mincore(p, len, vec), 0);
+	for (size_t i = 0; i < len / 4096; i++)
+		n += vec[i] & 1;
+	munmap(p, len);
+	close(fd);
+	free(vec);
+	return n;
+}
+
+/* O_DIRECT with batches of every size: the content is the same. */
 static void test_direct_io(void **state)
 {
 	const char *path = tpath(*state, "snap");
@@ -276,6 +297,8 @@ static void test_direct_io(void **state)
 	struct tsnap t;
 
 	tsnap_default(&t, 8);
+	t.dense = true;
+	t.max_run = 128; /* up to 512 KiB: direct and buffered batches */
 	tsnap_file(&t, path, LS_FILE_DIRECT);
 	r = open_ok(path);
 	tsnap_check_reader(&t, r);
@@ -283,6 +306,29 @@ static void test_direct_io(void **state)
 	assert_int_equal(in.compat_flags, 1);
 	assert_int_equal(ls_reader_verify(r, NULL, NULL), 0);
 	ls_reader_close(r);
+}
+
+/* A large batch bypasses the page cache; a single page does not. */
+static void test_direct_bypasses_cache(void **state)
+{
+	const char *path = tpath(*state, "snap");
+	struct ls_layout_region lr = {"ram", 1 << 20, 4096, LS_MEM_ANON};
+	struct ls_layout layout = {1, &lr};
+	struct ls_sink *sink;
+	char *data = aligned_alloc(4096, 129 * 4096);
+
+	memset(data, 0x77, 129 * 4096);
+	assert_int_equal(
+	    ls_sink_file_create(&sink, path, LS_FILE_DIRECT, NULL, 0), 0);
+	assert_int_equal(sink->ops->start(sink, &layout), 0);
+	assert_int_equal(sink->ops->write_pages(sink, 0, 0, data, 128), 0);
+	assert_int_equal(sink->ops->write_pages(sink, 0, 200, data, 1), 0);
+	assert_int_equal(sink->ops->commit(sink), 0);
+	ls_sink_destroy(sink);
+	/* Region 0's data section starts at 4096. */
+	assert_int_equal(resident_pages(path, 4096, 128 * 4096), 0);
+	assert_int_equal(resident_pages(path, 4096 + 200 * 4096, 4096), 1);
+	free(data);
 }
 
 struct src_job {
@@ -426,6 +472,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sink_bad_calls, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_direct_io, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_direct_bypasses_cache, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_source_threads, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_open_fd, setup, teardown),
