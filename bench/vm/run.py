@@ -395,6 +395,7 @@ class Vm:
         self.qmp = None
         self.status = None
         self.pinned = set()
+        self.restore_info = None
 
     def spawn(self, argv):
         drop_file(self.sock)
@@ -643,7 +644,12 @@ class LivesnapVm(Vm):
     def restore(self, path, mode):
         self.spawn(self.argv(restore=path, mode=mode))
         self.connect()
-        return wait_advance(self, self.t_spawn, self.counters_qmp)
+        secs = wait_advance(self, self.t_spawn, self.counters_qmp)
+        try:
+            self.restore_info = self.qmp.cmd('query-livesnap-restore')
+        except QmpError:
+            pass
+        return secs
 
     def counters_qmp(self):
         r = self.qmp.cmd('query-livesnap-guest')
@@ -763,8 +769,11 @@ def stall_stats(coll, h0, h1, t_from, t_to, to_host, pause=None):
                     continue
                 if max_ns > worst:
                     worst, worst_t = max_ns, t
+                # entries whose interval (~1 ms + its worst write) may
+                # overlap the pause, with 10 ms for the clock mapping
                 in_pause = pause and pause[0] and \
-                    pause[0] - 0.003 <= t <= pause[1] + 0.001
+                    t - 0.01 <= pause[1] and \
+                    t + 0.011 + max_ns / 1e9 >= pause[0]
                 if not in_pause and max_ns > worst_run:
                     worst_run = max_ns
     # max_lat_ns is a running max since boot: if it grew, it grew here.
@@ -810,7 +819,9 @@ def measure_vm(cfg, cls, ram):
             vm.alive_or_die()
             m['t_b0'] = t_b0
             m['h0'], m['h1'] = h0, h1
-            m['file_bytes'] = os.path.getsize(snapfile)
+            st = os.stat(snapfile)
+            m['file_bytes'] = st.st_size
+            m['file_alloc_bytes'] = st.st_blocks * 512   # sparse files
             res['snapshots'].append(m)
             log('%s: snapshot %d: %.3f s, %d bytes, downtime %s' % (
                 tag, k + 1, m['t_end'] - m['t_start'], m['file_bytes'],
@@ -837,7 +848,8 @@ def measure_vm(cfg, cls, ram):
                 warm_file(snapfile)       # page cache warm, see README
                 secs = rvm.restore(snapfile, mode)
                 res['restores'].append({'mode': mode, 'rep': rep,
-                                        'seconds': secs})
+                                        'seconds': secs,
+                                        'vmm': rvm.restore_info})
                 log('%s: restore (%s) to running: %.1f ms' %
                     (tag, mode, secs * 1e3))
             except (RuntimeError, QmpError, OSError) as e:
@@ -892,7 +904,7 @@ def summarize(vm, coll, res):
         # pause on (QEMU first pre-faults all RAM while the guest runs)
         m['gbps_ram'] = m['ram_total'] / (t1 - t0) / 1e9
         m['gbps_ram_after_pause'] = m['ram_total'] / (t1 - tp) / 1e9
-        m['gbps_file'] = m['file_bytes'] / (t1 - t0) / 1e9
+        m['gbps_file'] = m['file_alloc_bytes'] / (t1 - t0) / 1e9
         m['pause_window'] = [m['t_stop'], m['t_resume']]
         for key in ('h0', 'h1'):
             del m[key]
@@ -931,7 +943,8 @@ def table(results):
          'guest: p99.9 write us (<=) |', '|' + '---|' * 10]
     b = ['| system | RAM | # | writes/s before | writes/s during | during/'
          'before | 1st s after pause / before | total s | of which setup s '
-         '| RAM GB/s | file MB | file GB/s |', '|' + '---|' * 12]
+         '| RAM GB/s | file MB allocated (size) | file GB/s |',
+         '|' + '---|' * 12]
     for r in results:
         for k, m in enumerate(r['snapshots']):
             st = m['stall']
@@ -947,13 +960,14 @@ def table(results):
                 fmt(ns_us(st['p99_ns']), '%.1f'),
                 fmt(ns_us(st['p999_ns']), '%.1f')))
             b.append(head + '| %.0f | %.0f | %s | %s | %.2f | %s | %.2f | '
-                     '%.0f | %.2f |' % (
+                     '%.0f (%.0f) | %.2f |' % (
                          m['wps_before'], m['wps_during'],
                          fmt(m['wps_ratio']),
                          fmt(m.get('wps_first_s_ratio')), m['wall_s'],
                          fmt(m['setup_ms'] / 1e3 if m['setup_ms'] is not None
                              else None, '%.2f'),
-                         m['gbps_ram'], m['file_bytes'] / 1e6,
+                         m['gbps_ram'], m['file_alloc_bytes'] / 1e6,
+                         m['file_bytes'] / 1e6,
                          m['gbps_file']))
     x = ['| system | RAM | # | strategy | write faults | pages copied | '
          'VMM-measured stall p50 / p99 / p99.9 / max us | arm ms |',
@@ -970,13 +984,19 @@ def table(results):
                     'stall-p50-ns', 'stall-p99-ns', 'stall-p999-ns',
                     'stall-max-ns')),
                 fmt(ns_ms(xl.get('arm-ns')), '%.2f')))
-    c = ['| system | RAM | restore | to running ms |', '|---|---|---|---|']
+    c = ['| system | RAM | restore | spawn to guest writing ms | VMM-reported '
+         'restore ms (memory / state) |', '|---|---|---|---|---|']
     for r in results:
         for rs in r['restores']:
-            c.append('| %s | %d GiB | %s | %s |' % (
+            v = rs.get('vmm') or {}
+            c.append('| %s | %d GiB | %s | %s | %s |' % (
                 r['system'], r['ram'] // GIB, rs['mode'],
                 '%.1f' % (rs['seconds'] * 1e3) if 'seconds' in rs
-                else 'FAILED: ' + rs['error']))
+                else 'FAILED: ' + rs['error'],
+                '%.1f (%.1f / %.1f)' % (v['restore-time-ns'] / 1e6,
+                                        v.get('memory-ns', 0) / 1e6,
+                                        v.get('state-ns', 0) / 1e6)
+                if 'restore-time-ns' in v else '-'))
     return '\n'.join(['### Pause and guest write stalls', ''] + a +
                      ['', '### Throughput and snapshot speed', ''] + b +
                      (['', '### livesnap engine figures (x-livesnap in '
@@ -1034,7 +1054,7 @@ def plot(results, path):
         axw.set_xlabel('s since the first snapshot started')
         ax.legend(loc='upper left', fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -1046,6 +1066,7 @@ def tl_path(outdir, r):
 def write_outputs(outdir, meta, results):
     """latency.png, logs/*.tl.gz, results.json and results.md."""
     plot(results, os.path.join(outdir, 'latency.png'))
+    plot_zoom(results, os.path.join(outdir, 'latency-zoom.png'))
     for r in results:       # raw timelines: logs/, not results.json
         tl = r.pop('timeline', None)
         if tl:
@@ -1079,6 +1100,61 @@ def render(outdir):
         except FileNotFoundError:
             pass
     write_outputs(outdir, data['meta'], data['results'])
+
+
+def plot_zoom(results, path, which=-1, span=(-0.3, 3.0)):
+    """QEMU and livesnap on one axis per RAM size and backend: the last
+    snapshot of each VM, time 0 = the pause."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    pairs = [p for p in (('qemu', 'livesnap'), ('qemu-anon', 'livesnap-anon'))
+             if any(r['system'] in p for r in results)]
+    rams = sorted({r['ram'] for r in results})
+    if not pairs:
+        return
+    fig, axes = plt.subplots(
+        2 * len(rams), len(pairs), squeeze=False,
+        figsize=(7.5 * len(pairs), 5.0 * len(rams)),
+        gridspec_kw={'height_ratios': [3, 1] * len(rams)})
+    colors = {'qemu': 'tab:red', 'qemu-anon': 'tab:red',
+              'livesnap': 'tab:blue', 'livesnap-anon': 'tab:blue'}
+    for r in results:
+        col = [k for k, p in enumerate(pairs) if r['system'] in p]
+        if not col or not r.get('timeline') or not r['snapshots']:
+            continue
+        row = 2 * rams.index(r['ram'])
+        ax, axw = axes[row][col[0]], axes[row + 1][col[0]]
+        m = r['snapshots'][which]
+        tp = m['t_stop'] or m['t_start']
+        pts = [(t - tp, w, ns) for t, _, w, ns in r['timeline']
+               if span[0] <= t - tp <= span[1]]
+        c = colors[r['system']]
+        ax.plot([p[0] for p in pts], [max(p[2], 1) / 1e3 for p in pts],
+                lw=0.5, color=c, label='%s: pause %s ms, done at %.2f s' % (
+                    r['system'], fmt(m['downtime_ms'], '%.1f'),
+                    m['t_end'] - tp))
+        axw.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.5, color=c)
+        for a in (ax, axw):
+            if m['t_end'] - tp <= span[1]:
+                a.axvline(m['t_end'] - tp, color=c, ls='--', lw=1)
+            a.axvline(0, color='k', lw=0.5)
+            a.grid(True, which='both', alpha=0.3)
+            a.set_xlim(*span)
+        ax.set_yscale('log')
+        ax.set_ylim(0.1, 2e6)
+        ax.set_ylabel('write latency, us')
+        ax.set_title('%s vs %s, %d GiB, snapshot #%d (0 = pause, dashed = '
+                     'completed)' % (pairs[col[0]] + (r['ram'] // GIB,
+                                                      len(r['snapshots']))),
+                     fontsize=9)
+        ax.legend(loc='upper right', fontsize=7)
+        axw.set_ylabel('writes / interval')
+        axw.set_xlabel('s since the pause began')
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def parse_size(s):
