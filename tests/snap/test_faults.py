@@ -45,10 +45,12 @@ class SinkFaults(SnapTest, unittest.TestCase):
         os.mkdir(small)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
                         small], check=True)
-        self.addCleanup(subprocess.run, ["umount", small])
-        info = self.v.snapshot(os.path.join(small, "s.snap"))
-        self.assert_failed_cleanly(info, "No space left on device")
-        self.assert_nothing_verifies(small)
+        try:
+            info = self.v.snapshot(os.path.join(small, "s.snap"))
+            self.assert_failed_cleanly(info, "No space left on device")
+            self.assert_nothing_verifies(small)
+        finally:
+            subprocess.run(["umount", small], check=True)
 
     def test_exec_exits_early(self):
         out = self.path("part.stream")
