@@ -152,6 +152,23 @@ static int check_snapshot(struct vm_restore *r, struct vm_config *cfg,
 /* Open                                                                */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The reader's messages name a file ("snapshot 'PATH': ..."); a stream
+ * from a command is only "fd N" to it, so the command is named first.
+ */
+static const char *src_prefix(const struct vm_restore *r)
+{
+	return strncmp(r->src, "exec:", 5) ? "" : r->src;
+}
+
+static int reader_fail(struct vm_restore *r, char *err, int ret,
+		       const char *msg)
+{
+	const char *pre = src_prefix(r);
+
+	return vmm_failx(err, -ret, "%s%s%s", pre, pre[0] ? ": " : "", msg);
+}
+
 static int open_reader(struct vm_restore *r, char *err)
 {
 	char lerr[LS_ERRMSG_MAX];
@@ -167,7 +184,7 @@ static int open_reader(struct vm_restore *r, char *err)
 		ret = ls_reader_open(r->src, &r->reader, lerr, sizeof(lerr));
 	}
 	if (ret)
-		return vmm_failx(err, -ret, "%s", lerr);
+		return reader_fail(r, err, ret, lerr);
 	return 0;
 }
 
@@ -273,8 +290,7 @@ static int load_stream(struct vm_restore *r, struct vm *vm, char *err)
 
 	ret = ls_reader_restore_all(r->reader, &addr, &len, 1);
 	if (ret)
-		return vmm_failx(err, -ret, "%s: %s", r->src,
-				 ls_reader_error(r->reader));
+		return reader_fail(r, err, ret, ls_reader_error(r->reader));
 	ret = check_snapshot(r, &cfg, err);
 	if (ret)
 		return ret;
@@ -308,8 +324,7 @@ static int guard_read(struct ls_source *src, uint32_t region,
 					    npages);
 
 	if (ret)
-		vm_request_exit(g->r->vm, VM_EXIT_ERROR, 1,
-				"lazy restore of %s: %s", g->r->src,
+		vm_request_exit(g->r->vm, VM_EXIT_ERROR, 1, "lazy restore: %s",
 				ls_reader_error(g->r->reader));
 	return ret;
 }
@@ -368,14 +383,13 @@ static int load_memory(struct vm_restore *r, struct vm *vm,
 					       (uint32_t)r->src_region,
 					       vm->mem.host, vm->mem.size);
 		if (ret)
-			return vmm_failx(err, -ret, "%s: %s", r->src,
-					 ls_reader_error(r->reader));
+			return reader_fail(r, err, ret,
+					   ls_reader_error(r->reader));
 		return 0;
 	}
 	ret = guarded_source(r, &r->source);
 	if (ret)
-		return vmm_failx(err, -ret, "%s: %s", r->src,
-				 ls_reader_error(r->reader));
+		return reader_fail(r, err, ret, ls_reader_error(r->reader));
 	r->ctx = vm_snap_ctx(s);
 	ret = ls_restore_start(r->ctx, vm_snap_ram_region(s), r->source,
 			       (uint32_t)r->src_region, LS_RESTORE_LAZY,
