@@ -32,10 +32,10 @@
 
 #include "commands.h"
 
-#define QMP_LINE_MAX (1u << 20)
-#define QMP_TIMEOUT_MS 30000	/* a command answers in far less */
-#define POLL_TTY_MS 100		/* redraw period on a terminal */
-#define POLL_LOG_MS 250		/* query period otherwise */
+#define QMP_LINE_MAX	  (1u << 20)
+#define QMP_TIMEOUT_MS	  30000 /* a command answers in far less */
+#define POLL_TTY_MS	  100	/* redraw period on a terminal */
+#define POLL_LOG_MS	  250	/* query period otherwise */
 #define LOG_LINE_EVERY_NS 5000000000ull
 
 /* ------------------------------------------------------------------ */
@@ -50,7 +50,7 @@ struct qmpc {
 };
 
 static int qmpc_fail(struct qmpc *q, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static int qmpc_fail(struct qmpc *q, const char *fmt, ...)
 {
@@ -203,7 +203,7 @@ static json_t *qmpc_execute(struct qmpc *q, const char *cmd, json_t *args)
 		}
 		if (err) {
 			const char *desc =
-				json_string_value(json_object_get(err, "desc"));
+			    json_string_value(json_object_get(err, "desc"));
 
 			qmpc_fail(q, "%s: %s", cmd,
 				  desc ? desc : "error without description");
@@ -229,8 +229,7 @@ static int qmpc_connect(struct qmpc *q, const char *path)
 	if (q->fd < 0)
 		return qmpc_fail(q, "socket: %s", strerror(errno));
 	if (connect(q->fd, (struct sockaddr *)&sa, sizeof(sa)))
-		return qmpc_fail(q, "connect to %s: %s", path,
-				 strerror(errno));
+		return qmpc_fail(q, "connect to %s: %s", path, strerror(errno));
 	greeting = qmpc_read(q, QMP_TIMEOUT_MS);
 	if (!greeting)
 		return -1;
@@ -269,7 +268,7 @@ struct mig_info {
 	uint64_t faults, faults_write_first, copied_pages;
 	uint64_t stall_p50_ns, stall_p99_ns, stall_max_ns;
 	char strategy[32];
-	bool have_guest;        /* the default guest reported its view */
+	bool have_guest; /* the default guest reported its view */
 	bool guest_all_seen;
 	uint64_t guest_max_write_ns;
 };
@@ -322,7 +321,7 @@ static void mig_info_parse(json_t *r, struct mig_info *mi)
 		mi->have_guest = true;
 		mi->guest_max_write_ns = jget_u64(g, "max-write-ns");
 		mi->guest_all_seen =
-			json_is_true(json_object_get(g, "all-intervals-seen"));
+		    json_is_true(json_object_get(g, "all-intervals-seen"));
 	}
 	if (!mi->downtime_ns)
 		mi->downtime_ns = jget_u64(r, "downtime") * 1000000ull;
@@ -343,10 +342,10 @@ static bool mig_finished(const struct mig_info *mi)
 
 struct progress {
 	bool tty;
-	bool drawn;        /* a TTY line is on screen */
+	bool drawn; /* a TTY line is on screen */
 	uint64_t start_ns;
 	uint64_t last_ns, last_done;
-	double rate;       /* bytes of RAM processed per second, smoothed */
+	double rate; /* bytes of RAM processed per second, smoothed */
 	int last_decile;
 	uint64_t last_line_ns;
 };
@@ -389,8 +388,8 @@ static void progress_update(struct progress *p, const struct mig_info *mi)
 {
 	uint64_t t = now_ns();
 	uint64_t total = mi->ram_total;
-	uint64_t done = total > mi->ram_remaining ? total - mi->ram_remaining
-						  : 0;
+	uint64_t done =
+	    total > mi->ram_remaining ? total - mi->ram_remaining : 0;
 	double pct = total ? 100.0 * (double)done / (double)total : 0;
 	bool saved = total && done == total;
 	char eta[32], bar[41];
@@ -400,7 +399,7 @@ static void progress_update(struct progress *p, const struct mig_info *mi)
 		p->rate = (double)done * 1e9 / (double)(t - p->start_ns);
 	else if (p->last_ns && t > p->last_ns && done >= p->last_done)
 		p->rate = smooth(p->rate, (double)(done - p->last_done) * 1e9 /
-						  (double)(t - p->last_ns));
+					      (double)(t - p->last_ns));
 	p->last_ns = t;
 	p->last_done = done;
 	if (saved)
@@ -413,7 +412,8 @@ static void progress_update(struct progress *p, const struct mig_info *mi)
 		memset(bar, '#', (size_t)filled);
 		memset(bar + filled, '.', (size_t)(40 - filled));
 		bar[40] = 0;
-		fprintf(stderr, "\r[%s] %5.1f%% %8.1f MB/s  ETA %-5s  faults %llu ",
+		fprintf(stderr,
+			"\r[%s] %5.1f%% %8.1f MB/s  ETA %-5s  faults %llu ",
 			bar, pct, p->rate / 1e6, eta,
 			(unsigned long long)mi->faults);
 		p->drawn = true;
@@ -424,9 +424,8 @@ static void progress_update(struct progress *p, const struct mig_info *mi)
 		p->last_decile = (int)(pct / 10);
 		p->last_line_ns = t;
 		fprintf(stderr,
-			"snapshot: %5.1f%% %.1f MB/s ETA %s faults %llu\n",
-			pct, p->rate / 1e6, eta,
-			(unsigned long long)mi->faults);
+			"snapshot: %5.1f%% %.1f MB/s ETA %s faults %llu\n", pct,
+			p->rate / 1e6, eta, (unsigned long long)mi->faults);
 	}
 }
 
@@ -488,17 +487,17 @@ static void on_sigint(int sig)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: livesnap snapshot --socket PATH [options] FILE\n"
-		"\n"
-		"Takes a live snapshot of the VM whose QMP socket is PATH into\n"
-		"FILE (or into a command's stdin when FILE is exec:CMD); the\n"
-		"guest runs on while its memory is saved.\n"
-		"\n"
-		"  -s, --socket PATH     the VM's QMP socket (required)\n"
-		"  -S, --strategy S      auto|copy|write-first (default auto)\n"
-		"  -q, --quiet           no progress bar, summary only\n"
-		"  -h, --help            this text\n");
+	fprintf(
+	    f, "usage: livesnap snapshot --socket PATH [options] FILE\n"
+	       "\n"
+	       "Takes a live snapshot of the VM whose QMP socket is PATH into\n"
+	       "FILE (or into a command's stdin when FILE is exec:CMD); the\n"
+	       "guest runs on while its memory is saved.\n"
+	       "\n"
+	       "  -s, --socket PATH     the VM's QMP socket (required)\n"
+	       "  -S, --strategy S      auto|copy|write-first (default auto)\n"
+	       "  -q, --quiet           no progress bar, summary only\n"
+	       "  -h, --help            this text\n");
 }
 
 /* FILE -> QMP uri: exec: and file: pass through, a path is made absolute
@@ -529,15 +528,14 @@ static char *make_uri(const char *target)
 	return uri;
 }
 
-static int start_snapshot(struct qmpc *q, const char *uri,
-			  const char *strategy)
+static int start_snapshot(struct qmpc *q, const char *uri, const char *strategy)
 {
 	json_t *ret;
 
-	ret = qmpc_execute(
-		q, "migrate-set-capabilities",
-		json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability",
-			  "background-snapshot", "state", 1));
+	ret = qmpc_execute(q, "migrate-set-capabilities",
+			   json_pack("{s:[{s:s,s:b}]}", "capabilities",
+				     "capability", "background-snapshot",
+				     "state", 1));
 	if (!ret)
 		return -1;
 	json_decref(ret);
@@ -590,11 +588,11 @@ static int follow_snapshot(struct qmpc *q, bool quiet, struct mig_info *mi)
 int cmd_snapshot(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"socket", required_argument, NULL, 's'},
-		{"strategy", required_argument, NULL, 'S'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"socket", required_argument, NULL, 's'},
+	    {"strategy", required_argument, NULL, 'S'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	const char *sock = NULL, *strategy = "auto";
 	struct qmpc q = {.fd = -1};

@@ -24,12 +24,29 @@
 #include "util.h"
 
 static const char *const unsupported_caps[] = {
-	"xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks",
-	"compress", "events", "postcopy-ram", "x-colo", "release-ram",
-	"block", "return-path", "pause-before-switchover", "multifd",
-	"dirty-bitmaps", "postcopy-blocktime", "late-block-activate",
-	"x-ignore-shared", "validate-uuid", "zero-copy-send",
-	"postcopy-preempt", "switchover-ack", "dirty-limit", "mapped-ram",
+    "xbzrle",
+    "rdma-pin-all",
+    "auto-converge",
+    "zero-blocks",
+    "compress",
+    "events",
+    "postcopy-ram",
+    "x-colo",
+    "release-ram",
+    "block",
+    "return-path",
+    "pause-before-switchover",
+    "multifd",
+    "dirty-bitmaps",
+    "postcopy-blocktime",
+    "late-block-activate",
+    "x-ignore-shared",
+    "validate-uuid",
+    "zero-copy-send",
+    "postcopy-preempt",
+    "switchover-ack",
+    "dirty-limit",
+    "mapped-ram",
 };
 
 static bool strategy_parse(const char *s, enum ls_strategy *out)
@@ -70,7 +87,8 @@ static void on_status(void *opaque, enum vm_snap_status st)
 /* Checks one {"capability": NAME, "state": BOOL}; applies it to *bg. */
 static bool set_capability(struct qmp_req *req, json_t *cap, bool *bg)
 {
-	const char *name = json_string_value(json_object_get(cap, "capability"));
+	const char *name =
+	    json_string_value(json_object_get(cap, "capability"));
 	json_t *state = json_object_get(cap, "state");
 
 	if (!name || !json_is_boolean(state)) {
@@ -116,15 +134,15 @@ static json_t *cmd_set_caps(struct qmp_req *req, json_t *args, void *opaque)
 			      "there's a migration process in progress");
 		return NULL;
 	}
-	json_array_foreach(caps, i, c)
-		if (!set_capability(req, c, &bg))
-			return NULL; /* all or nothing */
+	json_array_foreach(
+	    caps, i,
+	    c) if (!set_capability(req, c,
+				   &bg)) return NULL; /* all or nothing */
 	q->background = bg;
 	return json_object();
 }
 
-static json_t *cmd_query_caps(struct qmp_req *req, json_t *args,
-			      void *opaque)
+static json_t *cmd_query_caps(struct qmp_req *req, json_t *args, void *opaque)
 {
 	struct qmp_migrate *q = opaque;
 	json_t *a = json_array();
@@ -156,13 +174,14 @@ static bool get_strategy(struct qmp_req *req, json_t *args,
 	return true;
 }
 
-static bool only_known_args(struct qmp_req *req, const char *cmd,
-			    json_t *args, const char *const *known)
+static bool only_known_args(struct qmp_req *req, const char *cmd, json_t *args,
+			    const char *const *known)
 {
 	const char *key;
 	json_t *v;
 
-	json_object_foreach(args, key, v) {
+	json_object_foreach(args, key, v)
+	{
 		bool ok = false;
 
 		for (const char *const *k = known; *k && !ok; k++)
@@ -177,8 +196,7 @@ static bool only_known_args(struct qmp_req *req, const char *cmd,
 	return true;
 }
 
-static json_t *cmd_set_params(struct qmp_req *req, json_t *args,
-			      void *opaque)
+static json_t *cmd_set_params(struct qmp_req *req, json_t *args, void *opaque)
 {
 	static const char *const known[] = {"x-livesnap-strategy", NULL};
 	struct qmp_migrate *q = opaque;
@@ -191,8 +209,7 @@ static json_t *cmd_set_params(struct qmp_req *req, json_t *args,
 	return json_object();
 }
 
-static json_t *cmd_query_params(struct qmp_req *req, json_t *args,
-				void *opaque)
+static json_t *cmd_query_params(struct qmp_req *req, json_t *args, void *opaque)
 {
 	struct qmp_migrate *q = opaque;
 
@@ -203,8 +220,7 @@ static json_t *cmd_query_params(struct qmp_req *req, json_t *args,
 static json_t *cmd_migrate(struct qmp_req *req, json_t *args, void *opaque)
 {
 	static const char *const known[] = {
-		"uri", "detach", "x-livesnap-strategy", "x-test-copy-ram",
-		NULL};
+	    "uri", "detach", "x-livesnap-strategy", "x-test-copy-ram", NULL};
 	struct qmp_migrate *q = opaque;
 	struct vm_snap_params p = {.strategy = q->strategy};
 	const char *uri = json_string_value(json_object_get(args, "uri"));
@@ -276,22 +292,24 @@ int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
 		const char *name;
 		qmp_cmd_fn fn;
 	} cmds[] = {
-		{"migrate-set-capabilities", cmd_set_caps},
-		{"query-migrate-capabilities", cmd_query_caps},
-		{"migrate-set-parameters", cmd_set_params},
-		{"query-migrate-parameters", cmd_query_params},
-		{"migrate", cmd_migrate},
-		{"query-migrate", cmd_query_migrate},
-		{"migrate_cancel", cmd_migrate_cancel},
-		{"query-livesnap-restore", cmd_query_restore},
+	    {"migrate-set-capabilities", cmd_set_caps},
+	    {"query-migrate-capabilities", cmd_query_caps},
+	    {"migrate-set-parameters", cmd_set_params},
+	    {"query-migrate-parameters", cmd_query_params},
+	    {"migrate", cmd_migrate},
+	    {"query-migrate", cmd_query_migrate},
+	    {"migrate_cancel", cmd_migrate_cancel},
+	    {"query-livesnap-restore", cmd_query_restore},
 	};
 
-	*q = (struct qmp_migrate){.srv = srv, .snap = snap, .restore = restore,
+	*q = (struct qmp_migrate){.srv = srv,
+				  .snap = snap,
+				  .restore = restore,
 				  .strategy = LS_STRATEGY_AUTO};
 	vm_snap_set_event_fn(snap, on_status, q);
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
-		int ret = qmp_register_command(srv, cmds[i].name, cmds[i].fn,
-					       q);
+		int ret =
+		    qmp_register_command(srv, cmds[i].name, cmds[i].fn, q);
 
 		if (ret)
 			return ret;

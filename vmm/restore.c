@@ -30,7 +30,7 @@ struct vm_restore {
 	char *src;
 	enum vm_restore_mode mode;
 	pid_t child; /* exec: */
-	int fd;      /* exec: our end of its stdout */
+	int fd;	     /* exec: our end of its stdout */
 	struct ls_reader *reader;
 	int src_region;
 	struct ls_source *source;
@@ -189,8 +189,7 @@ static int open_reader(struct vm_restore *r, char *err)
 }
 
 int vm_restore_open(struct vm_restore **rp, const char *src,
-		    enum vm_restore_mode mode, struct vm_config *cfg,
-		    char *err)
+		    enum vm_restore_mode mode, struct vm_config *cfg, char *err)
 {
 	struct vm_restore *r = calloc(1, sizeof(*r));
 	int ret;
@@ -329,8 +328,7 @@ static int guard_read(struct ls_source *src, uint32_t region,
 	return ret;
 }
 
-static bool guard_is_zero(struct ls_source *src, uint32_t region,
-			  uint64_t page)
+static bool guard_is_zero(struct ls_source *src, uint32_t region, uint64_t page)
 {
 	struct guard *g = (struct guard *)src;
 
@@ -348,9 +346,9 @@ static void guard_destroy(struct ls_source *src)
 }
 
 static const struct ls_source_ops guard_ops = {
-	.read_pages = guard_read,
-	.is_zero = guard_is_zero,
-	.destroy = guard_destroy,
+    .read_pages = guard_read,
+    .is_zero = guard_is_zero,
+    .destroy = guard_destroy,
 };
 
 static int guarded_source(struct vm_restore *r, struct ls_source **srcp)
@@ -371,17 +369,17 @@ static int guarded_source(struct vm_restore *r, struct ls_source **srcp)
 	return 0;
 }
 
-static int load_memory(struct vm_restore *r, struct vm *vm,
-		       struct vm_snap *s, char *err)
+static int load_memory(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
+		       char *err)
 {
 	int ret;
 
 	if (ls_reader_is_stream(r->reader))
 		return load_stream(r, vm, err);
 	if (r->mode == VM_RESTORE_EAGER) {
-		ret = ls_reader_restore_region(r->reader,
-					       (uint32_t)r->src_region,
-					       vm->mem.host, vm->mem.size);
+		ret =
+		    ls_reader_restore_region(r->reader, (uint32_t)r->src_region,
+					     vm->mem.host, vm->mem.size);
 		if (ret)
 			return reader_fail(r, err, ret,
 					   ls_reader_error(r->reader));
@@ -556,18 +554,14 @@ json_t *vm_restore_query(struct vm_restore *r)
 	if (r->lazy && !ls_restore_stats(r->lazy, &st)) {
 		complete = st.complete;
 		json_object_update_new(
-			j, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-				     "pages-total", (json_int_t)st.pages_total,
-				     "pages-done", (json_int_t)st.pages_done,
-				     "faults", (json_int_t)st.faults,
-				     "fault-p50-ns",
-				     (json_int_t)st.fault_p50_ns,
-				     "fault-p99-ns",
-				     (json_int_t)st.fault_p99_ns,
-				     "fault-max-ns",
-				     (json_int_t)st.fault_max_ns,
-				     "lazy-elapsed-ns",
-				     (json_int_t)st.elapsed_ns));
+		    j, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "pages-total",
+				 (json_int_t)st.pages_total, "pages-done",
+				 (json_int_t)st.pages_done, "faults",
+				 (json_int_t)st.faults, "fault-p50-ns",
+				 (json_int_t)st.fault_p50_ns, "fault-p99-ns",
+				 (json_int_t)st.fault_p99_ns, "fault-max-ns",
+				 (json_int_t)st.fault_max_ns, "lazy-elapsed-ns",
+				 (json_int_t)st.elapsed_ns));
 	}
 	json_object_set_new(j, "complete", json_boolean(complete));
 	return j;

@@ -40,10 +40,10 @@
 struct guest_watch {
 	bool valid;
 	unsigned ncpus;
-	uint64_t head[LSG_MAX_CPUS];    /* timeline_head at the pause */
+	uint64_t head[LSG_MAX_CPUS];	/* timeline_head at the pause */
 	uint64_t max_lat[LSG_MAX_CPUS]; /* max_lat_ns at the pause */
 	bool done;
-	bool covered;      /* every interval still in the rings */
+	bool covered; /* every interval still in the rings */
 	uint64_t max_stall_ns;
 };
 
@@ -58,17 +58,17 @@ struct vm_snap {
 	pthread_mutex_t lock; /* everything below */
 	pthread_cond_t cond;  /* status changes */
 	enum vm_snap_status status;
-	bool thread_live;     /* a snapshot thread exists (join it) */
+	bool thread_live; /* a snapshot thread exists (join it) */
 	pthread_t thread;
 	struct ls_snapshot *snap;
 	struct vm_snap_params params;
 	char *test_copy_ram;
 	char uri[URI_MAX];
-	pid_t child;          /* exec: the command's process group */
-	int stream_fd;        /* exec: the pipe into the command */
+	pid_t child;   /* exec: the command's process group */
+	int stream_fd; /* exec: the pipe into the command */
 	bool cancel_req;
-	bool reaping;         /* exec: the command is being waited for */
-	bool closed;          /* vm_snap_stop(): no new snapshots */
+	bool reaping; /* exec: the command is being waited for */
+	bool closed;  /* vm_snap_stop(): no new snapshots */
 	uint64_t t_start, t_paused, t_end; /* monotonic ns */
 	uint64_t downtime_ns;
 	bool have_stats;
@@ -80,12 +80,9 @@ struct vm_snap {
 const char *vm_snap_status_name(enum vm_snap_status st)
 {
 	static const char *const names[] = {
-		[VM_SNAP_NONE] = "none",
-		[VM_SNAP_SETUP] = "setup",
-		[VM_SNAP_ACTIVE] = "active",
-		[VM_SNAP_COMPLETED] = "completed",
-		[VM_SNAP_FAILED] = "failed",
-		[VM_SNAP_CANCELLED] = "cancelled",
+	    [VM_SNAP_NONE] = "none",	 [VM_SNAP_SETUP] = "setup",
+	    [VM_SNAP_ACTIVE] = "active", [VM_SNAP_COMPLETED] = "completed",
+	    [VM_SNAP_FAILED] = "failed", [VM_SNAP_CANCELLED] = "cancelled",
 	};
 
 	return st < ARRAY_SIZE(names) ? names[st] : "?";
@@ -178,8 +175,7 @@ int vm_snap_ram_region(struct vm_snap *s)
 	return s->region;
 }
 
-void vm_snap_set_event_fn(struct vm_snap *s, vm_snap_event_fn fn,
-			  void *opaque)
+void vm_snap_set_event_fn(struct vm_snap *s, vm_snap_event_fn fn, void *opaque)
 {
 	s->event_fn = fn;
 	s->event_opaque = opaque;
@@ -237,8 +233,8 @@ static int spawn_exec(const char *cmd, bool to_cmd, int *fdp, pid_t *pidp,
 	posix_spawnattr_setpgroup(&attr, 0);
 	/* The VMM blocks and ignores signals the command must not inherit. */
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-						POSIX_SPAWN_SETSIGDEF |
-						POSIX_SPAWN_SETSIGMASK);
+					    POSIX_SPAWN_SETSIGDEF |
+					    POSIX_SPAWN_SETSIGMASK);
 	sigemptyset(&mask);
 	posix_spawnattr_setsigmask(&attr, &mask);
 	sigaddset(&mask, SIGPIPE);
@@ -268,8 +264,7 @@ int vm_snap_reap_exec(pid_t pid, const char *cmd, char *err)
 
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR)
-			return vmm_fail(err, errno, "waitpid for exec:%s",
-					cmd);
+			return vmm_fail(err, errno, "waitpid for exec:%s", cmd);
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	if (WIFEXITED(status))
@@ -298,8 +293,8 @@ static int open_sink(struct vm_snap *s, const char *uri, struct ls_sink **sk,
 		ret = spawn_exec(uri + 5, true, &s->stream_fd, &s->child, err);
 		if (ret)
 			return ret;
-		ret = ls_sink_stream_create(sk, s->stream_fd, lerr,
-					    sizeof(lerr));
+		ret =
+		    ls_sink_stream_create(sk, s->stream_fd, lerr, sizeof(lerr));
 		if (ret) {
 			vmm_failx(err, -ret, "%s", lerr);
 			kill(-s->child, SIGKILL);
@@ -326,25 +321,23 @@ json_t *vm_snap_config_json(struct vm *vm)
 	json_t *slots = json_array();
 
 	json_array_append_new(
-		slots, json_pack("{s:i,s:I,s:I,s:s,s:I}", "slot", SLOT_RAM_LOW,
-				 "gpa", (json_int_t)0, "size",
-				 (json_int_t)m->low_size, "region",
-				 VM_SNAP_RAM_REGION, "offset", (json_int_t)0));
+	    slots,
+	    json_pack("{s:i,s:I,s:I,s:s,s:I}", "slot", SLOT_RAM_LOW, "gpa",
+		      (json_int_t)0, "size", (json_int_t)m->low_size, "region",
+		      VM_SNAP_RAM_REGION, "offset", (json_int_t)0));
 	if (m->high_size)
 		json_array_append_new(
-			slots,
-			json_pack("{s:i,s:I,s:I,s:s,s:I}", "slot",
-				  SLOT_RAM_HIGH, "gpa", (json_int_t)GPA_4G,
-				  "size", (json_int_t)m->high_size, "region",
-				  VM_SNAP_RAM_REGION, "offset",
-				  (json_int_t)m->low_size));
-	return json_pack("{s:i,s:s,s:i,s:I,s:s,s:I,s:i,s:i,s:o}", "format",
-			 VM_SNAP_FORMAT, "vmm", "livesnap", "vcpus",
-			 (int)vm->ncpus, "mem-bytes", (json_int_t)m->size,
-			 "mem-backend", mem_backend_name(m->backend),
-			 "page-size", (json_int_t)m->page_size, "tsc-khz",
-			 (int)vm->tsc_khz, "xsave-size", (int)vm->xsave_size,
-			 "slots", slots);
+		    slots, json_pack("{s:i,s:I,s:I,s:s,s:I}", "slot",
+				     SLOT_RAM_HIGH, "gpa", (json_int_t)GPA_4G,
+				     "size", (json_int_t)m->high_size, "region",
+				     VM_SNAP_RAM_REGION, "offset",
+				     (json_int_t)m->low_size));
+	return json_pack(
+	    "{s:i,s:s,s:i,s:I,s:s,s:I,s:i,s:i,s:o}", "format", VM_SNAP_FORMAT,
+	    "vmm", "livesnap", "vcpus", (int)vm->ncpus, "mem-bytes",
+	    (json_int_t)m->size, "mem-backend", mem_backend_name(m->backend),
+	    "page-size", (json_int_t)m->page_size, "tsc-khz", (int)vm->tsc_khz,
+	    "xsave-size", (int)vm->xsave_size, "slots", slots);
 }
 
 /*
@@ -361,8 +354,10 @@ json_t *vm_snap_config_json(struct vm *vm)
 		return dev##_restore(&vm->member, st, err);                    \
 	}
 
-#define DEV_BLOB(name, dev) \
-	{name, sizeof(struct dev##_state), save_##dev, restore_##dev}
+#define DEV_BLOB(name, dev)                                                    \
+	{                                                                      \
+		name, sizeof(struct dev##_state), save_##dev, restore_##dev    \
+	}
 
 DEV_BLOB_FNS(serial, serial)
 DEV_BLOB_FNS(i8042, i8042)
@@ -370,10 +365,10 @@ DEV_BLOB_FNS(rtc, rtc)
 DEV_BLOB_FNS(pio_sink, sink)
 
 const struct vm_dev_blob vm_dev_blobs[] = {
-	DEV_BLOB("dev.serial", serial),
-	DEV_BLOB("dev.i8042", i8042),
-	DEV_BLOB("dev.rtc", rtc),
-	DEV_BLOB("dev.pio-sink", pio_sink),
+    DEV_BLOB("dev.serial", serial),
+    DEV_BLOB("dev.i8042", i8042),
+    DEV_BLOB("dev.rtc", rtc),
+    DEV_BLOB("dev.pio-sink", pio_sink),
 };
 const unsigned vm_n_dev_blobs = ARRAY_SIZE(vm_dev_blobs);
 
@@ -441,7 +436,7 @@ int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err)
 static volatile struct lsg_vcpu_status *guest_vcpu(struct vm *vm, unsigned i)
 {
 	volatile struct lsg_status *st =
-		vm_gpa_to_hva(vm, LSG_STATUS_GPA, sizeof(*st));
+	    vm_gpa_to_hva(vm, LSG_STATUS_GPA, sizeof(*st));
 	volatile struct lsg_vcpu_status *v;
 
 	if (!st || st->magic != LSG_STATUS_MAGIC || !st->ready ||
@@ -533,8 +528,7 @@ static int copy_ram(struct vm *vm, const char *path, char *err)
 }
 
 /* Everything but RAM, as blobs; the vCPUs are parked. */
-static int capture_state(struct vm_snap *s, struct ls_snapshot *snap,
-			 char *err)
+static int capture_state(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 {
 	json_t *cfg = vm_snap_config_json(s->vm);
 	char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
@@ -543,8 +537,8 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap,
 	json_decref(cfg);
 	if (!text)
 		return vmm_fail(err, ENOMEM, "vm-config blob");
-	ret = ls_snapshot_add_blob(snap, VM_SNAP_BLOB_CONFIG, text,
-				   strlen(text));
+	ret =
+	    ls_snapshot_add_blob(snap, VM_SNAP_BLOB_CONFIG, text, strlen(text));
 	free(text);
 	if (ret)
 		return vmm_failx(err, -ret, "adding blob %s: %s",
@@ -559,8 +553,7 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap,
 /*
  * Pauses, captures, arms, resumes. The VM runs again on every path out.
  */
-static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap,
-			 char *err)
+static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 {
 	struct vm_pause_stats ps;
 	int ret, rret;
@@ -689,8 +682,8 @@ static void *snap_thread(void *arg)
 	pthread_mutex_unlock(&s->lock);
 	ls_snapshot_destroy(snap);
 	if (end == VM_SNAP_FAILED)
-		fprintf(stderr, "livesnap: snapshot to %s failed: %s\n",
-			s->uri, s->error);
+		fprintf(stderr, "livesnap: snapshot to %s failed: %s\n", s->uri,
+			s->error);
 	set_status(s, end);
 	return NULL;
 }
@@ -814,8 +807,8 @@ enum vm_snap_status vm_snap_status(struct vm_snap *s)
 /* query-migrate                                                       */
 /* ------------------------------------------------------------------ */
 
-static json_t *ram_json(const struct ls_progress *pr,
-			const struct ls_stats *st, uint64_t elapsed_ns)
+static json_t *ram_json(const struct ls_progress *pr, const struct ls_stats *st,
+			uint64_t elapsed_ns)
 {
 	uint64_t page = 4096, total = pr->pages_total;
 	uint64_t done = pr->pages_done, bytes = pr->bytes_written;
@@ -826,21 +819,20 @@ static json_t *ram_json(const struct ls_progress *pr,
 		bytes = st->bytes_written;
 		done = st->pages_written + st->pages_zero;
 	}
-	ram = json_pack("{s:I,s:I,s:I,s:I,s:f}", "total",
-			(json_int_t)(total * page), "transferred",
-			(json_int_t)bytes, "remaining",
-			(json_int_t)((total > done ? total - done : 0) * page),
-			"page-size", (json_int_t)page, "mbps",
-			elapsed_ns ? bytes * 8.0 / (elapsed_ns / 1e9) / 1e6
-				   : 0.0);
+	ram = json_pack(
+	    "{s:I,s:I,s:I,s:I,s:f}", "total", (json_int_t)(total * page),
+	    "transferred", (json_int_t)bytes, "remaining",
+	    (json_int_t)((total > done ? total - done : 0) * page), "page-size",
+	    (json_int_t)page, "mbps",
+	    elapsed_ns ? bytes * 8.0 / (elapsed_ns / 1e9) / 1e6 : 0.0);
 	if (st) {
 		json_object_set_new(ram, "duplicate",
 				    json_integer((json_int_t)st->pages_zero));
-		json_object_set_new(ram, "normal",
-				    json_integer((json_int_t)st->pages_written));
 		json_object_set_new(
-			ram, "normal-bytes",
-			json_integer((json_int_t)(st->pages_written * page)));
+		    ram, "normal", json_integer((json_int_t)st->pages_written));
+		json_object_set_new(
+		    ram, "normal-bytes",
+		    json_integer((json_int_t)(st->pages_written * page)));
 	}
 	return ram;
 }
@@ -848,35 +840,34 @@ static json_t *ram_json(const struct ls_progress *pr,
 static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 			       uint64_t elapsed_ns)
 {
-	json_t *x = json_pack("{s:s,s:s,s:I,s:I,s:I}", "strategy",
-			      strategy_name(s->params.strategy), "uri", s->uri,
-			      "downtime-ns", (json_int_t)s->downtime_ns,
-			      "setup-ns",
-			      (json_int_t)(s->t_paused ? s->t_paused - s->t_start
-						       : 0),
-			      "total-ns", (json_int_t)elapsed_ns);
+	json_t *x =
+	    json_pack("{s:s,s:s,s:I,s:I,s:I}", "strategy",
+		      strategy_name(s->params.strategy), "uri", s->uri,
+		      "downtime-ns", (json_int_t)s->downtime_ns, "setup-ns",
+		      (json_int_t)(s->t_paused ? s->t_paused - s->t_start : 0),
+		      "total-ns", (json_int_t)elapsed_ns);
 
 	if (s->gw.done)
-		json_object_set_new(
-			x, "guest",
-			json_pack("{s:I,s:b}", "max-write-ns",
-				  (json_int_t)s->gw.max_stall_ns,
-				  "all-intervals-seen", s->gw.covered));
+		json_object_set_new(x, "guest",
+				    json_pack("{s:I,s:b}", "max-write-ns",
+					      (json_int_t)s->gw.max_stall_ns,
+					      "all-intervals-seen",
+					      s->gw.covered));
 
 	if (!st)
 		return x;
-	json_object_update_new(x, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-			     "faults", (json_int_t)st->faults,
-			     "faults-write-first",
-			     (json_int_t)st->faults_write_first,
-			     "copied-pages", (json_int_t)st->pages_copied,
-			     "copy-buffer-hwm", (json_int_t)st->copy_buffer_hwm,
-			     "arm-ns", (json_int_t)st->arm_ns, "stall-p50-ns",
-			     (json_int_t)st->stall_p50_ns, "stall-p99-ns",
-			     (json_int_t)st->stall_p99_ns, "stall-p999-ns",
-			     (json_int_t)st->stall_p999_ns, "stall-max-ns",
-			     (json_int_t)st->stall_max_ns, "zero-pages",
-			     (json_int_t)st->pages_zero));
+	json_object_update_new(
+	    x, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "faults",
+			 (json_int_t)st->faults, "faults-write-first",
+			 (json_int_t)st->faults_write_first, "copied-pages",
+			 (json_int_t)st->pages_copied, "copy-buffer-hwm",
+			 (json_int_t)st->copy_buffer_hwm, "arm-ns",
+			 (json_int_t)st->arm_ns, "stall-p50-ns",
+			 (json_int_t)st->stall_p50_ns, "stall-p99-ns",
+			 (json_int_t)st->stall_p99_ns, "stall-p999-ns",
+			 (json_int_t)st->stall_p999_ns, "stall-max-ns",
+			 (json_int_t)st->stall_max_ns, "zero-pages",
+			 (json_int_t)st->pages_zero));
 	return x;
 }
 
@@ -900,16 +891,15 @@ json_t *vm_snap_query(struct vm_snap *s)
 	} else if (s->have_stats) {
 		st = &s->stats;
 	}
-	r = json_pack("{s:s,s:I,s:I}", "status",
-		      vm_snap_status_name(s->status), "total-time",
-		      (json_int_t)(elapsed / 1000000), "setup-time",
-		      (json_int_t)(s->t_paused ? (s->t_paused - s->t_start) /
-							 1000000
-					       : elapsed / 1000000));
+	r = json_pack(
+	    "{s:s,s:I,s:I}", "status", vm_snap_status_name(s->status),
+	    "total-time", (json_int_t)(elapsed / 1000000), "setup-time",
+	    (json_int_t)(s->t_paused ? (s->t_paused - s->t_start) / 1000000
+				     : elapsed / 1000000));
 	if (s->status != VM_SNAP_SETUP) {
-		json_object_set_new(r, "downtime",
-				    json_integer((json_int_t)(s->downtime_ns /
-							      1000000)));
+		json_object_set_new(
+		    r, "downtime",
+		    json_integer((json_int_t)(s->downtime_ns / 1000000)));
 		json_object_set_new(r, "ram", ram_json(&pr, st, elapsed));
 	}
 	x = x_livesnap_json(s, st, elapsed);

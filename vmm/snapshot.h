@@ -36,11 +36,11 @@ struct vm_config;
 struct vm_snap;
 struct vm_restore;
 
-#define VM_SNAP_FORMAT 1          /* vm-config "format"; bump on change */
-#define VM_SNAP_RAM_REGION "ram"  /* the one region: all guest RAM */
+#define VM_SNAP_FORMAT	    1	  /* vm-config "format"; bump on change */
+#define VM_SNAP_RAM_REGION  "ram" /* the one region: all guest RAM */
 #define VM_SNAP_BLOB_CONFIG "vm-config"
-#define VM_SNAP_BLOB_VM "kvm-vm"
-#define VM_SNAP_BLOB_VCPU "kvm-vcpu." /* + decimal vCPU index */
+#define VM_SNAP_BLOB_VM	    "kvm-vm"
+#define VM_SNAP_BLOB_VCPU   "kvm-vcpu." /* + decimal vCPU index */
 
 /* Migration status, named as QEMU's MigrationStatus. */
 enum vm_snap_status {
@@ -74,8 +74,7 @@ void vm_snap_destroy(struct vm_snap *s);
 
 struct ls_ctx *vm_snap_ctx(struct vm_snap *s);
 int vm_snap_ram_region(struct vm_snap *s);
-void vm_snap_set_event_fn(struct vm_snap *s, vm_snap_event_fn fn,
-			  void *opaque);
+void vm_snap_set_event_fn(struct vm_snap *s, vm_snap_event_fn fn, void *opaque);
 
 /* A restore in progress: a snapshot waits for its lazy memory first. */
 void vm_snap_set_restore(struct vm_snap *s, struct vm_restore *r);
@@ -161,7 +160,7 @@ struct qmp_migrate {
 	struct qmp_server *srv;
 	struct vm_snap *snap;
 	struct vm_restore *restore; /* NULL unless this VM was restored */
-	bool background;            /* capability background-snapshot */
+	bool background;	    /* capability background-snapshot */
 	enum ls_strategy strategy;  /* migrate-set-parameters default */
 };
 
@@ -177,7 +176,7 @@ int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
 /* One device model's state as a blob "dev.<name>". */
 struct vm_dev_blob {
 	const char *name; /* blob name */
-	size_t size;      /* of its state struct */
+	size_t size;	  /* of its state struct */
 	void (*save)(struct vm *vm, void *state);
 	int (*restore)(struct vm *vm, const void *state, char *err);
 };

@@ -36,7 +36,7 @@
 
 #define CHUNK_PAGES 256u
 #define CHUNK_BYTES (2u << 20) /* compare: one 2 MiB page at most */
-#define MAX_SLOTS 8
+#define MAX_SLOTS   8
 
 struct slot {
 	uint64_t gpa, size, offset; /* offset: bytes into the region */
@@ -86,9 +86,10 @@ static int load_slots(struct snap *s)
 		return die("%s: vm-config blob is not JSON: %s", s->path,
 			   jerr.text);
 	slots = json_object_get(cfg, "slots");
-	json_array_foreach(slots, i, e) {
+	json_array_foreach(slots, i, e)
+	{
 		const char *name =
-			json_string_value(json_object_get(e, "region"));
+		    json_string_value(json_object_get(e, "region"));
 		int idx = name ? ls_reader_find_region(s->r, name) : -ENOENT;
 
 		if (idx < 0 || s->nslots == MAX_SLOTS) {
@@ -98,11 +99,10 @@ static int load_slots(struct snap *s)
 				   s->path, i);
 		}
 		s->slots[s->nslots++] = (struct slot){
-			.gpa = json_integer_value(json_object_get(e, "gpa")),
-			.size = json_integer_value(json_object_get(e, "size")),
-			.offset = json_integer_value(
-				json_object_get(e, "offset")),
-			.region = (uint32_t)idx,
+		    .gpa = json_integer_value(json_object_get(e, "gpa")),
+		    .size = json_integer_value(json_object_get(e, "size")),
+		    .offset = json_integer_value(json_object_get(e, "offset")),
+		    .region = (uint32_t)idx,
 		};
 	}
 	json_decref(cfg);
@@ -120,9 +120,8 @@ static int read_gpa(struct snap *s, uint64_t gpa, void *buf, uint64_t npages)
 		if (gpa < sl->gpa || end > sl->gpa + sl->size)
 			continue;
 		rc = ls_reader_read_pages(
-			s->r, sl->region,
-			(sl->offset + gpa - sl->gpa) / LSG_PAGE_SIZE, buf,
-			npages);
+		    s->r, sl->region,
+		    (sl->offset + gpa - sl->gpa) / LSG_PAGE_SIZE, buf, npages);
 		if (rc)
 			return die("%s: reading GPA 0x%llx: %s", s->path,
 				   (unsigned long long)gpa,
@@ -152,7 +151,7 @@ static int snap_open(struct snap *s, const char *path)
 struct guest {
 	struct lsg_status st;
 	struct lsg_vcpu_status *vs; /* ncpus of them, page-rounded */
-	uint64_t pages;             /* workload pages of all vCPUs */
+	uint64_t pages;		    /* workload pages of all vCPUs */
 };
 
 static int read_guest_status(struct snap *s, struct guest *g)
@@ -178,8 +177,8 @@ static int read_guest_status(struct snap *s, struct guest *g)
 	if (!g->vs)
 		return die("out of memory");
 	for (uint32_t c = 0; c < g->st.ncpus; c++) {
-		void *dst = (char *)g->vs + c * VCPU_STATUS_PAGES *
-						    LSG_PAGE_SIZE;
+		void *dst =
+		    (char *)g->vs + c * VCPU_STATUS_PAGES * LSG_PAGE_SIZE;
 
 		if (read_gpa(s, LSG_STATUS_GPA + LSG_VCPU_STATUS_OFF(c), dst,
 			     VCPU_STATUS_PAGES))
@@ -216,8 +215,8 @@ static int check_pages(struct snap *s, const struct guest *g,
 		return die("out of memory");
 	pc->first_bad = -1;
 	for (uint64_t idx = 0; idx < g->pages; idx += CHUNK_PAGES) {
-		uint64_t n = g->pages - idx < CHUNK_PAGES ? g->pages - idx
-							  : CHUNK_PAGES;
+		uint64_t n =
+		    g->pages - idx < CHUNK_PAGES ? g->pages - idx : CHUNK_PAGES;
 
 		if (read_gpa(s, g->st.ws_gpa + idx * LSG_PAGE_SIZE, buf, n)) {
 			free(buf);
@@ -260,14 +259,13 @@ static int cmd_check_guest(const char *path)
 
 		errors += v->errors;
 		json_array_append_new(
-			cpus,
-			json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:I}", "cpu", c,
-				  "generation", (json_int_t)v->generation,
-				  "writes", (json_int_t)v->writes, "errors",
-				  (json_int_t)v->errors, "validated",
-				  (json_int_t)v->validated, "inflight",
-				  (json_int_t)v->inflight, "max_lat_ns",
-				  (json_int_t)v->max_lat_ns));
+		    cpus, json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:I}", "cpu", c,
+				    "generation", (json_int_t)v->generation,
+				    "writes", (json_int_t)v->writes, "errors",
+				    (json_int_t)v->errors, "validated",
+				    (json_int_t)v->validated, "inflight",
+				    (json_int_t)v->inflight, "max_lat_ns",
+				    (json_int_t)v->max_lat_ns));
 	}
 	out = json_pack("{s:b,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "ok",
 			!pc.bad && !errors, "ncpus", g.st.ncpus, "pages",
