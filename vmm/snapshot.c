@@ -555,9 +555,11 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap, char *err)
  */
 static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 {
-	struct vm_pause_stats ps;
+	struct vm_pause_stats before, after;
+	uint64_t t0 = vmm_now_ns();
 	int ret, rret;
 
+	vm_pause_stats(s->vm, &before);
 	ret = vm_pause(s->vm);
 	if (ret)
 		return vmm_fail(err, -ret, "pausing the VM");
@@ -575,9 +577,14 @@ static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 				  ls_snapshot_error(snap));
 	}
 	rret = vm_resume(s->vm);
-	vm_pause_stats(s->vm, &ps);
+	vm_pause_stats(s->vm, &after);
 	pthread_mutex_lock(&s->lock);
-	s->downtime_ns = ps.last_total_ns;
+	/*
+	 * vm.c times the pause from the stop request to the resume. A VM
+	 * stopped over QMP stays paused: then our own part is the downtime.
+	 */
+	s->downtime_ns = after.pauses > before.pauses ? after.last_total_ns
+						      : vmm_now_ns() - t0;
 	pthread_mutex_unlock(&s->lock);
 	if (!ret && rret)
 		ret = vmm_fail(err, -rret, "resuming the VM");

@@ -157,6 +157,23 @@ class Qmp(SnapTest, unittest.TestCase):
         self.assertEqual(self.v.proc.wait(30), 0, self.v.stderr())
         self.assertFalse(verify(out)[0])
 
+    def test_snapshot_of_stopped_vm(self):
+        """A VM stopped over QMP stays stopped; its snapshot holds exactly
+        the generations it shows; cont lets it run on."""
+        self.v.qmp.cmd("stop")
+        frozen = self.v.counters()
+        path = self.path("stopped.snap")
+        info = self.v.snapshot(path)
+        self.assert_completed(info)
+        self.assertEqual(self.v.qmp.cmd("query-status")["status"], "paused")
+        self.assertEqual(self.v.counters(), frozen)
+        rep = self.assert_snapshot_whole(path)
+        self.assertEqual([c["generation"] for c in rep["cpus"]],
+                         [g for g, _ in frozen])
+        self.assertEqual(info["x-livesnap"]["faults"], 0)
+        self.v.qmp.cmd("cont")
+        self.assert_guest_runs_on()
+
     def test_cli_snapshot(self):
         path = self.path("cli.snap")
         rc, out, err = run_tool(LIVESNAP, "snapshot", "--socket",
