@@ -15,6 +15,7 @@
  *     copy of guest RAM taken by the VMM during the pause (its regions
  *     concatenated in index order). Exit 0 only if identical.
  *
+ * FILE may be a snapshot file or a stream (read into memory first).
  * Guest-physical addresses are mapped to snapshot regions with the
  * "vm-config" blob (vmm/snapshot.h); without it, region 0 is taken to
  * start at GPA 0.
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -48,7 +50,27 @@ struct snap {
 	struct ls_reader *r;
 	struct slot slots[MAX_SLOTS];
 	unsigned nslots;
+	/* A stream cannot be read at random: it is read into memory. */
+	uint32_t nmem;
+	void **mem;
+	size_t *mem_len;
 };
+
+/* npages pages of a region, from the file or from a stream's copy. */
+static int read_region(struct snap *s, uint32_t region, uint64_t first,
+		       void *buf, uint64_t npages)
+{
+	struct ls_reader_region info;
+
+	if (!s->mem)
+		return ls_reader_read_pages(s->r, region, first, buf, npages);
+	if (region >= s->nmem || ls_reader_region(s->r, region, &info) ||
+	    (first + npages) * info.page_size > s->mem_len[region])
+		return -EINVAL;
+	memcpy(buf, (char *)s->mem[region] + first * info.page_size,
+	       npages * info.page_size);
+	return 0;
+}
 
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -119,9 +141,9 @@ static int read_gpa(struct snap *s, uint64_t gpa, void *buf, uint64_t npages)
 
 		if (gpa < sl->gpa || end > sl->gpa + sl->size)
 			continue;
-		rc = ls_reader_read_pages(
-		    s->r, sl->region,
-		    (sl->offset + gpa - sl->gpa) / LSG_PAGE_SIZE, buf, npages);
+		rc = read_region(s, sl->region,
+				 (sl->offset + gpa - sl->gpa) / LSG_PAGE_SIZE,
+				 buf, npages);
 		if (rc)
 			return die("%s: reading GPA 0x%llx: %s", s->path,
 				   (unsigned long long)gpa,
@@ -132,6 +154,45 @@ static int read_gpa(struct snap *s, uint64_t gpa, void *buf, uint64_t npages)
 		   (unsigned long long)gpa, (unsigned long long)npages);
 }
 
+/* Reads a whole stream into anonymous memory, one mapping per region. */
+static int stream_to_memory(struct snap *s)
+{
+	struct ls_reader_region info;
+
+	s->nmem = ls_reader_region_count(s->r);
+	s->mem = calloc(s->nmem ? s->nmem : 1, sizeof(*s->mem));
+	s->mem_len = calloc(s->nmem ? s->nmem : 1, sizeof(*s->mem_len));
+	if (!s->mem || !s->mem_len)
+		return die("out of memory");
+	for (uint32_t i = 0; i < s->nmem; i++) {
+		ls_reader_region(s->r, i, &info);
+		s->mem[i] =
+		    mmap(NULL, info.len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (s->mem[i] == MAP_FAILED) {
+			s->mem[i] = NULL;
+			return die("%s: %llu bytes for region '%s': %s",
+				   s->path, (unsigned long long)info.len,
+				   info.name, strerror(errno));
+		}
+		s->mem_len[i] = info.len;
+	}
+	if (ls_reader_restore_all(s->r, s->mem, s->mem_len, s->nmem))
+		return die("%s", ls_reader_error(s->r));
+	return 0;
+}
+
+static void snap_close(struct snap *s)
+{
+	for (uint32_t i = 0; s->mem && i < s->nmem; i++)
+		if (s->mem[i])
+			munmap(s->mem[i], s->mem_len[i]);
+	free(s->mem);
+	free(s->mem_len);
+	if (s->r)
+		ls_reader_close(s->r);
+}
+
 static int snap_open(struct snap *s, const char *path)
 {
 	char err[LS_ERRMSG_MAX];
@@ -139,9 +200,8 @@ static int snap_open(struct snap *s, const char *path)
 	s->path = path;
 	if (ls_reader_open(path, &s->r, err, sizeof(err)))
 		return die("%s", err);
-	if (ls_reader_is_stream(s->r))
-		return die("%s: a stream; this tool needs a snapshot file",
-			   path);
+	if (ls_reader_is_stream(s->r) && stream_to_memory(s))
+		return 1;
 	return load_slots(s);
 }
 
@@ -289,8 +349,7 @@ static int cmd_check_guest(const char *path)
 	rc = pc.bad || errors;
 out:
 	free(g.vs);
-	if (s.r)
-		ls_reader_close(s.r);
+	snap_close(&s);
 	return rc;
 }
 
@@ -332,7 +391,7 @@ static int cmd_compare(const char *path, const char *dump)
 			size_t bytes = n * info.page_size;
 			ssize_t got;
 
-			if (ls_reader_read_pages(s.r, reg, p, a, n)) {
+			if (read_region(&s, reg, p, a, n)) {
 				die("%s: %s", path, ls_reader_error(s.r));
 				goto out;
 			}
@@ -368,8 +427,7 @@ static int cmd_compare(const char *path, const char *dump)
 out:
 	if (fd >= 0)
 		close(fd);
-	if (s.r)
-		ls_reader_close(s.r);
+	snap_close(&s);
 	free(a);
 	free(b);
 	return rc;

@@ -7,7 +7,7 @@ chain snapshot -> restore -> snapshot ... works."""
 import re
 import unittest
 
-from lsvm import SnapTest, verify
+from lsvm import SnapTest
 
 
 class Restore(SnapTest, unittest.TestCase):
@@ -85,11 +85,10 @@ class Restore(SnapTest, unittest.TestCase):
         vm.migrate("exec:cat > " + stream)
         info = vm.wait_migration()
         self.assert_completed(info)
-        ok, out = verify(stream)
-        self.assertTrue(ok, out)
+        report = self.assert_snapshot_whole(stream)
         vm.stop()
         # A stream has its config at its end: --mem and --cpus are needed.
-        self.check_restore("r2", None, self.report, mem="256M", cpus=2,
+        self.check_restore("r2", None, report, mem="256M", cpus=2,
                            incoming="exec:cat " + stream)
 
     def test_chain(self):
