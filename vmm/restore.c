@@ -514,7 +514,9 @@ int vm_restore_load(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 
 void vm_restore_running(struct vm_restore *r)
 {
+	pthread_mutex_lock(&r->lock); /* query-livesnap-restore reads it */
 	r->t_running = vmm_now_ns();
+	pthread_mutex_unlock(&r->lock);
 	fprintf(stderr,
 		"livesnap: restored %s (%s) in %.1f ms: memory %.1f ms, "
 		"state %.1f ms\n",
@@ -540,15 +542,17 @@ int vm_restore_wait_memory(struct vm_restore *r, char *err)
 json_t *vm_restore_query(struct vm_restore *r)
 {
 	struct ls_restore_stats st = {0};
+	uint64_t running;
 	bool complete;
 	json_t *j;
 
 	pthread_mutex_lock(&r->lock);
 	complete = r->memory_done && !r->memory_result;
+	running = r->t_running;
 	pthread_mutex_unlock(&r->lock);
 	j = json_pack("{s:b,s:s,s:s,s:I,s:I,s:I}", "restored", 1, "source",
 		      r->src, "mode", mode_name(r->mode), "restore-time-ns",
-		      (json_int_t)(r->t_running ? r->t_running - r->t_open : 0),
+		      (json_int_t)(running ? running - r->t_open : 0),
 		      "memory-ns", (json_int_t)(r->t_memory - r->t_open),
 		      "state-ns", (json_int_t)(r->t_state - r->t_memory));
 	if (r->lazy && !ls_restore_stats(r->lazy, &st)) {

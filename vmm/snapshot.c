@@ -565,8 +565,8 @@ static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 		return vmm_fail(err, -ret, "pausing the VM");
 	pthread_mutex_lock(&s->lock);
 	s->t_paused = vmm_now_ns();
+	guest_watch_begin(s->vm, &s->gw); /* query-migrate reads it */
 	pthread_mutex_unlock(&s->lock);
-	guest_watch_begin(s->vm, &s->gw);
 	ret = capture_state(s, snap, err);
 	if (!ret && s->test_copy_ram)
 		ret = copy_ram(s->vm, s->test_copy_ram, err);
