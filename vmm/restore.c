@@ -33,6 +33,7 @@ struct vm_restore {
 	int fd;	     /* exec: our end of its stdout */
 	struct ls_reader *reader;
 	int src_region;
+	json_t *slots; /* the snapshot's memory layout (vm-config) */
 	struct ls_source *source;
 	struct ls_ctx *ctx;
 	struct ls_restore *lazy;
@@ -92,6 +93,8 @@ static int check_config(struct vm_restore *r, const void *data, size_t len,
 		ret = cfg_int(j, "vcpus", &vcpus, r->src, err);
 	if (!ret)
 		ret = cfg_int(j, "mem-bytes", &mem, r->src, err);
+	json_decref(r->slots);
+	r->slots = json_incref(json_object_get(j, "slots"));
 	json_decref(j);
 	if (ret)
 		return ret;
@@ -100,6 +103,12 @@ static int check_config(struct vm_restore *r, const void *data, size_t len,
 				 "%s: VM snapshot format %" PRIu64
 				 " (this livesnap reads %d)",
 				 r->src, format, VM_SNAP_FORMAT);
+	if (!vcpus || vcpus > MAX_VCPUS || mem < MIN_MEM_BYTES ||
+	    mem > MAX_MEM_BYTES || mem % 4096 || !json_is_array(r->slots))
+		return vmm_failx(err, EBADMSG,
+				 "%s: vm-config blob is out of range (%" PRIu64
+				 " vCPUs, %" PRIu64 " bytes of RAM)",
+				 r->src, vcpus, mem);
 	if (!cfg->mem_bytes)
 		cfg->mem_bytes = mem;
 	if (!cfg->ncpus)
@@ -269,6 +278,7 @@ void vm_restore_destroy(struct vm_restore *r)
 		kill(-r->child, SIGKILL);
 		vm_snap_reap_exec(r->child, r->src + 5, err);
 	}
+	json_decref(r->slots);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r->src);
@@ -489,13 +499,44 @@ static void *watch_lazy(void *arg)
 	return NULL;
 }
 
+/*
+ * The guest-physical layout this VM has must be the snapshot's: slots at
+ * the same addresses with the same sizes, mapped onto the same offsets of
+ * the RAM region.
+ */
+static int check_layout(struct vm_restore *r, struct vm *vm, char *err)
+{
+	json_t *mine = vm_snap_config_json(vm);
+	bool same =
+	    mine && json_equal(json_object_get(mine, "slots"), r->slots);
+
+	json_decref(mine);
+	if (!same)
+		return vmm_failx(
+		    err, EINVAL,
+		    "%s: the snapshot's guest memory layout differs "
+		    "from this VM's (a snapshot of another "
+		    "livesnap version?)",
+		    r->src);
+	return 0;
+}
+
 int vm_restore_load(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 		    char *err)
 {
 	int ret;
 
 	r->vm = vm;
-	ret = load_memory(r, vm, s, err);
+	/* A stream's vm-config is known only once its RAM has been read. */
+	if (ls_reader_is_stream(r->reader)) {
+		ret = load_memory(r, vm, s, err);
+		if (!ret)
+			ret = check_layout(r, vm, err);
+	} else {
+		ret = check_layout(r, vm, err);
+		if (!ret)
+			ret = load_memory(r, vm, s, err);
+	}
 	r->t_memory = vmm_now_ns();
 	vm_snap_set_restore(s, r); /* a snapshot waits for lazy memory */
 	if (!ret && !r->lazy)

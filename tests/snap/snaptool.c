@@ -10,6 +10,10 @@
  *     page and the page counts. Exit 0 only if every page is whole and the
  *     guest counted no errors.
  *
+ *   ls-snaptool set-blob IN NAME VALUE-FILE OUT
+ *     Writes OUT, a copy of snapshot IN whose blob NAME holds the bytes of
+ *     VALUE-FILE: well-formed files with content a test chooses.
+ *
  *   ls-snaptool compare FILE DUMP
  *     Compares the memory in the snapshot byte for byte with DUMP, a raw
  *     copy of guest RAM taken by the VMM during the pause (its regions
@@ -433,13 +437,126 @@ out:
 	return rc;
 }
 
+static bool all_zero(const char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Copies every region's non-zero pages of s into sink. */
+static int copy_regions(struct snap *s, struct ls_sink *sink, char *buf)
+{
+	for (uint32_t reg = 0; reg < ls_reader_region_count(s->r); reg++) {
+		struct ls_reader_region info;
+		uint64_t pages, step;
+
+		ls_reader_region(s->r, reg, &info);
+		pages = info.len / info.page_size;
+		step = CHUNK_BYTES / info.page_size;
+		for (uint64_t p = 0; p < pages; p += step) {
+			uint64_t n = pages - p < step ? pages - p : step;
+
+			if (read_region(s, reg, p, buf, n))
+				return die("%s: %s", s->path,
+					   ls_reader_error(s->r));
+			for (uint64_t i = 0; i < n; i++) {
+				const char *pg = buf + i * info.page_size;
+
+				if (!all_zero(pg, info.page_size) &&
+				    sink->ops->write_pages(sink, reg, p + i, pg,
+							   1))
+					return die("writing: %s", sink->error);
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * set-blob IN NAME VALUE OUT: a copy of snapshot IN with blob NAME's
+ * content replaced by the file VALUE (added if absent): valid checksums
+ * around content a test chooses, e.g. a vm-config of another VM.
+ */
+static int cmd_set_blob(const char *in, const char *name, const char *value,
+			const char *out)
+{
+	struct ls_layout_region lr[64];
+	struct ls_layout layout = {.regions = lr};
+	struct snap s = {0};
+	struct ls_sink *sink = NULL;
+	char err[LS_ERRMSG_MAX], *buf = malloc(CHUNK_BYTES), *val = NULL;
+	size_t vlen = 0;
+	FILE *f = fopen(value, "rb");
+	int rc = 1;
+
+	if (!buf || !f || snap_open(&s, in)) {
+		if (!f)
+			die("%s: %s", value, strerror(errno));
+		goto out;
+	}
+	val = malloc(1 << 20);
+	vlen = val ? fread(val, 1, 1 << 20, f) : 0;
+	layout.nregions = ls_reader_region_count(s.r);
+	if (!val || layout.nregions > 64) {
+		die("out of memory or too many regions");
+		goto out;
+	}
+	for (uint32_t i = 0; i < layout.nregions; i++) {
+		struct ls_reader_region info;
+
+		ls_reader_region(s.r, i, &info);
+		memcpy(lr[i].name, info.name, LS_NAME_MAX);
+		lr[i].len = info.len;
+		lr[i].page_size = info.page_size;
+		lr[i].type = info.type;
+	}
+	if (ls_sink_file_create(&sink, out, 0, err, sizeof(err))) {
+		die("%s", err);
+		goto out;
+	}
+	if (sink->ops->start(sink, &layout) || copy_regions(&s, sink, buf))
+		goto fail;
+	for (uint32_t i = 0; i < ls_reader_blob_count(s.r); i++) {
+		const char *bname;
+		const void *data;
+		size_t len;
+
+		ls_reader_blob(s.r, i, &bname, &data, &len);
+		if (strcmp(bname, name) &&
+		    sink->ops->put_blob(sink, bname, data, len))
+			goto fail;
+	}
+	if (sink->ops->put_blob(sink, name, val, vlen) ||
+	    sink->ops->commit(sink))
+		goto fail;
+	rc = 0;
+	goto out;
+fail:
+	die("writing %s: %s", out, sink->error);
+	sink->ops->abort(sink);
+out:
+	if (sink)
+		ls_sink_destroy(sink);
+	if (f)
+		fclose(f);
+	free(val);
+	free(buf);
+	snap_close(&s);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "check-guest"))
 		return cmd_check_guest(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "compare"))
 		return cmd_compare(argv[2], argv[3]);
+	if (argc == 6 && !strcmp(argv[1], "set-blob"))
+		return cmd_set_blob(argv[2], argv[3], argv[4], argv[5]);
 	fprintf(stderr, "usage: ls-snaptool check-guest FILE\n"
-			"       ls-snaptool compare FILE RAM-DUMP\n");
+			"       ls-snaptool compare FILE RAM-DUMP\n"
+			"       ls-snaptool set-blob IN NAME VALUE-FILE OUT\n");
 	return 2;
 }

@@ -5,12 +5,13 @@ exec: command that exits early) fails the snapshot with its reason, a
 MIGRATION event says failed, the guest runs on unharmed and no file passes
 `livesnap verify`; and restore refuses corrupt, truncated, foreign and
 mismatched snapshots with one clear line and a non-zero exit."""
+import json
 import os
 import shutil
 import subprocess
 import unittest
 
-from lsvm import VM, QMPError, SnapTest, verify
+from lsvm import SNAPTOOL, VM, QMPError, SnapTest, run_tool, verify
 
 LSG_PAGE_MAGIC = (0x45474150474c4c).to_bytes(8, "little")
 
@@ -165,6 +166,48 @@ class RestoreRefuses(SnapTest, unittest.TestCase):
         with open(path, "wb") as f:
             f.write(os.urandom(1 << 16))
         self.refuse(path, "junk.snap")
+
+    def with_config(self, name, config):
+        """A copy of the good snapshot whose vm-config blob is `config`
+        (a dict, or raw bytes), with valid checksums."""
+        value = self.path(name + ".json")
+        with open(value, "wb") as f:
+            f.write(config if isinstance(config, bytes)
+                    else json.dumps(config).encode())
+        path = self.path(name)
+        rc, out, err = run_tool(SNAPTOOL, "set-blob", self.snap,
+                                "vm-config", value, path)
+        self.assertEqual(rc, 0, err)
+        return path
+
+    @staticmethod
+    def config(**changes):
+        cfg = {"format": 1, "vmm": "livesnap", "vcpus": 2,
+               "mem-bytes": 256 << 20,
+               "slots": [{"slot": 0, "gpa": 0, "size": 256 << 20,
+                          "region": "ram", "offset": 0}]}
+        cfg.update(changes)
+        return cfg
+
+    def test_config_checks(self):
+        # The control: the same config written anew restores and runs.
+        good = self.with_config("same.snap", self.config())
+        vm = self.vm("same", mem=None, restore=good, mode="eager")
+        vm.wait_guest()
+        vm.stop()
+        moved = [{"slot": 0, "gpa": 1 << 20, "size": 256 << 20,
+                  "region": "ram", "offset": 0}]
+        for name, cfg, words in [
+                ("layout", self.config(slots=moved), "memory layout"),
+                ("format", self.config(format=2), "format 2"),
+                ("vcpus", self.config(vcpus=0), "out of range"),
+                ("mem", self.config(**{"mem-bytes": 1 << 50}),
+                 "out of range"),
+                ("nomem", self.config(**{"mem-bytes": None}),
+                 "lacks 'mem-bytes'"),
+                ("json", b"{not json", "not valid JSON")]:
+            with self.subTest(name):
+                self.refuse(self.with_config(name + ".snap", cfg), words)
 
     def test_missing(self):
         self.refuse(self.path("none.snap"), "none.snap")
