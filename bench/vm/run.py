@@ -693,7 +693,7 @@ def follow_migration(q, t0, period):
     if not stop and 'setup-ns' in x and 'downtime-ns' in x:
         # livesnap sends no STOP/RESUME: place the pause from its own
         # figures (setup = migrate .. vCPUs parked), within ~1 ms
-        m['t_stop'] = t0 + x['setup-ns'] / 1e9
+        m['t_stop'] = t0 + (x['setup-ns'] - x.get('stop-ns', 0)) / 1e9
         m['t_resume'] = m['t_stop'] + x['downtime-ns'] / 1e9
         m['pause_src'] = 'x-livesnap'
     return m
@@ -889,6 +889,9 @@ def summarize(vm, coll, res):
         m['wps_before'] = before
         m['wps_during'] = during
         m['wps_ratio'] = during / before if before else None
+        # guest work the snapshot cost, in seconds of full-speed running
+        m['lost_s'] = (before - during) * (t1 - t0) / before \
+            if before else None
         # protected phase only (pause .. end), when the pause is known
         if m['t_resume']:
             # the first second after the pause: most faults land there
@@ -935,6 +938,39 @@ def ns_us(v):
     return None if v is None else v / 1e3
 
 
+def summary(results):
+    """One line per system and RAM size; 'a / b' = snapshot #1 / #2."""
+    def both(r, f, spec):
+        return ' / '.join(fmt(f(m), spec) for m in r['snapshots']) or '-'
+
+    rows = ['| system | RAM | pause ms | guest longest no-progress ms | guest '
+            'max write outside pause ms | guest p99 write us (<=) | during/'
+            'before | guest time lost s | total s | RAM GB/s | restore ms |',
+            '|' + '---|' * 11]
+    for r in results:
+        if 'error' in r:
+            rows.append('| %s | %d GiB | FAILED: %s |' % (
+                r['system'], r['ram'] // GIB, r['error'][:100]))
+            continue
+        rs = ', '.join('%s %s' % (x['mode'], '%.0f' % (x['seconds'] * 1e3)
+                                  if 'seconds' in x else 'FAILED')
+                       for x in r['restores'])
+        rows.append('| %s | %d GiB | %s | %s | %s | %s | %s | %s | %s | %s '
+                    '| %s |' % (
+                        r['system'], r['ram'] // GIB,
+                        both(r, lambda m: m['downtime_ms'], '%.0f'),
+                        both(r, lambda m: m['stall']['gap_ms'], '%.0f'),
+                        both(r, lambda m: ns_ms(
+                            m['stall']['max_ns_running']), '%.1f'),
+                        both(r, lambda m: ns_us(m['stall']['p99_ns']),
+                             '%.1f'),
+                        both(r, lambda m: m['wps_ratio'], '%.2f'),
+                        both(r, lambda m: m.get('lost_s'), '%.2f'),
+                        both(r, lambda m: m['wall_s'], '%.1f'),
+                        both(r, lambda m: m['gbps_ram'], '%.2f'), rs))
+    return '\n'.join(rows) + '\n'
+
+
 def table(results):
     """The three Markdown tables of results.md."""
     a = ['| system | RAM | # | pause, query-migrate ms | pause, STOP..RESUME '
@@ -942,9 +978,9 @@ def table(results):
          'max write outside the pause ms | guest: p99 write us (<=) | '
          'guest: p99.9 write us (<=) |', '|' + '---|' * 10]
     b = ['| system | RAM | # | writes/s before | writes/s during | during/'
-         'before | 1st s after pause / before | total s | of which setup s '
-         '| RAM GB/s | file MB allocated (size) | file GB/s |',
-         '|' + '---|' * 12]
+         'before | guest time lost s | 1st s after pause / before | total s '
+         '| of which setup s | RAM GB/s | file MB allocated (size) | '
+         'file GB/s |', '|' + '---|' * 13]
     for r in results:
         for k, m in enumerate(r['snapshots']):
             st = m['stall']
@@ -959,10 +995,10 @@ def table(results):
                 fmt(ns_ms(st['max_ns_running']), '%.3f'),
                 fmt(ns_us(st['p99_ns']), '%.1f'),
                 fmt(ns_us(st['p999_ns']), '%.1f')))
-            b.append(head + '| %.0f | %.0f | %s | %s | %.2f | %s | %.2f | '
-                     '%.0f (%.0f) | %.2f |' % (
+            b.append(head + '| %.0f | %.0f | %s | %s | %s | %.2f | %s | '
+                     '%.2f | %.0f (%.0f) | %.2f |' % (
                          m['wps_before'], m['wps_during'],
-                         fmt(m['wps_ratio']),
+                         fmt(m['wps_ratio']), fmt(m.get('lost_s')),
                          fmt(m.get('wps_first_s_ratio')), m['wall_s'],
                          fmt(m['setup_ms'] / 1e3 if m['setup_ms'] is not None
                              else None, '%.2f'),
@@ -970,8 +1006,8 @@ def table(results):
                          m['file_bytes'] / 1e6,
                          m['gbps_file']))
     x = ['| system | RAM | # | strategy | write faults | pages copied | '
-         'VMM-measured stall p50 / p99 / p99.9 / max us | arm ms |',
-         '|' + '---|' * 8]
+         'VMM-measured stall p50 / p99 / p99.9 / max us | pause = stop + '
+         'capture + arm ms |', '|' + '---|' * 8]
     for r in results:
         for k, m in enumerate(r['snapshots']):
             xl = m['query'].get('x-livesnap')
@@ -983,7 +1019,9 @@ def table(results):
                 ' / '.join(fmt(ns_us(xl.get(f)), '%.1f') for f in (
                     'stall-p50-ns', 'stall-p99-ns', 'stall-p999-ns',
                     'stall-max-ns')),
-                fmt(ns_ms(xl.get('arm-ns')), '%.2f')))
+                '%s = %s + %s + %s' % tuple(
+                    fmt(ns_ms(xl.get(f)), '%.2f') for f in (
+                        'downtime-ns', 'stop-ns', 'capture-ns', 'arm-ns'))))
     c = ['| system | RAM | restore | spawn to guest writing ms | VMM-reported '
          'restore ms (memory / state) |', '|---|---|---|---|---|']
     for r in results:
@@ -1076,8 +1114,10 @@ def write_outputs(outdir, meta, results):
                     f.write('%.6f,%d,%d,%d\n' % e)
     with open(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump({'meta': meta, 'results': results}, f, indent=1)
-    md = '# bench/vm results\n\n`%s`\n\n```\n%s\n```\n\n%s' % (
-        meta['command'], json.dumps(meta, indent=1), table(results))
+    md = '# bench/vm results\n\n`%s`\n\n```\n%s\n```\n\n' \
+        '### Summary (a / b = snapshot #1 / #2 of the same VM)\n\n%s\n%s' % (
+            meta['command'], json.dumps(meta, indent=1), summary(results),
+            table(results))
     for r in results:
         if 'error' in r:
             md += '\n%s %d GiB: FAILED: %s\n' % (r['system'],
@@ -1250,6 +1290,7 @@ def main():
         raise KeyboardInterrupt('signal %d' % signum)
     signal.signal(signal.SIGTERM, on_term)
 
+    load_start = os.getloadavg()
     classes = {'qemu': QemuVm, 'qemu-anon': QemuAnonVm,
                'livesnap': LivesnapVm, 'livesnap-anon': LivesnapAnonVm}
     results = []
@@ -1269,6 +1310,10 @@ def main():
             'nice': cfg.nice,
             'qemu_max_bw': cfg.qemu_max_bw, 'tsc_khz': cfg.tsc_khz,
             'kernel': os.uname().release,
+            'loadavg_start': load_start, 'loadavg_end': os.getloadavg(),
+            'git': subprocess.run(
+                ['git', '-C', root, 'describe', '--always', '--dirty'],
+                capture_output=True, text=True).stdout.strip(),
             'qemu_version': subprocess.run(
                 [cfg.qemu, '--version'], capture_output=True,
                 text=True).stdout.split('\n')[0]}
