@@ -64,6 +64,27 @@ struct ls_ctx {
 	char err[LS_ERRMSG_MAX];
 };
 
+/*
+ * The end of a piece of work done by a thread (a snapshot, a restore): any
+ * number of callers wait for it, the thread is joined exactly once.
+ */
+struct ls_done {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool started, joined, done;
+	int result;
+};
+
+void ls_done_init(struct ls_done *d);
+void ls_done_destroy(struct ls_done *d);
+void ls_done_started(struct ls_done *d, pthread_t thread);
+void ls_done_set(struct ls_done *d, int result);
+/* True once ended; *result (may be NULL) gets the result. */
+bool ls_done_is(struct ls_done *d, int *result);
+/* Waits for the end, joins the thread once, returns the result. */
+int ls_done_wait(struct ls_done *d);
+
 /* ctx.c */
 int ls_err(struct ls_ctx *ctx, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

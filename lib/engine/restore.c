@@ -31,11 +31,8 @@ struct ls_restore {
 	bool lazy;
 	atomic_bool finishing; /* registration is being changed back */
 
-	pthread_t thread;
-	bool thread_started, joined;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
+	struct ls_done end;   /* the prefetch thread's (or eager fill's) end */
+	pthread_mutex_t lock; /* result, err */
 	int result;
 	atomic_bool failed;
 	char err[LS_ERRMSG_MAX];
@@ -236,11 +233,13 @@ static void lazy_finish(struct ls_restore *r)
 
 static void restore_done(struct ls_restore *r)
 {
+	int result;
+
 	atomic_store(&r->end_ns, ls_now_ns());
 	pthread_mutex_lock(&r->lock);
-	r->done = true;
-	pthread_cond_broadcast(&r->cond);
+	result = r->result;
 	pthread_mutex_unlock(&r->lock);
+	ls_done_set(&r->end, result);
 }
 
 static void *prefetch_main(void *arg)
@@ -289,6 +288,7 @@ static int lazy_register(struct ls_restore *r, struct ls_ctx *ctx)
 
 static int lazy_start(struct ls_restore *r, struct ls_ctx *ctx)
 {
+	pthread_t thread;
 	int ret;
 
 	ret = lazy_register(r, ctx);
@@ -298,9 +298,9 @@ static int lazy_start(struct ls_restore *r, struct ls_ctx *ctx)
 	if (ret)
 		goto out_reg;
 	atomic_store(&ctx->regions[r->region].restore, r);
-	ret = pthread_create(&r->thread, NULL, prefetch_main, r);
+	ret = pthread_create(&thread, NULL, prefetch_main, r);
 	if (!ret) {
-		r->thread_started = true;
+		ls_done_started(&r->end, thread);
 		return 0;
 	}
 	ret = ls_err(ctx, ret, "restore of region '%s': starting a thread: %s",
@@ -360,7 +360,7 @@ static struct ls_restore *restore_alloc(struct ls_ctx *ctx, int region,
 	r->lazy = lazy;
 	r->chunk_pages = r->ps >= PREFETCH_BYTES ? 1 : PREFETCH_BYTES / r->ps;
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
+	ls_done_init(&r->end);
 	if (posix_memalign((void **)&r->fbuf, LS_SMALL_PAGE, r->ps) ||
 	    posix_memalign((void **)&r->pbuf, LS_SMALL_PAGE,
 			   r->chunk_pages * r->ps)) {
@@ -374,7 +374,7 @@ static struct ls_restore *restore_alloc(struct ls_ctx *ctx, int region,
 static void restore_free(struct ls_restore *r)
 {
 	pthread_mutex_destroy(&r->lock);
-	pthread_cond_destroy(&r->cond);
+	ls_done_destroy(&r->end);
 	free(r->fbuf);
 	free(r->pbuf);
 	free(r);
@@ -427,20 +427,11 @@ int ls_restore_start(struct ls_ctx *ctx, int region, struct ls_source *src,
 
 int ls_restore_wait(struct ls_restore *r)
 {
-	bool join;
 	int ret;
 
 	if (!r)
 		return -EINVAL;
-	pthread_mutex_lock(&r->lock);
-	while (!r->done)
-		pthread_cond_wait(&r->cond, &r->lock);
-	join = r->thread_started && !r->joined;
-	r->joined = true;
-	ret = r->result;
-	pthread_mutex_unlock(&r->lock);
-	if (join)
-		pthread_join(r->thread, NULL);
+	ret = ls_done_wait(&r->end);
 	if (ret)
 		ls_err_copy(r->ctx, r->err);
 	return ret;
@@ -449,6 +440,7 @@ int ls_restore_wait(struct ls_restore *r)
 int ls_restore_stats(struct ls_restore *r, struct ls_restore_stats *st)
 {
 	uint64_t hist[LS_HIST_BUCKETS], end;
+	int result;
 
 	if (!r || !st)
 		return -EINVAL;
@@ -466,9 +458,7 @@ int ls_restore_stats(struct ls_restore *r, struct ls_restore_stats *st)
 		st->fault_p99_ns = st->fault_max_ns;
 	end = atomic_load(&r->end_ns);
 	st->elapsed_ns = (end ? end : ls_now_ns()) - r->start_ns;
-	pthread_mutex_lock(&r->lock);
-	st->complete = r->done && !r->result;
-	pthread_mutex_unlock(&r->lock);
+	st->complete = ls_done_is(&r->end, &result) && !result;
 	return 0;
 }
 

@@ -85,13 +85,10 @@ struct ls_snapshot {
 	int fail_code; /* the first failure: written once, under lock */
 	char err[LS_ERRMSG_MAX];
 
-	pthread_t writer;
-	bool writer_started, joined;
-	pthread_mutex_t lock; /* done, result, blobs, err */
-	pthread_cond_t cond;
+	struct ls_done end; /* the writer thread's end */
+	pthread_mutex_t lock; /* blobs, err, fail_code; with cond: */
+	pthread_cond_t cond;  /* the writer waiting for the fault thread */
 	atomic_bool writer_waiting;
-	bool done;
-	int result;
 
 	struct copy_ring ring;
 	unsigned char *bounce; /* one batch of the writer */

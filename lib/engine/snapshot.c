@@ -201,6 +201,7 @@ static void snap_free(struct ls_snapshot *snap)
 	free(snap->layout);
 	pthread_mutex_destroy(&snap->lock);
 	pthread_cond_destroy(&snap->cond);
+	ls_done_destroy(&snap->end);
 	free(snap);
 }
 
@@ -281,6 +282,7 @@ int ls_snapshot_create(struct ls_ctx *ctx, struct ls_sink *sink,
 	}
 	pthread_mutex_init(&snap->lock, NULL);
 	pthread_cond_init(&snap->cond, NULL);
+	ls_done_init(&snap->end);
 	snap->sink = sink;
 	pthread_mutex_lock(&ctx->lock);
 	if (ctx->snap) {
@@ -418,6 +420,7 @@ static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
 int ls_snapshot_begin(struct ls_snapshot *snap)
 {
 	struct ls_ctx *ctx = snap ? snap->ctx : NULL;
+	pthread_t writer;
 	uint64_t t0;
 	int ret;
 
@@ -441,7 +444,7 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	snap->begin_ns = t0;
 	snap->arm_ns = ls_now_ns() - t0;
 	atomic_store(&snap->state, LS_SNAP_ACTIVE);
-	ret = pthread_create(&snap->writer, NULL, snap_writer_main, snap);
+	ret = pthread_create(&writer, NULL, snap_writer_main, snap);
 	if (ret) {
 		atomic_store(&snap->state, LS_SNAP_SETUP);
 		lift_all(snap, snap->nregions);
@@ -449,7 +452,7 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 			     strerror(ret));
 		goto out_svc;
 	}
-	snap->writer_started = true;
+	ls_done_started(&snap->end, writer);
 	goto out;
 out_svc:
 	ls_svc_put(ctx);
@@ -498,7 +501,7 @@ static void snap_disarm(struct ls_snapshot *snap)
 /* The end, on the writer thread: whatever happened, nobody stays blocked. */
 void snap_finish(struct ls_snapshot *snap)
 {
-	int state;
+	int result;
 
 	if (atomic_load(&snap->stop))
 		lift_all(snap, snap->nregions);
@@ -511,73 +514,56 @@ void snap_finish(struct ls_snapshot *snap)
 	}
 	atomic_store(&snap->end_ns, ls_now_ns());
 	pthread_mutex_lock(&snap->lock);
-	snap->result = atomic_load(&snap->failed) ? snap->fail_code : 0;
-	state = !snap->result		       ? LS_SNAP_COMPLETED
-		: snap->result == -ECANCELED ? LS_SNAP_CANCELLED
-					     : LS_SNAP_FAILED;
-	if (snap->result)
+	result = atomic_load(&snap->failed) ? snap->fail_code : 0;
+	if (result)
 		ls_err_copy(snap->ctx, snap->err);
-	atomic_store(&snap->state, state);
-	snap->done = true;
-	pthread_cond_broadcast(&snap->cond);
 	pthread_mutex_unlock(&snap->lock);
+	atomic_store(&snap->state, !result		    ? LS_SNAP_COMPLETED
+				   : result == -ECANCELED ? LS_SNAP_CANCELLED
+							  : LS_SNAP_FAILED);
+	ls_done_set(&snap->end, result);
 }
 
 void ls_snapshot_cancel(struct ls_snapshot *snap)
 {
+	bool ended = false;
+
 	if (!snap)
 		return;
 	pthread_mutex_lock(&snap->lock);
-	if (atomic_load(&snap->state) == LS_SNAP_SETUP && !snap->done) {
+	if (atomic_load(&snap->state) == LS_SNAP_SETUP &&
+	    !ls_done_is(&snap->end, NULL)) {
 		/* Never begun: it ends here. */
 		snprintf(snap->err, sizeof(snap->err), "snapshot cancelled");
 		atomic_store(&snap->failed, true);
 		snap->fail_code = -ECANCELED;
-		snap->result = -ECANCELED;
-		snap->done = true;
 		atomic_store(&snap->state, LS_SNAP_CANCELLED);
-		pthread_mutex_unlock(&snap->lock);
-		if (snap->sink_started)
-			snap->sink->ops->abort(snap->sink);
-		return;
+		ls_done_set(&snap->end, -ECANCELED);
+		ended = true;
 	}
 	pthread_mutex_unlock(&snap->lock);
-	snap_fail(snap, -ECANCELED, "snapshot cancelled");
+	if (!ended)
+		snap_fail(snap, -ECANCELED, "snapshot cancelled");
+	else if (snap->sink_started)
+		snap->sink->ops->abort(snap->sink);
 }
 
 int ls_snapshot_wait(struct ls_snapshot *snap)
 {
-	bool join;
-	int ret;
-
 	if (!snap)
 		return -EINVAL;
-	pthread_mutex_lock(&snap->lock);
-	if (atomic_load(&snap->state) == LS_SNAP_SETUP && !snap->done) {
-		pthread_mutex_unlock(&snap->lock);
+	if (atomic_load(&snap->state) == LS_SNAP_SETUP &&
+	    !ls_done_is(&snap->end, NULL))
 		return ls_err(snap->ctx, EINVAL, "snapshot: not begun");
-	}
-	while (!snap->done)
-		pthread_cond_wait(&snap->cond, &snap->lock);
-	join = snap->writer_started && !snap->joined;
-	snap->joined = true;
-	ret = snap->result;
-	pthread_mutex_unlock(&snap->lock);
-	if (join)
-		pthread_join(snap->writer, NULL);
-	return ret;
+	return ls_done_wait(&snap->end);
 }
 
 int ls_snapshot_poll(struct ls_snapshot *snap)
 {
-	bool done;
-
 	if (!snap)
 		return -EINVAL;
-	pthread_mutex_lock(&snap->lock);
-	done = snap->done;
-	pthread_mutex_unlock(&snap->lock);
-	if (!done && atomic_load(&snap->state) == LS_SNAP_ACTIVE)
+	if (!ls_done_is(&snap->end, NULL) &&
+	    atomic_load(&snap->state) == LS_SNAP_ACTIVE)
 		return -EAGAIN;
 	return ls_snapshot_wait(snap);
 }

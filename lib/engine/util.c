@@ -102,3 +102,62 @@ bool ls_page_is_zero(const void *page, size_t len)
 	}
 	return acc == 0;
 }
+
+void ls_done_init(struct ls_done *d)
+{
+	memset(d, 0, sizeof(*d));
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->cond, NULL);
+}
+
+void ls_done_destroy(struct ls_done *d)
+{
+	pthread_mutex_destroy(&d->lock);
+	pthread_cond_destroy(&d->cond);
+}
+
+void ls_done_started(struct ls_done *d, pthread_t thread)
+{
+	pthread_mutex_lock(&d->lock);
+	d->thread = thread;
+	d->started = true;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void ls_done_set(struct ls_done *d, int result)
+{
+	pthread_mutex_lock(&d->lock);
+	d->result = result;
+	d->done = true;
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+}
+
+bool ls_done_is(struct ls_done *d, int *result)
+{
+	bool done;
+
+	pthread_mutex_lock(&d->lock);
+	done = d->done;
+	if (result)
+		*result = d->result;
+	pthread_mutex_unlock(&d->lock);
+	return done;
+}
+
+int ls_done_wait(struct ls_done *d)
+{
+	bool join;
+	int ret;
+
+	pthread_mutex_lock(&d->lock);
+	while (!d->done)
+		pthread_cond_wait(&d->cond, &d->lock);
+	join = d->started && !d->joined;
+	d->joined = true;
+	ret = d->result;
+	pthread_mutex_unlock(&d->lock);
+	if (join)
+		pthread_join(d->thread, NULL);
+	return ret;
+}
