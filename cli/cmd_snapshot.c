@@ -366,7 +366,7 @@ static void fmt_ns(char *buf, size_t len, uint64_t ns)
 {
 	if (ns < 10000)
 		snprintf(buf, len, "%.1f us", ns / 1e3);
-	else if (ns < 10000000)
+	else if (ns < 1000000)
 		snprintf(buf, len, "%.0f us", ns / 1e3);
 	else if (ns < 10000000000ull)
 		snprintf(buf, len, "%.1f ms", ns / 1e6);

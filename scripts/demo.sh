@@ -169,17 +169,18 @@ secs = x["total-ns"] / 1e9
 def ms(ns):
     return "%.0f us" % (ns / 1e3) if ns < 1e6 else "%.1f ms" % (ns / 1e6)
 print("  pause (vCPUs stopped to resumed)   %s" % ms(x["downtime-ns"]))
+print("  snapshot, pause to file complete   %.2f s" % secs)
 g = x.get("guest")
 if g:
-    print("  guest's worst write during it      %s%s" % (
+    print("  guest's worst write in that time   %s%s" % (
         ms(g["max-write-ns"]),
         "" if g["all-intervals-seen"] else " (last 2 s seen)"))
 print("  vCPU write-fault stall p50/p99/max %s / %s / %s (%d faults)" % (
     ms(x["stall-p50-ns"]), ms(x["stall-p99-ns"]), ms(x["stall-max-ns"]),
     x["faults"]))
-print("  snapshot time                      %.2f s for %d MiB of RAM "
-      "(%.0f MB/s scanned, %.0f MB/s written)" % (
-          secs, ram["total"] >> 20, ram["total"] / secs / 1e6,
+print("  snapshot rate                      %d MiB of RAM in %.2f s: "
+      "%.0f MB/s scanned, %.0f MB/s written" % (
+          ram["total"] >> 20, secs, ram["total"] / secs / 1e6,
           ram["transferred"] / secs / 1e6))
 print("  snapshot file                      %d MiB written, %d MiB "
       "apparent (zero pages are holes)" % (used_k >> 10, size >> 20))
