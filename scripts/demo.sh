@@ -169,7 +169,7 @@ secs = x["total-ns"] / 1e9
 def ms(ns):
     return "%.0f us" % (ns / 1e3) if ns < 1e6 else "%.1f ms" % (ns / 1e6)
 print("  pause (vCPUs stopped to resumed)   %s" % ms(x["downtime-ns"]))
-print("  snapshot, pause to file complete   %.2f s" % secs)
+print("  snapshot, migrate to file complete %.2f s" % secs)
 g = x.get("guest")
 if g:
     print("  guest's worst write in that time   %s%s" % (
