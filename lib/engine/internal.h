@@ -122,6 +122,9 @@ void ls_snapshot_detach(struct ls_snapshot *snap);
 void ls_hist_add(_Atomic uint64_t *hist, _Atomic uint64_t *max,
 		 uint64_t ns);
 void ls_hist_read(_Atomic uint64_t *hist, uint64_t out[LS_HIST_BUCKETS]);
+/* A percentile, never above the exact maximum (buckets are coarse). */
+uint64_t ls_hist_pct_capped(const uint64_t hist[LS_HIST_BUCKETS], double q,
+			    uint64_t max);
 
 /* Pages of 4 KiB or larger: fast test for an all-zero page. */
 bool ls_page_is_zero(const void *page, size_t len);

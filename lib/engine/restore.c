@@ -450,12 +450,8 @@ int ls_restore_stats(struct ls_restore *r, struct ls_restore_stats *st)
 	st->faults = atomic_load(&r->faults);
 	ls_hist_read(r->hist, hist);
 	st->fault_max_ns = atomic_load(&r->fault_max);
-	st->fault_p50_ns = ls_hist_percentile(hist, 0.5);
-	st->fault_p99_ns = ls_hist_percentile(hist, 0.99);
-	if (st->fault_p50_ns > st->fault_max_ns)
-		st->fault_p50_ns = st->fault_max_ns;
-	if (st->fault_p99_ns > st->fault_max_ns)
-		st->fault_p99_ns = st->fault_max_ns;
+	st->fault_p50_ns = ls_hist_pct_capped(hist, 0.5, st->fault_max_ns);
+	st->fault_p99_ns = ls_hist_pct_capped(hist, 0.99, st->fault_max_ns);
 	end = atomic_load(&r->end_ns);
 	st->elapsed_ns = (end ? end : ls_now_ns()) - r->start_ns;
 	st->complete = ls_done_is(&r->end, &result) && !result;

@@ -611,16 +611,13 @@ int ls_snapshot_stats(struct ls_snapshot *snap, struct ls_stats *st)
 	st->arm_ns = snap->arm_ns;
 	st->total_ns = snap_elapsed(snap);
 	ls_hist_read(snap->hist, st->stall_hist);
-	st->stall_p50_ns = ls_hist_percentile(st->stall_hist, 0.5);
-	st->stall_p99_ns = ls_hist_percentile(st->stall_hist, 0.99);
-	st->stall_p999_ns = ls_hist_percentile(st->stall_hist, 0.999);
 	st->stall_max_ns = atomic_load(&snap->stall_max);
-	if (st->stall_p50_ns > st->stall_max_ns)
-		st->stall_p50_ns = st->stall_max_ns;
-	if (st->stall_p99_ns > st->stall_max_ns)
-		st->stall_p99_ns = st->stall_max_ns;
-	if (st->stall_p999_ns > st->stall_max_ns)
-		st->stall_p999_ns = st->stall_max_ns;
+	st->stall_p50_ns =
+		ls_hist_pct_capped(st->stall_hist, 0.5, st->stall_max_ns);
+	st->stall_p99_ns =
+		ls_hist_pct_capped(st->stall_hist, 0.99, st->stall_max_ns);
+	st->stall_p999_ns =
+		ls_hist_pct_capped(st->stall_hist, 0.999, st->stall_max_ns);
 	return 0;
 }
 

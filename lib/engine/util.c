@@ -86,6 +86,14 @@ uint64_t ls_hist_percentile(const uint64_t hist[LS_HIST_BUCKETS], double q)
 	return UINT64_MAX;
 }
 
+uint64_t ls_hist_pct_capped(const uint64_t hist[LS_HIST_BUCKETS], double q,
+			    uint64_t max)
+{
+	uint64_t v = ls_hist_percentile(hist, q);
+
+	return v > max ? max : v;
+}
+
 bool ls_page_is_zero(const void *page, size_t len)
 {
 	const uint64_t *p = page;
