@@ -497,6 +497,9 @@ static void usage(FILE *f)
 	       "  -s, --socket PATH     the VM's QMP socket (required)\n"
 	       "  -S, --strategy S      auto|copy|write-first (default auto)\n"
 	       "  -q, --quiet           no progress bar, summary only\n"
+	       "  -j, --json            the final query-migrate answer (JSON) "
+	       "instead\n"
+	       "                        of the summary\n"
 	       "  -h, --help            this text\n");
 }
 
@@ -548,8 +551,12 @@ static int start_snapshot(struct qmpc *q, const char *uri, const char *strategy)
 	return 0;
 }
 
-/* Polls query-migrate until the end; fills mi with the last answer. */
-static int follow_snapshot(struct qmpc *q, bool quiet, struct mig_info *mi)
+/*
+ * Polls query-migrate until the end; fills mi with the last answer and,
+ * if last is not NULL, keeps that answer there (a new reference).
+ */
+static int follow_snapshot(struct qmpc *q, bool quiet, struct mig_info *mi,
+			   json_t **last)
 {
 	struct progress p = {.tty = isatty(STDERR_FILENO)};
 	bool cancel_sent = false;
@@ -563,6 +570,10 @@ static int follow_snapshot(struct qmpc *q, bool quiet, struct mig_info *mi)
 			return -1;
 		}
 		mig_info_parse(r, mi);
+		if (mig_finished(mi) && last) {
+			*last = r;
+			break;
+		}
 		json_decref(r);
 		if (mig_finished(mi))
 			break;
@@ -591,6 +602,7 @@ int cmd_snapshot(int argc, char **argv)
 	    {"socket", required_argument, NULL, 's'},
 	    {"strategy", required_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
+	    {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -598,11 +610,12 @@ int cmd_snapshot(int argc, char **argv)
 	struct qmpc q = {.fd = -1};
 	struct mig_info mi;
 	struct sigaction sa = {.sa_handler = on_sigint};
-	bool quiet = false;
+	bool quiet = false, as_json = false;
+	json_t *last = NULL;
 	char *uri;
 	int c, rc = 1;
 
-	while ((c = getopt_long(argc, argv, "s:S:qh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:S:qjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			sock = optarg;
@@ -612,6 +625,9 @@ int cmd_snapshot(int argc, char **argv)
 			break;
 		case 'q':
 			quiet = true;
+			break;
+		case 'j':
+			as_json = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -645,12 +661,17 @@ int cmd_snapshot(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	if (qmpc_connect(&q, sock) || start_snapshot(&q, uri, strategy) ||
-	    follow_snapshot(&q, quiet, &mi)) {
+	    follow_snapshot(&q, quiet, &mi, &last)) {
 		fprintf(stderr, "livesnap snapshot: %s\n", q.err);
 		goto out;
 	}
+	if (as_json) {
+		json_dumpf(last, stdout, JSON_COMPACT);
+		putchar('\n');
+	}
 	if (!strcmp(mi.status, "completed")) {
-		print_summary(argv[optind], &mi);
+		if (!as_json)
+			print_summary(argv[optind], &mi);
 		rc = 0;
 	} else if (!strcmp(mi.status, "cancelled")) {
 		fprintf(stderr, "livesnap snapshot: cancelled\n");
@@ -660,6 +681,7 @@ int cmd_snapshot(int argc, char **argv)
 			mi.error[0] ? mi.error : "(no reason given)");
 	}
 out:
+	json_decref(last);
 	qmpc_close(&q);
 	free(uri);
 	return rc;

@@ -3,8 +3,8 @@
 """The QMP face of live snapshots, as a QEMU user drives it: capabilities,
 refusals, query-migrate fields, MIGRATION events, a second migrate while
 one runs, migrate_cancel mid-way; and the `livesnap snapshot` command."""
+import json
 import os
-import time
 import unittest
 
 from lsvm import LIVESNAP, QMPError, SnapTest, run_tool, verify
@@ -188,11 +188,16 @@ class Qmp(SnapTest, unittest.TestCase):
         self.assertRegex(err, r"snapshot: +\d+\.\d% .*MB/s ETA")
         self.assertNotIn("\r", err)
         self.assert_snapshot_whole(path)
-        # exec: targets pass through to QMP.
+        # exec: targets pass through to QMP; --json gives query-migrate.
         stream = self.path("cli.stream")
-        rc, out, err = run_tool(LIVESNAP, "snapshot", "-q", "--socket",
-                                self.v.sock, "exec:cat > " + stream)
+        rc, out, err = run_tool(LIVESNAP, "snapshot", "-q", "--json",
+                                "--socket", self.v.sock,
+                                "exec:cat > " + stream)
         self.assertEqual(rc, 0, err)
+        self.assertEqual(err, "")
+        info = json.loads(out)
+        self.assertEqual(info["status"], "completed")
+        self.assertEqual(info["x-livesnap"]["uri"], "exec:cat > " + stream)
         self.assertTrue(verify(stream)[0])
 
     def test_cli_errors(self):
