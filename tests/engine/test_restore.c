@@ -7,6 +7,7 @@
  * refusals while a lazy restore runs.
  */
 #include <errno.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,7 +20,9 @@
 #include "helpers.h"
 
 #define NTOUCHERS 4
-#define TOUCHES 64
+#define TOUCHES 256
+
+static _Atomic unsigned touched;
 
 struct toucher {
 	pthread_t th;
@@ -29,7 +32,10 @@ struct toucher {
 	uint64_t bad;
 };
 
-/* Reads random pages (never page 0: the prefetch waits there). */
+/*
+ * Reads random pages (never page 0, where the prefetch waits until a
+ * quarter of the touches are done; the rest race with the prefetch).
+ */
 static void *toucher_main(void *arg)
 {
 	struct toucher *t = arg;
@@ -44,6 +50,7 @@ static void *toucher_main(void *arg)
 		page = 1 + s % (npages - 1);
 		if (memcmp(t->mem + page * t->ps, t->src + page * t->ps, t->ps))
 			t->bad++;
+		atomic_fetch_add(&touched, 1);
 	}
 	return NULL;
 }
@@ -108,6 +115,7 @@ static void lazy_round_trip(enum mem_kind kind, size_t len)
 			      -EBUSY &&
 		      !r2,
 	      "a second lazy restore of the same region");
+	atomic_store(&touched, 0);
 	for (int i = 0; i < NTOUCHERS; i++) {
 		t[i] = (struct toucher){.mem = m.addr, .src = data,
 					.len = len, .ps = m.page_size,
@@ -115,12 +123,14 @@ static void lazy_round_trip(enum mem_kind kind, size_t len)
 		CHECK(!pthread_create(&t[i].th, NULL, toucher_main, &t[i]),
 		      "pthread_create");
 	}
+	while (atomic_load(&touched) < NTOUCHERS * TOUCHES / 4)
+		sched_yield();
+	atomic_store(&src.hold, false); /* the prefetch runs from here on */
 	for (int i = 0; i < NTOUCHERS; i++) {
 		pthread_join(t[i].th, NULL);
 		CHECK(!t[i].bad, "toucher %d read %llu wrong pages", i,
 		      (unsigned long long)t[i].bad);
 	}
-	atomic_store(&src.hold, false);
 	CHECK(!ls_restore_wait(r), "restore_wait: %s", ls_ctx_error(ctx));
 	CHECK(!ls_restore_stats(r, &rs), "restore stats");
 	CHECK(rs.complete && rs.pages_done == rs.pages_total &&
