@@ -459,6 +459,16 @@ class Vm:
                                                        self.serial))
             time.sleep(0.05)
 
+    def migrate(self, **args):
+        """background-snapshot on, `migrate`, follow it to the end."""
+        q = self.qmp
+        q.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': 'background-snapshot', 'state': True}])
+        q.events.clear()
+        t0 = time.time()
+        q.cmd('migrate', **args)
+        return follow_migration(q, t0, self.cfg.poll_migrate)
+
     def stop(self):
         if self.status:
             self.status.close()
@@ -521,25 +531,15 @@ class QemuVm(Vm):
             return None
 
     def snapshot(self, path):
-        q = self.qmp
-        q.cmd('migrate-set-capabilities', capabilities=[
-            {'capability': 'background-snapshot', 'state': True}])
-        q.cmd('migrate-set-parameters',
-              **{'max-bandwidth': self.cfg.qemu_max_bw})
+        self.qmp.cmd('migrate-set-parameters',
+                     **{'max-bandwidth': self.cfg.qemu_max_bw})
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
                      os.O_CLOEXEC, 0o644)
         try:
-            q.cmd('getfd', fdname='snap', fds=[fd])
+            self.qmp.cmd('getfd', fdname='snap', fds=[fd])
         finally:
             os.close(fd)
-        return self._migrate(uri='fd:snap')
-
-    def _migrate(self, **args):
-        q = self.qmp
-        q.events.clear()
-        t0 = time.time()
-        q.cmd('migrate', **args)
-        return follow_migration(q, t0, self.cfg.poll_migrate)
+        return self.migrate(uri='fd:snap')
 
     def restore(self, path, mode):
         """-incoming defer + migrate-incoming fd:, timed from spawn."""
@@ -632,14 +632,8 @@ class LivesnapVm(Vm):
         return st
 
     def snapshot(self, path):
-        q = self.qmp
-        q.cmd('migrate-set-capabilities', capabilities=[
-            {'capability': 'background-snapshot', 'state': True}])
-        q.events.clear()
-        t0 = time.time()
-        q.cmd('migrate', uri='file:%s' % path,
-              **{'x-livesnap-strategy': self.cfg.ls_strategy})
-        return follow_migration(q, t0, self.cfg.poll_migrate)
+        return self.migrate(uri='file:%s' % path,
+                            **{'x-livesnap-strategy': self.cfg.ls_strategy})
 
     def restore(self, path, mode):
         self.spawn(self.argv(restore=path, mode=mode))
