@@ -395,6 +395,9 @@ static int load_memory(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 					   ls_reader_error(r->reader));
 		return 0;
 	}
+	if (!vm_snap_ctx(s))
+		return vmm_failx(err, ENOTSUP, "lazy restore: %s",
+				 vm_snap_unavailable(s));
 	ret = guarded_source(r, &r->source);
 	if (ret)
 		return reader_fail(r, err, ret, ls_reader_error(r->reader));

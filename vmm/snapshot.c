@@ -76,6 +76,7 @@ struct vm_snap {
 	struct ls_stats stats;
 	struct guest_watch gw;
 	char error[VMM_ERR_MAX];
+	char unavailable[2 * VMM_ERR_MAX]; /* why there is no ctx, or "" */
 };
 
 const char *vm_snap_status_name(enum vm_snap_status st)
@@ -114,25 +115,36 @@ int vm_snap_create(struct vm_snap **sp, struct vm *vm, char *err)
 	s->stream_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	/* An exec: command that exits early must fail the write, not us. */
+	signal(SIGPIPE, SIG_IGN);
+	*sp = s;
+	/*
+	 * A kernel without UFFD-WP (or memory it cannot protect) still runs
+	 * VMs: snapshots and lazy restores are then refused with the reason.
+	 */
 	ret = ls_ctx_create(&s->ctx, lerr, sizeof(lerr));
 	if (ret) {
-		vmm_failx(err, -ret, "live snapshots unavailable: %s", lerr);
-		goto fail;
+		snprintf(s->unavailable, sizeof(s->unavailable),
+			 "live snapshots are unavailable here: %s", lerr);
+		return 0;
 	}
 	ret = ls_region_add(s->ctx, VM_SNAP_RAM_REGION, vm->mem.host,
 			    vm->mem.size);
 	if (ret < 0) {
-		vmm_failx(err, -ret, "guest RAM: %s", ls_ctx_error(s->ctx));
-		goto fail;
+		snprintf(s->unavailable, sizeof(s->unavailable),
+			 "live snapshots are unavailable for this VM's RAM: %s",
+			 ls_ctx_error(s->ctx));
+		ls_ctx_destroy(s->ctx);
+		s->ctx = NULL;
+		return 0;
 	}
 	s->region = ret;
-	/* An exec: command that exits early must fail the write, not us. */
-	signal(SIGPIPE, SIG_IGN);
-	*sp = s;
 	return 0;
-fail:
-	vm_snap_destroy(s);
-	return ret;
+}
+
+const char *vm_snap_unavailable(struct vm_snap *s)
+{
+	return s->unavailable[0] ? s->unavailable : NULL;
 }
 
 void vm_snap_stop(struct vm_snap *s)
@@ -712,6 +724,10 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	if (s->closed) {
 		pthread_mutex_unlock(&s->lock);
 		return vmm_failx(err, ESHUTDOWN, "the VM is shutting down");
+	}
+	if (!s->ctx) {
+		pthread_mutex_unlock(&s->lock);
+		return vmm_failx(err, ENOTSUP, "%s", s->unavailable);
 	}
 	if (s->status == VM_SNAP_SETUP || s->status == VM_SNAP_ACTIVE) {
 		pthread_mutex_unlock(&s->lock);

@@ -61,6 +61,8 @@ typedef void (*vm_snap_event_fn)(void *opaque, enum vm_snap_status st);
  * Creates the VM's snapshot controller: a liblivesnap context with all
  * guest RAM registered as region VM_SNAP_RAM_REGION. Call once, after
  * vm_create() and before the vCPUs first run or memory is restored.
+ * Where the kernel cannot write-protect the RAM, the controller exists
+ * but refuses snapshots (vm_snap_unavailable()).
  */
 int vm_snap_create(struct vm_snap **sp, struct vm *vm, char *err);
 /*
@@ -72,6 +74,8 @@ void vm_snap_stop(struct vm_snap *s);
 /* vm_snap_stop(), then frees everything (before the VM's RAM goes). */
 void vm_snap_destroy(struct vm_snap *s);
 
+/* NULL, or why this VM cannot be snapshotted (then vm_snap_ctx() is NULL). */
+const char *vm_snap_unavailable(struct vm_snap *s);
 struct ls_ctx *vm_snap_ctx(struct vm_snap *s);
 int vm_snap_ram_region(struct vm_snap *s);
 void vm_snap_set_event_fn(struct vm_snap *s, vm_snap_event_fn fn, void *opaque);
