@@ -306,6 +306,7 @@ class Collector(threading.Thread):
         self.entries = [[] for _ in range(ncpus)]
         self.lost = 0
         self.samples = []      # (host_t, [writes], [hb_tsc])
+        self.fit = None
 
     def poll_once(self):
         self.status.refresh()
@@ -349,18 +350,38 @@ class Collector(threading.Thread):
             return sum(s[-1][1])
 
     def tsc_to_host(self, tsc_khz):
-        """A function guest TSC -> host time, fitted on the samples."""
-        hz = tsc_khz * 1000.0
-        offs = []
+        """A function guest TSC -> host time: a least-squares line through
+        the (heartbeat, sample time) pairs taken while the guest ran, refit
+        without the pairs more than 2 ms off (a late sample, a stalled
+        heartbeat). The rate is fitted too: the nominal kHz is off by
+        enough to drift 0.1 s over a long run."""
+        pts = []
         prev = None
         with self.lock:
             for t, _, hbs in self.samples:
                 if prev is not None and hbs[0] != prev:
-                    offs.append(t - hbs[0] / hz)
+                    pts.append((hbs[0], t))
                 prev = hbs[0]
-        offs.sort()
-        off = offs[len(offs) // 2] if offs else 0.0
-        return lambda tsc: tsc / hz + off
+        hz = tsc_khz * 1000.0
+        if len(pts) < 10:
+            off = pts[0][1] - pts[0][0] / hz if pts else 0.0
+            return lambda tsc: tsc / hz + off
+        x0 = pts[0][0]
+        for _ in range(3):
+            n = len(pts)
+            mx = sum(x - x0 for x, _ in pts) / n
+            my = sum(y for _, y in pts) / n
+            sxx = sum((x - x0 - mx) ** 2 for x, _ in pts)
+            sxy = sum((x - x0 - mx) * (y - my) for x, y in pts)
+            slope = sxy / sxx if sxx else 1.0 / hz
+            icpt = my - slope * mx
+            keep = [(x, y) for x, y in pts
+                    if abs(y - (icpt + slope * (x - x0))) < 0.002]
+            if len(keep) < 10 or len(keep) == len(pts):
+                break
+            pts = keep
+        self.fit = {'hz': 1.0 / slope if slope else hz, 'points': len(pts)}
+        return lambda tsc: icpt + slope * (tsc - x0)
 
 
 def pin_tid(tid, cpus, rt):
@@ -913,6 +934,7 @@ def summarize(vm, coll, res):
     tl.sort()
     res['timeline'] = tl
     res['timeline_lost'] = coll.lost
+    res['tsc_fit'] = coll.fit
     res['tsc_hz'] = hz
 
 
