@@ -49,6 +49,16 @@ void ring_free(struct copy_ring *ring)
 	ring->ent = NULL;
 }
 
+uint64_t ring_free_slots(struct copy_ring *ring)
+{
+	uint64_t free_slots;
+
+	pthread_mutex_lock(&ring->lock);
+	free_slots = ring->nslots - (ring->head - ring->tail);
+	pthread_mutex_unlock(&ring->lock);
+	return free_slots;
+}
+
 int64_t ring_reserve(struct copy_ring *ring, uint32_t region, uint64_t page,
 		     uint32_t nslots)
 {
@@ -92,12 +102,13 @@ void ring_publish(struct copy_ring *ring, int64_t slot)
 			      memory_order_release);
 }
 
-int64_t ring_peek(struct copy_ring *ring)
+int64_t ring_peek(struct copy_ring *ring, uint32_t *count)
 {
-	struct ring_ent *e;
+	struct ring_ent *e, *next;
 	int64_t slot = -1;
-	uint64_t pos;
+	uint64_t pos, at, end;
 
+	*count = 0;
 	pthread_mutex_lock(&ring->lock);
 	while (ring->tail != ring->head) {
 		pos = ring->tail % ring->nslots;
@@ -110,13 +121,29 @@ int64_t ring_peek(struct copy_ring *ring)
 		}
 		ring->tail += e->nslots;
 	}
+	if (slot < 0)
+		goto out;
+	/* Extend over the following entries of the next pages, unwrapped. */
+	end = pos + (ring->head - ring->tail);
+	if (end > ring->nslots)
+		end = ring->nslots;
+	*count = 1;
+	for (at = pos + e->nslots; at + e->nslots <= end; at += e->nslots) {
+		next = &ring->ent[at];
+		if (!atomic_load_explicit(&next->ready, memory_order_acquire) ||
+		    next->region != e->region || next->nslots != e->nslots ||
+		    next->page != e->page + *count)
+			break;
+		++*count;
+	}
+out:
 	pthread_mutex_unlock(&ring->lock);
 	return slot;
 }
 
-void ring_release(struct copy_ring *ring, int64_t slot)
+void ring_release(struct copy_ring *ring, int64_t slot, uint32_t count)
 {
 	pthread_mutex_lock(&ring->lock);
-	ring->tail += ring->ent[slot].nslots;
+	ring->tail += (uint64_t)ring->ent[slot].nslots * count;
 	pthread_mutex_unlock(&ring->lock);
 }

@@ -71,6 +71,7 @@ struct ls_snapshot {
 	struct ls_sink *sink;
 	bool sink_started;
 	enum ls_strategy strategy;
+	bool keep_thp;
 	int64_t spin_ns;
 	uint32_t nregions;
 	struct snap_region *regions;
@@ -119,13 +120,19 @@ void *snap_writer_main(void *arg);
 /* ring.c */
 int ring_init(struct copy_ring *ring, size_t bytes);
 void ring_free(struct copy_ring *ring);
+/* Free slots now (only the consumer can change it upwards). */
+uint64_t ring_free_slots(struct copy_ring *ring);
 /* Reserves slots for one page; returns the first slot or -1 if full. */
 int64_t ring_reserve(struct copy_ring *ring, uint32_t region, uint64_t page,
 		     uint32_t nslots);
 void ring_publish(struct copy_ring *ring, int64_t slot);
-/* The oldest published entry (slot) or -1; it stays reserved. */
-int64_t ring_peek(struct copy_ring *ring);
-void ring_release(struct copy_ring *ring, int64_t slot);
+/*
+ * The oldest published entry (slot) or -1; *count gets how many entries
+ * from there hold the following pages of the same region, contiguously.
+ * They stay reserved until ring_release().
+ */
+int64_t ring_peek(struct copy_ring *ring, uint32_t *count);
+void ring_release(struct copy_ring *ring, int64_t slot, uint32_t count);
 static inline unsigned char *ring_slot_data(struct copy_ring *ring,
 					    int64_t slot)
 {

@@ -223,6 +223,7 @@ static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	int ret;
 
 	snap->strategy = o->strategy;
+	snap->keep_thp = o->keep_thp && o->strategy != LS_STRATEGY_WRITE_FIRST;
 	snap->spin_ns = o->fault_spin_us < 0  ? 0
 			: o->fault_spin_us ? (int64_t)o->fault_spin_us * 1000
 					   : DEFAULT_SPIN_US * 1000;

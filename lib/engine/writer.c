@@ -257,36 +257,46 @@ static void save_batch(struct ls_snapshot *snap, struct snap_region *sr,
 	batch_write(snap, sr, first, n, flags);
 }
 
-/* Writes out every page the fault thread has copied aside; true if any. */
+/*
+ * Writes out every page the fault thread has copied aside; true if any.
+ * Consecutive pages (a captured huge page) go to the sink in runs.
+ */
 static bool drain_ring(struct ls_snapshot *snap)
 {
 	struct ls_sink *sink = snap->sink;
+	uint32_t count, i, run;
 	struct ring_ent *e;
 	bool any = false;
 	int64_t slot;
 	int ret;
 
-	while ((slot = ring_peek(&snap->ring)) >= 0) {
+	while ((slot = ring_peek(&snap->ring, &count)) >= 0) {
 		const unsigned char *data = ring_slot_data(&snap->ring, slot);
 		size_t len;
 
 		e = &snap->ring.ent[slot];
 		len = (size_t)e->nslots * LS_SMALL_PAGE;
-		if (atomic_load(&snap->stop)) {
-			/* dropped: the snapshot is over */
-		} else if (ls_page_is_zero(data, len)) {
-			atomic_fetch_add(&snap->pages_zero, 1);
-		} else {
-			ret = sink->ops->write_pages(sink, e->region, e->page,
-						     data, 1);
+		for (i = 0; i < count && !atomic_load(&snap->stop); i += run) {
+			if (ls_page_is_zero(data + i * len, len)) {
+				atomic_fetch_add(&snap->pages_zero, 1);
+				run = 1;
+				continue;
+			}
+			for (run = 1; i + run < count &&
+				      !ls_page_is_zero(data + (i + run) * len, len);
+			     run++)
+				;
+			ret = sink->ops->write_pages(sink, e->region,
+						     e->page + i, data + i * len,
+						     run);
 			if (ret)
 				snap_fail_sink(snap, ret, "write_pages");
-			atomic_fetch_add(&snap->pages_written, 1);
-			atomic_fetch_add(&snap->bytes_written, len);
+			atomic_fetch_add(&snap->pages_written, run);
+			atomic_fetch_add(&snap->bytes_written, run * len);
 		}
-		atomic_fetch_add(&snap->pages_copied, 1);
-		atomic_fetch_add(&snap->pages_done, 1);
-		ring_release(&snap->ring, slot);
+		atomic_fetch_add(&snap->pages_copied, count);
+		atomic_fetch_add(&snap->pages_done, count);
+		ring_release(&snap->ring, slot, count);
 		any = true;
 	}
 	return any;
@@ -413,6 +423,72 @@ static void fault_write_first(struct ls_snapshot *snap,
 	snap_wake_writer(snap);
 }
 
+#define THP_PAGES (LS_HUGE_2M / LS_SMALL_PAGE)
+
+/* Is the 4 KiB page at addr mapped by a huge PMD right now? */
+static bool mapped_huge(struct ls_snapshot *snap, uint64_t addr)
+{
+	struct page_region vec[1];
+	struct pm_scan_arg arg = {0};
+
+	arg.size = sizeof(arg);
+	arg.start = addr;
+	arg.end = addr + LS_SMALL_PAGE;
+	arg.vec = (uint64_t)(uintptr_t)vec;
+	arg.vec_len = 1;
+	arg.category_mask = PAGE_IS_HUGE;
+	arg.return_mask = PAGE_IS_HUGE;
+	return ioctl(snap->ctx->pagemap_fd, PAGEMAP_SCAN, &arg) == 1;
+}
+
+/*
+ * keep_thp: captures every pending page of the faulting page's 2 MiB huge
+ * page into the copy buffer and releases the huge page with one un-protect,
+ * so it stays one PMD. False (nothing done) where that does not apply.
+ */
+static bool fault_capture_thp(struct ls_snapshot *snap, struct snap_region *sr,
+			      uint64_t page)
+{
+	uint64_t first = page & ~(THP_PAGES - 1), addr;
+	unsigned spins = 0;
+	int64_t slot;
+	int ret;
+
+	addr = sr->base + first * sr->ps;
+	if (!snap->keep_thp || sr->type != LS_MEM_ANON ||
+	    sr->ps != LS_SMALL_PAGE || addr % LS_HUGE_2M ||
+	    first + THP_PAGES > sr->npages || snap->ctx->pagemap_fd < 0 ||
+	    ring_free_slots(&snap->ring) < THP_PAGES ||
+	    !mapped_huge(snap, sr->base + page * sr->ps))
+		return false;
+	/* Only this thread reserves: the room checked above stays. */
+	LS_LIVE_READ_BEGIN();
+	for (uint64_t p = first; p < first + THP_PAGES; p++) {
+		if (!pg_claim(sr, p))
+			continue;
+		slot = ring_reserve(&snap->ring, sr->idx, p, 1);
+		memcpy(ring_slot_data(&snap->ring, slot),
+		       (const void *)(uintptr_t)(sr->base + p * sr->ps),
+		       sr->ps);
+		ring_publish(&snap->ring, slot);
+		pg_store(sr, p, PG_SAVED);
+	}
+	LS_LIVE_READ_END();
+	/* The writer may hold claims in this huge page: its memcpy. */
+	for (uint64_t p = first; p < first + THP_PAGES; p++)
+		while (pg_load(sr, p) == PG_CLAIMED)
+			backoff(&spins);
+	ret = ls_uffd_wp(snap->ctx->uffd, addr, LS_HUGE_2M, false);
+	if (ret)
+		snap_fail(snap, ret,
+			  "ioctl(UFFDIO_WRITEPROTECT) releasing a huge page of region '%s': %s",
+			  snap->layout[sr->idx].name, strerror(-ret));
+	for (uint64_t p = first; p < first + THP_PAGES; p++)
+		pg_store(sr, p, PG_RELEASED);
+	snap_wake_writer(snap);
+	return true;
+}
+
 void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		      uint64_t t_read)
 {
@@ -425,6 +501,9 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		uint8_t st = pg_load(sr, page);
 
 		if (st == PG_PENDING) {
+			if (!atomic_load(&snap->stop) &&
+			    fault_capture_thp(snap, sr, page))
+				break;
 			if (!pg_claim(sr, page))
 				continue;
 			if (atomic_load(&snap->stop)) {

@@ -614,3 +614,28 @@ void exact_snapshot(struct ls_ctx *ctx, struct test_mem *m, struct writers *w,
 	CHECK(count_wp_pages(m->addr, m->len) == 0,
 	      "pages still write-protected after the snapshot");
 }
+
+uint64_t anon_huge_kb(const void *addr)
+{
+	uintptr_t a = (uintptr_t)addr;
+	unsigned long long start, end, kb;
+	bool in = false;
+	char line[512];
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	CHECK(f, "open /proc/self/smaps: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx-%llx ", &start, &end) == 2 &&
+		    strchr(line, ' ') && line[strcspn(line, " ")] == ' ' &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = a >= start && a < end;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) {
+			fclose(f);
+			return kb;
+		}
+	}
+	fclose(f);
+	return 0;
+}

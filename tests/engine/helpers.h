@@ -128,6 +128,9 @@ void writers_expect_progress(struct writers *w, uint64_t more);
 void fill_random(unsigned char *mem, size_t len, size_t page_size,
 		 unsigned percent, unsigned seed);
 
+/* AnonHugePages (kB) of the mapping that holds addr. */
+uint64_t anon_huge_kb(const void *addr);
+
 /* True if any page of [addr, addr+len) is resident. */
 bool mincore_any(void *addr, size_t len);
 

@@ -28,7 +28,11 @@
 
 struct totals {
 	uint64_t faults, write_first, copied, snapshots;
+	uint64_t huge_kb_before, huge_kb_after;
 };
+
+static void run_matrix(enum mem_kind kind, enum ls_strategy strategy,
+		       size_t copy_buffer, struct totals *t);
 
 static void one_snapshot(struct ls_ctx *ctx, struct test_mem *m,
 			 struct writers *w, const struct ls_snapshot_opts *o,
@@ -43,11 +47,11 @@ static void one_snapshot(struct ls_ctx *ctx, struct test_mem *m,
 	t->snapshots++;
 }
 
-static void run_matrix(enum mem_kind kind, enum ls_strategy strategy,
-		       size_t copy_buffer, struct totals *t)
+static void run_matrix_opts(enum mem_kind kind,
+			    const struct ls_snapshot_opts *opts,
+			    struct totals *t)
 {
-	struct ls_snapshot_opts o = {.strategy = strategy,
-				     .copy_buffer_bytes = copy_buffer};
+	struct ls_snapshot_opts o = *opts;
 	char err[LS_ERRMSG_MAX];
 	struct ls_ctx *ctx;
 	struct test_mem m;
@@ -65,12 +69,55 @@ static void run_matrix(enum mem_kind kind, enum ls_strategy strategy,
 	ref = malloc(m.len);
 	CHECK(ref, "out of memory");
 	writers_start(&w, m.addr, m.len, m.page_size, NWRITERS);
+	writers_expect_progress(&w, 1000);
+	t->huge_kb_before = anon_huge_kb(m.addr);
 	for (int i = 0; i < ITERS; i++)
 		one_snapshot(ctx, &m, &w, &o, ref, t);
+	t->huge_kb_after = anon_huge_kb(m.addr);
 	writers_stop(&w);
 	free(ref);
 	ls_ctx_destroy(ctx);
 	mem_unmap(&m);
+}
+
+static void run_matrix(enum mem_kind kind, enum ls_strategy strategy,
+		       size_t copy_buffer, struct totals *t)
+{
+	struct ls_snapshot_opts o = {.strategy = strategy,
+				     .copy_buffer_bytes = copy_buffer};
+
+	run_matrix_opts(kind, &o, t);
+}
+
+/*
+ * keep_thp: faults capture whole huge pages, so no huge page is split (the
+ * copy buffer, 64 MiB, holds the whole region: no fallback to 4 KiB).
+ */
+static void test_keep_thp_copy(void **state)
+{
+	struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_COPY,
+				     .keep_thp = true};
+	struct totals t;
+
+	(void)state;
+	run_matrix_opts(MEM_ANON_THP, &o, &t);
+	CHECK(t.copied > 0, "nothing went through the copy buffer");
+	CHECK(t.huge_kb_before > 0, "the test memory got no THP");
+	CHECK(t.huge_kb_after >= t.huge_kb_before,
+	      "huge pages split: %llu kB before, %llu kB after",
+	      (unsigned long long)t.huge_kb_before,
+	      (unsigned long long)t.huge_kb_after);
+}
+
+static void test_keep_thp_auto(void **state)
+{
+	struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_AUTO,
+				     .keep_thp = true};
+	struct totals t;
+
+	(void)state;
+	run_matrix_opts(MEM_ANON_THP, &o, &t);
+	CHECK(t.faults > 0, "no faults");
 }
 
 #define MATRIX_TEST(kind, strat)                                             \
@@ -143,6 +190,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_MEM_MEMFD_HUGE_WRITE_FIRST),
 		cmocka_unit_test(test_tiny_copy_buffer),
 		cmocka_unit_test(test_tiny_copy_buffer_hugetlb),
+		cmocka_unit_test(test_keep_thp_copy),
+		cmocka_unit_test(test_keep_thp_auto),
 	};
 
 	if (argc > 1)
