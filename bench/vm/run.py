@@ -618,9 +618,8 @@ class LivesnapVm(Vm):
             a += ['--restore', restore, '--restore-mode', mode]
         else:
             a += ['--kernel', c.image, '--cpus', str(c.vcpus),
-                  '--mem', '%dM' % (self.ram // MIB),
-                  '--mem-backend', self.backend, '--cmdline', c.append]
-        return a
+                  '--mem', '%dM' % (self.ram // MIB), '--cmdline', c.append]
+        return a + ['--mem-backend', self.backend]
 
     def start(self):
         self.spawn(self.argv())
