@@ -47,6 +47,7 @@ struct config {
 	int spin_us; /* 0: engine default, < 0: block */
 	enum pattern pattern;
 	int writers;
+	bool keep_thp;
 };
 
 /* ---------------- writers ---------------- */
@@ -273,8 +274,10 @@ fail:
 
 /* ---------------- one run ---------------- */
 
-static const char *strategy_name(enum ls_strategy s)
+static const char *strategy_name(enum ls_strategy s, bool keep_thp)
 {
+	if (keep_thp)
+		return s == LS_STRATEGY_AUTO ? "auto+keep_thp" : "copy+keep_thp";
 	return s == LS_STRATEGY_AUTO ? "auto"
 	       : s == LS_STRATEGY_COPY ? "copy"
 				       : "write-first";
@@ -332,7 +335,8 @@ static void bench_unmap(struct bench *b);
 static void run(struct bench *b, const struct config *c)
 {
 	struct ls_snapshot_opts o = {.strategy = c->strategy,
-				     .fault_spin_us = c->spin_us};
+				     .fault_spin_us = c->spin_us,
+				     .keep_thp = c->keep_thp};
 	uint64_t ops0, t_before, t0, t1, ops1, ops2, wh[64] = {0}, wmax = 0;
 	double before, during, mbps, sink_mbps = 0, thp;
 	char err[LS_ERRMSG_MAX], path[256] = "", sinkcol[64];
@@ -411,7 +415,8 @@ static void run(struct bench *b, const struct config *c)
 	printf("| %llu GiB | %s %.0f%% | %s | %s | %s | %d | %s | %.3f | %.3f | %.0f |",
 	       (unsigned long long)(c->bytes / GiB), c->thp ? "THP" : "4K", thp,
 	       c->pattern == PAT_HOTCOLD ? "hot/cold" : "uniform",
-	       strategy_name(c->strategy), c->file_sink ? "file" : "discard",
+	       strategy_name(c->strategy, c->keep_thp),
+	       c->file_sink ? "file" : "discard",
 	       c->writers,
 	       c->spin_us < 0 ? "block" : c->spin_us ? "spin" : "default",
 	       (double)st.arm_ns / 1e6, rearm_ms(ctx),
@@ -493,12 +498,25 @@ static void run_plan(struct bench *b, const struct size_plan *p)
 			run(b, &c);
 		}
 	}
+	if (p->thp) {
+		/* Whole huge pages captured on a fault: re-arm stays cheap. */
+		c.strategy = p->all_strategies ? LS_STRATEGY_COPY
+					       : LS_STRATEGY_AUTO;
+		c.keep_thp = true;
+		c.file_sink = false;
+		run(b, &c);
+		if (p->file && p->all_strategies) {
+			c.file_sink = true;
+			run(b, &c);
+		}
+		c.keep_thp = false;
+	}
 	c.strategy = LS_STRATEGY_COPY;
 	c.file_sink = false;
 	if (p->spin_variants) {
-		const int spins[] = {-1, 50, 500};
+		const int spins[] = {-1, 50};
 
-		for (int i = 0; i < 3; i++) {
+		for (int i = 0; i < 2; i++) {
 			c.spin_us = spins[i];
 			run(b, &c);
 		}
@@ -512,6 +530,7 @@ static void run_plan(struct bench *b, const struct size_plan *p)
 	if (p->two_writers) {
 		c.writers = 2;
 		run(b, &c);
+		c.writers = 1;
 	}
 }
 
