@@ -126,6 +126,15 @@ void ls_hist_read(_Atomic uint64_t *hist, uint64_t out[LS_HIST_BUCKETS]);
 uint64_t ls_hist_pct_capped(const uint64_t hist[LS_HIST_BUCKETS], double q,
 			    uint64_t max);
 
+/*
+ * Private working memory (copy buffer, bounce buffer), faulted in at once
+ * with THP where possible: the first touch of fresh memory costs several
+ * microseconds per 4 KiB page (far more on a VM whose host reclaimed it),
+ * and that must not land in a fault stall. NULL if out of memory.
+ */
+void *ls_alloc_prefaulted(size_t len);
+void ls_free_prefaulted(void *p, size_t len);
+
 /* Pages of 4 KiB or larger: fast test for an all-zero page. */
 bool ls_page_is_zero(const void *page, size_t len);
 

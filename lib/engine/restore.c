@@ -368,6 +368,7 @@ static struct ls_restore *restore_alloc(struct ls_ctx *ctx, int region,
 		free(r);
 		return NULL;
 	}
+	memset(r->fbuf, 0, r->ps); /* faulted in: it serves faults */
 	return r;
 }
 

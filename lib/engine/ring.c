@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "snap.h"
 
@@ -20,18 +19,15 @@ int ring_init(struct copy_ring *ring, size_t bytes)
 	ring->nslots = bytes / LS_SMALL_PAGE;
 	if (!ring->nslots)
 		return 0;
-	/* mmap: page aligned (O_DIRECT sinks) and untouched until used. */
-	ring->data = mmap(NULL, ring->nslots * LS_SMALL_PAGE,
-			  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			  -1, 0);
-	if (ring->data == MAP_FAILED) {
-		ring->data = NULL;
+	/* page aligned (O_DIRECT sinks), faulted in before begin */
+	ring->data = ls_alloc_prefaulted(ring->nslots * LS_SMALL_PAGE);
+	if (!ring->data) {
 		ring->nslots = 0;
 		return -ENOMEM;
 	}
 	ring->ent = calloc(ring->nslots, sizeof(*ring->ent));
 	if (!ring->ent) {
-		munmap(ring->data, ring->nslots * LS_SMALL_PAGE);
+		ls_free_prefaulted(ring->data, ring->nslots * LS_SMALL_PAGE);
 		ring->data = NULL;
 		ring->nslots = 0;
 		return -ENOMEM;
@@ -41,8 +37,7 @@ int ring_init(struct copy_ring *ring, size_t bytes)
 
 void ring_free(struct copy_ring *ring)
 {
-	if (ring->data)
-		munmap(ring->data, ring->nslots * LS_SMALL_PAGE);
+	ls_free_prefaulted(ring->data, ring->nslots * LS_SMALL_PAGE);
 	free(ring->ent);
 	pthread_mutex_destroy(&ring->lock);
 	ring->data = NULL;

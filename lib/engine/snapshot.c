@@ -162,18 +162,16 @@ static int snap_buffers_init(struct ls_snapshot *snap,
 		if (snap->regions[r].batch > max_batch)
 			max_batch = snap->regions[r].batch;
 	}
-	snap->bounce = mmap(NULL, max_batch ? max_batch : LS_SMALL_PAGE,
-			    PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (snap->bounce == MAP_FAILED) {
-		snap->bounce = NULL;
+	snap->bounce = ls_alloc_prefaulted(max_batch ? max_batch
+						     : LS_SMALL_PAGE);
+	if (!snap->bounce)
 		return -ENOMEM;
-	}
 	snap->batch_flags = calloc(max_batch / LS_SMALL_PAGE + 1, 1);
 	if (!snap->batch_flags ||
 	    posix_memalign((void **)&snap->fpage, LS_SMALL_PAGE,
 			   snap->max_ps ? snap->max_ps : LS_SMALL_PAGE))
 		return -ENOMEM;
+	memset(snap->fpage, 0, snap->max_ps ? snap->max_ps : LS_SMALL_PAGE);
 	return ring_init(&snap->ring,
 			 copy_buffer_size(o, total, snap->max_ps));
 }
@@ -188,8 +186,7 @@ static void snap_free(struct ls_snapshot *snap)
 		if (snap->regions[r].batch > max_batch)
 			max_batch = snap->regions[r].batch;
 	}
-	if (snap->bounce)
-		munmap(snap->bounce, max_batch ? max_batch : LS_SMALL_PAGE);
+	ls_free_prefaulted(snap->bounce, max_batch ? max_batch : LS_SMALL_PAGE);
 	while ((b = snap->blobs)) {
 		snap->blobs = b->next;
 		free(b);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -92,6 +93,25 @@ uint64_t ls_hist_pct_capped(const uint64_t hist[LS_HIST_BUCKETS], double q,
 	uint64_t v = ls_hist_percentile(hist, q);
 
 	return v > max ? max : v;
+}
+
+void *ls_alloc_prefaulted(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, len, MADV_HUGEPAGE);
+	if (madvise(p, len, MADV_POPULATE_WRITE))
+		memset(p, 0, len); /* kernels before 5.14 */
+	return p;
+}
+
+void ls_free_prefaulted(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
 }
 
 bool ls_page_is_zero(const void *page, size_t len)
