@@ -652,8 +652,9 @@ class LivesnapVm(Vm):
         return st
 
     def snapshot(self, path):
-        return self.migrate(uri='file:%s' % path,
-                            **{'x-livesnap-strategy': self.cfg.ls_strategy})
+        args = {'x-livesnap-strategy': self.cfg.ls_strategy}
+        args.update(self.cfg.ls_migrate_args)
+        return self.migrate(uri='file:%s' % path, **args)
 
     def restore(self, path, mode):
         self.spawn(self.argv(restore=path, mode=mode))
@@ -1251,6 +1252,9 @@ def main():
     ap.add_argument('--qemu-max-bw', type=int, default=64 * GIB,
                     help='QEMU migrate max-bandwidth, bytes/s')
     ap.add_argument('--ls-strategy', default='copy')
+    ap.add_argument('--ls-migrate-arg', action='append', default=[],
+                    metavar='KEY=JSON', help='extra argument of livesnap\'s '
+                    '`migrate` (e.g. x-livesnap-foo=true); repeatable')
     ap.add_argument('--no-pin', dest='pin', action='store_false')
     ap.add_argument('--nice', type=int, default=-20,
                     help='nice increment for the bench and so the VMMs '
@@ -1275,6 +1279,15 @@ def main():
                                           'livesnap-guest.bin')
     cfg.livesnap = cfg.livesnap or os.path.join(cfg.build, 'cli',
                                                 'livesnap')
+    cfg.ls_migrate_args = {}
+    for kv in cfg.ls_migrate_arg:
+        k, sep, v = kv.partition('=')
+        try:
+            cfg.ls_migrate_args[k] = json.loads(v)
+        except ValueError:
+            sep = None
+        if not sep or not k:
+            sys.exit('bench: --ls-migrate-arg %r: use KEY=JSON' % kv)
     cfg.systems = cfg.systems.split(',')
     cfg.rams = [parse_size(s) for s in cfg.ram.split(',')]
     cfg.restore_modes = cfg.restore_modes.split(',')
@@ -1324,6 +1337,8 @@ def main():
             'vcpus': cfg.vcpus, 'pin': cfg.pin, 'rt': cfg.pin and cfg.rt,
             'nice': cfg.nice,
             'qemu_max_bw': cfg.qemu_max_bw, 'tsc_khz': cfg.tsc_khz,
+            'ls_strategy': cfg.ls_strategy,
+            'ls_migrate_args': cfg.ls_migrate_args,
             'kernel': os.uname().release,
             'loadavg_start': load_start, 'loadavg_end': os.getloadavg(),
             'git': subprocess.run(
