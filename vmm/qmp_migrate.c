@@ -134,10 +134,11 @@ static json_t *cmd_set_caps(struct qmp_req *req, json_t *args, void *opaque)
 			      "there's a migration process in progress");
 		return NULL;
 	}
-	json_array_foreach(
-	    caps, i,
-	    c) if (!set_capability(req, c,
-				   &bg)) return NULL; /* all or nothing */
+	json_array_foreach(caps, i, c)
+	{
+		if (!set_capability(req, c, &bg))
+			return NULL; /* all or nothing */
+	}
 	q->background = bg;
 	return json_object();
 }
@@ -157,79 +158,153 @@ static json_t *cmd_query_caps(struct qmp_req *req, json_t *args, void *opaque)
 	return a;
 }
 
-/* Reads x-livesnap-strategy from args into *out if present. */
-static bool get_strategy(struct qmp_req *req, json_t *args,
-			 enum ls_strategy *out)
-{
-	json_t *v = json_object_get(args, "x-livesnap-strategy");
+/*
+ * Our tuning parameters: migrate-set-parameters sets defaults, migrate may
+ * override them for one snapshot. Each reads args[name] into p if present.
+ */
+struct param {
+	const char *name;
+	bool (*parse)(json_t *v, struct vm_snap_params *p);
+	json_t *(*show)(const struct vm_snap_params *p);
+	const char *expect; /* for the error message */
+};
 
-	if (!v)
-		return true;
-	if (!json_is_string(v) || !strategy_parse(json_string_value(v), out)) {
-		qmp_req_error(req, QMP_ERR_GENERIC,
-			      "x-livesnap-strategy must be auto, copy or "
-			      "write-first");
-		return false;
-	}
-	return true;
+static bool parse_strategy(json_t *v, struct vm_snap_params *p)
+{
+	return json_is_string(v) &&
+	       strategy_parse(json_string_value(v), &p->strategy);
 }
 
-static bool only_known_args(struct qmp_req *req, const char *cmd, json_t *args,
-			    const char *const *known)
+static json_t *show_strategy(const struct vm_snap_params *p)
 {
+	return json_string(strategy_str(p->strategy));
+}
+
+static bool parse_keep_thp(json_t *v, struct vm_snap_params *p)
+{
+	p->keep_thp = json_is_true(v);
+	return json_is_boolean(v);
+}
+
+static json_t *show_keep_thp(const struct vm_snap_params *p)
+{
+	return json_boolean(p->keep_thp);
+}
+
+static bool parse_spin(json_t *v, struct vm_snap_params *p)
+{
+	json_int_t n = json_integer_value(v);
+
+	p->fault_spin_us = (int)n;
+	return json_is_integer(v) && n >= -1 && n <= 1000000;
+}
+
+static json_t *show_spin(const struct vm_snap_params *p)
+{
+	return json_integer(p->fault_spin_us);
+}
+
+static bool parse_copy_buffer(json_t *v, struct vm_snap_params *p)
+{
+	json_int_t n = json_integer_value(v);
+
+	p->copy_buffer_bytes = (size_t)n;
+	return json_is_integer(v) && n >= 0 && n <= (json_int_t)1 << 40;
+}
+
+static json_t *show_copy_buffer(const struct vm_snap_params *p)
+{
+	return json_integer((json_int_t)p->copy_buffer_bytes);
+}
+
+static const struct param params[] = {
+    {"x-livesnap-strategy", parse_strategy, show_strategy,
+     "auto, copy or write-first"},
+    {"x-livesnap-keep-thp", parse_keep_thp, show_keep_thp, "a boolean"},
+    {"x-livesnap-fault-spin-us", parse_spin, show_spin,
+     "microseconds from -1 (never spin) to 1000000, 0 for the default"},
+    {"x-livesnap-copy-buffer-bytes", parse_copy_buffer, show_copy_buffer,
+     "bytes, 0 for the default"},
+};
+
+static const struct param *find_param(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(params); i++)
+		if (!strcmp(params[i].name, name))
+			return &params[i];
+	return NULL;
+}
+
+/*
+ * Applies every tuning parameter in args to *p; other keys must be in
+ * `also` (the command's own arguments). All or nothing.
+ */
+static bool get_params(struct qmp_req *req, const char *cmd, json_t *args,
+		       const char *const *also, struct vm_snap_params *p)
+{
+	struct vm_snap_params next = *p;
 	const char *key;
 	json_t *v;
 
 	json_object_foreach(args, key, v)
 	{
-		bool ok = false;
+		const struct param *prm = find_param(key);
+		bool own = false;
 
-		for (const char *const *k = known; *k && !ok; k++)
-			ok = !strcmp(key, *k);
-		if (!ok) {
+		for (const char *const *k = also; *k && !own; k++)
+			own = !strcmp(key, *k);
+		if (own)
+			continue;
+		if (!prm) {
 			qmp_req_error(req, QMP_ERR_GENERIC,
 				      "%s: parameter '%s' is not supported",
 				      cmd, key);
 			return false;
 		}
+		if (!prm->parse(v, &next)) {
+			qmp_req_error(req, QMP_ERR_GENERIC, "%s must be %s",
+				      key, prm->expect);
+			return false;
+		}
 	}
+	*p = next;
 	return true;
 }
 
 static json_t *cmd_set_params(struct qmp_req *req, json_t *args, void *opaque)
 {
-	static const char *const known[] = {"x-livesnap-strategy", NULL};
+	static const char *const none[] = {NULL};
 	struct qmp_migrate *q = opaque;
-	enum ls_strategy s = q->strategy;
 
-	if (!only_known_args(req, "migrate-set-parameters", args, known) ||
-	    !get_strategy(req, args, &s))
+	if (!get_params(req, "migrate-set-parameters", args, none,
+			&q->defaults))
 		return NULL;
-	q->strategy = s;
 	return json_object();
 }
 
 static json_t *cmd_query_params(struct qmp_req *req, json_t *args, void *opaque)
 {
 	struct qmp_migrate *q = opaque;
+	json_t *r = json_object();
 
-	return json_pack("{s:s}", "x-livesnap-strategy",
-			 strategy_str(q->strategy));
+	for (size_t i = 0; i < ARRAY_SIZE(params); i++)
+		json_object_set_new(r, params[i].name,
+				    params[i].show(&q->defaults));
+	return r;
 }
 
 static json_t *cmd_migrate(struct qmp_req *req, json_t *args, void *opaque)
 {
-	static const char *const known[] = {
-	    "uri", "detach", "x-livesnap-strategy", "x-test-copy-ram", NULL};
+	static const char *const own[] = {"uri", "detach", "x-test-copy-ram",
+					  NULL};
 	struct qmp_migrate *q = opaque;
-	struct vm_snap_params p = {.strategy = q->strategy};
+	struct vm_snap_params p = q->defaults;
 	const char *uri = json_string_value(json_object_get(args, "uri"));
 	json_t *copy = json_object_get(args, "x-test-copy-ram");
 	char err[VMM_ERR_MAX];
 	int ret;
 
-	if (!only_known_args(req, "migrate", args, known) ||
-	    !get_strategy(req, args, &p.strategy))
+	if (!get_params(req, "migrate", args, own, &p))
 		return NULL;
 	if (!uri) {
 		qmp_req_error(req, QMP_ERR_GENERIC,
@@ -305,7 +380,7 @@ int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
 	*q = (struct qmp_migrate){.srv = srv,
 				  .snap = snap,
 				  .restore = restore,
-				  .strategy = LS_STRATEGY_AUTO};
+				  .defaults = {.strategy = LS_STRATEGY_AUTO}};
 	vm_snap_set_event_fn(snap, on_status, q);
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		int ret =

@@ -715,7 +715,12 @@ static void *snap_thread(void *arg)
 int vm_snap_start(struct vm_snap *s, const char *uri,
 		  const struct vm_snap_params *p, char *err)
 {
-	struct ls_snapshot_opts opts = {.strategy = p->strategy};
+	struct ls_snapshot_opts opts = {
+	    .strategy = p->strategy,
+	    .keep_thp = p->keep_thp,
+	    .fault_spin_us = p->fault_spin_us,
+	    .copy_buffer_bytes = p->copy_buffer_bytes,
+	};
 	struct ls_snapshot *snap;
 	struct ls_sink *sink;
 	int ret;
@@ -876,6 +881,7 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 	    (json_int_t)(s->t_paused ? s->t_paused - s->t_start : 0),
 	    "total-ns", (json_int_t)elapsed_ns);
 
+	json_object_set_new(x, "keep-thp", json_boolean(s->params.keep_thp));
 	if (s->gw.done)
 		json_object_set_new(x, "guest",
 				    json_pack("{s:I,s:b}", "max-write-ns",

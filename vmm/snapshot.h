@@ -85,6 +85,10 @@ void vm_snap_set_restore(struct vm_snap *s, struct vm_restore *r);
 
 struct vm_snap_params {
 	enum ls_strategy strategy;
+	/* liblivesnap tuning (struct ls_snapshot_opts); 0/false: defaults */
+	bool keep_thp;
+	int fault_spin_us;
+	size_t copy_buffer_bytes;
 	/*
 	 * Test only: during the pause, copy all guest RAM into this file
 	 * (NULL: no copy), so a test can compare it with the snapshot.
@@ -163,9 +167,9 @@ struct qmp_server;
 struct qmp_migrate {
 	struct qmp_server *srv;
 	struct vm_snap *snap;
-	struct vm_restore *restore; /* NULL unless this VM was restored */
-	bool background;	    /* capability background-snapshot */
-	enum ls_strategy strategy;  /* migrate-set-parameters default */
+	struct vm_restore *restore;	/* NULL unless this VM was restored */
+	bool background;		/* capability background-snapshot */
+	struct vm_snap_params defaults; /* migrate-set-parameters */
 };
 
 /*

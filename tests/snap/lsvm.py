@@ -127,10 +127,10 @@ class VM:
 
     # -- snapshots --------------------------------------------------------
 
-    def migrate(self, uri, strategy=None, copy_ram=None):
+    def migrate(self, uri, strategy=None, copy_ram=None, extra=None):
         self.qmp.cmd("migrate-set-capabilities", capabilities=[
             {"capability": "background-snapshot", "state": True}])
-        args = {"uri": uri}
+        args = dict(extra or {}, uri=uri)
         if strategy:
             args["x-livesnap-strategy"] = strategy
         if copy_ram:

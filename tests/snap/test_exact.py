@@ -2,28 +2,36 @@
 # SPDX-License-Identifier: MIT
 """Exactness at VM level: the memory in a live snapshot equals, byte for
 byte, a copy of all guest RAM the VMM made during the pause
-(x-test-copy-ram), with 1 and with 4 vCPUs writing, for every strategy;
-and every workload page in it is whole."""
+(x-test-copy-ram), with 1 and with 4 vCPUs writing, for every strategy
+(and with whole-huge-page capture); and every workload page in it is
+whole."""
 import os
 import unittest
 
 from lsvm import SNAPTOOL, SnapTest, run_tool
 
-STRATEGIES = ("auto", "copy", "write-first")
+# (strategy, keep_thp): every strategy, and whole-huge-page capture.
+VARIANTS = (("auto", False), ("copy", False), ("write-first", False),
+            ("copy", True))
 
 
 class Exact(SnapTest, unittest.TestCase):
     def matrix(self, cpus):
         vm = self.vm("vm%d" % cpus, cpus=cpus, ws_mib=16)
         vm.wait_guest(min_gens=[5000] * cpus)
-        for strategy in STRATEGIES:
-            with self.subTest(cpus=cpus, strategy=strategy):
+        for strategy, keep_thp in VARIANTS:
+            with self.subTest(cpus=cpus, strategy=strategy,
+                              keep_thp=keep_thp):
                 snap = self.path("%d-%s.snap" % (cpus, strategy))
                 dump = self.path("%d-%s.ram" % (cpus, strategy))
                 before = vm.counters()
-                info = vm.snapshot(snap, strategy=strategy, copy_ram=dump)
+                vm.migrate("file:" + snap, strategy=strategy,
+                           copy_ram=dump,
+                           extra={"x-livesnap-keep-thp": keep_thp})
+                info = vm.wait_migration()
                 self.assert_completed(info)
                 self.assertEqual(info["x-livesnap"]["strategy"], strategy)
+                self.assertEqual(info["x-livesnap"]["keep-thp"], keep_thp)
                 self.assertEqual(os.path.getsize(dump), 256 << 20)
                 rc, out, err = run_tool(SNAPTOOL, "compare", snap, dump)
                 self.assertEqual(rc, 0, "snapshot != RAM at the pause: "

@@ -87,10 +87,27 @@ class Qmp(SnapTest, unittest.TestCase):
                            {"x-livesnap-strategy": "sometimes"})
 
     def test_parameters_and_fields(self):
+        defaults = self.v.qmp.cmd("query-migrate-parameters")
+        self.assertEqual(defaults, {
+            "x-livesnap-strategy": "auto", "x-livesnap-keep-thp": False,
+            "x-livesnap-fault-spin-us": 0,
+            "x-livesnap-copy-buffer-bytes": 0})
         self.v.qmp.cmd("migrate-set-parameters",
                        {"x-livesnap-strategy": "write-first"})
         self.assertEqual(self.v.qmp.cmd("query-migrate-parameters"),
-                         {"x-livesnap-strategy": "write-first"})
+                         dict(defaults, **{"x-livesnap-strategy":
+                                           "write-first"}))
+        for key, bad in [("x-livesnap-keep-thp", 1),
+                         ("x-livesnap-fault-spin-us", -5),
+                         ("x-livesnap-copy-buffer-bytes", "big"),
+                         ("max-bandwidth", 1 << 30)]:
+            with self.assertRaises(QMPError, msg=key) as cm:
+                self.v.qmp.cmd("migrate-set-parameters", {key: bad})
+            self.assertIn(key, cm.exception.desc)
+        # A refused set changes nothing.
+        self.assertEqual(self.v.qmp.cmd("query-migrate-parameters"),
+                         dict(defaults, **{"x-livesnap-strategy":
+                                           "write-first"}))
         self.enable()
         path = self.path("p.snap")
         self.v.qmp.cmd("migrate", uri="file:" + path)
