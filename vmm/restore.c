@@ -258,8 +258,7 @@ void vm_restore_detach(struct vm_restore *r)
 	if (r->lazy)
 		ls_restore_destroy(r->lazy);
 	r->lazy = NULL;
-	if (r->source && r->source->ops->destroy)
-		r->source->ops->destroy(r->source);
+	ls_source_destroy(r->source); /* after the restore that used it */
 	r->source = NULL;
 }
 
@@ -350,8 +349,7 @@ static void guard_destroy(struct ls_source *src)
 {
 	struct guard *g = (struct guard *)src;
 
-	if (g->inner->ops->destroy)
-		g->inner->ops->destroy(g->inner);
+	ls_source_destroy(g->inner);
 	free(g);
 }
 
