@@ -205,12 +205,13 @@ struct ls_snapshot_opts {
 	 */
 	int fault_spin_us;
 	/*
-	 * Anonymous THP memory, COPY/AUTO: a write fault in a huge page
-	 * captures the whole 2 MiB (into the copy buffer) and releases it with
-	 * one un-protect, instead of releasing 4 KiB, which splits the huge
-	 * page until khugepaged collapses it again. Stalls grow to one 2 MiB
-	 * memcpy (~0.2 ms), but the next snapshot's arm stays at the THP rate
-	 * (~0.1 ms/GiB instead of ~20 ms/GiB for the split part).
+	 * Anonymous THP memory: a write fault in a huge page captures the
+	 * whole 2 MiB (into the copy buffer if it has room, else to the sink
+	 * first) and releases it with one un-protect, instead of releasing
+	 * 4 KiB, which splits the huge page until khugepaged collapses it
+	 * again. Stalls grow to one 2 MiB memcpy (~0.3 ms; plus a 2 MiB sink
+	 * write when write-first), but the next snapshot's arm stays at the
+	 * THP rate (~0.1 ms/GiB instead of ~20 ms/GiB for the split part).
 	 */
 	bool keep_thp;
 };

@@ -95,6 +95,8 @@ struct ls_snapshot {
 	unsigned char *bounce; /* one batch of the writer */
 	uint8_t *batch_flags;  /* per page of a batch: what the writer did */
 	unsigned char *fpage;  /* the fault thread's page buffer */
+	unsigned char *thp_buf; /* keep_thp: the fault thread's huge page */
+	uint8_t *thp_flags;
 
 	struct blob *blobs;
 	bool blobs_closed;

@@ -172,6 +172,12 @@ static int snap_buffers_init(struct ls_snapshot *snap,
 			   snap->max_ps ? snap->max_ps : LS_SMALL_PAGE))
 		return -ENOMEM;
 	memset(snap->fpage, 0, snap->max_ps ? snap->max_ps : LS_SMALL_PAGE);
+	if (snap->keep_thp) {
+		snap->thp_buf = ls_alloc_prefaulted(LS_HUGE_2M);
+		snap->thp_flags = calloc(LS_HUGE_2M / LS_SMALL_PAGE, 1);
+		if (!snap->thp_buf || !snap->thp_flags)
+			return -ENOMEM;
+	}
 	return ring_init(&snap->ring,
 			 copy_buffer_size(o, total, snap->max_ps));
 }
@@ -192,6 +198,8 @@ static void snap_free(struct ls_snapshot *snap)
 		free(b);
 	}
 	ring_free(&snap->ring);
+	ls_free_prefaulted(snap->thp_buf, LS_HUGE_2M);
+	free(snap->thp_flags);
 	free(snap->batch_flags);
 	free(snap->fpage);
 	free(snap->regions);
@@ -220,7 +228,7 @@ static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	int ret;
 
 	snap->strategy = o->strategy;
-	snap->keep_thp = o->keep_thp && o->strategy != LS_STRATEGY_WRITE_FIRST;
+	snap->keep_thp = o->keep_thp;
 	snap->spin_ns = o->fault_spin_us < 0  ? 0
 			: o->fault_spin_us ? (int64_t)o->fault_spin_us * 1000
 					   : DEFAULT_SPIN_US * 1000;

@@ -197,9 +197,10 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 	return claimed;
 }
 
-/* Hands runs of data pages from the bounce buffer to the sink. */
+/* Hands runs of data pages from buf (page i at i * ps) to the sink. */
 static void batch_write(struct ls_snapshot *snap, struct snap_region *sr,
-			uint64_t first, uint64_t n, const uint8_t *flags)
+			uint64_t first, uint64_t n, const uint8_t *flags,
+			const unsigned char *buf)
 {
 	struct ls_sink *sink = snap->sink;
 	uint64_t i = 0, run, data = 0, zero = 0;
@@ -215,8 +216,7 @@ static void batch_write(struct ls_snapshot *snap, struct snap_region *sr,
 			;
 		if (!atomic_load(&snap->stop)) {
 			ret = sink->ops->write_pages(sink, sr->idx, first + i,
-						     snap->bounce + i * sr->ps,
-						     run);
+						     buf + i * sr->ps, run);
 			if (ret)
 				snap_fail_sink(snap, ret, "write_pages");
 		}
@@ -254,7 +254,7 @@ static void save_batch(struct ls_snapshot *snap, struct snap_region *sr,
 			  (unsigned long long)(first * sr->ps), strerror(-ret));
 	for (uint64_t i = 0; i < n; i++)
 		pg_store(sr, first + i, PG_RELEASED);
-	batch_write(snap, sr, first, n, flags);
+	batch_write(snap, sr, first, n, flags, snap->bounce);
 }
 
 /*
@@ -442,38 +442,64 @@ static bool mapped_huge(struct ls_snapshot *snap, uint64_t addr)
 }
 
 /*
+ * Captures one pending page of a huge page: into the copy buffer, or
+ * (buffer full) into the fault thread's huge-page buffer for write-first.
+ */
+static void thp_capture_page(struct ls_snapshot *snap, struct snap_region *sr,
+			     uint64_t p, uint64_t i, bool to_ring)
+{
+	const void *src = (const void *)(uintptr_t)(sr->base + p * sr->ps);
+	int64_t slot;
+
+	if (to_ring) {
+		slot = ring_reserve(&snap->ring, sr->idx, p, 1);
+		memcpy(ring_slot_data(&snap->ring, slot), src, sr->ps);
+		ring_publish(&snap->ring, slot);
+	} else if (ls_page_is_zero(src, sr->ps)) {
+		snap->thp_flags[i] = BF_ZERO;
+	} else {
+		memcpy(snap->thp_buf + i * sr->ps, src, sr->ps);
+		snap->thp_flags[i] = BF_DATA;
+	}
+}
+
+/*
  * keep_thp: captures every pending page of the faulting page's 2 MiB huge
- * page into the copy buffer and releases the huge page with one un-protect,
- * so it stays one PMD. False (nothing done) where that does not apply.
+ * page and releases the huge page with one un-protect, so it stays one PMD.
+ * The pages go to the copy buffer when it has room for all of them, else
+ * to the sink before the release (write-first). False (nothing done) where
+ * that does not apply.
  */
 static bool fault_capture_thp(struct ls_snapshot *snap, struct snap_region *sr,
 			      uint64_t page)
 {
 	uint64_t first = page & ~(THP_PAGES - 1), addr;
 	unsigned spins = 0;
-	int64_t slot;
+	bool to_ring;
 	int ret;
 
 	addr = sr->base + first * sr->ps;
 	if (!snap->keep_thp || sr->type != LS_MEM_ANON ||
 	    sr->ps != LS_SMALL_PAGE || addr % LS_HUGE_2M ||
 	    first + THP_PAGES > sr->npages || snap->ctx->pagemap_fd < 0 ||
-	    ring_free_slots(&snap->ring) < THP_PAGES ||
 	    !mapped_huge(snap, sr->base + page * sr->ps))
 		return false;
-	/* Only this thread reserves: the room checked above stays. */
+	/* Only this thread reserves: the room seen here stays. */
+	to_ring = ring_free_slots(&snap->ring) >= THP_PAGES;
 	LS_LIVE_READ_BEGIN();
-	for (uint64_t p = first; p < first + THP_PAGES; p++) {
-		if (!pg_claim(sr, p))
+	for (uint64_t i = 0; i < THP_PAGES; i++) {
+		snap->thp_flags[i] = BF_NONE;
+		if (!pg_claim(sr, first + i))
 			continue;
-		slot = ring_reserve(&snap->ring, sr->idx, p, 1);
-		memcpy(ring_slot_data(&snap->ring, slot),
-		       (const void *)(uintptr_t)(sr->base + p * sr->ps),
-		       sr->ps);
-		ring_publish(&snap->ring, slot);
-		pg_store(sr, p, PG_SAVED);
+		thp_capture_page(snap, sr, first + i, i, to_ring);
+		pg_store(sr, first + i, PG_SAVED);
 	}
 	LS_LIVE_READ_END();
+	if (!to_ring) {
+		atomic_fetch_add(&snap->faults_write_first, 1);
+		batch_write(snap, sr, first, THP_PAGES, snap->thp_flags,
+			    snap->thp_buf);
+	}
 	/* The writer may hold claims in this huge page: its memcpy. */
 	for (uint64_t p = first; p < first + THP_PAGES; p++)
 		while (pg_load(sr, p) == PG_CLAIMED)

@@ -120,6 +120,23 @@ static void test_keep_thp_auto(void **state)
 	CHECK(t.faults > 0, "no faults");
 }
 
+/* No room in the copy buffer: whole huge pages saved write-first. */
+static void test_keep_thp_write_first(void **state)
+{
+	struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_WRITE_FIRST,
+				     .keep_thp = true};
+	struct totals t;
+
+	(void)state;
+	run_matrix_opts(MEM_ANON_THP, &o, &t);
+	CHECK(t.write_first > 0, "no write-first fault");
+	CHECK(t.huge_kb_before > 0, "the test memory got no THP");
+	CHECK(t.huge_kb_after >= t.huge_kb_before,
+	      "huge pages split: %llu kB before, %llu kB after",
+	      (unsigned long long)t.huge_kb_before,
+	      (unsigned long long)t.huge_kb_after);
+}
+
 #define MATRIX_TEST(kind, strat)                                             \
 	static void test_##kind##_##strat(void **state)                      \
 	{                                                                    \
@@ -192,6 +209,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_tiny_copy_buffer_hugetlb),
 		cmocka_unit_test(test_keep_thp_copy),
 		cmocka_unit_test(test_keep_thp_auto),
+		cmocka_unit_test(test_keep_thp_write_first),
 	};
 
 	if (argc > 1)
