@@ -919,7 +919,8 @@ json_t *vm_snap_query(struct vm_snap *s)
 		return json_object(); /* QEMU: {} before any migration */
 	}
 	elapsed = (s->t_end ? s->t_end : now) - s->t_start;
-	if (s->snap) {
+	/* Not during setup: the snapshot thread may be inside begin. */
+	if (s->snap && s->status == VM_SNAP_ACTIVE) {
 		ls_snapshot_progress(s->snap, &pr);
 		if (!ls_snapshot_stats(s->snap, &live))
 			st = &live;
