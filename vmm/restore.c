@@ -324,6 +324,29 @@ struct guard {
 	struct vm_restore *r;
 };
 
+/*
+ * Once the error is returned, liblivesnap ends the restore and memory not
+ * yet filled reads as zeros. The vCPUs were told to stop; give their
+ * threads a moment to leave KVM_RUN first (with a bound: one of them may be
+ * waiting for this very read).
+ */
+static void wait_vcpus_out(struct vm *vm)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += 500 * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&vm->lock);
+	while (vm->live_threads > 0 &&
+	       pthread_cond_timedwait(&vm->cond, &vm->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&vm->lock);
+}
+
 static int guard_read(struct ls_source *src, uint32_t region,
 		      uint64_t first_page, void *buf, uint64_t npages)
 {
@@ -331,9 +354,11 @@ static int guard_read(struct ls_source *src, uint32_t region,
 	int ret = g->inner->ops->read_pages(g->inner, region, first_page, buf,
 					    npages);
 
-	if (ret)
+	if (ret) {
 		vm_request_exit(g->r->vm, VM_EXIT_ERROR, 1, "lazy restore: %s",
 				ls_reader_error(g->r->reader));
+		wait_vcpus_out(g->r->vm);
+	}
 	return ret;
 }
 
