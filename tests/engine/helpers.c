@@ -189,16 +189,21 @@ static int ms_start(struct ls_sink *sink, const struct ls_layout *layout)
 }
 
 /*
- * The first write waits (a little) for the application to write, so that
- * it writes into protected memory. If the fault thread is the one waiting,
- * a fault happened already; the short bound keeps that case quick.
+ * Sink calls wait until the snapshot has taken its first write fault, so
+ * that the application's threads certainly write into protected memory
+ * while the snapshot runs. The fault thread never waits here (a fault is
+ * what it is handling); the writer thread waits for the application, which
+ * runs. The 10 s bound only keeps a broken engine from hanging the test.
  */
 static void ms_gate(struct mem_sink *s)
 {
-	for (int i = 0; i < 50 && s->gate &&
-			atomic_load(s->gate) < s->gate_n;
-	     i++)
+	struct ls_stats st;
+
+	for (int i = 0; i < 10000; i++) {
+		if (!ls_snapshot_stats(s->gate, &st) && st.faults)
+			break;
 		sleep_us(1000);
+	}
 	atomic_store(&s->gate_done, true);
 }
 
@@ -555,8 +560,7 @@ void exact_snapshot(struct ls_ctx *ctx, struct test_mem *m, struct writers *w,
 	writers_pause(w);
 	memcpy(ref, m->addr, m->len);
 	/* The writer's first batch waits until the threads write again. */
-	s->gate = &w->writes;
-	s->gate_n = atomic_load(&w->writes) + 256;
+	s->gate = snap;
 	ret = ls_snapshot_begin(snap);
 	writers_resume(w);
 	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(ctx));

@@ -70,9 +70,8 @@ struct mem_sink {
 	unsigned delay_us;     /* per write_pages call */
 	int start_err, commit_err; /* injected into start / commit */
 	pthread_mutex_t err_lock;
-	/* Gate: the first write waits (<= 50 ms) for *gate >= n. */
-	_Atomic uint64_t *gate;
-	uint64_t gate_n;
+	/* Gate: calls wait for the snapshot's first fault (see ms_gate). */
+	struct ls_snapshot *gate;
 	atomic_bool gate_done;
 	bool started, committed, aborted, destroyed, blob_after_commit;
 	unsigned nblobs;

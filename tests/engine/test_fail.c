@@ -48,8 +48,7 @@ static void begin(struct fixture *f, enum ls_strategy strategy)
 	CHECK(!ls_snapshot_create(f->ctx, &f->s->base, &o, &f->snap),
 	      "create: %s", ls_ctx_error(f->ctx));
 	writers_pause(&f->w);
-	f->s->gate = &f->w.writes;
-	f->s->gate_n = atomic_load(&f->w.writes) + 256;
+	f->s->gate = f->snap;
 	CHECK(!ls_snapshot_begin(f->snap), "begin: %s", ls_ctx_error(f->ctx));
 	writers_resume(&f->w);
 }
