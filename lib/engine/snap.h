@@ -104,7 +104,8 @@ struct ls_snapshot {
 	_Atomic uint64_t pages_done, pages_written, pages_zero, pages_copied;
 	_Atomic uint64_t faults, faults_write_first, bytes_written;
 	_Atomic uint64_t hist[LS_HIST_BUCKETS], stall_max;
-	uint64_t begin_ns, arm_ns;
+	/* written by begin while faults may already be handled: atomics */
+	_Atomic uint64_t begin_ns, arm_ns;
 	_Atomic uint64_t end_ns;
 };
 

@@ -447,8 +447,8 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	ret = arm_all(snap, ctx);
 	if (ret)
 		goto out_svc;
-	snap->begin_ns = t0;
-	snap->arm_ns = ls_now_ns() - t0;
+	atomic_store(&snap->begin_ns, t0);
+	atomic_store(&snap->arm_ns, ls_now_ns() - t0);
 	atomic_store(&snap->state, LS_SNAP_ACTIVE);
 	ret = pthread_create(&writer, NULL, snap_writer_main, snap);
 	if (ret) {
@@ -577,10 +577,11 @@ int ls_snapshot_poll(struct ls_snapshot *snap)
 static uint64_t snap_elapsed(const struct ls_snapshot *snap)
 {
 	uint64_t end = atomic_load(&snap->end_ns);
+	uint64_t begin = atomic_load(&snap->begin_ns);
 
-	if (!snap->begin_ns)
+	if (!begin)
 		return 0;
-	return (end ? end : ls_now_ns()) - snap->begin_ns;
+	return (end ? end : ls_now_ns()) - begin;
 }
 
 int ls_snapshot_progress(struct ls_snapshot *snap, struct ls_progress *p)
@@ -614,7 +615,7 @@ int ls_snapshot_stats(struct ls_snapshot *snap, struct ls_stats *st)
 	st->copy_buffer_hwm = snap->ring.hwm_slots * LS_SMALL_PAGE;
 	pthread_mutex_unlock(&snap->ring.lock);
 	st->bytes_written = atomic_load(&snap->bytes_written);
-	st->arm_ns = snap->arm_ns;
+	st->arm_ns = atomic_load(&snap->arm_ns);
 	st->total_ns = snap_elapsed(snap);
 	ls_hist_read(snap->hist, st->stall_hist);
 	st->stall_max_ns = atomic_load(&snap->stall_max);
