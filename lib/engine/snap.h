@@ -82,6 +82,7 @@ struct ls_snapshot {
 	atomic_int state; /* enum ls_snapshot_state */
 	atomic_bool stop; /* failed or cancelled: stop capturing */
 	atomic_bool failed;
+	atomic_bool begin_failed; /* err holds why begin refused */
 	atomic_bool sink_failed; /* a sink callback failed (maybe not first) */
 	int fail_code; /* the first failure: written once, under lock */
 	char err[LS_ERRMSG_MAX];

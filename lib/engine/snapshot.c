@@ -466,6 +466,13 @@ out_disarm:
 	atomic_store(&ctx->armed, NULL);
 out:
 	pthread_mutex_unlock(&ctx->lock);
+	if (ret && !atomic_load(&snap->failed)) {
+		/* Not failed (it may begin again): but say why, here too. */
+		pthread_mutex_lock(&snap->lock);
+		snprintf(snap->err, sizeof(snap->err), "%s", ls_ctx_error(ctx));
+		atomic_store(&snap->begin_failed, true);
+		pthread_mutex_unlock(&snap->lock);
+	}
 	return ret;
 }
 
@@ -630,7 +637,9 @@ int ls_snapshot_stats(struct ls_snapshot *snap, struct ls_stats *st)
 
 const char *ls_snapshot_error(const struct ls_snapshot *snap)
 {
-	if (!snap || !atomic_load(&((struct ls_snapshot *)snap)->failed))
+	struct ls_snapshot *s = (struct ls_snapshot *)snap;
+
+	if (!s || (!atomic_load(&s->failed) && !atomic_load(&s->begin_failed)))
 		return "";
 	return snap->err;
 }

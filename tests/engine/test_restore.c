@@ -81,6 +81,9 @@ static void expect_busy(struct ls_ctx *ctx)
 	CHECK(strstr(ls_ctx_error(ctx), "'ram'") &&
 		      strstr(ls_ctx_error(ctx), "restored lazily"),
 	      "message '%s'", ls_ctx_error(ctx));
+	CHECK(!strcmp(ls_snapshot_error(snap), ls_ctx_error(ctx)),
+	      "snapshot error '%s' after a refused begin",
+	      ls_snapshot_error(snap));
 	ls_snapshot_destroy(snap);
 	CHECK(s->aborted || !s->committed, "refused snapshot committed");
 	mem_sink_free(s);
