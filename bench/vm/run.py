@@ -28,7 +28,6 @@ import mmap
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import struct
@@ -60,7 +59,6 @@ VCPU_HIST_OFF = VCPU_HEAD.size
 VCPU_HEAD_OFF = VCPU_HIST_OFF + 8 * HIST_BUCKETS
 VCPU_TIMELINE_OFF = VCPU_HEAD_OFF + 8
 TL_ENTRY = struct.Struct('<QII')
-PAGE = 4096
 GIB = 1 << 30
 _LIBC = ctypes.CDLL(None, use_errno=True)
 MIB = 1 << 20
@@ -1231,43 +1229,60 @@ def main():
                     'BUILD/guest/livesnap-guest.bin)')
     ap.add_argument('--livesnap', help='livesnap binary (default: '
                     'BUILD/cli/livesnap)')
-    ap.add_argument('--qemu', default='qemu-system-x86_64')
+    ap.add_argument('--qemu', default='qemu-system-x86_64',
+                    help='QEMU binary (Debian 7.2)')
     ap.add_argument('--systems', default=','.join(SYSTEMS),
                     help='any of ' + ','.join(SYSTEMS))
-    ap.add_argument('--ram', default='2G,8G')
-    ap.add_argument('--vcpus', type=int, default=1)
+    ap.add_argument('--ram', default='2G,8G',
+                    help='guest RAM sizes, comma-separated (M or G)')
+    ap.add_argument('--vcpus', type=int, default=1,
+                    help='vCPUs (pinning needs 1)')
     ap.add_argument('--ws-mib', type=int, default=256,
                     help='guest working set per vCPU (ls.ws_mib)')
-    ap.add_argument('--mode', default='rand', choices=('rand', 'seq'))
+    ap.add_argument('--mode', default='rand', choices=('rand', 'seq'),
+                    help='guest page order (ls.mode)')
     ap.add_argument('--snapshots', type=int, default=2,
                     help='snapshots per VM (the first may pay first-touch '
                     'costs)')
-    ap.add_argument('--warmup', type=float, default=4.0)
-    ap.add_argument('--before', type=float, default=3.0)
-    ap.add_argument('--after', type=float, default=1.5)
-    ap.add_argument('--gap', type=float, default=1.0)
-    ap.add_argument('--boot-timeout', type=float, default=120.0)
-    ap.add_argument('--restore-modes', default='lazy,eager')
-    ap.add_argument('--restore-reps', type=int, default=1)
+    ap.add_argument('--warmup', type=float, default=4.0,
+                    help='s of guest running before the first snapshot')
+    ap.add_argument('--before', type=float, default=3.0,
+                    help='s of baseline measured before each snapshot')
+    ap.add_argument('--after', type=float, default=1.5,
+                    help='s recorded after each snapshot')
+    ap.add_argument('--gap', type=float, default=1.0,
+                    help='s between snapshots (added to --before)')
+    ap.add_argument('--boot-timeout', type=float, default=120.0,
+                    help='s until the guest workload must run')
+    ap.add_argument('--restore-modes', default='lazy,eager',
+                    help='livesnap restore modes to time (QEMU: defer)')
+    ap.add_argument('--restore-reps', type=int, default=1,
+                    help='restores per mode')
     ap.add_argument('--qemu-max-bw', type=int, default=64 * GIB,
                     help='QEMU migrate max-bandwidth, bytes/s')
-    ap.add_argument('--ls-strategy', default='copy')
+    ap.add_argument('--ls-strategy', default='copy',
+                    help='x-livesnap-strategy: copy, write-first, auto')
     ap.add_argument('--ls-migrate-arg', action='append', default=[],
                     metavar='KEY=JSON', help='extra argument of livesnap\'s '
                     '`migrate` (e.g. x-livesnap-foo=true); repeatable')
-    ap.add_argument('--no-pin', dest='pin', action='store_false')
+    ap.add_argument('--no-pin', dest='pin', action='store_false',
+                    help='leave threads where the scheduler puts them')
     ap.add_argument('--nice', type=int, default=-20,
                     help='nice increment for the bench and so the VMMs '
                     '(the machine is shared; 0: leave alone)')
     ap.add_argument('--no-rt', dest='rt', action='store_false',
                     help='do not make the pinned vCPU threads SCHED_FIFO')
-    ap.add_argument('--snapdir', default='/var/tmp/livesnap-bench')
+    ap.add_argument('--snapdir', default='/var/tmp/livesnap-bench',
+                    help='snapshot files and QMP sockets (page cache)')
     ap.add_argument('--outdir', default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), 'results'))
-    ap.add_argument('--keep-snapshots', action='store_true')
-    ap.add_argument('--poll-migrate', type=float, default=0.01)
+        os.path.dirname(os.path.abspath(__file__)), 'results'),
+        help='results.md, results.json, plots, logs/')
+    ap.add_argument('--keep-snapshots', action='store_true',
+                    help='leave the snapshot files in SNAPDIR')
+    ap.add_argument('--poll-migrate', type=float, default=0.01,
+                    help='s between query-migrate polls')
     ap.add_argument('--render', action='store_true',
-                    help='only redo results.md and latency.png from '
+                    help='only redo results.md and the plots from '
                     'OUTDIR/results.json and OUTDIR/logs')
     cfg = ap.parse_args()
     if cfg.render:
