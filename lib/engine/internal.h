@@ -25,6 +25,17 @@ struct ls_region {
 	uint64_t npages;
 	int seek_fd;       /* shmem: the backing file (SEEK_DATA), or -1 */
 	uint64_t file_off; /* shmem: the file offset of the region's start */
+	/*
+	 * Anonymous, THP-eligible, and the kernel maps the huge zero page:
+	 * ls_snapshot_create() pre-faults it (see prefault_huge_zero()).
+	 */
+	bool thp_zero;
+	/*
+	 * thp_zero regions: one bit per 2 MiB that a fault released page by
+	 * page (splitting the huge page); the next snapshot's create collapses
+	 * them back before its pause, so that arm stays at the THP rate.
+	 */
+	_Atomic uint8_t *split;
 	/* Lazy restore filling this region; the fault service reads it. */
 	_Atomic(struct ls_restore *) restore;
 };
@@ -111,6 +122,8 @@ int ls_region_find(const struct ls_ctx *ctx, uint64_t addr);
 int ls_ctx_restoring(const struct ls_ctx *ctx);
 
 /* snapshot.c: called by the fault service for a write-protect fault. */
+/* The fault path released a page alone at off (see snapshot.c). */
+void ls_note_split(struct ls_ctx *ctx, uint32_t region, uint64_t off);
 void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		      uint64_t t_read);
 /* restore.c: called by the fault service for a missing fault. */

@@ -25,6 +25,7 @@ struct vma {
 	char path[256];
 	size_t page_size;
 	bool hugetlb;
+	bool thp; /* THPeligible: 1 */
 };
 
 /* The file behind a shmem region, when one file backs it contiguously. */
@@ -32,6 +33,7 @@ struct backing {
 	bool one_file;
 	uint64_t vma_start, vma_end; /* the first mapping */
 	uint64_t file_off;           /* of the region's start */
+	bool all_thp;                /* every mapping may use huge pages */
 };
 
 static const char *const mem_type_names[] = {
@@ -68,6 +70,8 @@ static void vma_parse_field(const char *line, struct vma *v)
 		v->page_size = kb * 1024;
 	else if (!strncmp(line, "VmFlags:", 8))
 		v->hugetlb = strstr(line, " ht") != NULL;
+	else if (!strncmp(line, "THPeligible:", 12))
+		v->thp = strtoul(line + 12, NULL, 10) == 1;
 }
 
 /* A shared mapping: shmem (memfd, /dev/shm, SysV, MAP_SHARED|ANON)? */
@@ -118,6 +122,7 @@ static int vma_type(const struct vma *v, const char **why)
 static void backing_track(struct backing *bk, const struct vma *prev,
 			  const struct vma *cur, uint64_t start)
 {
+	bk->all_thp = (prev ? bk->all_thp : true) && cur->thp;
 	if (!prev) {
 		bk->one_file = cur->inode != 0;
 		bk->vma_start = cur->start;
@@ -205,6 +210,24 @@ static int classify_range(struct ls_ctx *ctx, const char *name,
 	if (!ret)
 		info->type = (enum ls_mem_type)type;
 	return ret;
+}
+
+/*
+ * Whether a read fault on untouched THP-eligible memory maps the huge zero
+ * page (one PMD per 2 MiB, no memory) rather than 4 KiB zero pages.
+ */
+static bool huge_zero_page_enabled(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/use_zero_page",
+			"re");
+	int on = 0;
+
+	if (!f)
+		return false;
+	if (fscanf(f, "%d", &on) != 1)
+		on = 0;
+	fclose(f);
+	return on == 1;
 }
 
 static int check_new_region(struct ls_ctx *ctx, const char *name,
@@ -316,6 +339,11 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 	if (info.type == LS_MEM_SHMEM && bk.one_file)
 		reg->seek_fd = open_backing(&bk);
 	reg->file_off = bk.file_off;
+	reg->thp_zero = info.type == LS_MEM_ANON && bk.all_thp &&
+			huge_zero_page_enabled();
+	if (reg->thp_zero)
+		reg->split = calloc(len / LS_HUGE_2M / 8 + 1, 1);
+	reg->thp_zero = reg->split != NULL;
 	ret = idx;
 out:
 	pthread_mutex_unlock(&ctx->lock);
@@ -354,6 +382,7 @@ int ls_region_remove(struct ls_ctx *ctx, int region)
 	ret = 0;
 	if (ctx->regions[region].seek_fd >= 0)
 		close(ctx->regions[region].seek_fd);
+	free((void *)ctx->regions[region].split);
 	memmove(&ctx->regions[region], &ctx->regions[region + 1],
 		(size_t)(ctx->nregions - region - 1) * sizeof(ctx->regions[0]));
 	ctx->nregions--;

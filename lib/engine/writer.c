@@ -367,6 +367,7 @@ static void fault_release(struct ls_snapshot *snap, struct snap_region *sr,
 	int ret;
 
 	pg_store(sr, page, PG_SAVED);
+	ls_note_split(snap->ctx, sr->idx, page * sr->ps);
 	ret = ls_uffd_wp(snap->ctx->uffd, sr->base + page * sr->ps, sr->ps,
 			 false);
 	if (ret)
