@@ -4,10 +4,43 @@
  * parses its own flags; this file only dispatches.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
 #include "livesnap.h"
+
+/*
+ * `livesnap restore FILE [run options]` is `livesnap run --restore FILE
+ * [run options]`: restoring a snapshot means running its VM again.
+ */
+static int cmd_restore(int argc, char **argv)
+{
+	char **args;
+	int ret;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: livesnap restore FILE [--restore-mode "
+				"eager|lazy] [run options]\n"
+				"(see 'livesnap run --help')\n");
+		return (argc >= 2 && (!strcmp(argv[1], "--help") ||
+				      !strcmp(argv[1], "-h")))
+			       ? 0
+			       : 2;
+	}
+	args = calloc((size_t)argc + 2, sizeof(*args));
+	if (!args) {
+		fprintf(stderr, "livesnap restore: out of memory\n");
+		return 1;
+	}
+	args[0] = "run";
+	args[1] = "--restore";
+	for (int i = 1; i < argc; i++)
+		args[i + 1] = argv[i];
+	ret = cmd_run(argc + 1, args);
+	free(args);
+	return ret;
+}
 
 struct command {
 	const char *name;
@@ -19,6 +52,8 @@ static const struct command commands[] = {
 	{"run", cmd_run, "boot a VM (or restore one) with a QMP control socket"},
 	{"snapshot", cmd_snapshot,
 	 "take a live snapshot of a running VM through its control socket"},
+	{"restore", cmd_restore,
+	 "run the VM of a snapshot again (= run --restore FILE)"},
 	{"info", cmd_info, "describe a snapshot file or stream"},
 	{"verify", cmd_verify, "check every checksum of a snapshot"},
 };
