@@ -8,6 +8,7 @@ whole."""
 import os
 import unittest
 
+import lsvm
 from lsvm import SNAPTOOL, SnapTest, run_tool
 
 # (strategy, keep_thp): every strategy, and whole-huge-page capture.
@@ -54,4 +55,4 @@ class Exact(SnapTest, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    lsvm.main()

@@ -11,7 +11,9 @@ import shutil
 import subprocess
 import unittest
 
-from lsvm import SNAPTOOL, VM, QMPError, SnapTest, run_tool, verify
+import lsvm
+from lsvm import (SNAPTOOL, VM, QMPError, SnapTest, run_args, run_tool,
+                  verify)
 
 LSG_PAGE_MAGIC = (0x45474150474c4c).to_bytes(8, "little")
 
@@ -107,14 +109,11 @@ class RestoreRefuses(SnapTest, unittest.TestCase):
         """Runs a restore that must fail; returns its reason, the one line
         on stderr. A lazy restore has started the guest when it finds the
         damage: then the reason is the last line, after the VMM's own."""
-        vm = VM(self.tmp, "r", restore=path, mem=kw.pop("mem", None), **kw)
-        vm.args += []
-        with open(vm.errlog, "wb") as err:
-            p = subprocess.run(vm.args, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=err,
-                               timeout=120)
+        vm = VM(*run_args(restore=path, mem=kw.pop("mem", None), **kw),
+                workdir=self.tmp, name="r")
+        rc = vm.run(timeout=120)
         text = vm.stderr()
-        self.assertNotEqual(p.returncode, 0, "restore of %s ran: %s"
+        self.assertNotEqual(rc, 0, "restore of %s ran: %s"
                             % (path, text))
         lines = [ln for ln in text.splitlines()
                  if not ln.startswith("livesnap: VM running")
@@ -220,4 +219,4 @@ class RestoreRefuses(SnapTest, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    lsvm.main()

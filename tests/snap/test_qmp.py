@@ -7,6 +7,7 @@ import json
 import os
 import unittest
 
+import lsvm
 from lsvm import LIVESNAP, QMPError, SnapTest, run_tool, verify
 
 
@@ -194,7 +195,7 @@ class Qmp(SnapTest, unittest.TestCase):
     def test_cli_snapshot(self):
         path = self.path("cli.snap")
         rc, out, err = run_tool(LIVESNAP, "snapshot", "--socket",
-                                self.v.sock, "--strategy", "copy", path)
+                                self.v.qmp_path, "--strategy", "copy", path)
         self.assertEqual(rc, 0, err)
         self.assertIn("completed", out)
         for word in ("pause", "total time", "rate", "write faults",
@@ -208,7 +209,7 @@ class Qmp(SnapTest, unittest.TestCase):
         # exec: targets pass through to QMP; --json gives query-migrate.
         stream = self.path("cli.stream")
         rc, out, err = run_tool(LIVESNAP, "snapshot", "-q", "--json",
-                                "--socket", self.v.sock,
+                                "--socket", self.v.qmp_path,
                                 "exec:cat > " + stream)
         self.assertEqual(rc, 0, err)
         self.assertEqual(err, "")
@@ -218,7 +219,7 @@ class Qmp(SnapTest, unittest.TestCase):
         self.assertTrue(verify(stream)[0])
 
     def test_cli_errors(self):
-        rc, _, err = run_tool(LIVESNAP, "snapshot", "--socket", self.v.sock,
+        rc, _, err = run_tool(LIVESNAP, "snapshot", "--socket", self.v.qmp_path,
                               "--strategy", "bogus", self.path("z"))
         self.assertEqual(rc, 2)
         self.assertIn("unknown strategy", err)
@@ -227,7 +228,7 @@ class Qmp(SnapTest, unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("nosock", err)
-        rc, _, err = run_tool(LIVESNAP, "snapshot", "--socket", self.v.sock,
+        rc, _, err = run_tool(LIVESNAP, "snapshot", "--socket", self.v.qmp_path,
                               "/nonexistent-dir/z")
         self.assertEqual(rc, 1)
         self.assertIn("nonexistent-dir", err)
@@ -236,4 +237,4 @@ class Qmp(SnapTest, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    lsvm.main()

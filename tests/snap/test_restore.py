@@ -7,6 +7,7 @@ chain snapshot -> restore -> snapshot ... works."""
 import re
 import unittest
 
+import lsvm
 from lsvm import SnapTest
 
 
@@ -109,4 +110,4 @@ class Restore(SnapTest, unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    lsvm.main()

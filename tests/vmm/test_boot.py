@@ -26,7 +26,7 @@ def expected_e820(mem):
 
 class Boot(unittest.TestCase):
     def boot(self, ncpus, *extra):
-        vm = lsvm.VM('--cpus', str(ncpus), '--mem', '256M', *extra)
+        vm = lsvm.VM('--cpus', str(ncpus), '--mem', '256M', *extra).start()
         self.addCleanup(vm.close)
         vm.wait_workload(ncpus)
         return vm
@@ -71,7 +71,7 @@ class Boot(unittest.TestCase):
         with open(path, 'wb') as f:
             f.write(initrd)
         vm = lsvm.VM('--cpus', '2', '--mem', '192M', '--initrd', path,
-                     '--cmdline', 'ls.print_s=0 test.marker=abc')
+                     '--cmdline', 'ls.print_s=0 test.marker=abc').start()
         self.addCleanup(vm.close)
         vm.wait_workload(2)
         lines = vm.console_lines()
@@ -104,7 +104,7 @@ class Boot(unittest.TestCase):
 
     def test_high_memory_e820(self):
         """RAM beyond the 32-bit hole goes above 4 GiB."""
-        vm = lsvm.VM('--mem', '3200M', '--cmdline', 'ls.print_s=0')
+        vm = lsvm.VM('--mem', '3200M', '--cmdline', 'ls.print_s=0').start()
         self.addCleanup(vm.close)
         vm.wait_workload(1)
         e820 = [tuple(int(x, 0) for x in l.split()[2:5]) for l in vm.console_lines()
@@ -112,7 +112,7 @@ class Boot(unittest.TestCase):
         self.assertEqual(e820, expected_e820(3200 * MIB))
 
     def test_power_off(self):
-        vm = lsvm.VM('--cmdline', 'ls.runtime_s=1 ls.print_s=0')
+        vm = lsvm.VM('--cmdline', 'ls.runtime_s=1 ls.print_s=0').start()
         self.addCleanup(vm.close)
         self.assertEqual(vm.wait_exit(lsvm.BOOT_TIMEOUT), 0)
         self.assertIn('power off', vm.console_lines())

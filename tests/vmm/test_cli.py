@@ -11,7 +11,8 @@ import lsvm
 
 def run(*args):
     p = subprocess.run([lsvm.LIVESNAP, 'run'] + list(args), stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
+                       capture_output=True, timeout=60,
+                       preexec_fn=lsvm.die_with_test)
     return p.returncode, p.stderr.decode(errors='replace')
 
 

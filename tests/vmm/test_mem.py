@@ -31,7 +31,7 @@ def set_nr_hugepages(n):
 class Backends(unittest.TestCase):
     def boot(self, backend):
         vm = lsvm.VM('--mem', '%dM' % MEM_MIB, '--mem-backend', backend,
-                     '--cpus', '2', '--cmdline', 'ls.print_s=0')
+                     '--cpus', '2', '--cmdline', 'ls.print_s=0').start()
         self.addCleanup(vm.close)
         vm.wait_workload(2)
         first = lsvm.wait_until(lambda: (lambda w: w if all(w) else None)(vm.writes()),
@@ -77,7 +77,8 @@ class Backends(unittest.TestCase):
     def test_hugetlb_size_check(self):
         import subprocess
         p = subprocess.run([lsvm.LIVESNAP, 'run', '--mem', '65M', '--mem-backend', 'hugetlb'],
-                           capture_output=True, timeout=60)
+                           capture_output=True, timeout=60,
+                           preexec_fn=lsvm.die_with_test)
         self.assertEqual(p.returncode, 1)
         self.assertIn('multiple of 2 MiB', p.stderr.decode())
 

@@ -14,7 +14,8 @@ import lsvm
 class QMPTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.vm = lsvm.VM('--cpus', '2', '--mem', '128M', '--cmdline', 'ls.print_s=0')
+        cls.vm = lsvm.VM('--cpus', '2', '--mem', '128M',
+                         '--cmdline', 'ls.print_s=0').start()
         cls.vm.wait_workload(2)
 
     @classmethod
@@ -178,7 +179,7 @@ class QMPTest(unittest.TestCase):
 
 class Quit(unittest.TestCase):
     def test_quit(self):
-        vm = lsvm.VM('--mem', '128M')
+        vm = lsvm.VM('--mem', '128M').start()
         self.addCleanup(vm.close)
         other = lsvm.QMP(vm.qmp_path)
         self.addCleanup(other.close)
@@ -191,7 +192,7 @@ class Quit(unittest.TestCase):
         self.assertFalse(os.path.exists(vm.qmp_path))
 
     def test_sigterm(self):
-        vm = lsvm.VM('--mem', '128M')
+        vm = lsvm.VM('--mem', '128M').start()
         self.addCleanup(vm.close)
         vm.proc.terminate()
         self.assertEqual(vm.wait_exit(), 0)
