@@ -621,7 +621,7 @@ static int listen_on(struct qmp_server *s, const char *path, char *err)
 	snprintf(s->path, sizeof(s->path), "%s", path);
 	if (chmod(path, 0600) < 0)
 		return vmm_fail(err, errno, "--qmp %s: chmod 0600", path);
-	if (listen(s->listen_fd, 8) < 0)
+	if (listen(s->listen_fd, SOMAXCONN) < 0)
 		return vmm_fail(err, errno, "--qmp %s: listen", path);
 	return 0;
 }

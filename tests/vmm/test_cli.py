@@ -43,6 +43,28 @@ class CLI(unittest.TestCase):
         self.refused(2, '--mem-backend', 'disk', want='anon, memfd or hugetlb')
         self.refused(2, 'extra', want="unexpected argument 'extra'")
 
+    def test_restore_alias(self):
+        # `livesnap restore FILE ...` is `livesnap run --restore FILE ...`.
+        p = subprocess.run([lsvm.LIVESNAP, 'restore'], capture_output=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn('usage: livesnap restore FILE', p.stderr.decode())
+        p = subprocess.run([lsvm.LIVESNAP, 'restore', '/nonexistent/vm.snap'],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=30, preexec_fn=lsvm.die_with_test)
+        err = p.stderr.decode(errors='replace').strip().splitlines()
+        self.assertEqual(p.returncode, 1, err)
+        self.assertEqual(len(err), 1, err)
+        self.assertIn("'/nonexistent/vm.snap': No such file or directory",
+                      err[0])
+
+    def test_unknown_command(self):
+        p = subprocess.run([lsvm.LIVESNAP, 'explode'], capture_output=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(p.stderr.decode().strip(),
+                         "livesnap: unknown command 'explode' (try --help)")
+
     def test_too_little_memory(self):
         self.refused(2, '--mem', '32M', want='below the minimum of 64 MiB')
         self.refused(2, '--mem', '63M', want='below the minimum of 64 MiB')
