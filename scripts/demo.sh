@@ -96,7 +96,7 @@ stop() {
 # gens NAME: the vCPUs' generations and error counts, "g0 g1 ... / errors".
 gens() {
 	qmp "$WORK/$1.qmp" query-livesnap-guest |
-		json '" ".join(str(c["generation"]) for c in j["cpus"]) + " / " + str(sum(c["errors"] for c in j["cpus"]))'
+		json '" ".join(str(c["generation"]) for c in j["cpus"]) + " (page errors: " + str(sum(c["errors"] for c in j["cpus"])) + ")"'
 }
 
 # wait_workload NAME: until every vCPU's workload has written a page.
@@ -116,13 +116,13 @@ echo "== boot: $CPUS vCPUs, $MEM RAM, each vCPU rewriting $WS_MIB MiB"
 start vm1 --cpus "$CPUS" --mem "$MEM" --cmdline "ls.ws_mib=$WS_MIB ls.print_s=1"
 wait_workload vm1
 sleep "$RUN_S"
-echo "   guest generations before the snapshot: $(gens vm1)"
+echo "   per-vCPU generations before the snapshot: $(gens vm1)"
 
 echo "== live snapshot (the guest keeps running)"
 SNAP=$WORK/demo.snap
 "$LIVESNAP" snapshot --socket "$WORK/vm1.qmp" "$SNAP"
 MIG=$(qmp "$WORK/vm1.qmp" query-migrate)
-echo "   guest generations after the snapshot:  $(gens vm1)"
+echo "   per-vCPU generations after the snapshot:  $(gens vm1)"
 stop vm1
 
 echo "== verify the file and every guest page in it"
