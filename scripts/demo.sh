@@ -142,8 +142,9 @@ RESTORE=$(qmp "$WORK/vm2.qmp" query-livesnap-restore)
 python3 - "$SNAP_GENS" "$RESTORED" "$AFTER" <<'EOF' || die "the restored guest did not continue from the snapshot"
 import sys
 snap = [int(x) for x in sys.argv[1].split()]
-first, errs1 = sys.argv[2].split(" / ")
-later, errs2 = sys.argv[3].split(" / ")
+# gens prints "G0 G1 ... (page errors: E)"
+first, errs1 = sys.argv[2].rstrip(")").split(" (page errors: ")
+later, errs2 = sys.argv[3].rstrip(")").split(" (page errors: ")
 first = [int(x) for x in first.split()]
 later = [int(x) for x in later.split()]
 ok = all(f >= s for f, s in zip(first, snap)) and \
