@@ -83,6 +83,20 @@ static int src_read(struct ls_restore *r, uint64_t page, void *buf,
 	return ret;
 }
 
+/*
+ * UFFDIO_COPY installs 4 KiB pages even where huge pages could be: note the
+ * 2 MiB ranges it fills, so that the next snapshot collapses them before
+ * its pause (as for ranges a snapshot's faults split) and arms them at the
+ * huge-page rate.
+ */
+static void note_small_pages(struct ls_restore *r, uint64_t dst, uint64_t len)
+{
+	uint64_t off = dst - r->base, end = off + len;
+
+	for (uint64_t c = off / LS_HUGE_2M; c * LS_HUGE_2M < end; c++)
+		ls_note_split(r->ctx, (uint32_t)r->region, c * LS_HUGE_2M);
+}
+
 /* Installs len bytes at dst, skipping pages that are there already. */
 static int copy_run(struct ls_restore *r, uint64_t dst, const void *src,
 		    uint64_t len)
@@ -104,6 +118,7 @@ static int copy_run(struct ls_restore *r, uint64_t dst, const void *src,
 				     strerror(-ret));
 			return ret;
 		}
+		note_small_pages(r, dst, done);
 		dst += done;
 		s += done;
 		len -= done;
