@@ -37,31 +37,21 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# qmp SOCKET COMMAND [JSON-ARGS]: prints the command's "return" as JSON.
+# qmp SOCKET COMMAND [JSON-ARGS]: prints the command's "return" as JSON
+# (the project's QMP client, tests/pylib/lsqmp.py).
 qmp() {
-	python3 - "$@" <<'EOF'
-import json, socket, sys
+	PYTHONPATH=tests/pylib python3 - "$@" <<'EOF'
+import json, sys
+from lsqmp import QMP, QMPError
 path, cmd = sys.argv[1], sys.argv[2]
 args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(30)
-s.connect(path)
-f = s.makefile("rwb")
-def send(name, a=None):
-    req = {"execute": name}
-    if a:
-        req["arguments"] = a
-    f.write(json.dumps(req).encode() + b"\n")
-    f.flush()
-    while True:
-        msg = json.loads(f.readline())
-        if "error" in msg:
-            sys.exit("demo: %s: %s" % (name, msg["error"]["desc"]))
-        if "return" in msg:
-            return msg["return"]
-json.loads(f.readline())  # greeting
-send("qmp_capabilities")
-print(json.dumps(send(cmd, args)))
+q = QMP(path)
+try:
+    print(json.dumps(q.cmd(cmd, args)))
+except QMPError as e:
+    sys.exit("demo: %s: %s" % (cmd, e.desc))
+finally:
+    q.close()
 EOF
 }
 
