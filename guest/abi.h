@@ -195,4 +195,36 @@ static inline int lsg_page_valid(const void *page, uint64_t index)
 	return 1;
 }
 
+/* What a host-side checker makes of one working-set page. */
+enum lsg_verdict {
+	LSG_PAGE_ZERO,     /* never written */
+	LSG_PAGE_WRITTEN,  /* whole, by its owner, not from the future */
+	LSG_PAGE_INFLIGHT, /* its owner was writing it: excused */
+	LSG_PAGE_BAD,
+};
+
+/*
+ * Checks page `index` of a RAM image taken at one instant, against the
+ * status of its owner (vCPU index / ws_pages) from the same image. The
+ * owner's in-flight page is excused first: it may be half written, and its
+ * generation may already be ahead of the status.
+ */
+static inline enum lsg_verdict lsg_page_verdict(
+	const void *page, uint64_t index, const struct lsg_vcpu_status *owner,
+	uint32_t owner_cpu)
+{
+	const struct lsg_page_hdr *h = (const struct lsg_page_hdr *)page;
+
+	if (owner->inflight == index + 1)
+		return LSG_PAGE_INFLIGHT;
+	if (!lsg_page_valid(page, index))
+		return LSG_PAGE_BAD;
+	if (h->magic == 0)
+		return LSG_PAGE_ZERO;
+	if (h->cpu != owner_cpu || !h->generation ||
+	    h->generation > owner->generation)
+		return LSG_PAGE_BAD;
+	return LSG_PAGE_WRITTEN;
+}
+
 #endif /* LS_GUEST_ABI_H */

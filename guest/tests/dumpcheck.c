@@ -97,21 +97,18 @@ static uint64_t check_pages(const struct dump *st, const struct dump *ws,
 
 	for (uint64_t p = 0; p < s->ws_pages; p++) {
 		uint64_t index = i * s->ws_pages + p;
-		const unsigned char *page = ws->data + index * LSG_PAGE_SIZE;
-		const struct lsg_page_hdr *h = (const void *)page;
 
-		if (v->inflight == index + 1)
-			continue;
-		if (!lsg_page_valid(page, index)) {
+		switch (lsg_page_verdict(ws->data + index * LSG_PAGE_SIZE, index,
+					 v, i)) {
+		case LSG_PAGE_BAD:
 			bad++;
-			continue;
+			break;
+		case LSG_PAGE_WRITTEN:
+			(*written)++;
+			break;
+		default:
+			break;
 		}
-		if (h->magic == 0)
-			continue;
-		(*written)++;
-		if (h->cpu != i || !h->generation ||
-		    h->generation > v->generation)
-			bad++;
 	}
 	return bad;
 }

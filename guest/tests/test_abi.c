@@ -159,6 +159,31 @@ static void test_status_layout(void **state)
 	assert_int_equal(sizeof(struct lsg_timeline_entry), 16);
 }
 
+/* The host checkers' verdict: owner, generation and in-flight rules. */
+static void test_page_verdict(void **state)
+{
+	struct lsg_vcpu_status owner;
+
+	(void)state;
+	memset(&owner, 0, sizeof(owner));
+	owner.generation = 10;
+	memset(page, 0, sizeof(page));
+	assert_int_equal(lsg_page_verdict(page, 5, &owner, 1), LSG_PAGE_ZERO);
+	lsg_page_fill(page, 5, 10, 1);
+	assert_int_equal(lsg_page_verdict(page, 5, &owner, 1),
+			 LSG_PAGE_WRITTEN);
+	/* Written by another vCPU, or from the owner's future. */
+	assert_int_equal(lsg_page_verdict(page, 5, &owner, 2), LSG_PAGE_BAD);
+	lsg_page_fill(page, 5, 11, 1);
+	assert_int_equal(lsg_page_verdict(page, 5, &owner, 1), LSG_PAGE_BAD);
+	/* Half written while in flight: excused; elsewhere: bad. */
+	page[WORDS - 1] ^= 1;
+	assert_int_equal(lsg_page_verdict(page, 5, &owner, 1), LSG_PAGE_BAD);
+	owner.inflight = 5 + 1;
+	assert_int_equal(lsg_page_verdict(page, 5, &owner, 1),
+			 LSG_PAGE_INFLIGHT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -170,6 +195,7 @@ int main(void)
 	    cmocka_unit_test(test_every_word_is_checked),
 	    cmocka_unit_test(test_cpu_field_high_bits),
 	    cmocka_unit_test(test_torn_write_is_rejected),
+	    cmocka_unit_test(test_page_verdict),
 	    cmocka_unit_test(test_generation_and_cpu_matter),
 	    cmocka_unit_test(test_status_layout),
 	};

@@ -262,14 +262,6 @@ struct page_counts {
 	int64_t first_bad; /* -1: none */
 };
 
-/* The page its vCPU was writing at the snapshot instant (global index). */
-static bool excused(const struct guest *g, uint64_t idx)
-{
-	uint32_t owner = (uint32_t)(idx / g->st.ws_pages);
-
-	return vcpu(g, owner)->inflight == idx + 1;
-}
-
 static int check_pages(struct snap *s, const struct guest *g,
 		       struct page_counts *pc)
 {
@@ -287,17 +279,24 @@ static int check_pages(struct snap *s, const struct guest *g,
 			return 1;
 		}
 		for (uint64_t i = 0; i < n; i++) {
-			const char *page = buf + i * LSG_PAGE_SIZE;
-			const struct lsg_page_hdr *h = (const void *)page;
+			uint32_t owner = (uint32_t)((idx + i) / g->st.ws_pages);
 
-			if (lsg_page_valid(page, idx + i)) {
-				h->magic ? pc->written++ : pc->zero++;
-			} else if (excused(g, idx + i)) {
+			switch (lsg_page_verdict(buf + i * LSG_PAGE_SIZE, idx + i,
+						 vcpu(g, owner), owner)) {
+			case LSG_PAGE_ZERO:
+				pc->zero++;
+				break;
+			case LSG_PAGE_WRITTEN:
+				pc->written++;
+				break;
+			case LSG_PAGE_INFLIGHT:
 				pc->excused++;
-			} else {
+				break;
+			case LSG_PAGE_BAD:
 				if (pc->first_bad < 0)
 					pc->first_bad = (int64_t)(idx + i);
 				pc->bad++;
+				break;
 			}
 		}
 	}
