@@ -19,6 +19,9 @@
 #define BDA_EBDA_SEG   0x40e
 
 #define APIC_BASE_ADDR_MASK 0xfffff000u
+#define APIC_BASE_EN	    (1u << 11)
+#define APIC_DEFAULT_BASE   0xfee00000u
+#define MPC_LAPIC_OFF	    0x24 /* MP table header: LAPIC address */
 #define APIC_ICR_LOW	    0x300
 #define APIC_ICR_HIGH	    0x310
 #define APIC_ICR_BUSY	    (1u << 12)
@@ -34,9 +37,26 @@ static volatile uint32_t ap_ack = NO_CPU;
 
 extern const char lsg_tramp_start[], lsg_tramp_end[];
 
+static const uint8_t *find_mp_table(void);
+
+/*
+ * The LAPIC's MMIO page: IA32_APIC_BASE when it names one; otherwise (a
+ * CPU model whose MSR reads 0, as Unicorn's TCG) the MP table's "address
+ * of local APIC" field, as firmware-described hardware allows, and the
+ * architectural default when there is no table either.
+ */
 static volatile uint32_t *lapic_mmio(uint64_t apic_base_msr)
 {
-	return (volatile uint32_t *)(apic_base_msr & APIC_BASE_ADDR_MASK);
+	const uint8_t *mpc;
+	uint32_t addr;
+
+	if ((apic_base_msr & APIC_BASE_EN) &&
+	    (apic_base_msr & APIC_BASE_ADDR_MASK))
+		return (volatile uint32_t *)(apic_base_msr &
+					     APIC_BASE_ADDR_MASK);
+	mpc = find_mp_table();
+	addr = mpc ? *(const uint32_t *)(mpc + MPC_LAPIC_OFF) : 0;
+	return (volatile uint32_t *)(uint64_t)(addr ? addr : APIC_DEFAULT_BASE);
 }
 
 static int checksum_ok(const void *p, size_t len)

@@ -88,6 +88,26 @@ static void timeline_account(struct writer *w, uint64_t now, uint64_t ns)
 	w->tl_max = 0;
 }
 
+/* The first invalid page of a vCPU, named on the console. */
+static void report_error(struct writer *w, const void *page, uint64_t index)
+{
+	const struct lsg_page_hdr *h = page;
+	const uint64_t *p = page;
+	uint64_t bad = 0;
+
+	for (uint64_t i = 4; i < LSG_PAGE_SIZE / 8 && h->magic; i++)
+		if (p[i] != lsg_body_word(index, h->generation, i)) {
+			bad = i;
+			break;
+		}
+	lsg_say("warning: cpu %u page %llu invalid: index %llu gen %llu "
+		"cpu %u first bad word %llu",
+		w->cpu, (unsigned long long)index,
+		(unsigned long long)h->index,
+		(unsigned long long)h->generation, (unsigned)h->cpu,
+		(unsigned long long)bad);
+}
+
 static void write_one(struct writer *w)
 {
 	struct lsg_vcpu_status *vs = w->vs;
@@ -100,8 +120,8 @@ static void write_one(struct writer *w)
 	barrier();
 	if (lsg_page_valid(page, index))
 		vs->validated++;
-	else
-		vs->errors++;
+	else if (!vs->errors++)
+		report_error(w, page, index);
 	t0 = rdtsc();
 	lsg_page_fill(page, index, gen, w->cpu);
 	t1 = rdtsc();

@@ -9,11 +9,13 @@
  */
 #include <asm/bootparam.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "boot.h"
 #include "layout.h"
 #include "vm.h"
 #include "x86.h"
+#include "x86/cpu_state.h"
 
 #define BOOT_FLAG	      0xaa55
 #define HDRS_MAGIC	      0x53726448u /* "HdrS" */
@@ -222,30 +224,21 @@ static int load_image(struct vm *vm, const struct boot_image *img, char *err)
 	return 0;
 }
 
-static int setup_vcpu(struct vcpu *vcpu, char *err)
-{
-	int ret;
-
-	/* CPUID first: KVM decides from it which MSRs exist. */
-	ret = cpuid_setup_vcpu(vcpu, err);
-	ret = ret ?: msr_setup_boot(vcpu, err);
-	ret = ret ?: regs_setup_fpu(vcpu, err);
-	ret = ret ?: regs_setup_lint(vcpu, err);
-	return ret;
-}
-
 int vm_setup_boot(struct vm *vm, const struct boot_image *img, char *err)
 {
+	struct x86_cpu_state *entry = calloc(1, sizeof(*entry));
+	struct accel_boot_entry e = {.st = entry};
 	int ret;
 
+	if (!entry)
+		return vmm_fail(err, ENOMEM, "boot vCPU state");
+	regs_boot_entry(entry, GPA_KERNEL + KERNEL_ENTRY64_OFF);
 	ret = regs_setup_memory(vm, err);
 	ret = ret ?: load_image(vm, img, err);
 	ret = ret ?: mptable_setup(vm, err);
-	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
-		ret = setup_vcpu(&vm->vcpus[i], err);
 	/* The others wait in the LAPIC for INIT/SIPI from the guest. */
-	ret = ret
-		  ?: regs_setup_bsp(&vm->vcpus[0],
-				    GPA_KERNEL + KERNEL_ENTRY64_OFF, err);
+	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
+		ret = vm->accel->vcpu_boot(&vm->vcpus[i], i ? NULL : &e, err);
+	free(entry);
 	return ret;
 }

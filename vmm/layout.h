@@ -12,7 +12,7 @@
  *             reserved in e820 up to 1 MiB)
  *   0x100000  protected-mode kernel (bzImage payload)
  *   top of low RAM: initrd
- *   0xc0000000-4G: the 32-bit hole (no RAM): IOAPIC, LAPIC, TSS
+ *   0xc0000000-4G: the 32-bit hole (no RAM): TCG stub, IOAPIC, LAPIC, TSS
  *   4G and up: RAM beyond 3 GiB
  */
 #ifndef LS_VMM_LAYOUT_H
@@ -39,6 +39,8 @@
 #define GPA_IOAPIC	  0xfec00000ull
 #define GPA_LAPIC	  0xfee00000ull
 #define GPA_RESERVED_HIGH 0xfec00000ull /* e820-reserved up to 4 GiB */
+/* The TCG backend's resume stub page (accel/tcg/tcg_stub.S), in the hole. */
+#define GPA_TCG_STUB 0xfebff000ull
 /* KVM's three TSS pages and its one-page identity map, in the hole. */
 #define GPA_KVM_IDENTITY_MAP 0xfffbc000ull
 #define GPA_KVM_TSS	     0xfffbd000ull

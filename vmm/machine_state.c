@@ -6,7 +6,7 @@
 size_t machine_state_size(unsigned ncpus)
 {
 	return sizeof(struct machine_state) +
-	       (size_t)ncpus * sizeof(struct vcpu_state);
+	       (size_t)ncpus * sizeof(struct x86_cpu_state);
 }
 
 int machine_state_save(struct vm *vm, struct machine_state *st, char *err)
@@ -24,8 +24,9 @@ int machine_state_save(struct vm *vm, struct machine_state *st, char *err)
 	rtc_save(&vm->rtc, &st->rtc);
 	pio_sink_save(&vm->sink, &st->sink);
 	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
-		ret = vcpu_state_save(&vm->vcpus[i], &st->vcpus[i], err);
-	return ret ?: vm_state_save(vm, &st->vm, err);
+		ret = vm->accel->vcpu_get_state(&vm->vcpus[i], &st->vcpus[i],
+						err);
+	return ret ?: vm->accel->vm_get_state(vm, &st->vm, err);
 }
 
 int machine_state_restore(struct vm *vm, const struct machine_state *st,
@@ -46,8 +47,9 @@ int machine_state_restore(struct vm *vm, const struct machine_state *st,
 				 st->ncpus, (unsigned long long)st->mem_bytes,
 				 vm->ncpus, (unsigned long long)vm->mem.size);
 	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
-		ret = vcpu_state_restore(&vm->vcpus[i], &st->vcpus[i], err);
-	ret = ret ?: vm_state_restore(vm, &st->vm, advance_clock, err);
+		ret = vm->accel->vcpu_set_state(&vm->vcpus[i], &st->vcpus[i],
+						err);
+	ret = ret ?: vm->accel->vm_set_state(vm, &st->vm, advance_clock, err);
 	ret = ret ?: serial_restore(&vm->serial, &st->serial, err);
 	ret = ret ?: i8042_restore(&vm->i8042, &st->i8042, err);
 	ret = ret ?: rtc_restore(&vm->rtc, &st->rtc, err);

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Everything but RAM that a VM snapshot carries: the devices, every vCPU
- * and the VM-wide KVM state, as one fixed-layout versioned blob (the
- * per-part structs in devices.h, vcpu_state.h and vm_state.h, then one
- * struct vcpu_state per vCPU).
+ * and the VM-wide state, as one fixed-layout versioned blob (the per-part
+ * structs in devices.h and x86/cpu_state.h, then one struct
+ * x86_cpu_state per vCPU), whichever accelerator runs the VM.
  *
  * Orders (kvm-notes 2.3/2.4): save devices first (saving one may raise an
  * interrupt that the KVM state must then include), then the vCPUs, then
@@ -18,13 +18,12 @@
 #include <stdint.h>
 
 #include "devices/devices.h"
-#include "vcpu_state.h"
-#include "vm_state.h"
+#include "x86/cpu_state.h"
 
 struct vm;
 
 #define MACHINE_STATE_MAGIC   0x4843414du /* "MACH" */
-#define MACHINE_STATE_VERSION 1
+#define MACHINE_STATE_VERSION 2
 
 struct machine_state {
 	uint32_t magic;
@@ -38,8 +37,8 @@ struct machine_state {
 	struct i8042_state i8042;
 	struct rtc_state rtc;
 	struct pio_sink_state sink;
-	struct vm_state vm;
-	struct vcpu_state vcpus[]; /* ncpus of them */
+	struct x86_vm_state vm;
+	struct x86_cpu_state vcpus[]; /* ncpus of them */
 };
 
 size_t machine_state_size(unsigned ncpus);
@@ -50,7 +49,7 @@ int machine_state_save(struct vm *vm, struct machine_state *st, char *err);
 /*
  * Into a fresh VM from vm_create() with the same vCPU count and RAM size
  * (RAM contents are the caller's business), before vm_start().
- * advance_clock: see vm_state_restore().
+ * advance_clock: see accel_ops.vm_set_state.
  */
 int machine_state_restore(struct vm *vm, const struct machine_state *st,
 			  bool advance_clock, char *err);

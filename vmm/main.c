@@ -47,6 +47,7 @@ struct run_opts {
 	const char *restore; /* --restore FILE or --incoming exec:CMD */
 	enum vm_restore_mode restore_mode;
 	bool cpus_given, mem_given;
+	const char *accel; /* kvm, tcg or auto */
 };
 
 static void usage(FILE *f)
@@ -54,8 +55,11 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: livesnap run [options]\n"
-	    "Boots a KVM VM (by default the built-in livesnap guest) with "
-	    "an 8250 console\nand an optional QMP control socket.\n\n"
+	    "Boots a VM (by default the built-in livesnap guest) with an "
+	    "8250 console and\nan optional QMP control socket.\n\n"
+	    "  --accel A             kvm, tcg (emulated vCPUs) or auto "
+	    "(default: kvm when\n"
+	    "                        /dev/kvm is usable, else tcg)\n"
 	    "  --cpus N              vCPUs (1..%d, default 1)\n"
 	    "  --mem SIZE            guest RAM, e.g. 512M, 2G (>= 64M, "
 	    "default 512M)\n"
@@ -211,7 +215,8 @@ enum {
 	OPT_HELP,
 	OPT_RESTORE,
 	OPT_RESTORE_MODE,
-	OPT_INCOMING
+	OPT_INCOMING,
+	OPT_ACCEL
 };
 
 static const struct option long_opts[] = {
@@ -227,6 +232,7 @@ static const struct option long_opts[] = {
     {"restore", required_argument, NULL, OPT_RESTORE},
     {"restore-mode", required_argument, NULL, OPT_RESTORE_MODE},
     {"incoming", required_argument, NULL, OPT_INCOMING},
+    {"accel", required_argument, NULL, OPT_ACCEL},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -236,7 +242,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 {
 	int c, ret = 0;
 
-	*o = (struct run_opts){.ncpus = 1, .mem = DEFAULT_MEM, .cmdline = ""};
+	*o = (struct run_opts){
+	    .ncpus = 1, .mem = DEFAULT_MEM, .cmdline = "", .accel = "auto"};
 	opterr = 0;
 	optind = 1;
 	while (!ret &&
@@ -277,6 +284,14 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			break;
 		case OPT_STDIN:
 			o->stdin_input = true;
+			break;
+		case OPT_ACCEL:
+			if (strcmp(optarg, "kvm") && strcmp(optarg, "tcg") &&
+			    strcmp(optarg, "auto"))
+				return bad_usage("--accel '%s': use kvm, tcg or "
+						 "auto",
+						 optarg);
+			o->accel = optarg;
 			break;
 		case OPT_HELP:
 			usage(stdout);
@@ -345,6 +360,7 @@ struct run_ctx {
 	size_t kernel_size, initrd_size;
 	int console_fd;
 	int sig_fd;
+	const struct accel_ops *accel;
 	struct vm *vm;
 	struct qmp_server *qmp;
 	struct qmp_vm qmp_vm;
@@ -596,6 +612,29 @@ static void cleanup(struct run_ctx *r)
 		close(r->sig_fd);
 }
 
+/*
+ * --accel: auto says on stderr what it took. The TCG backend boots only
+ * the built-in guest (see docs/vmm.md): a --kernel there is refused here.
+ */
+static int pick_accel(struct run_ctx *r)
+{
+	char why[VMM_ERR_MAX];
+	int ret = accel_select(r->o.accel, &r->accel, why, r->err);
+
+	if (ret)
+		return ret;
+	if (why[0])
+		fprintf(stderr, "livesnap: %s\n", why);
+	if (r->o.kernel && !(r->accel->caps & ACCEL_CAP_LINUX))
+		return vmm_failx(r->err, ENOTSUP,
+				 "--kernel needs --accel kvm: the %s "
+				 "accelerator runs only the built-in guest "
+				 "(no guest page-table walks it can vouch "
+				 "for, no interrupt delivery)",
+				 r->accel->name);
+	return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct run_ctx r = {.console_fd = -1, .sig_fd = -1};
@@ -605,7 +644,8 @@ int cmd_run(int argc, char **argv)
 	ret = parse_args(argc, argv, &r.o);
 	if (ret)
 		return ret < 0 ? 0 : ret;
-	ret = r.o.restore ? open_restore(&r) : load_files(&r);
+	ret = pick_accel(&r);
+	ret = ret ?: r.o.restore ? open_restore(&r) : load_files(&r);
 	ret = ret ?: open_console(&r);
 	ret = ret ?: setup_signals(&r);
 	if (!ret) {
@@ -614,6 +654,7 @@ int cmd_run(int argc, char **argv)
 		    .mem_bytes = r.o.mem,
 		    .backend = r.o.backend,
 		    .console_fd = r.console_fd,
+		    .accel = r.accel,
 		};
 		ret = vm_create(&r.vm, &cfg, r.err);
 	}
@@ -634,8 +675,9 @@ int cmd_run(int argc, char **argv)
 	}
 	fprintf(stderr,
 		"livesnap: VM running: %u vCPU(s), %" PRIu64
-		" MiB %s RAM%s%s\n",
+		" MiB %s RAM, accelerator %s%s%s\n",
 		r.o.ncpus, r.o.mem >> 20, mem_backend_name(r.o.backend),
+		r.accel->name,
 		r.o.qmp ? ", QMP at " : "", r.o.qmp ? r.o.qmp : "");
 	wait_for_exit(&r);
 	ret = finish(&r);

@@ -101,15 +101,13 @@ static size_t mptable_size(unsigned ncpus)
 /* CPUID leaf 1 signature and features, as real firmware reports them. */
 static void cpu_signature(struct vm *vm, uint32_t *sig, uint32_t *features)
 {
-	const struct kvm_cpuid2 *c = vm->kvm.cpuid;
+	uint32_t r[4];
 
 	*sig = 0x600;
 	*features = 0x201; /* FPU, APIC */
-	for (unsigned i = 0; i < c->nent; i++) {
-		if (c->entries[i].function == 1) {
-			*sig = c->entries[i].eax;
-			*features = c->entries[i].edx;
-		}
+	if (vm->accel->cpuid(vm, 1, 0, r)) {
+		*sig = r[0];
+		*features = r[3];
 	}
 }
 

@@ -101,13 +101,24 @@ static json_t *cmd_query_livesnap_vm(struct qmp_req *req, json_t *args,
 
 	vm_pause_stats(q->vm, &ps);
 	return json_pack(
-	    "{s:i,s:I,s:s,s:I,s:b,s:I,s:I,s:I,s:I}", "cpus", (int)q->vm->ncpus,
+	    "{s:s,s:i,s:I,s:s,s:I,s:b,s:I,s:I,s:I,s:I}", "accel",
+	    q->vm->accel->name, "cpus", (int)q->vm->ncpus,
 	    "mem-bytes", (json_int_t)q->vm->mem.size, "mem-backend",
 	    mem_backend_name(q->vm->mem.backend), "tsc-khz",
 	    (json_int_t)q->vm->tsc_khz, "paused", vm_is_paused(q->vm), "pauses",
 	    (json_int_t)ps.pauses, "last-stop-ns", (json_int_t)ps.last_stop_ns,
 	    "last-downtime-ns", (json_int_t)ps.last_total_ns, "max-downtime-ns",
 	    (json_int_t)ps.max_total_ns);
+}
+
+/* QEMU's query-kvm: whether this VM runs on KVM, and whether it could. */
+static json_t *cmd_query_kvm(struct qmp_req *req, json_t *args, void *opaque)
+{
+	struct qmp_vm *q = opaque;
+
+	return json_pack("{s:b,s:b}", "enabled",
+			 q->vm->accel == &accel_kvm_ops, "present",
+			 accel_kvm_usable() == 0);
 }
 
 static json_t *cmd_query_commands(struct qmp_req *req, json_t *args,
@@ -134,6 +145,7 @@ int qmp_vm_register(struct qmp_vm *ctx, struct qmp_server *s, struct vm *vm)
 	    {"cont", cmd_cont},
 	    {"quit", cmd_quit},
 	    {"query-cpus-fast", cmd_query_cpus_fast},
+	    {"query-kvm", cmd_query_kvm},
 	    {"query-livesnap-guest", cmd_query_livesnap_guest},
 	    {"query-livesnap-vm", cmd_query_livesnap_vm},
 	    {"query-commands", cmd_query_commands},

@@ -8,6 +8,7 @@
 #include "layout.h"
 #include "vm.h"
 #include "x86.h"
+#include "x86/cpu_state.h"
 
 #define BOOT_CS	    0x10
 #define BOOT_DS	    0x18
@@ -36,14 +37,14 @@ static uint64_t gdt_entry(uint8_t access, uint8_t flags, uint32_t base,
 	       ((uint64_t)(flags & 0xf) << 52) | ((uint64_t)(base >> 24) << 56);
 }
 
-/* The kvm_segment that matches a descriptor, for KVM_SET_SREGS. */
-static struct kvm_segment segment_of(uint64_t d, uint16_t selector)
+/* The segment register (with its hidden part) a descriptor loads. */
+static struct x86_segment segment_of(uint64_t d, uint16_t selector)
 {
 	uint8_t access = (uint8_t)(d >> 40);
 	uint8_t flags = (uint8_t)((d >> 52) & 0xf);
 	uint32_t limit = (uint32_t)((d & 0xffff) | ((d >> 32) & 0xf0000));
 
-	return (struct kvm_segment){
+	return (struct x86_segment){
 	    .base = (d >> 16 & 0xffffff) | ((d >> 56) << 24),
 	    .limit = (flags & 0x8) ? (limit << 12) | 0xfff : limit,
 	    .selector = selector,
@@ -89,85 +90,31 @@ int regs_setup_memory(struct vm *vm, char *err)
 	return 0;
 }
 
-int regs_setup_bsp(struct vcpu *vcpu, uint64_t entry, char *err)
+void regs_boot_entry(struct x86_cpu_state *st, uint64_t entry)
 {
 	uint64_t gdt[GDT_ENTRIES];
-	struct kvm_sregs s;
-	struct kvm_regs r = {
-	    .rflags = 0x2,
-	    .rip = entry,
-	    .rsp = GPA_BOOT_STACK,
-	    .rbp = GPA_BOOT_STACK,
-	    .rsi = GPA_ZERO_PAGE,
-	};
-	int ret;
 
 	boot_gdt(gdt);
-	ret = kvm_ioctl(vcpu->fd, KVM_GET_SREGS, &s);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_GET_SREGS)");
-	s.cs = segment_of(gdt[BOOT_CS / 8], BOOT_CS);
-	s.ds = segment_of(gdt[BOOT_DS / 8], BOOT_DS);
-	s.es = s.fs = s.gs = s.ss = s.ds;
-	s.tr = segment_of(gdt[BOOT_TSS / 8], BOOT_TSS);
-	s.tr.type = 11; /* KVM wants a busy 64-bit TSS in TR */
-	s.gdt.base = GPA_BOOT_GDT;
-	s.gdt.limit = GDT_ENTRIES * 8 - 1;
-	s.idt.base = GPA_BOOT_IDT;
-	s.idt.limit = 7;
-	s.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_NE | X86_CR0_PG;
-	s.cr3 = GPA_PML4;
-	s.cr4 = X86_CR4_PAE;
-	s.efer = EFER_LME | EFER_LMA;
-	ret = kvm_ioctl(vcpu->fd, KVM_SET_SREGS, &s);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_SET_SREGS)");
-	ret = kvm_ioctl(vcpu->fd, KVM_SET_REGS, &r);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_SET_REGS)");
-	return 0;
-}
-
-int regs_setup_fpu(struct vcpu *vcpu, char *err)
-{
-	struct kvm_fpu fpu = {.fcw = 0x37f, .mxcsr = 0x1f80};
-	int ret = kvm_ioctl(vcpu->fd, KVM_SET_FPU, &fpu);
-
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_SET_FPU) on vCPU %u",
-				vcpu->id);
-	return 0;
-}
-
-#define APIC_LVT_LINT0	 0x350
-#define APIC_LVT_LINT1	 0x360
-#define APIC_MODE_NMI	 0x4
-#define APIC_MODE_EXTINT 0x7
-
-static void lapic_set_mode(struct kvm_lapic_state *l, unsigned reg,
-			   uint32_t mode)
-{
-	uint32_t v;
-
-	memcpy(&v, &l->regs[reg], 4);
-	v = (v & ~0x700u) | (mode << 8);
-	memcpy(&l->regs[reg], &v, 4);
-}
-
-/* LINT0 = ExtINT (the PIC's virtual wire), LINT1 = NMI. */
-int regs_setup_lint(struct vcpu *vcpu, char *err)
-{
-	struct kvm_lapic_state l;
-	int ret = kvm_ioctl(vcpu->fd, KVM_GET_LAPIC, &l);
-
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_GET_LAPIC) on vCPU %u",
-				vcpu->id);
-	lapic_set_mode(&l, APIC_LVT_LINT0, APIC_MODE_EXTINT);
-	lapic_set_mode(&l, APIC_LVT_LINT1, APIC_MODE_NMI);
-	ret = kvm_ioctl(vcpu->fd, KVM_SET_LAPIC, &l);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_SET_LAPIC) on vCPU %u",
-				vcpu->id);
-	return 0;
+	x86_cpu_state_init(st, 0);
+	st->rflags = 0x2;
+	st->rip = entry;
+	st->gpr[X86_RSP] = GPA_BOOT_STACK;
+	st->gpr[X86_RBP] = GPA_BOOT_STACK;
+	st->gpr[X86_RSI] = GPA_ZERO_PAGE;
+	st->cs = segment_of(gdt[BOOT_CS / 8], BOOT_CS);
+	st->ds = segment_of(gdt[BOOT_DS / 8], BOOT_DS);
+	st->es = st->fs = st->gs = st->ss = st->ds;
+	st->tr = segment_of(gdt[BOOT_TSS / 8], BOOT_TSS);
+	st->tr.type = 11; /* TR holds a busy 64-bit TSS */
+	st->ldt = (struct x86_segment){.type = 2, .present = 1,
+				       .unusable = 1};
+	st->gdt.base = GPA_BOOT_GDT;
+	st->gdt.limit = GDT_ENTRIES * 8 - 1;
+	st->idt.base = GPA_BOOT_IDT;
+	st->idt.limit = 7;
+	st->cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_NE | X86_CR0_PG;
+	st->cr3 = GPA_PML4;
+	st->cr4 = X86_CR4_PAE;
+	st->efer = EFER_LME | EFER_LMA;
+	st->mp_state = X86_MP_RUNNABLE;
 }

@@ -2,9 +2,9 @@
 /*
  * Restore of a snapshot into a fresh VM shell (vm_create() without a
  * kernel): RAM first (eager: read all of it now; lazy: serve each page on
- * first touch while a prefetch thread fills the rest), then the KVM state
- * of every vCPU, then the VM's (PIT, clock, irqchips), then the devices
- * (kvm-notes 2.4), and the VM is started.
+ * first touch while a prefetch thread fills the rest), then the state of
+ * every vCPU, then the VM's (KVM: PIT, clock, irqchips), then the devices
+ * (kvm-notes 2.4), through the accelerator, and the VM is started.
  *
  * A snapshot file has its blobs in its tables, so the vm-config blob is
  * checked before any VM exists. A stream (exec:CMD) carries its blobs after
@@ -22,9 +22,8 @@
 #include "layout.h"
 #include "snapshot.h"
 #include "util.h"
-#include "vcpu_state.h"
 #include "vm.h"
-#include "vm_state.h"
+#include "x86/cpu_state.h"
 
 struct vm_restore {
 	char *src;
@@ -98,6 +97,12 @@ static int check_config(struct vm_restore *r, const void *data, size_t len,
 	json_decref(j);
 	if (ret)
 		return ret;
+	if (format == 1)
+		return vmm_failx(err, EPROTO,
+				 "%s: VM snapshot format 1 holds KVM-only vCPU "
+				 "state from an older livesnap; this livesnap "
+				 "reads format %d (take the snapshot again)",
+				 r->src, VM_SNAP_FORMAT);
 	if (format != VM_SNAP_FORMAT)
 		return vmm_failx(err, EPROTO,
 				 "%s: VM snapshot format %" PRIu64
@@ -316,7 +321,7 @@ static int load_stream(struct vm_restore *r, struct vm *vm, char *err)
  * read (a corrupt snapshot) must never reach the guest: on the first
  * failed read the VM is told to stop, before the engine ends the restore
  * (after which untouched memory would read as zeros), so every vCPU has a
- * kick pending and leaves KVM_RUN before running on.
+ * kick pending and leaves guest code before running on.
  */
 struct guard {
 	struct ls_source base;
@@ -327,14 +332,14 @@ struct guard {
 /*
  * Once the error is returned, liblivesnap ends the restore and memory not
  * yet filled reads as zeros. The vCPUs were told to stop; give their
- * threads a moment to leave KVM_RUN first (with a bound: one of them may be
+ * threads a moment to leave guest code first (with a bound: one of them may be
  * waiting for this very read).
  */
 static void wait_vcpus_out(struct vm *vm)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
+	clock_gettime(CLOCK_MONOTONIC, &until); /* vm->cond's clock */
 	until.tv_nsec += 500 * 1000000L;
 	if (until.tv_nsec >= 1000000000L) {
 		until.tv_sec++;
@@ -460,7 +465,7 @@ static int load_state(struct vm_restore *r, struct vm *vm, char *err)
 
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		/* The blob is only byte-aligned in the reader's buffer. */
-		struct vcpu_state *st = aligned_alloc(64, sizeof(*st));
+		struct x86_cpu_state *st = aligned_alloc(64, sizeof(*st));
 
 		if (!st)
 			return vmm_fail(err, ENOMEM, "vCPU state");
@@ -468,18 +473,23 @@ static int load_state(struct vm_restore *r, struct vm *vm, char *err)
 		ret = get_blob(r, name, sizeof(*st), &data, err);
 		if (!ret) {
 			memcpy(st, data, sizeof(*st));
-			ret = vcpu_state_restore(&vm->vcpus[i], st, err);
+			ret = vm->accel->vcpu_set_state(&vm->vcpus[i], st,
+							err);
 		}
 		free(st);
 		if (ret)
 			return ret;
 	}
-	ret = get_blob(r, VM_SNAP_BLOB_VM, sizeof(struct vm_state), &data, err);
+	ret = get_blob(r, VM_SNAP_BLOB_VM, sizeof(struct x86_vm_state), &data,
+		       err);
 	if (!ret) {
-		struct vm_state mst;
+		struct x86_vm_state *mst = malloc(sizeof(*mst));
 
-		memcpy(&mst, data, sizeof(mst));
-		ret = vm_state_restore(vm, &mst, false, err);
+		if (!mst)
+			return vmm_fail(err, ENOMEM, "VM state");
+		memcpy(mst, data, sizeof(*mst));
+		ret = vm->accel->vm_set_state(vm, mst, false, err);
+		free(mst);
 	}
 	for (unsigned i = 0; i < vm_n_dev_blobs && !ret; i++) {
 		const struct vm_dev_blob *d = &vm_dev_blobs[i];

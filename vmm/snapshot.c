@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Live snapshot of a running VM: the pause (vCPUs parked, device and KVM
+ * Live snapshot of a running VM: the pause (vCPUs parked, device and vCPU
  * state captured as blobs, write protection armed through liblivesnap,
  * vCPUs resumed), then RAM streamed in the background while the guest
  * runs, with QEMU-style migration status for QMP.
@@ -25,9 +25,8 @@
 #include "abi.h"
 #include "layout.h"
 #include "util.h"
-#include "vcpu_state.h"
 #include "vm.h"
-#include "vm_state.h"
+#include "x86/cpu_state.h"
 
 #define URI_MAX 4096
 
@@ -346,11 +345,11 @@ json_t *vm_snap_config_json(struct vm *vm)
 				     VM_SNAP_RAM_REGION, "offset",
 				     (json_int_t)m->low_size));
 	return json_pack(
-	    "{s:i,s:s,s:i,s:I,s:s,s:I,s:i,s:i,s:o}", "format", VM_SNAP_FORMAT,
+	    "{s:i,s:s,s:i,s:I,s:s,s:I,s:i,s:s,s:o}", "format", VM_SNAP_FORMAT,
 	    "vmm", "livesnap", "vcpus", (int)vm->ncpus, "mem-bytes",
 	    (json_int_t)m->size, "mem-backend", mem_backend_name(m->backend),
 	    "page-size", (json_int_t)m->page_size, "tsc-khz", (int)vm->tsc_khz,
-	    "xsave-size", (int)vm->xsave_size, "slots", slots);
+	    "accel", vm->accel->name, "slots", slots);
 }
 
 /*
@@ -416,10 +415,10 @@ int vm_snap_save_devices(struct vm *vm, struct ls_snapshot *snap, char *err)
 }
 
 /* Every vCPU, then the VM (kvm-notes 2.3), in one pause. */
-int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err)
+int vm_snap_save_cpus(struct vm *vm, struct ls_snapshot *snap, char *err)
 {
-	struct vcpu_state *vst = malloc(sizeof(*vst));
-	struct vm_state mst;
+	struct x86_cpu_state *vst = aligned_alloc(64, sizeof(*vst));
+	struct x86_vm_state mst;
 	char name[LS_NAME_MAX];
 	int ret = 0;
 
@@ -427,7 +426,7 @@ int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err)
 		return vmm_fail(err, ENOMEM, "vCPU state buffer");
 	for (unsigned i = 0; i < vm->ncpus && !ret; i++) {
 		memset(vst, 0, sizeof(*vst));
-		ret = vcpu_state_save(&vm->vcpus[i], vst, err);
+		ret = vm->accel->vcpu_get_state(&vm->vcpus[i], vst, err);
 		snprintf(name, sizeof(name), VM_SNAP_BLOB_VCPU "%u", i);
 		if (!ret)
 			ret = add_blob(snap, name, vst, sizeof(*vst), err);
@@ -436,7 +435,7 @@ int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err)
 	if (ret)
 		return ret;
 	memset(&mst, 0, sizeof(mst));
-	ret = vm_state_save(vm, &mst, err);
+	ret = vm->accel->vm_get_state(vm, &mst, err);
 	if (!ret)
 		ret = add_blob(snap, VM_SNAP_BLOB_VM, &mst, sizeof(mst), err);
 	return ret;
@@ -559,7 +558,7 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 	/* Devices first: saving one may raise an interrupt (kvm-notes 2.3). */
 	ret = vm_snap_save_devices(s->vm, snap, err);
 	if (!ret)
-		ret = vm_snap_save_kvm(s->vm, snap, err);
+		ret = vm_snap_save_cpus(s->vm, snap, err);
 	return ret;
 }
 

@@ -7,15 +7,19 @@
  * carry everything else, captured in one pause:
  *
  *   "vm-config"    JSON: format version, vCPU count, RAM size and backend,
- *                  the GPA -> region layout, TSC kHz, XSAVE size. A restore
- *                  refuses a snapshot whose config does not match its VM.
+ *                  the GPA -> region layout, TSC kHz, the accelerator
+ *                  that took it. A restore refuses a snapshot whose config
+ *                  does not match its VM.
  *   "dev.<name>"   one device model's state struct (devices/devices.h):
  *                  dev.serial, dev.i8042, dev.rtc, dev.pio-sink
- *   "kvm-vcpu.<i>" the KVM state of vCPU i (vcpu_state.c)
- *   "kvm-vm"       the VM-wide KVM state: PIT, clock, irqchips (vm_state.c)
+ *   "vcpu.<i>"     vCPU i's architectural state, struct x86_cpu_state
+ *                  (x86/cpu_state.h), whichever accelerator saved it
+ *   "vm-state"     the VM-wide state, struct x86_vm_state: guest time and
+ *                  the saving accelerator's chips (KVM: PIT, clock,
+ *                  irqchips)
  *
  * Restore loads RAM first, then every vCPU, then the VM, then devices
- * (kvm-notes 2.4), then resumes.
+ * (kvm-notes 2.4), then resumes. Format 1 (KVM structs) is refused.
  *
  * The QMP face of this (migrate, query-migrate, ...) is qmp_migrate.c.
  */
@@ -36,11 +40,11 @@ struct vm_config;
 struct vm_snap;
 struct vm_restore;
 
-#define VM_SNAP_FORMAT	    1	  /* vm-config "format"; bump on change */
+#define VM_SNAP_FORMAT	    2	  /* vm-config "format"; bump on change */
 #define VM_SNAP_RAM_REGION  "ram" /* the one region: all guest RAM */
 #define VM_SNAP_BLOB_CONFIG "vm-config"
-#define VM_SNAP_BLOB_VM	    "kvm-vm"
-#define VM_SNAP_BLOB_VCPU   "kvm-vcpu." /* + decimal vCPU index */
+#define VM_SNAP_BLOB_VM	    "vm-state"
+#define VM_SNAP_BLOB_VCPU   "vcpu." /* + decimal vCPU index */
 
 /* Migration status, named as QEMU's MigrationStatus. */
 enum vm_snap_status {
@@ -196,7 +200,7 @@ extern const unsigned vm_n_dev_blobs;
 json_t *vm_snap_config_json(struct vm *vm);
 
 int vm_snap_save_devices(struct vm *vm, struct ls_snapshot *snap, char *err);
-int vm_snap_save_kvm(struct vm *vm, struct ls_snapshot *snap, char *err);
+int vm_snap_save_cpus(struct vm *vm, struct ls_snapshot *snap, char *err);
 
 /*
  * Runs /bin/sh -c cmd in a process group of its own with a pipe on its

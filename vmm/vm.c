@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The VM fd, guest RAM, in-kernel irqchip/PIT, devices and run control.
+ * Guest RAM, vCPUs, devices and run control; the accelerator behind
+ * vm->accel does the rest.
  */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -139,26 +139,6 @@ static void mem_free(struct vm_mem *m)
 	m->fd = -1;
 }
 
-static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, uint64_t size,
-		    void *host, char *err)
-{
-	struct kvm_userspace_memory_region r = {
-	    .slot = slot,
-	    .guest_phys_addr = gpa,
-	    .memory_size = size,
-	    .userspace_addr = (uint64_t)(uintptr_t)host,
-	};
-	int ret = kvm_ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r);
-
-	if (ret < 0)
-		return vmm_fail(err, -ret,
-				"ioctl(KVM_SET_USER_MEMORY_REGION) slot %u "
-				"[0x%llx, +0x%llx)",
-				slot, (unsigned long long)gpa,
-				(unsigned long long)size);
-	return 0;
-}
-
 void *vm_gpa_to_hva(struct vm *vm, uint64_t gpa, uint64_t len)
 {
 	struct vm_mem *m = &vm->mem;
@@ -170,43 +150,6 @@ void *vm_gpa_to_hva(struct vm *vm, uint64_t gpa, uint64_t len)
 	if (gpa >= GPA_4G && gpa - GPA_4G + len <= m->high_size)
 		return m->host + m->low_size + (gpa - GPA_4G);
 	return NULL;
-}
-
-/*
- * The parts of the VM that exist before any vCPU: TSS and identity map in
- * the hole, then the irqchip and PIT (both must precede KVM_CREATE_VCPU).
- */
-static int vm_create_shell(struct vm *vm, char *err)
-{
-	uint64_t idmap = GPA_KVM_IDENTITY_MAP;
-	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
-	int ret;
-
-	ret = kvm_ioctl(vm->kvm.fd, KVM_CREATE_VM, 0);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_VM)");
-	vm->fd = ret;
-	ret = kvm_ioctl(vm->fd, KVM_SET_TSS_ADDR, (void *)GPA_KVM_TSS);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_SET_TSS_ADDR)");
-	if (kvm_check_cap(vm->kvm.fd, KVM_CAP_SET_IDENTITY_MAP_ADDR)) {
-		ret = kvm_ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap);
-		if (ret < 0)
-			return vmm_fail(err, -ret,
-					"ioctl(KVM_SET_IDENTITY_MAP_ADDR)");
-	}
-	ret = kvm_ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_IRQCHIP)");
-	/* Speaker dummy: port 0x61 is handled in the kernel, never exits. */
-	ret = kvm_ioctl(vm->fd, KVM_CREATE_PIT2, &pit);
-	if (ret < 0)
-		return vmm_fail(err, -ret, "ioctl(KVM_CREATE_PIT2)");
-	ret = kvm_check_cap(vm->fd, KVM_CAP_XSAVE2);
-	vm->xsave_size = ret > (int)sizeof(struct kvm_xsave)
-			     ? (uint32_t)ret
-			     : (uint32_t)sizeof(struct kvm_xsave);
-	return 0;
 }
 
 static void vm_device_reset(void *opaque, const char *why)
@@ -221,7 +164,7 @@ static int vm_create_devices(struct vm *vm, const struct vm_config *cfg,
 	struct pio_bus *b = &vm->bus;
 	int ret;
 
-	serial_init(&vm->serial, vm->fd, 4, cfg->console_fd);
+	serial_init(&vm->serial, vm_set_irq, vm, 4, cfg->console_fd);
 	i8042_init(&vm->i8042, vm_device_reset, vm);
 	rtc_init(&vm->rtc, vm->mem.low_size, vm->mem.high_size);
 	pio_sink_init(&vm->sink, vm_device_reset, vm);
@@ -238,10 +181,15 @@ static int vm_create_devices(struct vm *vm, const struct vm_config *cfg,
 
 static int vm_init_sync(struct vm *vm, char *err)
 {
+	pthread_condattr_t ca;
+
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->pause_lock, NULL);
-	pthread_mutex_init(&vm->msr_lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
+	/* vm_pause() waits with a CLOCK_MONOTONIC deadline. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	vm->exit_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->exit_efd < 0)
 		return vmm_fail(err, errno, "eventfd");
@@ -255,19 +203,21 @@ static int vm_create_vcpus(struct vm *vm, char *err)
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		return vmm_fail(err, ENOMEM, "vCPU array");
-	for (unsigned i = 0; i < vm->ncpus; i++)
-		vm->vcpus[i].fd = -1;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
-		ret = vcpu_create(vm, &vm->vcpus[i], i, err);
+		vm->vcpus[i].vm = vm;
+		vm->vcpus[i].id = i;
+		ret = vm->accel->vcpu_init(&vm->vcpus[i], err);
 		if (ret)
 			return ret;
 	}
-	ret = kvm_ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
-	if (ret <= 0)
-		return vmm_fail(err, ret ? -ret : EINVAL,
-				"ioctl(KVM_GET_TSC_KHZ)");
-	vm->tsc_khz = (uint32_t)ret;
 	return 0;
+}
+
+void vm_set_irq(void *opaque, unsigned irq, int level)
+{
+	struct vm *vm = opaque;
+
+	vm->accel->irq_line(vm, irq, level);
 }
 
 int vm_create(struct vm **vmp, const struct vm_config *cfg, char *err)
@@ -279,28 +229,20 @@ int vm_create(struct vm **vmp, const struct vm_config *cfg, char *err)
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return vmm_fail(err, ENOMEM, "struct vm");
-	vm->fd = -1;
 	vm->exit_efd = -1;
 	vm->mem.fd = -1;
-	vm->kvm.fd = -1;
 	vm->ncpus = cfg->ncpus;
+	vm->accel = cfg->accel ? cfg->accel : &accel_tcg_ops;
 	ret = vm_init_sync(vm, err);
-	ret = ret ?: kvm_sys_open(&vm->kvm, err);
-	if (!ret && (int)cfg->ncpus > vm->kvm.max_vcpus)
-		ret = vmm_failx(err, EINVAL,
-				"%u vCPUs requested, KVM allows at most %d",
-				cfg->ncpus, vm->kvm.max_vcpus);
-	ret = ret ?: vm_create_shell(vm, err);
 	ret = ret ?: mem_alloc(&vm->mem, cfg->mem_bytes, cfg->backend, err);
-	ret = ret
-		  ?: set_slot(vm, SLOT_RAM_LOW, 0, vm->mem.low_size,
-			      vm->mem.host, err);
-	if (!ret && vm->mem.high_size)
-		ret = set_slot(vm, SLOT_RAM_HIGH, GPA_4G, vm->mem.high_size,
-			       vm->mem.host + vm->mem.low_size, err);
+	ret = ret ?: vm->accel->vm_init(vm, err);
+	if (!ret && cfg->ncpus > vm->max_vcpus)
+		ret = vmm_failx(err, EINVAL,
+				"%u vCPUs requested, the %s accelerator "
+				"allows at most %u",
+				cfg->ncpus, vm->accel->name, vm->max_vcpus);
 	ret = ret ?: vm_create_vcpus(vm, err);
 	ret = ret ?: vm_create_devices(vm, cfg, err);
-	ret = ret ?: vcpu_kick_signal_init(err);
 	if (ret) {
 		vm_destroy(vm);
 		return ret;
@@ -315,24 +257,22 @@ void vm_destroy(struct vm *vm)
 		return;
 	vm_stop_threads(vm);
 	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++)
-		vcpu_destroy(&vm->vcpus[i]);
+		if (vm->vcpus[i].vm)
+			vm->accel->vcpu_fini(&vm->vcpus[i]);
 	free(vm->vcpus);
 	if (vm->bus.fallback) {
 		serial_destroy(&vm->serial);
 		i8042_destroy(&vm->i8042);
 		rtc_destroy(&vm->rtc);
 	}
-	if (vm->fd >= 0)
-		close(vm->fd);
+	if (vm->accel_priv)
+		vm->accel->vm_fini(vm);
 	mem_free(&vm->mem);
-	kvm_sys_close(&vm->kvm);
-	free(vm->state_msrs);
 	if (vm->exit_efd >= 0)
 		close(vm->exit_efd);
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->pause_lock);
-	pthread_mutex_destroy(&vm->msr_lock);
 	free(vm);
 }
 
@@ -377,6 +317,29 @@ static void kick_all(struct vm *vm)
 		vcpu_kick(&vm->vcpus[i]);
 }
 
+/*
+ * Waits (vm->lock held) for a vCPU to park; every REKICK_NS without one,
+ * kicks again: a backend's kick may race with its entry into guest code
+ * (TCG: uc_emu_stop() before uc_emu_start() is lost).
+ */
+#define REKICK_NS 200000ull
+
+static void wait_or_rekick(struct vm *vm)
+{
+	struct timespec ts;
+	uint64_t ns;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ns = (uint64_t)ts.tv_nsec + REKICK_NS;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	if (pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) == ETIMEDOUT) {
+		pthread_mutex_unlock(&vm->lock);
+		kick_all(vm);
+		pthread_mutex_lock(&vm->lock);
+	}
+}
+
 int vm_pause(struct vm *vm)
 {
 	uint64_t t0 = vmm_now_ns();
@@ -391,7 +354,7 @@ int vm_pause(struct vm *vm)
 	kick_all(vm);
 	pthread_mutex_lock(&vm->lock);
 	while (vm->parked < vm->live_threads)
-		pthread_cond_wait(&vm->cond, &vm->lock);
+		wait_or_rekick(vm);
 	vm->pstats.last_stop_ns = vmm_now_ns() - t0;
 	pthread_mutex_unlock(&vm->lock);
 	pthread_mutex_unlock(&vm->pause_lock);
@@ -426,9 +389,8 @@ int vm_resume(struct vm *vm)
 
 void vm_notify_clock_paused(struct vm *vm)
 {
-	for (unsigned i = 0; i < vm->ncpus; i++)
-		/* EINVAL: the guest has not enabled kvmclock; nothing to do */
-		(void)kvm_ioctl(vm->vcpus[i].fd, KVM_KVMCLOCK_CTRL, 0);
+	if (vm->accel->notify_clock_paused)
+		vm->accel->notify_clock_paused(vm);
 }
 
 bool vm_is_paused(struct vm *vm)

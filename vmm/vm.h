@@ -1,28 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A KVM virtual machine: the VM fd, guest RAM, the vCPUs and their threads,
- * the legacy devices, and the run control (pause/resume/exit).
+ * A virtual machine: guest RAM, the vCPUs and their threads, the legacy
+ * devices, and the run control (pause/resume/exit). The accelerator that
+ * runs the vCPUs (KVM or TCG) sits behind vm->accel (accel/accel.h).
  *
  * Life cycle, kept apart as Firecracker does:
- *   vm_create()      VM shell: irqchip, PIT, RAM slots, vCPU fds, devices
+ *   vm_create()      VM shell: accelerator, RAM, vCPUs, devices
  *   vm_setup_boot()  fresh boot: kernel, zero page, MP table, vCPU state
  *   (or restore vCPU/VM/device state from a snapshot instead)
  *   vm_start()       one thread per vCPU, running or paused
- *   vm_pause()/vm_resume()   nestable, quiesce every vCPU outside KVM_RUN
+ *   vm_pause()/vm_resume()   nestable, quiesce every vCPU outside guest code
  *   vm_request_exit()        first caller wins; vm_exit_fd() turns readable
  *   vm_destroy()     stops and joins the threads, frees everything
  */
 #ifndef LS_VMM_VM_H
 #define LS_VMM_VM_H
 
-#include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "accel/accel.h"
 #include "devices/devices.h"
-#include "kvm.h"
 #include "util.h"
 
 enum mem_backend {
@@ -38,6 +38,7 @@ struct vm_config {
 	uint64_t mem_bytes;
 	enum mem_backend backend;
 	int console_fd; /* serial output; -1 discards it */
+	const struct accel_ops *accel; /* NULL: TCG */
 };
 
 /* Guest RAM: one host mapping, split into two slots around the hole. */
@@ -54,22 +55,20 @@ struct vm_mem {
 enum vm_exit_reason {
 	VM_EXIT_NONE = 0,
 	VM_EXIT_GUEST_RESET,	/* i8042/0x92 reset: power-off, 0 */
-	VM_EXIT_GUEST_SHUTDOWN, /* KVM_SYSTEM_EVENT_SHUTDOWN, status 0 */
-	VM_EXIT_TRIPLE_FAULT,	/* KVM_EXIT_SHUTDOWN, status 1 */
+	VM_EXIT_GUEST_SHUTDOWN, /* guest shutdown event, status 0 */
+	VM_EXIT_TRIPLE_FAULT,	/* triple fault / unhandled exception, 1 */
 	VM_EXIT_QMP_QUIT,	/* status 0 */
 	VM_EXIT_SIGNAL,		/* SIGINT/SIGTERM, status 0 */
-	VM_EXIT_ERROR,		/* internal or KVM error, status 1 */
+	VM_EXIT_ERROR,		/* internal or accelerator error, status 1 */
 };
 
 struct vcpu {
 	struct vm *vm;
 	unsigned id; /* vCPU id == APIC id == index */
-	int fd;
-	struct kvm_run *run;
+	void *accel_priv; /* the backend's per-vCPU state */
 	pthread_t thread;
 	pid_t tid; /* for query-cpus-fast */
 	bool thread_started;
-	bool exit_pending; /* the last KVM_RUN exit is not completed yet */
 };
 
 struct vm_pause_stats {
@@ -80,18 +79,13 @@ struct vm_pause_stats {
 };
 
 struct vm {
-	struct kvm_sys kvm;
-	int fd;
+	const struct accel_ops *accel;
+	void *accel_priv; /* the backend's per-VM state */
+	unsigned max_vcpus; /* set by accel->vm_init */
 	unsigned ncpus;
 	struct vm_mem mem;
 	struct vcpu *vcpus;
-	uint32_t tsc_khz;    /* KVM_GET_TSC_KHZ of vCPU 0 */
-	uint32_t xsave_size; /* KVM_CAP_XSAVE2 on the VM fd, >= 4096 */
-
-	/* MSRs a vCPU snapshot carries (vcpu_state.c builds it once). */
-	pthread_mutex_t msr_lock;
-	uint32_t *state_msrs;
-	unsigned n_state_msrs;
+	uint32_t tsc_khz; /* the rate guest rdtsc ticks at */
 
 	struct pio_bus bus;
 	struct serial serial;
@@ -127,7 +121,7 @@ void *vm_gpa_to_hva(struct vm *vm, uint64_t gpa, uint64_t len);
 int vm_start(struct vm *vm, bool paused, char *err);
 
 /*
- * Brings every vCPU out of KVM_RUN (completing any pending I/O exit) and
+ * Brings every vCPU out of guest code (completing any pending I/O exit) and
  * parks it; returns once all are parked. Nestable: only the outermost
  * vm_resume() lets the vCPUs run again. Both return 0 or -errno.
  */
@@ -135,9 +129,9 @@ int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
 /*
- * KVM_KVMCLOCK_CTRL on every vCPU: a kvmclock guest learns at its next
- * entry that it was stopped, so its soft-lockup watchdog ignores the gap.
- * For pauses a user can see (QMP stop), not for millisecond ones.
+ * Tells a paravirtual-clock guest (KVM's kvmclock) at its next entry that
+ * it was stopped, so its soft-lockup watchdog ignores the gap. For pauses
+ * a user can see (QMP stop), not for millisecond ones.
  */
 void vm_notify_clock_paused(struct vm *vm);
 void vm_pause_stats(struct vm *vm, struct vm_pause_stats *st);
@@ -152,12 +146,11 @@ enum vm_exit_reason vm_exit_reason(struct vm *vm);
 /* Stops and joins every vCPU thread (idempotent). */
 void vm_stop_threads(struct vm *vm);
 
+/* The devices' interrupt lines, routed to the accelerator. */
+void vm_set_irq(void *vm, unsigned irq, int level);
+
 /* vcpu.c */
-int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, char *err);
-void vcpu_destroy(struct vcpu *vcpu);
 void *vcpu_thread(void *arg);
-int vcpu_kick_signal_init(char *err);
 void vcpu_kick(struct vcpu *vcpu);
-void vcpu_dump(struct vcpu *vcpu, const char *why);
 
 #endif /* LS_VMM_VM_H */

@@ -4,6 +4,9 @@
 #define LS_TESTS_VMM_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
+
+#include "accel/accel.h"
 
 static int check_failures;
 
@@ -16,6 +19,24 @@ static int check_failures;
 			check_failures++;                                   \
 		}                                                           \
 	} while (0)
+
+/*
+ * The accelerator the test runs on: $LS_ACCEL (the meson test variant:
+ * kvm or tcg), auto when unset. Exits 1 on a bad name.
+ */
+static inline const struct accel_ops *test_accel(void)
+{
+	const char *name = getenv("LS_ACCEL");
+	const struct accel_ops *ops;
+	char why[256], err[256];
+
+	if (accel_select(name ? name : "auto", &ops, why, err)) {
+		fprintf(stderr, "FAIL: LS_ACCEL: %s\n", err);
+		exit(1);
+	}
+	printf("accelerator: %s\n", ops->name);
+	return ops;
+}
 
 /* The exit status: 0 if every CHECK held. */
 static inline int check_report(const char *what)

@@ -239,6 +239,7 @@ int main(void)
 	if (pipe2(pipefd, O_NONBLOCK) < 0)
 		return 1;
 	cfg.console_fd = pipefd[1];
+	cfg.accel = test_accel();
 	if (vm_create(&vm, &cfg, err)) {
 		fprintf(stderr, "FAIL: vm_create: %s\n", err);
 		return 1;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Legacy port-I/O devices and the bus that dispatches KVM_EXIT_IO to them.
+ * Legacy port-I/O devices and the bus that dispatches port I/O exits to them.
  *
  * Every device keeps its registers in its own struct behind a mutex (vCPU
  * threads, the console input thread and the snapshot code all touch them)
@@ -58,6 +58,8 @@ void pio_bus_dispatch(struct pio_bus *bus, uint16_t port, uint8_t *data,
 
 /* Called by a device that wants the VM to end (guest reset/power-off). */
 typedef void (*dev_reset_fn)(void *opaque, const char *why);
+/* Drives an ISA interrupt line (the accelerator routes it). */
+typedef void (*dev_irq_fn)(void *opaque, unsigned irq, int level);
 
 /* ---- 8250/16550A UART ---- */
 
@@ -75,17 +77,18 @@ struct serial_state {
 
 struct serial {
 	pthread_mutex_t lock;
-	int vm_fd; /* for KVM_IRQ_LINE */
+	dev_irq_fn set_irq;
+	void *irq_opaque;
 	int irq;
 	int out_fd; /* guest output goes here */
 	uint8_t dll, dlm, ier, iir, fcr, lcr, mcr, lsr, msr, scr;
 	uint8_t rx[SERIAL_FIFO_LEN];
 	unsigned rx_head, rx_count;
 	int irq_level;
-	int irq_errno; /* first KVM_IRQ_LINE failure, reported once */
 };
 
-void serial_init(struct serial *s, int vm_fd, int irq, int out_fd);
+void serial_init(struct serial *s, dev_irq_fn set_irq, void *irq_opaque,
+		 int irq, int out_fd);
 void serial_destroy(struct serial *s);
 void serial_io(void *opaque, uint16_t port, uint8_t *data, uint32_t size,
 	       bool is_write);

@@ -5,12 +5,10 @@
  * empty and a THR-empty interrupt is pending whenever the guest enables it;
  * Linux's driver disables THRI itself once it has nothing left to send.
  * The interrupt is a level on an ISA line, raised and lowered with
- * KVM_IRQ_LINE only when it changes.
+ * the accelerator (through set_irq) only when it changes.
  */
 #include <errno.h>
-#include <linux/kvm.h>
 #include <stdio.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "devices.h"
@@ -67,14 +65,15 @@ static void serial_reset_regs(struct serial *s)
 	s->rx_count = 0;
 }
 
-void serial_init(struct serial *s, int vm_fd, int irq, int out_fd)
+void serial_init(struct serial *s, dev_irq_fn set_irq, void *irq_opaque,
+		 int irq, int out_fd)
 {
 	pthread_mutex_init(&s->lock, NULL);
-	s->vm_fd = vm_fd;
+	s->set_irq = set_irq;
+	s->irq_opaque = irq_opaque;
 	s->irq = irq;
 	s->out_fd = out_fd;
 	s->irq_level = 0;
-	s->irq_errno = 0;
 	serial_reset_regs(s);
 }
 
@@ -86,7 +85,6 @@ void serial_destroy(struct serial *s)
 /* Recomputes IIR and drives the IRQ line; called with the lock held. */
 static void serial_update_irq(struct serial *s)
 {
-	struct kvm_irq_level line = {.irq = (uint32_t)s->irq};
 	int level;
 
 	if ((s->ier & IER_RDI) && (s->lsr & LSR_DR))
@@ -98,17 +96,7 @@ static void serial_update_irq(struct serial *s)
 	level = !(s->iir & IIR_NO_INT);
 	if (level == s->irq_level)
 		return;
-	line.level = (uint32_t)level;
-	if (ioctl(s->vm_fd, KVM_IRQ_LINE, &line) < 0) {
-		if (!s->irq_errno) {
-			s->irq_errno = errno;
-			fprintf(stderr,
-				"livesnap: serial: ioctl(KVM_IRQ_LINE %d): "
-				"%s\n",
-				s->irq, strerror(errno));
-		}
-		return;
-	}
+	s->set_irq(s->irq_opaque, (unsigned)s->irq, level);
 	s->irq_level = level;
 }
 

@@ -1,12 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * One vCPU's KVM state (see vcpu_state.h for the orders and why).
+ * One vCPU's KVM state, read and written in the orders KVM needs
+ * (kvm-notes 2.4, Firecracker's):
+ *
+ * Save: MP_STATE first (it makes KVM accept pending INIT/SIPI, which can
+ * change the rest), REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC, TSC_KHZ,
+ * CPUID, MSRs, VCPU_EVENTS last.
+ *
+ * Restore: TSC_KHZ (if the host differs by more than 250 ppm), CPUID,
+ * MP_STATE, REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC, MSRs with the TSC
+ * before TSC_DEADLINE, VCPU_EVENTS, then KVM_KVMCLOCK_CTRL.
+ *
+ * The state travels as the backend-neutral x86_cpu_state (kvm_convert.c).
  */
 #include <stdlib.h>
 
-#include "vcpu_state.h"
-#include "vm.h"
-#include "x86.h"
+#include "../../vm.h"
+#include "kvm.h"
 
 #define MSR_CHUNK		   64 /* KVM takes < 256 MSRs a call */
 #define APIC_LVTT		   0x320
@@ -16,7 +26,7 @@
 static int vcpu_get(struct vcpu *vcpu, unsigned long req, void *arg,
 		    const char *name, char *err)
 {
-	int ret = kvm_ioctl(vcpu->fd, req, arg);
+	int ret = kvm_ioctl(KVM_VCPU(vcpu)->fd, req, arg);
 
 	if (ret < 0)
 		return vmm_fail(err, -ret, "ioctl(%s) on vCPU %u", name,
@@ -42,11 +52,11 @@ static bool msr_listed(const uint32_t *list, unsigned n, uint32_t index)
 
 static int build_msr_list(struct vcpu *vcpu, char *err)
 {
-	struct vm *vm = vcpu->vm;
-	const struct kvm_msr_list *all = vm->kvm.msrs;
+	struct kvm_vm *vm = KVM_VM(vcpu->vm);
+	const struct kvm_msr_list *all = vm->sys.msrs;
 	struct kvm_msrs *m;
 	const uint32_t *extra;
-	unsigned nextra = msr_unlisted(&extra);
+	unsigned nextra = kvm_msr_unlisted(&extra);
 	uint32_t *list;
 	unsigned n = 0;
 	int ret = 0;
@@ -59,7 +69,7 @@ static int build_msr_list(struct vcpu *vcpu, char *err)
 		return vmm_fail(err, ENOMEM, "MSR list");
 	}
 	for (unsigned i = 0; i < all->nmsrs; i++)
-		if (msr_is_serializable(all->indices[i]))
+		if (kvm_msr_is_serializable(all->indices[i]))
 			list[n++] = all->indices[i];
 	for (unsigned i = 0; i < nextra; i++)
 		if (!msr_listed(list, n, extra[i]))
@@ -67,7 +77,7 @@ static int build_msr_list(struct vcpu *vcpu, char *err)
 	for (unsigned i = 0; i < n;) {
 		m->nmsrs = 1;
 		m->entries[0] = (struct kvm_msr_entry){.index = list[i]};
-		ret = kvm_ioctl(vcpu->fd, KVM_GET_MSRS, m);
+		ret = kvm_ioctl(KVM_VCPU(vcpu)->fd, KVM_GET_MSRS, m);
 		if (ret < 0)
 			break;
 		if (ret == 1) {
@@ -84,10 +94,10 @@ static int build_msr_list(struct vcpu *vcpu, char *err)
 		return vmm_fail(err, -ret, "ioctl(KVM_GET_MSRS) on vCPU %u",
 				vcpu->id);
 	}
-	if (n > VCPU_STATE_MAX_MSRS) {
+	if (n > X86_MAX_MSRS) {
 		free(list);
 		return vmm_failx(err, E2BIG, "%u MSRs to save, room for %d", n,
-				 VCPU_STATE_MAX_MSRS);
+				 X86_MAX_MSRS);
 	}
 	vm->state_msrs = list;
 	vm->n_state_msrs = n;
@@ -96,7 +106,7 @@ static int build_msr_list(struct vcpu *vcpu, char *err)
 
 static int state_msr_list(struct vcpu *vcpu, char *err)
 {
-	struct vm *vm = vcpu->vm;
+	struct kvm_vm *vm = KVM_VM(vcpu->vm);
 	int ret = 0;
 
 	pthread_mutex_lock(&vm->msr_lock);
@@ -123,7 +133,7 @@ static int msrs_io(struct vcpu *vcpu, struct kvm_msr_entry *e, unsigned n,
 		m.hdr.nmsrs = k;
 		memcpy(m.entries, e + done, k * sizeof(*e));
 		ret =
-		    kvm_ioctl(vcpu->fd, set ? KVM_SET_MSRS : KVM_GET_MSRS, &m);
+		    kvm_ioctl(KVM_VCPU(vcpu)->fd, set ? KVM_SET_MSRS : KVM_GET_MSRS, &m);
 		if (ret < 0)
 			return vmm_fail(err, -ret, "ioctl(%s) on vCPU %u",
 					set ? "KVM_SET_MSRS" : "KVM_GET_MSRS",
@@ -142,9 +152,10 @@ static int msrs_io(struct vcpu *vcpu, struct kvm_msr_entry *e, unsigned n,
 	return 0;
 }
 
-int vcpu_state_msr(const struct vcpu_state *st, uint32_t index, uint64_t *value)
+static int snapshot_msr(const struct kvm_vcpu_snapshot *st, uint32_t index,
+			uint64_t *value)
 {
-	for (uint32_t i = 0; i < st->nmsrs && i < VCPU_STATE_MAX_MSRS; i++) {
+	for (uint32_t i = 0; i < st->nmsrs && i < X86_MAX_MSRS; i++) {
 		if (st->msrs[i].index == index) {
 			*value = st->msrs[i].data;
 			return 0;
@@ -159,48 +170,48 @@ int vcpu_state_msr(const struct vcpu_state *st, uint32_t index, uint64_t *value)
  * again (Firecracker's finding). Any deadline already in the past fires at
  * once, so the current TSC stands in for the lost one.
  */
-static void fix_zero_tsc_deadline(struct vcpu_state *st)
+static void fix_zero_tsc_deadline(struct kvm_vcpu_snapshot *st)
 {
 	uint32_t lvtt;
 	uint64_t tsc;
 
 	memcpy(&lvtt, &st->lapic.regs[APIC_LVTT], sizeof(lvtt));
 	if ((lvtt & APIC_LVT_TIMER_MODE_MASK) != APIC_LVT_TIMER_TSCDEADLINE ||
-	    vcpu_state_msr(st, MSR_IA32_TSC, &tsc))
+	    snapshot_msr(st, X86_MSR_TSC, &tsc))
 		return;
 	for (uint32_t i = 0; i < st->nmsrs; i++)
-		if (st->msrs[i].index == MSR_IA32_TSC_DEADLINE &&
+		if (st->msrs[i].index == X86_MSR_TSC_DEADLINE &&
 		    st->msrs[i].data == 0)
 			st->msrs[i].data = tsc;
 }
 
-static int save_xsave(struct vcpu *vcpu, struct vcpu_state *st, char *err)
+static int save_xsave(struct vcpu *vcpu, struct kvm_vcpu_snapshot *st, char *err)
 {
-	uint32_t size = vcpu->vm->xsave_size;
+	uint32_t size = KVM_VM(vcpu->vm)->xsave_size;
 	bool xsave2 = size > sizeof(struct kvm_xsave) ||
-		      kvm_check_cap(vcpu->vm->fd, KVM_CAP_XSAVE2);
+		      kvm_check_cap(KVM_VM(vcpu->vm)->fd, KVM_CAP_XSAVE2);
 
-	if (size > VCPU_STATE_MAX_XSAVE)
+	if (size > X86_XSAVE_MAX)
 		return vmm_failx(err, E2BIG,
 				 "XSAVE area of %u bytes, room for %d", size,
-				 VCPU_STATE_MAX_XSAVE);
+				 X86_XSAVE_MAX);
 	st->xsave_size = size;
 	if (xsave2)
 		return VCPU_IOCTL(vcpu, KVM_GET_XSAVE2, st->xsave, err);
 	return VCPU_IOCTL(vcpu, KVM_GET_XSAVE, st->xsave, err);
 }
 
-static int save_cpuid(struct vcpu *vcpu, struct vcpu_state *st, char *err)
+static int save_cpuid(struct vcpu *vcpu, struct kvm_vcpu_snapshot *st, char *err)
 {
 	struct {
 		struct kvm_cpuid2 hdr;
-		struct kvm_cpuid_entry2 e[VCPU_STATE_MAX_CPUID];
+		struct kvm_cpuid_entry2 e[X86_MAX_CPUID];
 	} *c = calloc(1, sizeof(*c));
 	int ret;
 
 	if (!c)
 		return vmm_fail(err, ENOMEM, "CPUID buffer");
-	c->hdr.nent = VCPU_STATE_MAX_CPUID;
+	c->hdr.nent = X86_MAX_CPUID;
 	ret = VCPU_IOCTL(vcpu, KVM_GET_CPUID2, &c->hdr, err);
 	if (!ret) {
 		unsigned n = c->hdr.nent;
@@ -216,9 +227,9 @@ static int save_cpuid(struct vcpu *vcpu, struct vcpu_state *st, char *err)
 	return ret;
 }
 
-static int save_msrs(struct vcpu *vcpu, struct vcpu_state *st, char *err)
+static int save_msrs(struct vcpu *vcpu, struct kvm_vcpu_snapshot *st, char *err)
 {
-	struct vm *vm = vcpu->vm;
+	struct kvm_vm *vm = KVM_VM(vcpu->vm);
 	int ret = state_msr_list(vcpu, err);
 
 	if (ret)
@@ -233,15 +244,11 @@ static int save_msrs(struct vcpu *vcpu, struct vcpu_state *st, char *err)
 	return ret;
 }
 
-int vcpu_state_save(struct vcpu *vcpu, struct vcpu_state *st, char *err)
+int kvm_vcpu_save(struct vcpu *vcpu, struct kvm_vcpu_snapshot *st, char *err)
 {
 	int ret;
 
 	memset(st, 0, sizeof(*st));
-	st->magic = VCPU_STATE_MAGIC;
-	st->version = VCPU_STATE_VERSION;
-	st->size = sizeof(*st);
-	st->id = vcpu->id;
 	/* First: accepting pending INIT/SIPI may change everything else. */
 	ret = VCPU_IOCTL(vcpu, KVM_GET_MP_STATE, &st->mp_state, err);
 	ret = ret ?: VCPU_IOCTL(vcpu, KVM_GET_REGS, &st->regs, err);
@@ -252,7 +259,7 @@ int vcpu_state_save(struct vcpu *vcpu, struct vcpu_state *st, char *err)
 	ret = ret ?: VCPU_IOCTL(vcpu, KVM_GET_LAPIC, &st->lapic, err);
 	if (ret)
 		return ret;
-	ret = kvm_ioctl(vcpu->fd, KVM_GET_TSC_KHZ, 0);
+	ret = kvm_ioctl(KVM_VCPU(vcpu)->fd, KVM_GET_TSC_KHZ, 0);
 	if (ret <= 0)
 		return vmm_fail(err, ret ? -ret : EINVAL,
 				"ioctl(KVM_GET_TSC_KHZ) on vCPU %u", vcpu->id);
@@ -264,45 +271,33 @@ int vcpu_state_save(struct vcpu *vcpu, struct vcpu_state *st, char *err)
 	return ret;
 }
 
-static int check_state(struct vcpu *vcpu, const struct vcpu_state *st,
+static int check_state(struct vcpu *vcpu, const struct kvm_vcpu_snapshot *st,
 		       char *err)
 {
-	if (st->magic != VCPU_STATE_MAGIC ||
-	    st->version != VCPU_STATE_VERSION || st->size != sizeof(*st))
-		return vmm_failx(err, EINVAL,
-				 "vCPU state: bad magic, version %u or size %u",
-				 st->version, st->size);
-	if (st->id != vcpu->id)
-		return vmm_failx(err, EINVAL,
-				 "vCPU state of vCPU %u restored into vCPU %u",
-				 st->id, vcpu->id);
-	if (st->nmsrs > VCPU_STATE_MAX_MSRS ||
-	    st->ncpuid > VCPU_STATE_MAX_CPUID ||
-	    st->xsave_size > VCPU_STATE_MAX_XSAVE)
-		return vmm_failx(err, EINVAL,
-				 "vCPU %u state: %u MSRs, %u CPUID entries or "
-				 "%u XSAVE bytes out of range",
-				 st->id, st->nmsrs, st->ncpuid, st->xsave_size);
-	if (st->xsave_size > vcpu->vm->xsave_size)
+	if (st->xsave_size > KVM_VM(vcpu->vm)->xsave_size)
 		return vmm_failx(err, EINVAL,
 				 "vCPU %u state: XSAVE area of %u bytes, this "
 				 "host has %u",
-				 st->id, st->xsave_size, vcpu->vm->xsave_size);
+				 vcpu->id, st->xsave_size,
+				 KVM_VM(vcpu->vm)->xsave_size);
 	return 0;
 }
 
 /* Scale the guest TSC only if the host's differs by more than 250 ppm. */
-static int restore_tsc_khz(struct vcpu *vcpu, const struct vcpu_state *st,
+static int restore_tsc_khz(struct vcpu *vcpu, const struct kvm_vcpu_snapshot *st,
 			   char *err)
 {
 	uint64_t host = vcpu->vm->tsc_khz;
+
+	if (!st->tsc_khz)
+		return 0; /* saved by a backend that does not know it */
 	uint64_t diff =
 	    host > st->tsc_khz ? host - st->tsc_khz : st->tsc_khz - host;
 	int ret;
 
 	if (diff * 1000000 <= host * 250)
 		return 0;
-	ret = kvm_ioctl(vcpu->fd, KVM_SET_TSC_KHZ,
+	ret = kvm_ioctl(KVM_VCPU(vcpu)->fd, KVM_SET_TSC_KHZ,
 			(void *)(uintptr_t)st->tsc_khz);
 	if (ret < 0)
 		return vmm_fail(err, -ret,
@@ -313,7 +308,7 @@ static int restore_tsc_khz(struct vcpu *vcpu, const struct vcpu_state *st,
 	return 0;
 }
 
-static int restore_cpuid(struct vcpu *vcpu, const struct vcpu_state *st,
+static int restore_cpuid(struct vcpu *vcpu, const struct kvm_vcpu_snapshot *st,
 			 char *err)
 {
 	struct kvm_cpuid2 *c =
@@ -330,17 +325,17 @@ static int restore_cpuid(struct vcpu *vcpu, const struct vcpu_state *st,
 }
 
 /* Every MSR but the TSC deadline, then the deadline alone (after TSC). */
-static int restore_msrs(struct vcpu *vcpu, const struct vcpu_state *st,
+static int restore_msrs(struct vcpu *vcpu, const struct kvm_vcpu_snapshot *st,
 			char *err)
 {
-	struct kvm_msr_entry e[VCPU_STATE_MAX_MSRS];
+	struct kvm_msr_entry e[X86_MAX_MSRS];
 	struct kvm_msr_entry deadline;
 	unsigned n = 0;
 	bool have_deadline = false;
 	int ret;
 
 	for (uint32_t i = 0; i < st->nmsrs; i++) {
-		if (st->msrs[i].index == MSR_IA32_TSC_DEADLINE) {
+		if (st->msrs[i].index == X86_MSR_TSC_DEADLINE) {
 			deadline = st->msrs[i];
 			have_deadline = true;
 		} else {
@@ -353,23 +348,23 @@ static int restore_msrs(struct vcpu *vcpu, const struct vcpu_state *st,
 	return ret;
 }
 
-static int restore_xsave(struct vcpu *vcpu, const struct vcpu_state *st,
+static int restore_xsave(struct vcpu *vcpu, const struct kvm_vcpu_snapshot *st,
 			 char *err)
 {
-	uint8_t *buf = aligned_alloc(64, VCPU_STATE_MAX_XSAVE);
+	uint8_t *buf = aligned_alloc(64, X86_XSAVE_MAX);
 	int ret;
 
 	if (!buf)
 		return vmm_fail(err, ENOMEM, "XSAVE buffer");
 	/* KVM_SET_XSAVE reads the host's full XSAVE size. */
-	memset(buf, 0, VCPU_STATE_MAX_XSAVE);
+	memset(buf, 0, X86_XSAVE_MAX);
 	memcpy(buf, st->xsave, st->xsave_size);
 	ret = VCPU_IOCTL(vcpu, KVM_SET_XSAVE, buf, err);
 	free(buf);
 	return ret;
 }
 
-static int restore_events(struct vcpu *vcpu, const struct vcpu_state *st,
+static int restore_events(struct vcpu *vcpu, const struct kvm_vcpu_snapshot *st,
 			  char *err)
 {
 	struct kvm_vcpu_events ev = st->events;
@@ -380,14 +375,20 @@ static int restore_events(struct vcpu *vcpu, const struct vcpu_state *st,
 	return VCPU_IOCTL(vcpu, KVM_SET_VCPU_EVENTS, &ev, err);
 }
 
-int vcpu_state_restore(struct vcpu *vcpu, const struct vcpu_state *st,
-		       char *err)
+int kvm_vcpu_load(struct vcpu *vcpu, const struct kvm_vcpu_snapshot *st,
+		  char *err)
 {
 	int ret = check_state(vcpu, st, err);
 
 	ret = ret ?: restore_tsc_khz(vcpu, st, err);
-	/* CPUID first: it decides which MSRs and XSAVE features exist. */
-	ret = ret ?: restore_cpuid(vcpu, st, err);
+	/*
+	 * CPUID first: it decides which MSRs and XSAVE features exist. A
+	 * state without CPUID (saved by another backend) gets the boot one.
+	 */
+	if (st->ncpuid)
+		ret = ret ?: restore_cpuid(vcpu, st, err);
+	else
+		ret = ret ?: kvm_cpuid_setup_vcpu(vcpu, err);
 	ret = ret
 		  ?: VCPU_IOCTL(vcpu, KVM_SET_MP_STATE, (void *)&st->mp_state,
 				err);
@@ -406,9 +407,40 @@ int vcpu_state_restore(struct vcpu *vcpu, const struct vcpu_state *st,
 	if (ret)
 		return ret;
 	/* Tell a kvmclock guest it was stopped (EINVAL: it has none). */
-	ret = kvm_ioctl(vcpu->fd, KVM_KVMCLOCK_CTRL, 0);
+	ret = kvm_ioctl(KVM_VCPU(vcpu)->fd, KVM_KVMCLOCK_CTRL, 0);
 	if (ret < 0 && ret != -EINVAL)
 		return vmm_fail(
 		    err, -ret, "ioctl(KVM_KVMCLOCK_CTRL) on vCPU %u", vcpu->id);
 	return 0;
+}
+
+int kvm_get_state(struct vcpu *vcpu, struct x86_cpu_state *st, char *err)
+{
+	struct kvm_vcpu_snapshot *k = aligned_alloc(64, sizeof(*k));
+	int ret;
+
+	if (!k)
+		return vmm_fail(err, ENOMEM, "vCPU state buffer");
+	ret = kvm_vcpu_save(vcpu, k, err);
+	if (!ret) {
+		x86_cpu_state_init(st, vcpu->id);
+		kvm_snapshot_to_x86(k, st);
+	}
+	free(k);
+	return ret;
+}
+
+int kvm_set_state(struct vcpu *vcpu, const struct x86_cpu_state *st,
+		  char *err)
+{
+	struct kvm_vcpu_snapshot *k = aligned_alloc(64, sizeof(*k));
+	int ret;
+
+	if (!k)
+		return vmm_fail(err, ENOMEM, "vCPU state buffer");
+	ret = x86_cpu_state_check(st, vcpu->id, err);
+	ret = ret ?: kvm_snapshot_from_x86(st, k, err);
+	ret = ret ?: kvm_vcpu_load(vcpu, k, err);
+	free(k);
+	return ret;
 }

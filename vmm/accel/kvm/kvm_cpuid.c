@@ -12,8 +12,8 @@
  */
 #include <stdlib.h>
 
-#include "vm.h"
-#include "x86.h"
+#include "../../vm.h"
+#include "kvm.h"
 
 #define CPUID_1_ECX_VMX	       (1u << 5)
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
@@ -80,9 +80,9 @@ static void edit_entry(struct kvm_cpuid_entry2 *e, unsigned apic_id,
 	}
 }
 
-int cpuid_setup_vcpu(struct vcpu *vcpu, char *err)
+int kvm_cpuid_setup_vcpu(struct vcpu *vcpu, char *err)
 {
-	const struct kvm_cpuid2 *sup = vcpu->vm->kvm.cpuid;
+	const struct kvm_cpuid2 *sup = KVM_VM(vcpu->vm)->sys.cpuid;
 	size_t bytes = sizeof(*sup) + sup->nent * sizeof(sup->entries[0]);
 	struct kvm_cpuid2 *c = malloc(bytes);
 	int ret;
@@ -92,7 +92,7 @@ int cpuid_setup_vcpu(struct vcpu *vcpu, char *err)
 	memcpy(c, sup, bytes);
 	for (unsigned i = 0; i < c->nent; i++)
 		edit_entry(&c->entries[i], vcpu->id, vcpu->vm->ncpus);
-	ret = kvm_ioctl(vcpu->fd, KVM_SET_CPUID2, c);
+	ret = kvm_ioctl(KVM_VCPU(vcpu)->fd, KVM_SET_CPUID2, c);
 	free(c);
 	if (ret < 0)
 		return vmm_fail(err, -ret, "ioctl(KVM_SET_CPUID2) on vCPU %u",

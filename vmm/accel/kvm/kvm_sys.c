@@ -9,8 +9,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "../../util.h"
 #include "kvm.h"
-#include "util.h"
 
 struct required_cap {
 	long cap;

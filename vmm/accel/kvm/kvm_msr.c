@@ -4,8 +4,8 @@
  */
 #include <stdlib.h>
 
-#include "vm.h"
-#include "x86.h"
+#include "../../vm.h"
+#include "kvm.h"
 
 #define MSR_IA32_SYSENTER_CS  0x174
 #define MSR_IA32_SYSENTER_ESP 0x175
@@ -31,13 +31,13 @@ static const struct kvm_msr_entry boot_msrs[] = {
     {.index = MSR_KERNEL_GS_BASE},
     {.index = MSR_SYSCALL_MASK},
     {.index = MSR_LSTAR},
-    {.index = MSR_IA32_TSC},
+    {.index = X86_MSR_TSC},
     {.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING},
     /* MTRRs on, default type write-back: all RAM cacheable */
     {.index = MSR_MTRR_DEF_TYPE, .data = MTRR_ENABLE | MTRR_TYPE_WB},
 };
 
-int msr_setup_boot(struct vcpu *vcpu, char *err)
+int kvm_msr_setup_boot(struct vcpu *vcpu, char *err)
 {
 	const unsigned n = ARRAY_SIZE(boot_msrs);
 	struct kvm_msrs *m = calloc(1, sizeof(*m) + sizeof(boot_msrs));
@@ -47,7 +47,7 @@ int msr_setup_boot(struct vcpu *vcpu, char *err)
 		return vmm_fail(err, ENOMEM, "boot MSRs");
 	m->nmsrs = n;
 	memcpy(m->entries, boot_msrs, sizeof(boot_msrs));
-	ret = kvm_ioctl(vcpu->fd, KVM_SET_MSRS, m);
+	ret = kvm_ioctl(KVM_VCPU(vcpu)->fd, KVM_SET_MSRS, m);
 	free(m);
 	/* KVM_SET_MSRS returns how many it wrote and stops at a failure. */
 	if (ret < 0)
@@ -87,7 +87,7 @@ static const struct msr_range serializable[] = {
     {0x4b564d00, 0x4b564dff}, /* KVM paravirtual MSRs */
 };
 
-bool msr_is_serializable(uint32_t index)
+bool kvm_msr_is_serializable(uint32_t index)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(serializable); i++)
 		if (index >= serializable[i].first &&
@@ -108,7 +108,7 @@ static const uint32_t unlisted[] = {
     0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f, 0x2ff, /* default */
 };
 
-unsigned msr_unlisted(const uint32_t **list)
+unsigned kvm_msr_unlisted(const uint32_t **list)
 {
 	*list = unlisted;
 	return ARRAY_SIZE(unlisted);
