@@ -5,7 +5,7 @@
 
 int cmd_info(int argc, char **argv);     /* cli/cmd_file.c */
 int cmd_verify(int argc, char **argv);   /* cli/cmd_file.c */
-int cmd_run(int argc, char **argv);      /* vmm/main.c */
+int cmd_run(int argc, char **argv);      /* cli/cmd_run.c */
 int cmd_snapshot(int argc, char **argv); /* cli/cmd_snapshot.c */
 
 #endif

@@ -5,9 +5,11 @@ set -eu
 
 # qemu-system-x86: a test boots the default guest under QEMU (TCG) too,
 # and the benchmark compares against QEMU's background-snapshot.
+# libunicorn-dev: the VMM's TCG accelerator (an emulated vCPU), for
+# machines without /dev/kvm.
 PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libjansson-dev
 libxxhash-dev liburing-dev libzstd-dev python3 binutils util-linux
-qemu-system-x86"
+qemu-system-x86 libunicorn-dev"
 # Plotting only when asked for.
 if [ "${1:-}" = "--bench" ]; then
 	PKGS="$PKGS python3-matplotlib"

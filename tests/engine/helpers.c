@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "helpers.h"
+#include "../hugetlb_pool.h"
 
 #ifndef MFD_HUGETLB
 #define MFD_HUGETLB 4u
@@ -51,37 +52,6 @@ static void sleep_us(unsigned us)
 	nanosleep(&ts, NULL);
 }
 
-static unsigned long read_ulong(const char *path)
-{
-	unsigned long v = 0;
-	FILE *f = fopen(path, "r");
-
-	if (f) {
-		if (fscanf(f, "%lu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v;
-}
-
-void hugepages_reserve(unsigned n)
-{
-	const char *nr = "/proc/sys/vm/nr_hugepages";
-	const char *fr = "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
-	unsigned long total = read_ulong(nr), free_now = read_ulong(fr);
-	FILE *f;
-
-	if (free_now >= n)
-		return;
-	f = fopen(nr, "w");
-	CHECK(f, "open %s: %s (the tests need root)", nr, strerror(errno));
-	fprintf(f, "%lu\n", total + (n - free_now));
-	fclose(f);
-	CHECK(read_ulong(fr) >= n,
-	      "could not reserve %u free 2 MiB hugetlb pages (have %lu)", n,
-	      read_ulong(fr));
-}
-
 /* An address range aligned to 2 MiB, reserved PROT_NONE. */
 static void *reserve_aligned(size_t len)
 {
@@ -103,6 +73,7 @@ void mem_map(struct test_mem *m, enum mem_kind kind, size_t len)
 {
 	int prot = PROT_READ | PROT_WRITE;
 	void *want = reserve_aligned(len), *p;
+	char err[256];
 
 	memset(m, 0, sizeof(*m));
 	m->kind = kind;
@@ -120,8 +91,6 @@ void mem_map(struct test_mem *m, enum mem_kind kind, size_t len)
 		break;
 	case MEM_MEMFD:
 	case MEM_MEMFD_HUGE:
-		if (kind == MEM_MEMFD_HUGE)
-			hugepages_reserve((unsigned)(len / (2 * MB)));
 		m->fd = memfd_create("ls-test",
 				     MFD_CLOEXEC |
 					     (kind == MEM_MEMFD_HUGE ? MFD_HUGETLB
@@ -129,15 +98,22 @@ void mem_map(struct test_mem *m, enum mem_kind kind, size_t len)
 		CHECK(m->fd >= 0, "memfd_create: %s", strerror(errno));
 		CHECK(ftruncate(m->fd, (off_t)len) == 0, "ftruncate: %s",
 		      strerror(errno));
+		if (kind == MEM_MEMFD_HUGE) {
+			p = hugetlb_pool_mmap(want, len, prot,
+					      MAP_SHARED | MAP_FIXED, m->fd,
+					      err, sizeof(err));
+			CHECK(p != MAP_FAILED, "mmap hugetlb memfd: %s", err);
+			break;
+		}
 		p = mmap(want, len, prot, MAP_SHARED | MAP_FIXED, m->fd, 0);
 		CHECK(p != MAP_FAILED, "mmap memfd: %s", strerror(errno));
 		break;
 	default:
-		hugepages_reserve((unsigned)(len / (2 * MB)));
-		p = mmap(want, len, prot,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_FIXED,
-			 -1, 0);
-		CHECK(p != MAP_FAILED, "mmap MAP_HUGETLB: %s", strerror(errno));
+		p = hugetlb_pool_mmap(want, len, prot,
+				      MAP_PRIVATE | MAP_ANONYMOUS |
+					      MAP_HUGETLB | MAP_FIXED,
+				      -1, err, sizeof(err));
+		CHECK(p != MAP_FAILED, "mmap MAP_HUGETLB: %s", err);
 		break;
 	}
 	if (kind == MEM_HUGETLB || kind == MEM_MEMFD_HUGE)

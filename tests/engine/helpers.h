@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test helpers for the engine: an in-memory sink that checks every page
- * arrives exactly once, an in-memory restore source, memory of every type,
- * hugetlb page reservation, and a crowd of writer threads that can be
- * quiesced for the instant of ls_snapshot_begin().
+ * arrives exactly once, an in-memory restore source, memory of every type
+ * (hugetlb from a pool shared with the tests running alongside), and a crowd
+ * of writer threads that can be quiesced for the instant of
+ * ls_snapshot_begin().
  */
 #ifndef LS_TEST_ENGINE_HELPERS_H
 #define LS_TEST_ENGINE_HELPERS_H
@@ -46,11 +47,10 @@ struct test_mem {
 
 const char *mem_kind_name(enum mem_kind kind);
 enum ls_mem_type mem_kind_type(enum mem_kind kind);
-/* Maps len bytes (2 MiB aligned) of the kind; fails the test on error. */
+/* Maps len bytes (2 MiB aligned) of the kind; fails the test on error.
+ * Hugetlb kinds grow the huge page pool when short (../hugetlb_pool.h). */
 void mem_map(struct test_mem *m, enum mem_kind kind, size_t len);
 void mem_unmap(struct test_mem *m);
-/* Makes sure n free 2 MiB hugetlb pages exist (raises nr_hugepages). */
-void hugepages_reserve(unsigned n);
 
 /* ---------------- in-memory sink ---------------- */
 

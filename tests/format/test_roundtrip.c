@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "../hugetlb_pool.h"
 
 #define MIB  (1ul << 20)
 #define NREG 3
@@ -44,32 +45,9 @@ struct rt {
 
 static const char blob[] = "device state, opaque to livesnap";
 
-static void reserve_hugepages(unsigned n)
-{
-	const char *fr = "/sys/kernel/mm/hugepages/hugepages-2048kB/"
-			 "free_hugepages";
-	const char *nr = "/proc/sys/vm/nr_hugepages";
-	unsigned long total = 0, free_now = 0;
-	FILE *f;
-
-	f = fopen(fr, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%lu", &free_now), 1);
-	fclose(f);
-	if (free_now >= n)
-		return;
-	f = fopen(nr, "r+");
-	if (!f)
-		fail_msg("open %s: %s (the tests need root)", nr,
-			 strerror(errno));
-	assert_int_equal(fscanf(f, "%lu", &total), 1);
-	rewind(f);
-	fprintf(f, "%lu\n", total + n - free_now);
-	fclose(f);
-}
-
 static void mem_map(struct mem *m, const char *name, int kind, size_t len)
 {
+	char err[256];
 	int fd = -1;
 
 	m->name = name;
@@ -83,15 +61,18 @@ static void mem_map(struct mem *m, const char *name, int kind, size_t len)
 		madvise(m->addr, len, MADV_NOHUGEPAGE);
 		return;
 	}
-	/* Room for the engine's tests too: meson runs tests in parallel. */
-	if (kind == 2)
-		reserve_hugepages((unsigned)(len / m->ps) + 16);
 	fd = memfd_create(name, MFD_CLOEXEC | (kind == 2 ? MFD_HUGETLB : 0));
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, (off_t)len), 0);
-	m->addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (kind == 2)
+		m->addr = hugetlb_pool_mmap(NULL, len, PROT_READ | PROT_WRITE,
+					    MAP_SHARED, fd, err, sizeof(err));
+	else
+		m->addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
+			       fd, 0);
 	if (m->addr == MAP_FAILED)
-		fail_msg("mmap %s: %s", name, strerror(errno));
+		fail_msg("mmap %s: %s", name,
+			 kind == 2 ? err : strerror(errno));
 	close(fd);
 }
 

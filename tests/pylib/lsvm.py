@@ -6,6 +6,12 @@ Only the Python standard library. Paths: the livesnap binary is the first
 command-line argument (the vm suite passes it) or $LIVESNAP (the snap
 suite sets it); ls-snaptool is $LS_SNAPTOOL.
 
+The accelerator is $LS_ACCEL (tcg or kvm; meson registers each VM test
+once per accelerator and sets it): every command that starts a VM gets
+`--accel $LS_ACCEL` (accel_args()), none when it is unset. Under tcg
+every vCPU instruction is emulated: the harness's waits are TIME_SCALE
+times longer.
+
 Every VM process gets PR_SET_PDEATHSIG=SIGKILL, so it dies with the test
 process however that ends (a meson timeout, SIGKILL, a crash); tearDown,
 addCleanup and an atexit hook stop them in the ordinary case.
@@ -24,7 +30,11 @@ import unittest
 
 from lsqmp import QMP, QMPClosed, QMPError  # noqa: F401  (for the tests)
 
-BOOT_TIMEOUT = 60.0  # guest ring 0 is emulated on PVM: be generous
+ACCEL = os.environ.get("LS_ACCEL") or None
+# Waits only bound a hang (no test measures time): under TCG, 3x longer.
+TIME_SCALE = 3 if ACCEL == "tcg" else 1
+# guest ring 0 is emulated on PVM, and everything is under TCG: be generous
+BOOT_TIMEOUT = 60.0 * TIME_SCALE
 END_STATES = ("completed", "failed", "cancelled")
 PR_SET_PDEATHSIG = 1
 
@@ -83,6 +93,12 @@ def wait_until(pred, timeout, what, interval=0.05):
                          % (timeout, what))
 
 
+def accel_args():
+    """The options that choose the accelerator of a VM-starting command
+    (`livesnap run`, `livesnap restore`): --accel $LS_ACCEL, if set."""
+    return ["--accel", ACCEL] if ACCEL else []
+
+
 def run_args(cpus=None, mem="256M", ws_mib=16, restore=None, mode=None,
              incoming=None):
     """`livesnap run` options for the default guest: a fresh boot with a
@@ -121,7 +137,7 @@ class VM:
         self.qmp_path = base + ".qmp" if qmp else None
         self.console_path = base + ".console" if console else None
         self.stderr_path = base + ".stderr"
-        self.argv = [LIVESNAP, "run"] + list(args)
+        self.argv = [LIVESNAP, "run"] + accel_args() + list(args)
         if self.qmp_path:
             self.argv += ["--qmp", self.qmp_path]
         if self.console_path:
@@ -143,7 +159,7 @@ class VM:
             self.proc = self._popen()
             _live_vms.add(self)
             if self.qmp_path:
-                self.qmp = wait_until(self._try_connect, 30,
+                self.qmp = wait_until(self._try_connect, 30 * TIME_SCALE,
                                       "the QMP socket of VM " + self.name)
         except BaseException:
             self.close()  # the caller gets no VM to close
@@ -191,12 +207,12 @@ class VM:
         self._forget()
 
     def close(self):
-        """Ends the VM (SIGTERM, SIGKILL after 10 s), whatever its state,
-        and removes its own temporary directory."""
+        """Ends the VM (SIGTERM, SIGKILL after 10 s, 30 s under TCG),
+        whatever its state, and removes its own temporary directory."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(10 * TIME_SCALE)
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
@@ -205,7 +221,8 @@ class VM:
 
     def stop(self):
         """Quits the VM over QMP; raises if it does not end cleanly (exit
-        status 0 within 20 s: a crash, a sanitizer report or a hang)."""
+        status 0 within 20 s, 60 s under TCG: a crash, a sanitizer report
+        or a hang)."""
         if self.proc is None:
             return
         problem = None
@@ -215,7 +232,7 @@ class VM:
             except (OSError, EOFError, QMPError):
                 pass
             try:
-                self.proc.wait(20)
+                self.proc.wait(20 * TIME_SCALE)
             except subprocess.TimeoutExpired:
                 problem = "did not exit after quit"
         self.kill()
@@ -226,7 +243,8 @@ class VM:
             raise AssertionError("VM %s %s: %s" % (
                 self.name, problem, self.stderr()[-3000:]))
 
-    def wait_exit(self, timeout=30):
+    def wait_exit(self, timeout=None):
+        timeout = timeout or 30 * TIME_SCALE
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -293,9 +311,10 @@ class VM:
             return None
         return [(c["generation"], c["errors"]) for c in g["cpus"]]
 
-    def wait_guest(self, min_gens=None, timeout=60.0):
+    def wait_guest(self, min_gens=None, timeout=None):
         """Waits until every vCPU's generation passes min_gens (default:
         0), i.e. the workload runs; returns the counters."""
+        timeout = timeout or 60.0 * TIME_SCALE
         last = [None]
 
         def progressed():
@@ -323,9 +342,10 @@ class VM:
             args["x-test-copy-ram"] = copy_ram
         self.qmp.cmd("migrate", args)
 
-    def wait_migration(self, timeout=120.0):
+    def wait_migration(self, timeout=None):
         """Waits for the MIGRATION event that ends it; returns
         query-migrate."""
+        timeout = timeout or 120.0 * TIME_SCALE
         self.qmp.wait_event("MIGRATION",
                             lambda d: d.get("status") in END_STATES,
                             timeout=timeout)

@@ -111,7 +111,7 @@ class RestoreRefuses(SnapTest, unittest.TestCase):
         damage: then the reason is the last line, after the VMM's own."""
         vm = VM(*run_args(restore=path, mem=kw.pop("mem", None), **kw),
                 workdir=self.tmp, name="r")
-        rc = vm.run(timeout=120)
+        rc = vm.run(timeout=120 * lsvm.TIME_SCALE)
         text = vm.stderr()
         self.assertNotEqual(rc, 0, "restore of %s ran: %s"
                             % (path, text))
@@ -187,7 +187,7 @@ class RestoreRefuses(SnapTest, unittest.TestCase):
 
     @staticmethod
     def config(**changes):
-        cfg = {"format": 1, "vmm": "livesnap", "vcpus": 2,
+        cfg = {"format": 2, "vmm": "livesnap", "vcpus": 2,
                "mem-bytes": 256 << 20,
                "slots": [{"slot": 0, "gpa": 0, "size": 256 << 20,
                           "region": "ram", "offset": 0}]}
@@ -204,7 +204,9 @@ class RestoreRefuses(SnapTest, unittest.TestCase):
                   "region": "ram", "offset": 0}]
         for name, cfg, words in [
                 ("layout", self.config(slots=moved), "memory layout"),
-                ("format", self.config(format=2), "format 2"),
+                ("format", self.config(format=3), "format 3"),
+                ("format1", self.config(format=1),
+                 "format 1 holds KVM-only vCPU state"),
                 ("vcpus", self.config(vcpus=0), "out of range"),
                 ("mem", self.config(**{"mem-bytes": 1 << 50}),
                  "out of range"),

@@ -37,7 +37,7 @@ class Qmp(SnapTest, unittest.TestCase):
         self.assertEqual([e for _, e in after], [0] * len(after))
 
     def wait_for_file(self, path):
-        for _ in range(1200):
+        for _ in range(1200 * lsvm.TIME_SCALE):
             if os.path.exists(path):
                 return
             self.v.qmp.pump(0.05)
@@ -172,7 +172,8 @@ class Qmp(SnapTest, unittest.TestCase):
         except EOFError:
             pass
         self.assertEqual(self.v.qmp.event_statuses()[-1:], ["cancelled"])
-        self.assertEqual(self.v.proc.wait(30), 0, self.v.stderr())
+        self.assertEqual(self.v.proc.wait(30 * lsvm.TIME_SCALE), 0,
+                         self.v.stderr())
         self.assertFalse(verify(out)[0])
 
     def test_snapshot_of_stopped_vm(self):

@@ -32,7 +32,7 @@ class Restore(SnapTest, unittest.TestCase):
         # The console carries on: the guest prints on, from where it was.
         for c in report["cpus"]:
             gens = []
-            for _ in range(200):
+            for _ in range(200 * lsvm.TIME_SCALE):
                 gens = self.console_gens(vm, c["cpu"])
                 if gens:
                     break

@@ -10,7 +10,9 @@ import lsvm
 
 
 def run(*args):
-    p = subprocess.run([lsvm.LIVESNAP, 'run'] + list(args), stdin=subprocess.DEVNULL,
+    # --accel first: the refusals below are about the arguments after it
+    p = subprocess.run([lsvm.LIVESNAP, 'run'] + lsvm.accel_args() + list(args),
+                       stdin=subprocess.DEVNULL,
                        capture_output=True, timeout=60,
                        preexec_fn=lsvm.die_with_test)
     return p.returncode, p.stderr.decode(errors='replace')
@@ -29,7 +31,7 @@ class CLI(unittest.TestCase):
         p = subprocess.run([lsvm.LIVESNAP, 'run', '--help'], capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 0)
         for flag in ('--cpus', '--mem', '--mem-backend', '--kernel', '--initrd',
-                     '--cmdline', '--qmp', '--console'):
+                     '--cmdline', '--qmp', '--console', '--accel'):
             self.assertIn(flag, p.stdout.decode())
 
     def test_bad_flags(self):
@@ -42,6 +44,23 @@ class CLI(unittest.TestCase):
         self.refused(2, '--mem', '512X', want="--mem '512X'")
         self.refused(2, '--mem-backend', 'disk', want='anon, memfd or hugetlb')
         self.refused(2, 'extra', want="unexpected argument 'extra'")
+        self.refused(2, '--accel', 'hvf', want="--accel 'hvf': use kvm, tcg or auto")
+
+    def test_kernel_per_accelerator(self):
+        # A bzImage (the guest's own image will do) boots on KVM; an
+        # emulated vCPU runs only the built-in guest and refuses it, with
+        # the reason, after checking the file itself.
+        image = os.path.join(os.path.dirname(lsvm.LIVESNAP), '..', 'guest',
+                             'livesnap-guest.bin')
+        self.assertTrue(os.path.isfile(image), image)
+        if os.environ.get('LS_ACCEL', 'tcg') == 'tcg':
+            self.refused(1, '--kernel', image,
+                         want='--kernel needs --accel kvm: the tcg '
+                         'accelerator runs only the built-in guest')
+        else:
+            rc, err = run('--kernel', image, '--console', os.devnull,
+                          '--cmdline', 'ls.runtime_s=1')
+            self.assertEqual(rc, 0, err)
 
     def test_restore_alias(self):
         # `livesnap restore FILE ...` is `livesnap run --restore FILE ...`.
@@ -49,7 +68,8 @@ class CLI(unittest.TestCase):
                            timeout=30)
         self.assertEqual(p.returncode, 2)
         self.assertIn('usage: livesnap restore FILE', p.stderr.decode())
-        p = subprocess.run([lsvm.LIVESNAP, 'restore', '/nonexistent/vm.snap'],
+        p = subprocess.run([lsvm.LIVESNAP, 'restore', '/nonexistent/vm.snap']
+                           + lsvm.accel_args(),
                            stdin=subprocess.DEVNULL, capture_output=True,
                            timeout=30, preexec_fn=lsvm.die_with_test)
         err = p.stderr.decode(errors='replace').strip().splitlines()

@@ -1,12 +1,19 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Every guest RAM backend boots the guest: anon (THP), memfd, hugetlb."""
+import contextlib
+import fcntl
+import os
+import subprocess
 import unittest
 
 import lsvm
 
 MEM_MIB = 128
 NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages'
+# Every change of the huge page pool is made under this lock, by the C
+# tests (tests/hugetlb_pool.h) and scripts/run-tests.sh too.
+HUGETLB_POOL_LOCK = '/run/livesnap-hugetlb.lock'
 
 
 def meminfo(key):
@@ -28,11 +35,28 @@ def set_nr_hugepages(n):
         f.write(str(n))
 
 
+@contextlib.contextmanager
+def hugetlb_pool_lock():
+    """Holds the pool lock: a test elsewhere that checks the pool and then
+    maps its pages does both while no one else grows or shrinks it."""
+    fd = os.open(HUGETLB_POOL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Backends(unittest.TestCase):
-    def boot(self, backend):
+    def start(self, backend):
         vm = lsvm.VM('--mem', '%dM' % MEM_MIB, '--mem-backend', backend,
                      '--cpus', '2', '--cmdline', 'ls.print_s=0').start()
         self.addCleanup(vm.close)
+        return vm
+
+    def boot(self, backend, vm=None):
+        vm = vm or self.start(backend)
         vm.wait_workload(2)
         first = lsvm.wait_until(lambda: (lambda w: w if all(w) else None)(vm.writes()),
                                 lsvm.BOOT_TIMEOUT, 'writes')
@@ -50,33 +74,44 @@ class Backends(unittest.TestCase):
         self.boot('memfd')
 
     def test_hugetlb(self):
-        with open(NR_HUGEPAGES) as f:
-            old = int(f.read())
         need = MEM_MIB // 2
-        spare = meminfo('HugePages_Free') - meminfo('HugePages_Rsvd')
-        if spare < need:
-            mine = old + need - spare
-            set_nr_hugepages(mine)
+        # Grow the pool if short and start the VM, up to its RAM's pages
+        # being reserved, under the pool lock; shrink back under it too.
+        # (scripts/run-tests.sh sizes the pool for this test: then it
+        # changes nothing.)
+        with hugetlb_pool_lock():
+            with open(NR_HUGEPAGES) as f:
+                old = int(f.read())
+            spare = meminfo('HugePages_Free') - meminfo('HugePages_Rsvd')
+            if spare < need:
+                mine = old + need - spare
+                set_nr_hugepages(mine)
 
-            def restore():
-                # only if nobody changed it meanwhile
-                with open(NR_HUGEPAGES) as f:
-                    if int(f.read()) == mine:
-                        set_nr_hugepages(old)
-            self.addCleanup(restore)
-            self.assertGreaterEqual(meminfo('HugePages_Free') - meminfo('HugePages_Rsvd'),
-                                    need, 'the kernel could not reserve %d huge pages' % need)
-        before = hugepages_taken()
-        vm = self.boot('hugetlb')
-        # the VM's RAM really is in (reserved or faulted) huge pages
-        self.assertGreaterEqual(hugepages_taken() - before, need)
+                def restore():
+                    # only if nobody changed it meanwhile
+                    with hugetlb_pool_lock(), open(NR_HUGEPAGES) as f:
+                        if int(f.read()) == mine:
+                            set_nr_hugepages(old)
+                self.addCleanup(restore)
+                self.assertGreaterEqual(meminfo('HugePages_Free') - meminfo('HugePages_Rsvd'),
+                                        need, 'the kernel could not reserve %d huge pages' % need)
+            before = hugepages_taken()
+            vm = self.start('hugetlb')
+
+            # the VM's RAM really is in (reserved or faulted) huge pages
+            def reserved():
+                vm._check_alive('its RAM in huge pages')
+                return hugepages_taken() - before >= need
+            lsvm.wait_until(reserved, lsvm.BOOT_TIMEOUT,
+                            '%d huge pages taken by the VM' % need)
+        self.boot('hugetlb', vm)
         vm.qmp.cmd('quit')
         self.assertEqual(vm.wait_exit(), 0)
         self.assertEqual(hugepages_taken(), before)
 
     def test_hugetlb_size_check(self):
-        import subprocess
-        p = subprocess.run([lsvm.LIVESNAP, 'run', '--mem', '65M', '--mem-backend', 'hugetlb'],
+        p = subprocess.run([lsvm.LIVESNAP, 'run'] + lsvm.accel_args() +
+                           ['--mem', '65M', '--mem-backend', 'hugetlb'],
                            capture_output=True, timeout=60,
                            preexec_fn=lsvm.die_with_test)
         self.assertEqual(p.returncode, 1)

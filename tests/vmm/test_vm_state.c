@@ -227,6 +227,60 @@ static void compare(const struct machine_state *a,
 	compare_vm(&a->vm, &b->vm);
 }
 
+/*
+ * State from the other backend: what carries over is taken, what cannot
+ * is refused with a reason naming it. Run on a fresh, never-started VM.
+ */
+static void test_cross_backend(const struct machine_state *saved)
+{
+	struct vm *vm = new_vm();
+	struct x86_vm_state *vs = malloc(sizeof(*vs));
+	struct x86_cpu_state *cs = aligned_alloc(64, sizeof(*cs));
+	char err[VMM_ERR_MAX];
+
+	if (!vs || !cs)
+		die("malloc", "out of memory");
+	if (accel == &accel_tcg_ops) {
+		/* a KVM VM whose guest unmasked IRQ 4 (the UART) */
+		x86_vm_state_init(vs, "kvm");
+		vs->irq_enabled = 1u << 4;
+		CHECK(accel->vm_set_state(vm, vs, false, err) == -ENOTSUP &&
+			  strstr(err, "taken on kvm with guest interrupts "
+				      "enabled (ISA IRQ mask 0x10)"),
+		      "KVM state with IRQs enabled on tcg: %s", err);
+		vs->irq_enabled = 0;
+		CHECK(accel->vm_set_state(vm, vs, false, err) == 0,
+		      "KVM state with every IRQ masked on tcg: %s", err);
+		/* a vCPU caught in real mode (an AP in its trampoline) */
+		memcpy(cs, &saved->vcpus[0], sizeof(*cs));
+		cs->cr0 &= ~1ull;
+		cs->efer = 0;
+		CHECK(accel->vcpu_set_state(&vm->vcpus[0], cs, err) == -ENOTSUP &&
+			  strstr(err, "outside 64-bit long mode"),
+		      "real-mode vCPU state on tcg: %s", err);
+	} else {
+		struct x86_vm_state now;
+
+		/* the emulated backend's state: KVM's chips stay masked */
+		x86_vm_state_init(vs, "tcg");
+		CHECK(accel->vm_set_state(vm, vs, false, err) == 0,
+		      "tcg VM state on kvm: %s", err);
+		CHECK(accel->vm_get_state(vm, &now, err) == 0 &&
+			  now.irq_enabled == 0,
+		      "IRQs enabled after a tcg VM state: %#x",
+		      now.irq_enabled);
+	}
+	/* A state of another size or version is refused, not read. */
+	memcpy(cs, &saved->vcpus[0], sizeof(*cs));
+	cs->version = X86_CPU_STATE_VERSION + 1;
+	CHECK(accel->vcpu_set_state(&vm->vcpus[0], cs, err) == -EINVAL &&
+		  strstr(err, "bad magic, version"),
+	      "vCPU state of another version: %s", err);
+	free(vs);
+	free(cs);
+	vm_destroy(vm);
+}
+
 int main(void)
 {
 	size_t size = machine_state_size(NCPUS);
@@ -284,6 +338,7 @@ int main(void)
 		       (unsigned long long)saved[i],
 		       (unsigned long long)writes_of(vm2, i));
 	}
+	test_cross_backend(s1);
 	/* A state from another VM shape is refused. */
 	s1->ncpus = NCPUS + 1;
 	CHECK(machine_state_restore(vm2, s1, false, err) == -EINVAL,

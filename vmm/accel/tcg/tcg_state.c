@@ -409,6 +409,13 @@ static int run_stub(struct vcpu *vcpu, const struct x86_cpu_state *st,
 	v->exception = -1;
 	/* Unicorn drops the block it translated as the stop at `until`. */
 	e = uc_emu_start(uc, GPA_TCG_STUB, st->rip, 0, 0);
+	if (vm_exit_reason(vcpu->vm) != VM_EXIT_NONE) {
+		/* the VM is going down (a lazy restore's bad page): say why */
+		pthread_mutex_lock(&vcpu->vm->lock);
+		vmm_failx(err, EIO, "%s", vcpu->vm->exit_msg);
+		pthread_mutex_unlock(&vcpu->vm->lock);
+		return -EIO;
+	}
 	if (e || v->exception >= 0 || rd(uc, UC_X86_REG_RIP) != st->rip)
 		return vmm_failx(err, EIO,
 				 "vCPU %u: loading its state failed (%s, "

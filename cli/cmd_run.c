@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * livesnap run: option parsing and wiring. Builds the VM (vm.c), loads the
- * kernel (boot.c), serves QMP (qmp.c, qmp_vm.c), runs until the guest
+ * livesnap run: option parsing and wiring. Builds the VM (vmm/vm.c) on the
+ * chosen accelerator, loads the kernel (vmm/boot.c), serves QMP (vmm/qmp.c,
+ * vmm/qmp_vm.c), runs until the guest
  * powers off, QMP says quit or a signal arrives, and exits 0 for all three
  * (1 when the VM fails).
  */
@@ -625,6 +626,12 @@ static int pick_accel(struct run_ctx *r)
 		return ret;
 	if (why[0])
 		fprintf(stderr, "livesnap: %s\n", why);
+	return 0;
+}
+
+/* After the files are read: what is wrong with them is said first. */
+static int check_accel_fits(struct run_ctx *r)
+{
 	if (r->o.kernel && !(r->accel->caps & ACCEL_CAP_LINUX))
 		return vmm_failx(r->err, ENOTSUP,
 				 "--kernel needs --accel kvm: the %s "
@@ -646,6 +653,7 @@ int cmd_run(int argc, char **argv)
 		return ret < 0 ? 0 : ret;
 	ret = pick_accel(&r);
 	ret = ret ?: r.o.restore ? open_restore(&r) : load_files(&r);
+	ret = ret ?: check_accel_fits(&r);
 	ret = ret ?: open_console(&r);
 	ret = ret ?: setup_signals(&r);
 	if (!ret) {
