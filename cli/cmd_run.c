@@ -444,7 +444,8 @@ static char *build_cmdline(struct run_ctx *r)
 
 	if (asprintf(&s, "%s ls.tsc_khz=%u ls.cpus=%u%s%s",
 		     r->o.kernel ? CMDLINE_LINUX : CMDLINE_DEFAULT_GUEST,
-		     r->vm->tsc_khz, r->o.ncpus, r->o.cmdline[0] ? " " : "",
+		     vm_boot_tsc_khz(r->vm), r->o.ncpus,
+		     r->o.cmdline[0] ? " " : "",
 		     r->o.cmdline) < 0)
 		return NULL;
 	return s;

@@ -213,6 +213,13 @@ static int vm_create_vcpus(struct vm *vm, char *err)
 	return 0;
 }
 
+uint32_t vm_boot_tsc_khz(struct vm *vm)
+{
+	if (!vm->tsc_khz && vm->accel->measure_tsc_khz)
+		vm->tsc_khz = vm->accel->measure_tsc_khz(vm);
+	return vm->tsc_khz;
+}
+
 void vm_set_irq(void *opaque, unsigned irq, int level)
 {
 	struct vm *vm = opaque;

@@ -146,6 +146,9 @@ enum vm_exit_reason vm_exit_reason(struct vm *vm);
 /* Stops and joins every vCPU thread (idempotent). */
 void vm_stop_threads(struct vm *vm);
 
+/* The guest TSC rate for a fresh boot's command line (measured if need be). */
+uint32_t vm_boot_tsc_khz(struct vm *vm);
+
 /* The devices' interrupt lines, routed to the accelerator. */
 void vm_set_irq(void *vm, unsigned irq, int level);
 

@@ -48,7 +48,10 @@ struct accel_ops {
 	const char *name; /* "kvm", "tcg": QEMU's words */
 	unsigned caps;
 
-	/* After vm->mem exists; sets vm->tsc_khz and vm->max_vcpus. */
+	/*
+	 * After vm->mem exists; sets vm->max_vcpus, and vm->tsc_khz where
+	 * the backend knows it at once (else measure_tsc_khz does).
+	 */
 	int (*vm_init)(struct vm *vm, char *err);
 	void (*vm_fini)(struct vm *vm);
 	int (*vcpu_init)(struct vcpu *vcpu, char *err);
@@ -94,6 +97,12 @@ struct accel_ops {
 		      uint32_t regs[4]);
 	/* A device's interrupt line (ISA IRQ number) changed level. */
 	void (*irq_line)(struct vm *vm, unsigned irq, int level);
+	/*
+	 * The rate guest rdtsc ticks at, measured (optional; for backends
+	 * whose guest TSC is the host's). Only a fresh boot needs it: a
+	 * restore takes the rate the snapshot's guest was told.
+	 */
+	uint32_t (*measure_tsc_khz)(struct vm *vm);
 	/* Tells the guest's paravirtual clock it was stopped (optional). */
 	void (*notify_clock_paused)(struct vm *vm);
 };

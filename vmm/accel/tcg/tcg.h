@@ -41,8 +41,10 @@ struct tcg_vm {
 	bool ticker_started, ticker_stop;
 	uint32_t irq_levels;  /* ISA lines raised by devices (not delivered) */
 	uint64_t created_ns;  /* guest clock origin */
-	/* CPUID as the emulated CPU reports it, probed once (leaves 0, 1,
-	 * 0x80000000, 0x80000001). */
+	/* CPUID as the emulated CPU reports it (leaves 0, 1, 0x80000000,
+	 * 0x80000001), probed on first use: tcg_cpuid_native(). */
+	pthread_mutex_t cpuid_lock;
+	bool cpuid_probed;
 	uint32_t cpuid_native[4][4];
 };
 
@@ -69,7 +71,7 @@ struct tcg_vcpu {
 /* tcg_vcpu.c */
 int tcg_engine_create(struct vcpu *vcpu, char *err);
 void tcg_engine_destroy(struct vcpu *vcpu);
-void tcg_cpuid_probe(struct tcg_vm *t);
+const uint32_t (*tcg_cpuid_native(struct tcg_vm *t))[4];
 enum accel_run tcg_vcpu_run(struct vcpu *vcpu);
 void tcg_vcpu_kick(struct vcpu *vcpu);
 int tcg_vcpu_complete(struct vcpu *vcpu, char *err);

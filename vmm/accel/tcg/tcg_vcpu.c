@@ -57,16 +57,16 @@ static void hook_out(uc_engine *uc, uint32_t port, int size, uint32_t value,
 
 static void cpuid_leaf(struct vcpu *vcpu, uint32_t fn, uint32_t r[4])
 {
-	struct tcg_vm *t = TCG_VM(vcpu->vm);
+	const uint32_t(*native)[4] = tcg_cpuid_native(TCG_VM(vcpu->vm));
 	unsigned n = vcpu->vm->ncpus;
 
 	memset(r, 0, 4 * sizeof(r[0]));
 	switch (fn) {
 	case 0:
-		memcpy(r, t->cpuid_native[0], 4 * sizeof(r[0]));
+		memcpy(r, native[0], 4 * sizeof(r[0]));
 		return;
 	case 1:
-		memcpy(r, t->cpuid_native[1], 4 * sizeof(r[0]));
+		memcpy(r, native[1], 4 * sizeof(r[0]));
 		r[1] = (r[1] & 0xffffu) | (vcpu->id << 24) | ((n & 0xff) << 16);
 		r[2] |= 1u << 31; /* hypervisor */
 		r[3] |= 1u << 9;  /* APIC */
@@ -81,10 +81,10 @@ static void cpuid_leaf(struct vcpu *vcpu, uint32_t fn, uint32_t r[4])
 		r[0] = vcpu->vm->tsc_khz;
 		return;
 	case 0x80000000u:
-		memcpy(r, t->cpuid_native[2], 4 * sizeof(r[0]));
+		memcpy(r, native[2], 4 * sizeof(r[0]));
 		return;
 	case 0x80000001u:
-		memcpy(r, t->cpuid_native[3], 4 * sizeof(r[0]));
+		memcpy(r, native[3], 4 * sizeof(r[0]));
 		return;
 	}
 }
@@ -323,11 +323,13 @@ void tcg_engine_destroy(struct vcpu *vcpu)
 }
 
 /*
- * The CPUID of Unicorn's emulated CPU, read once by running `cpuid` in a
+ * The CPUID of Unicorn's emulated CPU, read by running `cpuid` in a
  * scratch engine: leaf 1 and the extended leaves are passed through,
- * edited per vCPU (cpuid_leaf()).
+ * edited per vCPU (cpuid_leaf()). Probed on first use, not at VM
+ * creation: a restored guest may never ask, and a restore should not
+ * wait for it.
  */
-void tcg_cpuid_probe(struct tcg_vm *t)
+static void cpuid_probe(struct tcg_vm *t)
 {
 	static const uint32_t leaves[4] = {0, 1, 0x80000000u, 0x80000001u};
 	static const uint8_t code[] = {0x0f, 0xa2}; /* cpuid */
@@ -360,6 +362,16 @@ void tcg_cpuid_probe(struct tcg_vm *t)
 		uc_close(uc);
 	}
 	munmap(page, 4096);
+}
+
+const uint32_t (*tcg_cpuid_native(struct tcg_vm *t))[4]
+{
+	pthread_mutex_lock(&t->cpuid_lock);
+	if (!t->cpuid_probed)
+		cpuid_probe(t);
+	t->cpuid_probed = true;
+	pthread_mutex_unlock(&t->cpuid_lock);
+	return (const uint32_t(*)[4])t->cpuid_native;
 }
 
 /* ---- the execution token ---- */
