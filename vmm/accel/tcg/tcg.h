@@ -26,7 +26,7 @@ struct vm;
 struct vcpu;
 
 #define TCG_SLICE_NS  2000000ull /* a vCPU's turn when others wait */
-#define TCG_TICK_NS   1000000ull /* ticker period */
+#define TCG_TICK_NS   1000000ull /* ticker re-check while a turn ends */
 #define TCG_NO_HOLDER (~0u)
 
 /* vm->accel_priv */

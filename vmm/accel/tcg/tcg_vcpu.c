@@ -411,6 +411,7 @@ static bool token_acquire(struct vcpu *vcpu)
 	} else {
 		v->want_token = true;
 		t->waiting++;
+		pthread_cond_broadcast(&t->cond); /* the ticker times the turn */
 		while (t->holder != vcpu->id && !v->kick)
 			pthread_cond_wait(&t->cond, &t->lock);
 		v->want_token = false;
@@ -524,7 +525,9 @@ enum accel_run tcg_vcpu_run(struct vcpu *vcpu)
 
 	pthread_mutex_lock(&t->lock);
 	if (!wait_runnable(vcpu, err, &ret) || !token_acquire(vcpu)) {
+		/* the kick is served by returning: its stop is moot */
 		v->kick = false;
+		__atomic_store_n(&v->stop_req, false, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&t->lock);
 		if (ret) {
 			vm_request_exit(vcpu->vm, VM_EXIT_ERROR, 1, "%s", err);
@@ -571,28 +574,39 @@ void tcg_vcpu_kick(struct vcpu *vcpu)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* Every tick: ends the holder's turn when another vCPU waits for one. */
+/* Waits on t->cond (t->lock held) until `ns` on CLOCK_MONOTONIC. */
+static void wait_until_ns(struct tcg_vm *t, uint64_t ns)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
+			      .tv_nsec = (long)(ns % 1000000000ull)};
+
+	pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+}
+
+/*
+ * Ends the holder's turn TCG_SLICE_NS after it began when another vCPU
+ * waits for one. Sleeps on t->cond otherwise (token_acquire() wakes it),
+ * so a lone vCPU is never disturbed.
+ */
 static void *ticker(void *arg)
 {
 	struct vm *vm = arg;
 	struct tcg_vm *t = TCG_VM(vm);
-	struct timespec ts = {0, (long)TCG_TICK_NS};
 
 	pthread_mutex_lock(&t->lock);
 	while (!t->ticker_stop) {
-		unsigned h = t->holder;
+		uint64_t end = t->turn_start_ns + TCG_SLICE_NS;
 
-		if (h != TCG_NO_HOLDER) {
-			struct tcg_vcpu *v = TCG_VCPU(&vm->vcpus[h]);
-
-			if (t->waiting &&
-			    now_ns() - t->turn_start_ns >= TCG_SLICE_NS)
-				__atomic_store_n(&v->stop_req, true,
-						 __ATOMIC_RELEASE);
+		if (t->holder == TCG_NO_HOLDER || !t->waiting) {
+			pthread_cond_wait(&t->cond, &t->lock);
+		} else if (now_ns() < end) {
+			wait_until_ns(t, end);
+		} else {
+			__atomic_store_n(&TCG_VCPU(&vm->vcpus[t->holder])->stop_req,
+					 true, __ATOMIC_RELEASE);
+			/* until the turn passes (or a tick, if it is slow) */
+			wait_until_ns(t, now_ns() + TCG_TICK_NS);
 		}
-		pthread_mutex_unlock(&t->lock);
-		nanosleep(&ts, NULL);
-		pthread_mutex_lock(&t->lock);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return NULL;
@@ -617,6 +631,7 @@ void tcg_ticker_stop(struct vm *vm)
 		return;
 	pthread_mutex_lock(&t->lock);
 	t->ticker_stop = true;
+	pthread_cond_broadcast(&t->cond);
 	pthread_mutex_unlock(&t->lock);
 	pthread_join(t->ticker, NULL);
 	t->ticker_started = false;

@@ -55,12 +55,16 @@ static void tcg_vm_fini(struct vm *vm)
 static int tcg_vm_init(struct vm *vm, char *err)
 {
 	struct tcg_vm *t = calloc(1, sizeof(*t));
+	pthread_condattr_t ca;
 
 	if (!t)
 		return vmm_fail(err, ENOMEM, "TCG VM");
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->cpuid_lock, NULL);
-	pthread_cond_init(&t->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the ticker's */
+	pthread_cond_init(&t->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	t->holder = TCG_NO_HOLDER;
 	t->created_ns = vmm_now_ns();
 	vm->accel_priv = t;
