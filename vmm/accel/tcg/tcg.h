@@ -68,16 +68,22 @@ struct tcg_vcpu {
 #define TCG_VM(vm)     ((struct tcg_vm *)(vm)->accel_priv)
 #define TCG_VCPU(vcpu) ((struct tcg_vcpu *)(vcpu)->accel_priv)
 
-/* tcg_vcpu.c */
+/* tcg_engine.c */
 int tcg_engine_create(struct vcpu *vcpu, char *err);
 void tcg_engine_destroy(struct vcpu *vcpu);
 const uint32_t (*tcg_cpuid_native(struct tcg_vm *t))[4];
-enum accel_run tcg_vcpu_run(struct vcpu *vcpu);
+
+/* tcg_sched.c; the token functions with t->lock held */
+bool tcg_token_acquire(struct vcpu *vcpu); /* false: kicked, not held */
+void tcg_token_release(struct vm *vm, unsigned id);
 void tcg_vcpu_kick(struct vcpu *vcpu);
-int tcg_vcpu_complete(struct vcpu *vcpu, char *err);
-void tcg_vcpu_dump(struct vcpu *vcpu, const char *why);
 int tcg_ticker_start(struct vm *vm, char *err);
 void tcg_ticker_stop(struct vm *vm);
+
+/* tcg_vcpu.c */
+enum accel_run tcg_vcpu_run(struct vcpu *vcpu);
+int tcg_vcpu_complete(struct vcpu *vcpu, char *err);
+void tcg_vcpu_dump(struct vcpu *vcpu, const char *why);
 
 /* tcg_state.c */
 int tcg_get_state(struct vcpu *vcpu, struct x86_cpu_state *st, char *err);
