@@ -4,9 +4,9 @@
  *
  * Kick protocol (pause, exit): the requester sets the flag the thread
  * checks (pause_req or stopping), then asks the backend to kick the vCPU
- * out of guest code (accel->vcpu_kick: KVM's immediate_exit plus a signal,
- * TCG's sticky flag plus uc_emu_stop). vm_pause() repeats the kick while
- * it waits, so a backend whose kick can race with entry loses nothing.
+ * out of guest code (accel->vcpu_kick: KVM's immediate_exit plus a signal;
+ * TCG's sticky flag plus a stop request its block hook obeys). Neither
+ * loses a kick that comes before the vCPU enters guest code.
  *
  * Before parking, the backend completes any exit it left half done
  * (accel->vcpu_complete: KVM re-enters with immediate_exit so an IN's data

@@ -185,7 +185,7 @@ static int vm_init_sync(struct vm *vm, char *err)
 
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->pause_lock, NULL);
-	/* vm_pause() waits with a CLOCK_MONOTONIC deadline. */
+	/* Timed waits on it (restore.c) use CLOCK_MONOTONIC deadlines. */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&vm->cond, &ca);
@@ -324,29 +324,6 @@ static void kick_all(struct vm *vm)
 		vcpu_kick(&vm->vcpus[i]);
 }
 
-/*
- * Waits (vm->lock held) for a vCPU to park; every REKICK_NS without one,
- * kicks again: a backend's kick may race with its entry into guest code
- * (TCG: uc_emu_stop() before uc_emu_start() is lost).
- */
-#define REKICK_NS 200000ull
-
-static void wait_or_rekick(struct vm *vm)
-{
-	struct timespec ts;
-	uint64_t ns;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ns = (uint64_t)ts.tv_nsec + REKICK_NS;
-	ts.tv_sec += (time_t)(ns / 1000000000ull);
-	ts.tv_nsec = (long)(ns % 1000000000ull);
-	if (pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) == ETIMEDOUT) {
-		pthread_mutex_unlock(&vm->lock);
-		kick_all(vm);
-		pthread_mutex_lock(&vm->lock);
-	}
-}
-
 int vm_pause(struct vm *vm)
 {
 	uint64_t t0 = vmm_now_ns();
@@ -361,7 +338,7 @@ int vm_pause(struct vm *vm)
 	kick_all(vm);
 	pthread_mutex_lock(&vm->lock);
 	while (vm->parked < vm->live_threads)
-		wait_or_rekick(vm);
+		pthread_cond_wait(&vm->cond, &vm->lock);
 	vm->pstats.last_stop_ns = vmm_now_ns() - t0;
 	pthread_mutex_unlock(&vm->lock);
 	pthread_mutex_unlock(&vm->pause_lock);

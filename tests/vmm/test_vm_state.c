@@ -258,6 +258,22 @@ static void test_cross_backend(const struct machine_state *saved)
 		CHECK(accel->vcpu_set_state(&vm->vcpus[0], cs, err) == -ENOTSUP &&
 			  strstr(err, "outside 64-bit long mode"),
 		      "real-mode vCPU state on tcg: %s", err);
+		/* what a KVM vCPU may hold and an emulated one cannot */
+		memcpy(cs, &saved->vcpus[0], sizeof(*cs));
+		cs->events.nmi_pending = 1;
+		CHECK(accel->vcpu_set_state(&vm->vcpus[0], cs, err) == -ENOTSUP &&
+			  strstr(err, "an event pending"),
+		      "pending NMI on tcg: %s", err);
+		memcpy(cs, &saved->vcpus[0], sizeof(*cs));
+		cs->xsave[X86_XSAVE_XSTATE_BV] |= 4; /* AVX in use */
+		CHECK(accel->vcpu_set_state(&vm->vcpus[0], cs, err) == -ENOTSUP &&
+			  strstr(err, "XSTATE_BV 0x7"),
+		      "AVX state on tcg: %s", err);
+		memcpy(cs, &saved->vcpus[0], sizeof(*cs));
+		x86_cpu_state_set_msr(cs, 0x4b564d01, 0x12345001); /* kvmclock */
+		CHECK(accel->vcpu_set_state(&vm->vcpus[0], cs, err) == -ENOTSUP &&
+			  strstr(err, "paravirtual MSR 0x4b564d01"),
+		      "kvmclock in use on tcg: %s", err);
 	} else {
 		struct x86_vm_state now;
 

@@ -33,14 +33,14 @@ struct vcpu;
 struct tcg_vm {
 	pthread_mutex_t lock; /* everything below, and tcg_vcpu's marked */
 	pthread_cond_t cond;
-	uint64_t next_ticket, serving; /* FIFO execution token */
-	unsigned holder;	       /* vCPU id, or TCG_NO_HOLDER */
+	unsigned holder; /* of the execution token: vCPU id or TCG_NO_HOLDER */
 	unsigned waiting;
 	uint64_t turn_start_ns;
 	pthread_t ticker;
 	bool ticker_started, ticker_stop;
 	uint32_t irq_levels;  /* ISA lines raised by devices (not delivered) */
 	uint64_t created_ns;  /* guest clock origin */
+	bool tsc_checked;     /* a restore's TSC rate was compared */
 	/* CPUID as the emulated CPU reports it (leaves 0, 1, 0x80000000,
 	 * 0x80000001), probed on first use: tcg_cpuid_native(). */
 	pthread_mutex_t cpuid_lock;
@@ -84,6 +84,9 @@ void tcg_ticker_stop(struct vm *vm);
 enum accel_run tcg_vcpu_run(struct vcpu *vcpu);
 int tcg_vcpu_complete(struct vcpu *vcpu, char *err);
 void tcg_vcpu_dump(struct vcpu *vcpu, const char *why);
+
+/* tcg_vm.c */
+uint32_t tcg_host_tsc_khz(long ns);
 
 /* tcg_state.c */
 int tcg_get_state(struct vcpu *vcpu, struct x86_cpu_state *st, char *err);

@@ -449,11 +449,85 @@ static void load_rest(uc_engine *uc, const struct x86_cpu_state *st)
 	load_fpu(uc, st);
 }
 
+#define MSR_KVM_FIRST_OLD 0x11
+#define MSR_KVM_LAST_OLD  0x12
+#define MSR_KVM_FIRST	  0x4b564d00u
+#define MSR_KVM_LAST	  0x4b564dffu
+
+/*
+ * What a state from another backend may hold that this one cannot carry
+ * on with: refused, naming it, rather than resumed without it.
+ */
+static int check_carryover(struct vcpu *vcpu, const struct x86_cpu_state *st,
+			   char *err)
+{
+	const struct x86_events *e = &st->events;
+	uint64_t bv = 0;
+
+	if (e->exception_injected || e->exception_pending ||
+	    e->interrupt_injected || e->nmi_injected || e->nmi_pending ||
+	    e->smi_smm || e->smi_pending || e->triple_fault_pending)
+		return vmm_failx(err, ENOTSUP,
+				 "vCPU %u was saved with an event pending "
+				 "(exception %u, interrupt %u, NMI or SMI); "
+				 "the tcg accelerator delivers none",
+				 vcpu->id, e->exception_nr, e->interrupt_nr);
+	if (st->xsave_size >= X86_XSAVE_XSTATE_BV + 8)
+		memcpy(&bv, st->xsave + X86_XSAVE_XSTATE_BV, 8);
+	if (bv & ~3ull)
+		return vmm_failx(err, ENOTSUP,
+				 "vCPU %u has extended register state in use "
+				 "(XSTATE_BV 0x%llx); the tcg accelerator "
+				 "carries x87 and SSE only",
+				 vcpu->id, (unsigned long long)bv);
+	for (uint32_t i = 0; i < st->nmsrs; i++) {
+		const struct x86_msr *m = &st->msrs[i];
+		bool pv = (m->index >= MSR_KVM_FIRST_OLD &&
+			   m->index <= MSR_KVM_LAST_OLD) ||
+			  (m->index >= MSR_KVM_FIRST &&
+			   m->index <= MSR_KVM_LAST);
+
+		if (pv && m->data)
+			return vmm_failx(err, ENOTSUP,
+					 "vCPU %u uses KVM paravirtual MSR "
+					 "0x%x (0x%llx); the tcg accelerator "
+					 "has no KVM paravirtual features",
+					 vcpu->id, m->index,
+					 (unsigned long long)m->data);
+	}
+	return 0;
+}
+
+/*
+ * The guest keeps the TSC rate it was told; here its TSC is the host's.
+ * Said once per VM when they differ by more than 1% (measured over 1 ms,
+ * to ~0.2%): the guest's sense of time then runs off by as much.
+ */
+static void check_tsc_rate(struct vcpu *vcpu, uint32_t saved_khz)
+{
+	struct tcg_vm *t = TCG_VM(vcpu->vm);
+	uint32_t host;
+
+	if (!saved_khz || __atomic_exchange_n(&t->tsc_checked, true,
+					      __ATOMIC_RELAXED))
+		return;
+	host = tcg_host_tsc_khz(1000000);
+	if ((uint64_t)(host > saved_khz ? host - saved_khz : saved_khz - host) *
+		100 >
+	    saved_khz)
+		fprintf(stderr,
+			"livesnap: warning: the snapshot's guest was told its "
+			"TSC runs at %u kHz; this host's runs at %u kHz (the "
+			"tcg accelerator cannot scale it)\n",
+			saved_khz, host);
+}
+
 static int load_running(struct vcpu *vcpu, const struct x86_cpu_state *st,
 			char *err)
 {
-	int ret = check_segments(vcpu, st, err);
+	int ret = check_carryover(vcpu, st, err);
 
+	ret = ret ?: check_segments(vcpu, st, err);
 	ret = ret ?: tcg_engine_create(vcpu, err);
 	ret = ret ?: run_stub(vcpu, st, err);
 	if (!ret)
@@ -476,8 +550,10 @@ int tcg_set_state(struct vcpu *vcpu, const struct x86_cpu_state *st,
 	 * The rate the guest was told (its TSC is the host's: the same
 	 * clock, measured again here to within ~0.01%).
 	 */
-	if (st->tsc_khz)
+	if (st->tsc_khz) {
+		check_tsc_rate(vcpu, st->tsc_khz);
 		vcpu->vm->tsc_khz = st->tsc_khz;
+	}
 	switch (st->mp_state) {
 	case X86_MP_RUNNABLE:
 	case X86_MP_HALTED:

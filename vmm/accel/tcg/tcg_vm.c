@@ -21,21 +21,26 @@ static uint64_t rdtsc(void)
 	return ((uint64_t)hi << 32) | lo;
 }
 
-/*
- * Guest rdtsc reads the host TSC: its rate, measured against
- * CLOCK_MONOTONIC over 5 ms (to ~0.05%: a microsecond of jitter on
- * either clock). A restore replaces it with the rate the snapshot's guest
- * was told (tcg_set_state()), so the measurement only shapes fresh boots.
- */
-static uint32_t tcg_measure_tsc_khz(struct vm *vm)
+/* The host TSC's rate against CLOCK_MONOTONIC over `ns`. */
+uint32_t tcg_host_tsc_khz(long ns)
 {
-	struct timespec d = {0, 5 * 1000 * 1000};
+	struct timespec d = {0, ns};
 	uint64_t t0 = vmm_now_ns(), c0 = rdtsc(), t1, c1;
 
 	nanosleep(&d, NULL);
 	c1 = rdtsc();
 	t1 = vmm_now_ns();
 	return (uint32_t)((c1 - c0) * 1000000ull / (t1 - t0));
+}
+
+/*
+ * Guest rdtsc reads the host TSC: its rate, measured over 5 ms (to
+ * ~0.05%: a microsecond of jitter on either clock). A restore takes the
+ * rate the snapshot's guest was told instead (tcg_set_state()).
+ */
+static uint32_t tcg_measure_tsc_khz(struct vm *vm)
+{
+	return tcg_host_tsc_khz(5 * 1000 * 1000);
 }
 
 static void tcg_vm_fini(struct vm *vm)
