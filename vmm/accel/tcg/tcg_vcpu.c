@@ -62,6 +62,8 @@ static enum accel_run guest_stopped(struct vcpu *vcpu, uc_engine *uc,
 	struct vm *vm = vcpu->vm;
 	uint64_t rip = read_rip(uc);
 
+	tcg_vcpu_dump(vcpu, v->exception >= 0 ? "guest exception"
+					       : "emulation error");
 	if (v->exception >= 0) {
 		vm_request_exit(vm, VM_EXIT_TRIPLE_FAULT, 1,
 				"vCPU %u: guest exception %d at rip 0x%llx (the "
