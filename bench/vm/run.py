@@ -5,7 +5,9 @@
 One run boots the default guest (guest/abi.h workload) under QEMU microvm
 and under `livesnap run` with the same vCPU count, RAM sizes and workload,
 takes live snapshots through QMP on both, restores them, and writes
-results.json, results.md and PNG plots into the output directory.
+results.json, results.md and PNG plots into the output directory. Both VMMs
+run on KVM (--accel kvm) or both emulate the vCPU (--accel tcg: QEMU TCG,
+livesnap on Unicorn); the default is kvm when /dev/kvm is usable.
 
 What is measured, per system and RAM size (see README.md for details):
   pause        query-migrate downtime; cross-checked by the worst write
@@ -87,6 +89,20 @@ def log(*a):
           flush=True)
 
 
+def kvm_usable():
+    """/dev/kvm opens read-write and answers KVM_GET_API_VERSION (12)."""
+    try:
+        kvm = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(kvm, 0xAE00, 0) == 12    # KVM_GET_API_VERSION
+    except OSError:
+        return False
+    finally:
+        os.close(kvm)
+
+
 def host_tsc_khz():
     """KVM_GET_TSC_KHZ on a scratch VM: what the guest's rdtsc ticks at."""
     kvm = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
@@ -102,6 +118,48 @@ def host_tsc_khz():
             os.close(vm)
     finally:
         os.close(kvm)
+
+
+def rdtsc_khz(samples=5, secs=0.1):
+    """The host TSC rate measured against CLOCK_MONOTONIC, no KVM needed:
+    the median of `samples` intervals of `secs` (to ~0.01 %). x86-64 only:
+    rdtsc is run from a page of machine code called through ctypes.
+
+    Under --accel tcg this is the guest's rate on both systems: Unicorn's
+    rdtsc and QEMU 7.2 TCG's (cpu_get_ticks(): cpu_get_host_ticks() plus
+    an offset, no icount) read the host TSC; QEMU's stops while the VM is
+    stopped (Vm.tsc_stops_in_pause), which shifts it but not its rate."""
+    code = bytes([0x0f, 0x31,                  # rdtsc
+                  0x48, 0xc1, 0xe2, 0x20,      # shl rdx, 32
+                  0x48, 0x09, 0xd0,            # or rax, rdx
+                  0xc3])                       # ret
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ |
+                     mmap.PROT_WRITE | mmap.PROT_EXEC)
+    try:
+        page.write(code)
+        buf = ctypes.c_char.from_buffer(page)
+        rdtsc = ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.addressof(buf))
+        def pair():
+            """(TSC, CLOCK_MONOTONIC ns) read as close together as we
+            can: the clock read before and after, the shortest of 5."""
+            best = None
+            for _ in range(5):
+                ta = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+                c = rdtsc()
+                tb = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+                if best is None or tb - ta < best[0]:
+                    best = (tb - ta, c, (ta + tb) / 2)
+            return best[1:]
+        rates = []
+        for _ in range(samples):
+            c0, t0 = pair()
+            time.sleep(secs)
+            c1, t1 = pair()
+            rates.append((c1 - c0) * 1e6 / (t1 - t0))
+        del rdtsc, buf
+    finally:
+        page.close()
+    return int(round(sorted(rates)[len(rates) // 2]))
 
 
 def drop_file(path):
@@ -347,12 +405,16 @@ class Collector(threading.Thread):
                     return w0 + (w1 - w0) * (t - t0) / (t1 - t0)
             return sum(s[-1][1])
 
-    def tsc_to_host(self, tsc_khz):
+    def tsc_to_host(self, tsc_khz, pauses=None):
         """A function guest TSC -> host time: a least-squares line through
         the (heartbeat, sample time) pairs taken while the guest ran, refit
         without the pairs more than 2 ms off (a late sample, a stalled
         heartbeat). The rate is fitted too: the nominal kHz is off by
-        enough to drift 0.1 s over a long run."""
+        enough to drift 0.1 s over a long run.
+
+        pauses, for a guest whose TSC stands still while the VM is paused
+        (QEMU TCG), is the list of host-time (stop, resume) windows: the
+        line then has one offset per stretch between pauses."""
         pts = []
         prev = None
         with self.lock:
@@ -364,6 +426,9 @@ class Collector(threading.Thread):
         if len(pts) < 10:
             off = pts[0][1] - pts[0][0] / hz if pts else 0.0
             return lambda tsc: tsc / hz + off
+        pauses = sorted(p for p in pauses or () if p[0] and p[1])
+        if pauses:
+            return self._tsc_to_host_steps(pts, hz, pauses)
         x0 = pts[0][0]
         for _ in range(3):
             n = len(pts)
@@ -380,6 +445,66 @@ class Collector(threading.Thread):
             pts = keep
         self.fit = {'hz': 1.0 / slope if slope else hz, 'points': len(pts)}
         return lambda tsc: icpt + slope * (tsc - x0)
+
+    def _tsc_to_host_steps(self, pts, hz, pauses):
+        """tsc_to_host() with a step at each pause: one common slope, one
+        intercept per stretch between pauses (a stretch with fewer than 5
+        pairs is joined to the one before, i.e. that step is not fitted).
+        self.fit['steps_ms'] gives each fitted step in host time: the time
+        the guest's clock stood still, which should match the pause."""
+        segs = [[]]
+        ends = []                   # host time at which segs[k] ends
+        for stop, resume in pauses:
+            ends.append(stop)
+            segs.append([])
+        for x, y in pts:
+            k = sum(1 for _, resume in pauses if y >= resume)
+            if k < len(pauses) and y >= pauses[k][0]:
+                continue            # sampled inside a pause
+            segs[k].append((x, y))
+        k = 1
+        while k < len(segs):        # join stretches too short to fit
+            if len(segs[k]) < 5 or len(segs[k - 1]) < 5:
+                segs[k - 1] += segs.pop(k)
+                ends.pop(k - 1)
+            else:
+                k += 1
+        if len(segs[0]) < 5:
+            off = pts[0][1] - pts[0][0] / hz
+            return lambda tsc: tsc / hz + off
+        x0 = pts[0][0]
+        for _ in range(3):
+            sxx = sxy = 0.0
+            means = []
+            for seg in segs:
+                n = len(seg)
+                mx = sum(x - x0 for x, _ in seg) / n
+                my = sum(y for _, y in seg) / n
+                means.append((mx, my))
+                sxx += sum((x - x0 - mx) ** 2 for x, _ in seg)
+                sxy += sum((x - x0 - mx) * (y - my) for x, y in seg)
+            slope = sxy / sxx if sxx else 1.0 / hz
+            icpts = [my - slope * mx for mx, my in means]
+            kept = [[(x, y) for x, y in seg
+                     if abs(y - (b + slope * (x - x0))) < 0.002]
+                    for seg, b in zip(segs, icpts)]
+            if any(len(k) < 5 for k in kept) or \
+                    sum(map(len, kept)) == sum(map(len, segs)):
+                break
+            segs = kept
+        # guest TSC at each stretch's end: where its line reaches the pause
+        bounds = [x0 + (end - b) / slope for end, b in zip(ends, icpts)]
+        self.fit = {'hz': 1.0 / slope if slope else hz,
+                    'points': sum(map(len, segs)), 'segments': len(segs),
+                    'steps_ms': [(b1 - b0) * 1e3 for b0, b1 in
+                                 zip(icpts, icpts[1:])]}
+
+        def to_host(tsc):
+            k = 0
+            while k < len(bounds) and tsc > bounds[k]:
+                k += 1
+            return icpts[k] + slope * (tsc - x0)
+        return to_host
 
 
 def pin_tid(tid, cpus, rt):
@@ -415,6 +540,7 @@ class Vm:
         self.status = None
         self.pinned = set()
         self.restore_info = None
+        self.tsc_stops_in_pause = False
 
     def spawn(self, argv):
         drop_file(self.sock)
@@ -516,12 +642,23 @@ class QemuVm(Vm):
     def __init__(self, cfg, ram, tag):
         super().__init__(cfg, ram, tag)
         self.mem = '/dev/shm/lsbench-%s.mem' % tag
+        # TCG's guest TSC is the host's minus the time the VM was stopped
+        # (cpu_disable_ticks() at STOP): it stands still in the pause.
+        self.tsc_stops_in_pause = cfg.accel == 'tcg'
+
+    def accel_args(self):
+        c = self.cfg
+        if c.accel == 'tcg':
+            # MTTCG (one thread per vCPU) is QEMU 7.2's default for an
+            # x86 guest on an x86 host
+            return ['-accel', 'tcg', '-cpu', c.qemu_cpu]
+        return ['-enable-kvm', '-cpu', c.qemu_cpu]
 
     def argv(self, incoming=False):
         c = self.cfg
         mib = self.ram // MIB
-        a = [c.qemu, '-name', 'lsbench,debug-threads=on',
-             '-enable-kvm', '-cpu', 'host,-arch-capabilities',
+        a = [c.qemu, '-name', 'lsbench,debug-threads=on'] + \
+            self.accel_args() + [
              '-M', 'microvm,memory-backend=mem',
              '-smp', str(c.vcpus), '-m', '%dM' % mib,
              '-object', 'memory-backend-file,id=mem,size=%dM,'
@@ -610,12 +747,16 @@ class LivesnapVm(Vm):
 
     def argv(self, restore=None, mode=None):
         c = self.cfg
-        a = [c.livesnap, 'run', '--qmp', self.sock,
+        a = [c.livesnap, 'run', '--accel', c.accel, '--qmp', self.sock,
              '--console', self.serial]
         if restore:
             a += ['--restore', restore, '--restore-mode', mode]
         else:
-            a += ['--kernel', c.image, '--cpus', str(c.vcpus),
+            # --accel tcg runs only the built-in guest (the same image,
+            # built into the binary from guest/) and refuses --kernel
+            if c.accel != 'tcg':
+                a += ['--kernel', c.image]
+            a += ['--cpus', str(c.vcpus),
                   '--mem', '%dM' % (self.ram // MIB), '--cmdline', c.append]
         return a + ['--mem-backend', self.backend]
 
@@ -799,6 +940,32 @@ def stall_stats(coll, h0, h1, t_from, t_to, to_host, pause=None):
             'max_ns_running': worst_run if pause and pause[0] else None}
 
 
+def noise_floor(tl, snaps, margin=0.05):
+    """The guest's write stalls while no snapshot ran (timeline entries
+    more than `margin` s outside every migrate..completed window): what the
+    machine does to the guest anyway, to read the in-snapshot maxima
+    against. tl: sorted (host_t, vcpu, writes, max_ns)."""
+    wins = [(m['t_start'] - margin, m['t_end'] + margin) for m in snaps]
+
+    def outside(t):
+        return not any(a <= t <= b for a, b in wins)
+    worst = gap = 0.0
+    over = 0
+    prev = {}
+    for t, v, _, ns in tl:
+        if outside(t):
+            worst = max(worst, ns)
+            over += ns > 10e6
+            if v in prev and outside(prev[v]):
+                gap = max(gap, t - prev[v] - 0.001)
+        prev[v] = t
+    span = tl[-1][0] - tl[0][0] if tl else 0.0
+    inside = sum(min(b, tl[-1][0]) - max(a, tl[0][0]) for a, b in wins
+                 if tl and b > tl[0][0] and a < tl[-1][0])
+    return {'seconds': span - inside, 'max_ns': worst, 'gap_ms': gap * 1e3,
+            'over_10ms': over}
+
+
 def prepopulate(vm):
     """What-if: read one byte per 2 MiB of the VMM's anonymous guest RAM
     through /proc/PID/mem, as QEMU's ram_block_populate_read() does for
@@ -901,7 +1068,9 @@ def measure_vm(cfg, cls, ram):
 def summarize(vm, coll, res):
     """Turn raw samples into the numbers of the report."""
     khz = res['guest']['tsc_khz'] or vm.cfg.tsc_khz
-    to_host = coll.tsc_to_host(khz)
+    to_host = coll.tsc_to_host(khz, [(m['t_stop'], m['t_resume'])
+                                     for m in res['snapshots']]
+                               if vm.tsc_stops_in_pause else None)
     for m in res['snapshots']:
         q = m['query']
         t0, t1 = m['t_start'], m['t_end']
@@ -952,6 +1121,7 @@ def summarize(vm, coll, res):
     tl.sort()
     res['timeline'] = tl
     res['timeline_lost'] = coll.lost
+    res['outside'] = noise_floor(tl, res['snapshots'])
     res['tsc_fit'] = coll.fit
     res['tsc_hz'] = hz
 
@@ -1069,11 +1239,39 @@ def table(results):
                                         v.get('memory-ns', 0) / 1e6,
                                         v.get('state-ns', 0) / 1e6)
                 if 'restore-time-ns' in v else '-'))
+    g = ['| system | RAM | told ls.tsc_khz | fitted kHz | off % | pairs | '
+         'clock steps ms (pauses ms) |', '|---|---|---|---|---|---|---|']
+    for r in results:
+        f, khz = r.get('tsc_fit'), r.get('guest', {}).get('tsc_khz')
+        if not f or not khz:
+            continue
+        g.append('| %s | %d GiB | %d | %.0f | %+.3f | %d | %s |' % (
+            r['system'], r['ram'] // GIB, khz, f['hz'] / 1e3,
+            (f['hz'] / 1e3 / khz - 1) * 100, f['points'],
+            '%s (%s)' % (', '.join('%.1f' % x for x in f['steps_ms']),
+                         ', '.join(fmt(m['downtime_ms'], '%.1f')
+                                   for m in r['snapshots']))
+            if 'steps_ms' in f else '-'))
+    n = ['| system | RAM | s observed | guest max write ms | guest longest '
+         'no-progress ms | writes over 10 ms |', '|---|---|---|---|---|---|']
+    for r in results:
+        o = r.get('outside')
+        if o:
+            n.append('| %s | %d GiB | %.1f | %.1f | %.1f | %d |' % (
+                r['system'], r['ram'] // GIB, o['seconds'],
+                o['max_ns'] / 1e6, o['gap_ms'], o['over_10ms']))
     return '\n'.join(['### Pause and guest write stalls', ''] + a +
                      ['', '### Throughput and snapshot speed', ''] + b +
                      (['', '### livesnap engine figures (x-livesnap in '
                        'query-migrate)', ''] + x if len(x) > 2 else []) +
-                     ['', '### Restore', ''] + c) + '\n'
+                     ['', '### Restore', ''] + c +
+                     ['', '### Guest clock (TSC rate the guest was told vs '
+                      'the rate fitted against host time; steps: where the '
+                      'guest TSC stood still in a pause)', ''] + g +
+                     (['', '### Guest stalls outside the snapshots (the same '
+                       'VM while no snapshot ran: the noise floor of the '
+                       'maxima above)', ''] + n if len(n) > 2 else [])) + \
+        '\n'
 
 
 def plot(results, path):
@@ -1253,12 +1451,20 @@ def main():
                     help='QEMU binary (Debian 7.2)')
     ap.add_argument('--systems', default=','.join(SYSTEMS),
                     help='any of ' + ','.join(SYSTEMS))
-    ap.add_argument('--ram', default='2G,8G',
-                    help='guest RAM sizes, comma-separated (M or G)')
+    ap.add_argument('--accel', choices=('kvm', 'tcg'),
+                    help='vCPU backend of both VMMs: kvm (QEMU -enable-kvm, '
+                    'livesnap --accel kvm) or tcg (QEMU -accel tcg, livesnap '
+                    '--accel tcg, Unicorn); default kvm when /dev/kvm is '
+                    'usable, else tcg')
+    ap.add_argument('--qemu-cpu', help='QEMU -cpu (default: host,-arch-'
+                    'capabilities under kvm, max under tcg)')
+    ap.add_argument('--ram', help='guest RAM sizes, comma-separated (M or '
+                    'G; default 2G,8G under kvm, 1G,4G under tcg)')
     ap.add_argument('--vcpus', type=int, default=1,
                     help='vCPUs (pinning needs 1)')
-    ap.add_argument('--ws-mib', type=int, default=256,
-                    help='guest working set per vCPU (ls.ws_mib)')
+    ap.add_argument('--ws-mib', type=int,
+                    help='guest working set per vCPU (ls.ws_mib; default '
+                    '256 under kvm, 64 under tcg)')
     ap.add_argument('--mode', default='rand', choices=('rand', 'seq'),
                     help='guest page order (ls.mode)')
     ap.add_argument('--snapshots', type=int, default=2,
@@ -1327,10 +1533,20 @@ def main():
             sep = None
         if not sep or not k:
             sys.exit('bench: --ls-migrate-arg %r: use KEY=JSON' % kv)
+    if cfg.accel is None:
+        cfg.accel = 'kvm' if kvm_usable() else 'tcg'
+    tcg = cfg.accel == 'tcg'
+    if cfg.ram is None:
+        cfg.ram = '1G,4G' if tcg else '2G,8G'
+    if cfg.ws_mib is None:
+        cfg.ws_mib = 64 if tcg else 256
+    if cfg.qemu_cpu is None:
+        cfg.qemu_cpu = 'max' if tcg else 'host,-arch-capabilities'
     cfg.systems = cfg.systems.split(',')
     cfg.rams = [parse_size(s) for s in cfg.ram.split(',')]
     cfg.restore_modes = cfg.restore_modes.split(',')
-    cfg.tsc_khz = host_tsc_khz()
+    # the rate the guests' rdtsc ticks at (see rdtsc_khz() for TCG)
+    cfg.tsc_khz = rdtsc_khz() if tcg else host_tsc_khz()
     cfg.append = 'ls.tsc_khz=%d ls.ws_mib=%d ls.mode=%s ls.cpus=%d ' \
         'ls.print_s=0' % (cfg.tsc_khz, cfg.ws_mib, cfg.mode, cfg.vcpus)
     cfg.host_cpu, cfg.vcpu_cpu = 0, 1
@@ -1345,6 +1561,10 @@ def main():
         if not os.path.exists(p):
             sys.exit('bench: %s does not exist (build first: meson setup '
                      '%s && ninja -C %s)' % (p, cfg.build, cfg.build))
+    if tcg and uses_ls and cfg.image != os.path.join(
+            cfg.build, 'guest', 'livesnap-guest.bin'):
+        log('note: livesnap --accel tcg runs its built-in guest, not %s' %
+            cfg.image)
     os.makedirs(cfg.snapdir, exist_ok=True)
     os.makedirs(os.path.join(cfg.outdir, 'logs'), exist_ok=True)
     cfg.workdir = cfg.snapdir
@@ -1373,6 +1593,9 @@ def main():
     meta = {'command': ' '.join(shlex.quote(a) for a in sys.argv),
             'date': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
             'run_s': time.time() - t_run, 'append': cfg.append,
+            'accel': cfg.accel, 'qemu_cpu': cfg.qemu_cpu,
+            'tsc_khz_from': 'rdtsc vs CLOCK_MONOTONIC' if tcg
+            else 'KVM_GET_TSC_KHZ',
             'vcpus': cfg.vcpus, 'pin': cfg.pin, 'rt': cfg.pin and cfg.rt,
             'nice': cfg.nice,
             'qemu_max_bw': cfg.qemu_max_bw, 'tsc_khz': cfg.tsc_khz,
