@@ -114,6 +114,11 @@ enum accel_run tcg_vcpu_run(struct vcpu *vcpu)
 	uc_err e;
 	int ret;
 
+	/*
+	 * The CPUID probe runs a scratch engine: here, outside any engine's
+	 * hook, before the guest can ask (hook_cpuid() then only reads).
+	 */
+	tcg_cpuid_native(t);
 	pthread_mutex_lock(&t->lock);
 	if (!wait_runnable(vcpu, err, &ret) || !tcg_token_acquire(vcpu)) {
 		/* the kick is served by returning: its stop is moot */
