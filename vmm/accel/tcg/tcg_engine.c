@@ -360,10 +360,13 @@ static void cpuid_probe(struct tcg_vm *t)
 
 const uint32_t (*tcg_cpuid_native(struct tcg_vm *t))[4]
 {
+	/* every vcpu_run asks: no lock once the probe is done */
+	if (__atomic_load_n(&t->cpuid_probed, __ATOMIC_ACQUIRE))
+		return (const uint32_t(*)[4])t->cpuid_native;
 	pthread_mutex_lock(&t->cpuid_lock);
 	if (!t->cpuid_probed)
 		cpuid_probe(t);
-	t->cpuid_probed = true;
+	__atomic_store_n(&t->cpuid_probed, true, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&t->cpuid_lock);
 	return (const uint32_t(*)[4])t->cpuid_native;
 }
