@@ -6,7 +6,6 @@
  * Exit status: 0 fine, 1 the snapshot cannot be read or is damaged,
  * 2 bad usage. Errors are one line on stderr.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -50,54 +49,6 @@ static void utc_time(uint64_t ns, char buf[32])
 
 	if (!gmtime_r(&t, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		snprintf(buf, 32, "?");
-}
-
-enum { OPT_JSON = 1, OPT_QUIET, OPT_HELP };
-
-/*
- * Parses "[--json|--quiet] [--help] FILE|-". Returns the path, or NULL
- * with *status set (0 after --help, 2 after a usage error).
- */
-static const char *parse_args(int argc, char **argv, const char *usage,
-			      bool *json, bool *quiet, int *status)
-{
-	static const struct option opts[] = {
-	    {"json", no_argument, NULL, OPT_JSON},
-	    {"quiet", no_argument, NULL, OPT_QUIET},
-	    {"help", no_argument, NULL, OPT_HELP},
-	    {0},
-	};
-	int c;
-
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hq", opts, NULL)) != -1) {
-		if (c == OPT_HELP || c == 'h') {
-			printf("%s", usage);
-			*status = 0;
-			return NULL;
-		}
-		if (c == OPT_JSON && json) {
-			*json = true;
-		} else if ((c == OPT_QUIET || c == 'q') && quiet) {
-			*quiet = true;
-		} else {
-			fprintf(stderr,
-				"livesnap %s: unknown option '%s' (try "
-				"--help)\n",
-				argv[0], argv[optind - 1]);
-			*status = 2;
-			return NULL;
-		}
-	}
-	if (argc - optind != 1) {
-		fprintf(stderr, "livesnap %s: %s (try --help)\n", argv[0],
-			argc - optind ? "one snapshot at a time"
-				      : "which snapshot? give a FILE or -");
-		*status = 2;
-		return NULL;
-	}
-	return argv[optind];
 }
 
 static struct ls_reader *open_reader(const char *cmd, const char *path)
@@ -205,23 +156,21 @@ static json_t *info_json(const char *path, struct ls_reader *r)
 	    (json_int_t)in.disk_bytes);
 }
 
-static const char info_usage[] =
-    "usage: livesnap info [--json] FILE|-\n"
-    "Describes a snapshot file, or a stream read from stdin (-) or a\n"
-    "FIFO: format version, creation time, regions, blobs, sizes. A\n"
-    "stream is read to its end (and checked) first.\n"
-    "  --json   print one JSON object instead of text\n";
-
-int cmd_info(int argc, char **argv)
+static int info_run(const struct cli_cmd *cmd, int argc, char **argv)
 {
+	struct cli_parser p;
 	bool json = false;
-	int status = 1;
+	int status = 1, c;
 	const char *path;
 	struct ls_reader *r;
 
-	path = parse_args(argc, argv, info_usage, &json, NULL, &status);
-	if (!path)
-		return status;
+	cli_begin(&p, cmd, argc, argv);
+	while ((c = cli_next(&p)) > 0)
+		if (c == 'j')
+			json = true;
+	if (c == CLI_EXIT)
+		return p.status;
+	path = p.operands[0];
 	r = open_reader("info", path);
 	if (!r)
 		return 1;
@@ -282,26 +231,24 @@ static void show_progress(void *arg, uint64_t done, uint64_t total)
 			human(done, b1), el > 0 ? (double)done / el / 1e6 : 0);
 }
 
-static const char verify_usage[] =
-    "usage: livesnap verify [--quiet] FILE|-\n"
-    "Checks a snapshot file or stream whole: header, tables, every page\n"
-    "and blob against its checksum, zero pages really zero, a stream's\n"
-    "trailer. Prints OK and exits 0, or prints why not and exits 1.\n"
-    "  -q, --quiet   no progress line (it is shown only on a terminal)\n";
-
-int cmd_verify(int argc, char **argv)
+static int verify_run(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct progress prog = {0};
 	struct ls_reader_info in;
+	struct cli_parser p;
 	bool quiet = false, tty;
-	int status = 1, ret;
+	int status = 1, ret, c;
 	const char *path;
 	struct ls_reader *r;
 	char b1[16];
 
-	path = parse_args(argc, argv, verify_usage, NULL, &quiet, &status);
-	if (!path)
-		return status;
+	cli_begin(&p, cmd, argc, argv);
+	while ((c = cli_next(&p)) > 0)
+		if (c == 'q')
+			quiet = true;
+	if (c == CLI_EXIT)
+		return p.status;
+	path = p.operands[0];
 	r = open_reader("verify", path);
 	if (!r)
 		return 1;
@@ -326,3 +273,46 @@ out:
 	ls_reader_close(r);
 	return status;
 }
+
+static const struct cli_opt info_opts[] = {
+    {"json", 'j', NULL, "print one JSON object instead of text"},
+    {0},
+};
+
+const struct cli_cmd cmd_info = {
+    .name = "info",
+    .synopsis = "[options] FILE|-",
+    .summary = "describe a snapshot file or stream",
+    .description =
+	"Describes a snapshot file, or a stream read from stdin (-) or a\n"
+	"FIFO: format version, creation time, regions, blobs, sizes. A\n"
+	"stream is read to its end (and checked) first.\n",
+    .opts = info_opts,
+    .exit_status = "  0  described\n"
+		   "  1  the snapshot cannot be read or is damaged\n"
+		   CLI_EXIT_USAGE,
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = info_run,
+};
+
+static const struct cli_opt verify_opts[] = {
+    {"quiet", 'q', NULL, "no progress line (it is shown only on a terminal)"},
+    {0},
+};
+
+const struct cli_cmd cmd_verify = {
+    .name = "verify",
+    .synopsis = "[options] FILE|-",
+    .summary = "check every checksum of a snapshot",
+    .description =
+	"Checks a snapshot file or stream whole: header, tables, every page\n"
+	"and blob against its checksum, zero pages really zero, a stream's\n"
+	"trailer. Prints OK, or one line saying what is damaged.\n",
+    .opts = verify_opts,
+    .exit_status = "  0  the snapshot is whole\n"
+		   "  1  it cannot be read or is damaged\n" CLI_EXIT_USAGE,
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = verify_run,
+};

@@ -51,60 +51,6 @@ struct run_opts {
 	const char *accel; /* kvm, tcg or auto */
 };
 
-static void usage(FILE *f)
-{
-	fprintf(
-	    f,
-	    "usage: livesnap run [options]\n"
-	    "Boots a VM (by default the built-in livesnap guest) with an "
-	    "8250 console and\nan optional QMP control socket.\n\n"
-	    "  --accel A             kvm, tcg (emulated vCPUs) or auto "
-	    "(default: kvm when\n"
-	    "                        /dev/kvm is usable, else tcg)\n"
-	    "  --cpus N              vCPUs (1..%d, default 1)\n"
-	    "  --mem SIZE            guest RAM, e.g. 512M, 2G (>= 64M, "
-	    "default 512M)\n"
-	    "  --mem-backend TYPE    anon (default, THP), memfd or hugetlb "
-	    "(2 MiB pages)\n"
-	    "  --kernel FILE         boot this bzImage instead of the "
-	    "built-in guest\n"
-	    "  --initrd FILE         initial ramdisk\n"
-	    "  --cmdline STRING      appended to the kernel command line\n"
-	    "  --qmp PATH            QMP socket (created mode 0600)\n"
-	    "  --console FILE        guest console output (default: "
-	    "stdout)\n"
-	    "  --stdin               feed standard input to the guest "
-	    "console\n"
-	    "  --restore FILE        restore a snapshot instead of booting "
-	    "(--cpus/--mem\n"
-	    "                        default to the snapshot's)\n"
-	    "  --restore-mode M      eager (read all RAM first) or lazy "
-	    "(pages on first\n"
-	    "                        touch, the rest behind; default eager)\n"
-	    "  --incoming exec:CMD   restore the snapshot stream CMD "
-	    "writes (eager)\n"
-	    "  --help                this text\n"
-	    "\nExit status: 0 when the guest powers off or QMP 'quit' or "
-	    "SIGINT/SIGTERM\nends the VM, 1 when the VM fails, 2 for bad "
-	    "usage.\n",
-	    MAX_VCPUS);
-}
-
-static int bad_usage(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-
-static int bad_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "livesnap run: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, " (try --help)\n");
-	return 2;
-}
-
 /* "512M", "2G", "65536": binary multiples; 0 on error. */
 static uint64_t parse_size(const char *s)
 {
@@ -134,7 +80,7 @@ static uint64_t parse_size(const char *s)
 	return (uint64_t)v << shift;
 }
 
-static int parse_cpus(const char *s, unsigned *n)
+static int parse_cpus(const struct cli_cmd *cmd, const char *s, unsigned *n)
 {
 	char *end;
 	long v;
@@ -142,15 +88,16 @@ static int parse_cpus(const char *s, unsigned *n)
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno || *end || end == s)
-		return bad_usage("--cpus '%s': not a number", s);
+		return cli_usage_error(cmd, "--cpus '%s': not a number", s);
 	if (v < 1 || v > MAX_VCPUS)
-		return bad_usage("--cpus %ld: must be between 1 and %d", v,
+		return cli_usage_error(cmd, "--cpus %ld: must be between 1 and %d", v,
 				 MAX_VCPUS);
 	*n = (unsigned)v;
 	return 0;
 }
 
-static int parse_backend(const char *s, enum mem_backend *b)
+static int parse_backend(const struct cli_cmd *cmd, const char *s,
+			 enum mem_backend *b)
 {
 	if (!strcmp(s, "anon"))
 		*b = MEM_ANON;
@@ -159,52 +106,54 @@ static int parse_backend(const char *s, enum mem_backend *b)
 	else if (!strcmp(s, "hugetlb") || !strcmp(s, "hugetlbfs"))
 		*b = MEM_HUGETLB;
 	else
-		return bad_usage("--mem-backend '%s': use anon, memfd or "
+		return cli_usage_error(cmd, "--mem-backend '%s': use anon, memfd or "
 				 "hugetlb",
 				 s);
 	return 0;
 }
 
-static int parse_mem(const char *s, uint64_t *mem)
+static int parse_mem(const struct cli_cmd *cmd, const char *s, uint64_t *mem)
 {
 	*mem = parse_size(s);
 	if (!*mem)
-		return bad_usage("--mem '%s': not a size (e.g. 512M, 2G)", s);
+		return cli_usage_error(cmd, "--mem '%s': not a size (e.g. 512M, 2G)", s);
 	if (*mem < MIN_MEM_BYTES)
-		return bad_usage("--mem %s: below the minimum of %llu MiB", s,
+		return cli_usage_error(cmd, "--mem %s: below the minimum of %llu MiB", s,
 				 MIN_MEM_BYTES >> 20);
 	if (*mem > MAX_MEM_BYTES)
-		return bad_usage("--mem %s: above the maximum of %llu GiB", s,
+		return cli_usage_error(cmd, "--mem %s: above the maximum of %llu GiB", s,
 				 MAX_MEM_BYTES >> 30);
 	if (*mem % 4096)
-		return bad_usage("--mem %s: not a multiple of 4 KiB", s);
+		return cli_usage_error(cmd, "--mem %s: not a multiple of 4 KiB", s);
 	return 0;
 }
 
-static int parse_restore(struct run_opts *o, bool incoming, const char *s)
+static int parse_restore(const struct cli_cmd *cmd, struct run_opts *o,
+			 bool incoming, const char *s)
 {
 	if (o->restore)
-		return bad_usage("--restore/--incoming given twice");
+		return cli_usage_error(cmd, "--restore/--incoming given twice");
 	if (incoming && strncmp(s, "exec:", 5))
-		return bad_usage("--incoming '%s': only exec:CMD is supported",
+		return cli_usage_error(cmd, "--incoming '%s': only exec:CMD is supported",
 				 s);
 	o->restore = s;
 	return 0;
 }
 
-static int parse_restore_mode(const char *s, enum vm_restore_mode *m)
+static int parse_restore_mode(const struct cli_cmd *cmd, const char *s,
+			      enum vm_restore_mode *m)
 {
 	if (!strcmp(s, "eager"))
 		*m = VM_RESTORE_EAGER;
 	else if (!strcmp(s, "lazy"))
 		*m = VM_RESTORE_LAZY;
 	else
-		return bad_usage("--restore-mode '%s': use eager or lazy", s);
+		return cli_usage_error(cmd, "--restore-mode '%s': use eager or lazy", s);
 	return 0;
 }
 
 enum {
-	OPT_CPUS = 1,
+	OPT_CPUS = CLI_LONG,
 	OPT_MEM,
 	OPT_BACKEND,
 	OPT_KERNEL,
@@ -213,103 +162,129 @@ enum {
 	OPT_QMP,
 	OPT_CONSOLE,
 	OPT_STDIN,
-	OPT_HELP,
 	OPT_RESTORE,
 	OPT_RESTORE_MODE,
 	OPT_INCOMING,
 	OPT_ACCEL
 };
 
-static const struct option long_opts[] = {
-    {"cpus", required_argument, NULL, OPT_CPUS},
-    {"mem", required_argument, NULL, OPT_MEM},
-    {"mem-backend", required_argument, NULL, OPT_BACKEND},
-    {"kernel", required_argument, NULL, OPT_KERNEL},
-    {"initrd", required_argument, NULL, OPT_INITRD},
-    {"cmdline", required_argument, NULL, OPT_CMDLINE},
-    {"qmp", required_argument, NULL, OPT_QMP},
-    {"console", required_argument, NULL, OPT_CONSOLE},
-    {"stdin", no_argument, NULL, OPT_STDIN},
-    {"restore", required_argument, NULL, OPT_RESTORE},
-    {"restore-mode", required_argument, NULL, OPT_RESTORE_MODE},
-    {"incoming", required_argument, NULL, OPT_INCOMING},
-    {"accel", required_argument, NULL, OPT_ACCEL},
-    {"help", no_argument, NULL, OPT_HELP},
-    {NULL, 0, NULL, 0},
+#define STR_(x) #x
+#define STR(x)	STR_(x)
+
+/* What `run` and `restore` share: the machine and its connections. */
+#define VM_OPTS                                                                \
+	{"accel", OPT_ACCEL, "A",                                              \
+	 "kvm, tcg (emulated vCPUs) or auto (default: kvm\n"                   \
+	 "when /dev/kvm is usable, else tcg)"},                                \
+	    {"cpus", OPT_CPUS, "N",                                            \
+	     "vCPUs (1.." STR(MAX_VCPUS) ", default 1; a restore: the "        \
+	     "snapshot's)"},                                                   \
+	    {"mem", OPT_MEM, "SIZE",                                           \
+	     "guest RAM, e.g. 512M, 2G (>= 64M, default 512M;\n"               \
+	     "a restore: the snapshot's)"},                                    \
+	    {"mem-backend", OPT_BACKEND, "TYPE",                               \
+	     "anon (default, THP), memfd or hugetlb (2 MiB pages)"},           \
+	    {"qmp", OPT_QMP, "PATH", "QMP socket (created mode 0600)"},        \
+	    {"console", OPT_CONSOLE, "FILE",                                   \
+	     "guest console output (default: stdout)"},                        \
+	    {"stdin", OPT_STDIN, NULL, "feed standard input to the guest "     \
+				       "console"}
+
+static const struct cli_opt run_opts[] = {
+    VM_OPTS,
+    {"kernel", OPT_KERNEL, "FILE", "boot this bzImage instead of the built-in "
+				   "guest"},
+    {"initrd", OPT_INITRD, "FILE", "initial ramdisk"},
+    {"cmdline", OPT_CMDLINE, "STRING", "appended to the kernel command line"},
+    {"restore", OPT_RESTORE, "FILE",
+     "restore a snapshot instead of booting (= livesnap\n"
+     "restore FILE)"},
+    {"restore-mode", OPT_RESTORE_MODE, "M",
+     "eager (read all RAM first) or lazy (pages on first\n"
+     "touch, the rest behind; default eager)"},
+    {"incoming", OPT_INCOMING, "exec:CMD",
+     "restore the snapshot stream CMD writes (eager)"},
+    {0},
 };
 
-/* Returns 0 to run, 2 for bad usage, -1 after --help. */
-static int parse_args(int argc, char **argv, struct run_opts *o)
+static const struct cli_opt restore_opts[] = {
+    VM_OPTS,
+    {"restore-mode", OPT_RESTORE_MODE, "M",
+     "eager (read all RAM first) or lazy (pages on first\n"
+     "touch, the rest behind; default eager)"},
+    {0},
+};
+
+static int parse_opt(const struct cli_cmd *cmd, struct run_opts *o, int c,
+		     const char *arg)
 {
+	switch (c) {
+	case OPT_CPUS:
+		o->cpus_given = true;
+		return parse_cpus(cmd, arg, &o->ncpus);
+	case OPT_MEM:
+		o->mem_given = true;
+		return parse_mem(cmd, arg, &o->mem);
+	case OPT_RESTORE:
+	case OPT_INCOMING:
+		return parse_restore(cmd, o, c == OPT_INCOMING, arg);
+	case OPT_RESTORE_MODE:
+		return parse_restore_mode(cmd, arg, &o->restore_mode);
+	case OPT_BACKEND:
+		return parse_backend(cmd, arg, &o->backend);
+	case OPT_KERNEL:
+		o->kernel = arg;
+		return 0;
+	case OPT_INITRD:
+		o->initrd = arg;
+		return 0;
+	case OPT_CMDLINE:
+		o->cmdline = arg;
+		return 0;
+	case OPT_QMP:
+		o->qmp = arg;
+		return 0;
+	case OPT_CONSOLE:
+		o->console = arg;
+		return 0;
+	case OPT_STDIN:
+		o->stdin_input = true;
+		return 0;
+	case OPT_ACCEL:
+		if (strcmp(arg, "kvm") && strcmp(arg, "tcg") &&
+		    strcmp(arg, "auto"))
+			return cli_usage_error(cmd, "--accel '%s': use kvm, "
+					       "tcg or auto", arg);
+		o->accel = arg;
+		return 0;
+	}
+	return 0;
+}
+
+/*
+ * Returns 0 to run, 2 for bad usage, -1 after --help or --version. The
+ * restore command's operand is the snapshot to restore.
+ */
+static int parse_args(const struct cli_cmd *cmd, int argc, char **argv,
+		      struct run_opts *o)
+{
+	struct cli_parser p;
 	int c, ret = 0;
 
 	*o = (struct run_opts){
 	    .ncpus = 1, .mem = DEFAULT_MEM, .cmdline = "", .accel = "auto"};
-	opterr = 0;
-	optind = 1;
-	while (!ret &&
-	       (c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_CPUS:
-			ret = parse_cpus(optarg, &o->ncpus);
-			o->cpus_given = true;
-			break;
-		case OPT_MEM:
-			ret = parse_mem(optarg, &o->mem);
-			o->mem_given = true;
-			break;
-		case OPT_RESTORE:
-		case OPT_INCOMING:
-			ret = parse_restore(o, c == OPT_INCOMING, optarg);
-			break;
-		case OPT_RESTORE_MODE:
-			ret = parse_restore_mode(optarg, &o->restore_mode);
-			break;
-		case OPT_BACKEND:
-			ret = parse_backend(optarg, &o->backend);
-			break;
-		case OPT_KERNEL:
-			o->kernel = optarg;
-			break;
-		case OPT_INITRD:
-			o->initrd = optarg;
-			break;
-		case OPT_CMDLINE:
-			o->cmdline = optarg;
-			break;
-		case OPT_QMP:
-			o->qmp = optarg;
-			break;
-		case OPT_CONSOLE:
-			o->console = optarg;
-			break;
-		case OPT_STDIN:
-			o->stdin_input = true;
-			break;
-		case OPT_ACCEL:
-			if (strcmp(optarg, "kvm") && strcmp(optarg, "tcg") &&
-			    strcmp(optarg, "auto"))
-				return bad_usage("--accel '%s': use kvm, tcg or "
-						 "auto",
-						 optarg);
-			o->accel = optarg;
-			break;
-		case OPT_HELP:
-			usage(stdout);
-			return -1;
-		case ':':
-			return bad_usage("option '%s' needs an argument",
-					 argv[optind - 1]);
-		default:
-			return bad_usage("unknown option '%s'",
-					 argv[optind - 1]);
-		}
-	}
-	if (!ret && optind < argc)
-		ret = bad_usage("unexpected argument '%s'", argv[optind]);
+	cli_begin(&p, cmd, argc, argv);
+	while (!ret && (c = cli_next(&p)) > 0)
+		ret = parse_opt(cmd, o, c, p.arg);
+	if (ret)
+		return ret;
+	if (c == CLI_EXIT)
+		return p.status ? p.status : -1;
+	if (p.noperands)
+		ret = parse_restore(cmd, o, false, p.operands[0]);
 	if (!ret && o->restore && (o->kernel || o->initrd || o->cmdline[0]))
-		ret = bad_usage("--kernel, --initrd and --cmdline do not go "
-				"with a restore");
+		ret = cli_usage_error(cmd, "--kernel, --initrd and --cmdline "
+				      "do not go with a restore");
 	if (!ret && o->restore && !strncmp(o->restore, "exec:", 5))
 		o->restore_mode = VM_RESTORE_EAGER; /* a stream: no choice */
 	return ret;
@@ -643,13 +618,13 @@ static int check_accel_fits(struct run_ctx *r)
 	return 0;
 }
 
-int cmd_run(int argc, char **argv)
+static int run_run(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct run_ctx r = {.console_fd = -1, .sig_fd = -1};
 	struct vm_config cfg;
 	int ret;
 
-	ret = parse_args(argc, argv, &r.o);
+	ret = parse_args(cmd, argc, argv, &r.o);
 	if (ret)
 		return ret < 0 ? 0 : ret;
 	ret = pick_accel(&r);
@@ -678,7 +653,7 @@ int cmd_run(int argc, char **argv)
 	if (!ret && r.restore)
 		vm_restore_running(r.restore);
 	if (ret) {
-		fprintf(stderr, "livesnap run: %s\n", r.err);
+		fprintf(stderr, "livesnap %s: %s\n", cmd->name, r.err);
 		cleanup(&r);
 		return 1;
 	}
@@ -693,3 +668,38 @@ int cmd_run(int argc, char **argv)
 	cleanup(&r);
 	return ret;
 }
+
+#define RUN_EXIT_STATUS                                                        \
+	"  0  the guest powered off, or QMP 'quit' or SIGINT/SIGTERM ended "   \
+	"the VM\n"                                                             \
+	"  1  the VM could not start or failed\n" CLI_EXIT_USAGE
+
+const struct cli_cmd cmd_run = {
+    .name = "run",
+    .synopsis = "[options]",
+    .summary = "boot a VM (or restore one) with a QMP control socket",
+    .description = "Boots a VM (by default the built-in livesnap guest) with "
+		   "an 8250 console and\n"
+		   "an optional QMP control socket, and runs it until it "
+		   "ends.\n",
+    .opts = run_opts,
+    .exit_status = RUN_EXIT_STATUS,
+    .min_operands = 0,
+    .max_operands = 0,
+    .run = run_run,
+};
+
+const struct cli_cmd cmd_restore = {
+    .name = "restore",
+    .synopsis = "[options] FILE",
+    .summary = "run the VM of a snapshot again (= run --restore FILE)",
+    .description = "Runs the VM a snapshot file holds again, from the "
+		   "snapshot's instant on:\n"
+		   "'livesnap run --restore FILE'. --cpus and --mem default "
+		   "to the snapshot's.\n",
+    .opts = restore_opts,
+    .exit_status = RUN_EXIT_STATUS,
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = run_run,
+};

@@ -9,10 +9,11 @@
  *
  * and shows a progress bar (percent, MB/s, ETA) while the guest runs on,
  * then a summary: pause, total time, rate, write faults, stall percentiles.
- * Ctrl-C sends migrate_cancel and waits for the VMM to confirm.
+ * Ctrl-C or SIGTERM, or the end of --timeout, stops the wait at once:
+ * a snapshot already asked for is cancelled (migrate_cancel, and a few
+ * seconds for the VMM to confirm; a second signal does not wait for that).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -34,6 +35,7 @@
 
 #define QMP_LINE_MAX	  (1u << 20)
 #define QMP_TIMEOUT_MS	  30000 /* a command answers in far less */
+#define CANCEL_WAIT_MS	  5000	/* for the VMM to confirm a cancel */
 #define POLL_TTY_MS	  100	/* redraw period on a terminal */
 #define POLL_LOG_MS	  250	/* query period otherwise */
 #define LOG_LINE_EVERY_NS 5000000000ull
@@ -42,10 +44,29 @@
 /* A minimal QMP client: one JSON object per line, events set aside.   */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Signals received (SIGINT, SIGTERM), and the last one. The two are blocked
+ * but in ppoll(), so none can slip in between a check and a wait.
+ */
+static volatile sig_atomic_t signals, last_signal;
+static sigset_t wait_mask; /* the mask in ppoll: both unblocked */
+
+/* Sleeps ms, less when a signal comes. */
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+	ppoll(NULL, 0, &ts, &wait_mask);
+}
+
 struct qmpc {
 	int fd;
 	char *buf;
 	size_t len;
+	uint64_t id;	      /* of the last command sent */
+	uint64_t deadline_ns; /* --timeout; 0: none */
+	int signals_ok;	      /* a wait ends when more signals came */
+	bool stopped;	      /* a wait ended for a signal or the deadline */
 	char err[256];
 };
 
@@ -91,18 +112,35 @@ static json_t *qmpc_take_line(struct qmpc *q)
 	return msg;
 }
 
+/* Whether a signal or --timeout ends the wait now (err says which). */
+static bool qmpc_stopped(struct qmpc *q)
+{
+	if (signals > q->signals_ok) {
+		q->stopped = true;
+		qmpc_fail(q, "interrupted by SIG%s", sigabbrev_np(last_signal));
+	} else if (q->deadline_ns && now_ns() >= q->deadline_ns) {
+		q->stopped = true;
+		qmpc_fail(q, "--timeout reached");
+	}
+	return q->stopped;
+}
+
 /*
- * Reads the next message (reply or event). Waits at most timeout_ms;
- * returns NULL with err set on timeout, EOF or bad input. A return of
- * json_null() is never passed on: it is turned into NULL here.
+ * Reads the next message (reply or event). Waits at most timeout_ms, and
+ * not past --timeout nor past a signal; returns NULL with err set then, or
+ * on EOF or bad input. A return of json_null() is never passed on: it is
+ * turned into NULL here.
  */
 static json_t *qmpc_read(struct qmpc *q, int timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
 
+	if (q->deadline_ns && q->deadline_ns < deadline)
+		deadline = q->deadline_ns;
 	for (;;) {
 		json_t *msg = qmpc_take_line(q);
 		struct pollfd pfd = {.fd = q->fd, .events = POLLIN};
+		struct timespec ts;
 		int64_t left;
 		ssize_t n;
 
@@ -115,13 +153,17 @@ static json_t *qmpc_read(struct qmpc *q, int timeout_ms)
 				  QMP_LINE_MAX);
 			return NULL;
 		}
-		left = (int64_t)(deadline - now_ns()) / 1000000;
+		if (qmpc_stopped(q))
+			return NULL;
+		left = ((int64_t)(deadline - now_ns()) + 999999) / 1000000;
 		if (left <= 0) {
 			qmpc_fail(q, "no answer from the VMM within %d ms",
 				  timeout_ms);
 			return NULL;
 		}
-		n = poll(&pfd, 1, (int)left);
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (long)(left % 1000) * 1000000;
+		n = ppoll(&pfd, 1, &ts, &wait_mask);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -179,7 +221,8 @@ static int qmpc_send(struct qmpc *q, json_t *msg)
  */
 static json_t *qmpc_execute(struct qmpc *q, const char *cmd, json_t *args)
 {
-	json_t *req = json_pack("{s:s}", "execute", cmd);
+	json_t *req = json_pack("{s:s, s:I}", "execute", cmd, "id",
+				(json_int_t)++q->id);
 	int rc;
 
 	if (args)
@@ -194,6 +237,13 @@ static json_t *qmpc_execute(struct qmpc *q, const char *cmd, json_t *args)
 
 		if (!msg)
 			return NULL;
+		/* the late answer to a command whose wait a signal ended */
+		if (json_object_get(msg, "id") &&
+		    json_integer_value(json_object_get(msg, "id")) !=
+			(json_int_t)q->id) {
+			json_decref(msg);
+			continue;
+		}
 		ret = json_object_get(msg, "return");
 		err = json_object_get(msg, "error");
 		if (ret) {
@@ -477,30 +527,10 @@ static void print_summary(const char *target, const struct mig_info *mi)
 /* The command                                                         */
 /* ------------------------------------------------------------------ */
 
-static volatile sig_atomic_t interrupted;
-
-static void on_sigint(int sig)
+static void on_signal(int sig)
 {
-	(void)sig;
-	interrupted = 1;
-}
-
-static void usage(FILE *f)
-{
-	fprintf(
-	    f, "usage: livesnap snapshot --socket PATH [options] FILE\n"
-	       "\n"
-	       "Takes a live snapshot of the VM whose QMP socket is PATH into\n"
-	       "FILE (or into a command's stdin when FILE is exec:CMD); the\n"
-	       "guest runs on while its memory is saved.\n"
-	       "\n"
-	       "  -s, --socket PATH     the VM's QMP socket (required)\n"
-	       "  -S, --strategy S      auto|copy|write-first (default auto)\n"
-	       "  -q, --quiet           no progress bar, summary only\n"
-	       "  -j, --json            the final query-migrate answer (JSON) "
-	       "instead\n"
-	       "                        of the summary\n"
-	       "  -h, --help            this text\n");
+	last_signal = sig;
+	signals = signals + 1;
 }
 
 /* FILE -> QMP uri: exec: and file: pass through, a path is made absolute
@@ -552,6 +582,30 @@ static int start_snapshot(struct qmpc *q, const char *uri, const char *strategy)
 }
 
 /*
+ * After a signal or --timeout: cancels the snapshot and waits a little for
+ * the VMM to confirm; a further signal ends that wait too.
+ */
+static void cancel_snapshot(struct qmpc *q, struct mig_info *mi)
+{
+	uint64_t until = now_ns() + CANCEL_WAIT_MS * 1000000ull;
+	json_t *r;
+
+	q->signals_ok = signals;
+	q->deadline_ns = until;
+	q->stopped = false;
+	r = qmpc_execute(q, "migrate_cancel", NULL);
+	while (r && !mig_finished(mi)) {
+		json_decref(r);
+		r = qmpc_execute(q, "query-migrate", NULL);
+		if (r)
+			mig_info_parse(r, mi);
+		if (r && !mig_finished(mi))
+			sleep_ms(POLL_TTY_MS);
+	}
+	json_decref(r);
+}
+
+/*
  * Polls query-migrate until the end; fills mi with the last answer and,
  * if last is not NULL, keeps that answer there (a new reference).
  */
@@ -559,7 +613,6 @@ static int follow_snapshot(struct qmpc *q, bool quiet, struct mig_info *mi,
 			   json_t **last)
 {
 	struct progress p = {.tty = isatty(STDERR_FILENO)};
-	bool cancel_sent = false;
 
 	p.start_ns = now_ns();
 	for (;;) {
@@ -577,18 +630,13 @@ static int follow_snapshot(struct qmpc *q, bool quiet, struct mig_info *mi,
 		json_decref(r);
 		if (mig_finished(mi))
 			break;
-		if (interrupted && !cancel_sent) {
-			r = qmpc_execute(q, "migrate_cancel", NULL);
-			if (!r) {
-				progress_end(&p);
-				return -1;
-			}
-			json_decref(r);
-			cancel_sent = true;
-		}
 		if (!quiet)
 			progress_update(&p, mi);
-		usleep((p.tty ? POLL_TTY_MS : POLL_LOG_MS) * 1000);
+		sleep_ms(p.tty ? POLL_TTY_MS : POLL_LOG_MS);
+		if (qmpc_stopped(q)) {
+			progress_end(&p);
+			return -1;
+		}
 	}
 	if (!quiet && !strcmp(mi->status, "completed"))
 		progress_update(&p, mi);
@@ -596,93 +644,191 @@ static int follow_snapshot(struct qmpc *q, bool quiet, struct mig_info *mi,
 	return 0;
 }
 
-int cmd_snapshot(int argc, char **argv)
-{
-	static const struct option opts[] = {
-	    {"socket", required_argument, NULL, 's'},
-	    {"strategy", required_argument, NULL, 'S'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	const char *sock = NULL, *strategy = "auto";
-	struct qmpc q = {.fd = -1};
-	struct mig_info mi;
-	struct sigaction sa = {.sa_handler = on_sigint};
-	bool quiet = false, as_json = false;
-	json_t *last = NULL;
-	char *uri;
-	int c, rc = 1;
+enum { OPT_TIMEOUT = CLI_LONG };
 
-	while ((c = getopt_long(argc, argv, "s:S:qjh", opts, NULL)) != -1) {
+struct snap_opts {
+	const char *sock, *strategy, *target;
+	bool quiet, json;
+	uint64_t timeout_ns; /* 0: none */
+};
+
+static int parse_timeout(const struct cli_cmd *cmd, const char *s,
+			 uint64_t *ns)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v > 0) || v > 1e7)
+		return cli_usage_error(cmd, "--timeout '%s': not a number of "
+				       "seconds above 0", s);
+	*ns = (uint64_t)(v * 1e9);
+	return 0;
+}
+
+static int parse_args(const struct cli_cmd *cmd, int argc, char **argv,
+		      struct snap_opts *o)
+{
+	struct cli_parser p;
+	int c;
+
+	*o = (struct snap_opts){.strategy = "auto"};
+	cli_begin(&p, cmd, argc, argv);
+	while ((c = cli_next(&p)) > 0) {
 		switch (c) {
 		case 's':
-			sock = optarg;
+			o->sock = p.arg;
 			break;
 		case 'S':
-			strategy = optarg;
+			o->strategy = p.arg;
 			break;
 		case 'q':
-			quiet = true;
+			o->quiet = true;
 			break;
 		case 'j':
-			as_json = true;
+			o->json = true;
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
+		case OPT_TIMEOUT:
+			if (parse_timeout(cmd, p.arg, &o->timeout_ns))
+				return 2;
+			break;
 		}
 	}
-	if (!sock || optind != argc - 1) {
-		fprintf(stderr, "livesnap snapshot: %s\n",
-			!sock ? "--socket is required"
-			      : "exactly one FILE is required");
-		usage(stderr);
-		return 2;
-	}
-	if (strcmp(strategy, "auto") && strcmp(strategy, "copy") &&
-	    strcmp(strategy, "write-first")) {
-		fprintf(stderr,
-			"livesnap snapshot: unknown strategy '%s' (auto, copy "
-			"or write-first)\n",
-			strategy);
-		return 2;
-	}
-	uri = make_uri(argv[optind]);
-	if (!uri) {
-		fprintf(stderr, "livesnap snapshot: %s: %s\n", argv[optind],
-			strerror(errno));
-		return 1;
-	}
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	if (qmpc_connect(&q, sock) || start_snapshot(&q, uri, strategy) ||
-	    follow_snapshot(&q, quiet, &mi, &last)) {
-		fprintf(stderr, "livesnap snapshot: %s\n", q.err);
-		goto out;
-	}
-	if (as_json) {
+	if (c == CLI_EXIT)
+		return p.status;
+	o->target = p.operands[0];
+	if (!o->sock)
+		return cli_usage_error(cmd, "--socket is required");
+	if (strcmp(o->strategy, "auto") && strcmp(o->strategy, "copy") &&
+	    strcmp(o->strategy, "write-first"))
+		return cli_usage_error(cmd, "unknown strategy '%s' (auto, copy "
+				       "or write-first)", o->strategy);
+	return -1;
+}
+
+/* The exit status once the snapshot has ended (or its wait was stopped). */
+static int report(const struct snap_opts *o, const struct mig_info *mi,
+		  json_t *last)
+{
+	if (o->json && last) {
 		json_dumpf(last, stdout, JSON_COMPACT);
 		putchar('\n');
 	}
-	if (!strcmp(mi.status, "completed")) {
-		if (!as_json)
-			print_summary(argv[optind], &mi);
-		rc = 0;
-	} else if (!strcmp(mi.status, "cancelled")) {
-		fprintf(stderr, "livesnap snapshot: cancelled\n");
-		rc = 130;
-	} else {
-		fprintf(stderr, "livesnap snapshot: failed: %s\n",
-			mi.error[0] ? mi.error : "(no reason given)");
+	if (!strcmp(mi->status, "completed")) {
+		if (!o->json)
+			print_summary(o->target, mi);
+		return 0;
 	}
-out:
+	if (!strcmp(mi->status, "failed")) {
+		fprintf(stderr, "livesnap snapshot: failed: %s\n",
+			mi->error[0] ? mi->error : "(no reason given)");
+		return 1;
+	}
+	fprintf(stderr, "livesnap snapshot: cancelled\n");
+	return signals ? 128 + last_signal : 1;
+}
+
+static int catch_signals(const struct sigaction *sa)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, &wait_mask) ||
+	    sigaction(SIGINT, sa, NULL) || sigaction(SIGTERM, sa, NULL)) {
+		fprintf(stderr, "livesnap snapshot: sigaction: %s\n",
+			strerror(errno));
+		return -1;
+	}
+	sigdelset(&wait_mask, SIGINT);
+	sigdelset(&wait_mask, SIGTERM);
+	return 0;
+}
+
+static int snapshot_run(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART */
+	struct qmpc q = {.fd = -1};
+	struct mig_info mi = {0};
+	struct snap_opts o;
+	json_t *last = NULL;
+	bool asked = false;
+	char *uri;
+	int rc;
+
+	rc = parse_args(cmd, argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	uri = make_uri(o.target);
+	if (!uri) {
+		fprintf(stderr, "livesnap snapshot: %s: %s\n", o.target,
+			strerror(errno));
+		return 1;
+	}
+	if (catch_signals(&sa)) {
+		free(uri);
+		return 1;
+	}
+	if (o.timeout_ns)
+		q.deadline_ns = now_ns() + o.timeout_ns;
+	rc = qmpc_connect(&q, o.sock);
+	if (!rc) {
+		asked = true; /* from "migrate" on, a snapshot may run */
+		rc = start_snapshot(&q, uri, o.strategy);
+	}
+	rc = rc ?: follow_snapshot(&q, o.quiet, &mi, &last);
+	if (rc && q.stopped && asked) {
+		fprintf(stderr, "livesnap snapshot: %s: cancelling\n", q.err);
+		cancel_snapshot(&q, &mi);
+		if (!mig_finished(&mi))
+			fprintf(stderr, "livesnap snapshot: the VMM did not "
+					"confirm the cancel: %s\n", q.err);
+		rc = signals ? 128 + last_signal : 1;
+	} else if (rc) {
+		fprintf(stderr, "livesnap snapshot: %s\n", q.err);
+		rc = q.stopped && signals ? 128 + last_signal : 1;
+	} else {
+		rc = report(&o, &mi, last);
+	}
 	json_decref(last);
 	qmpc_close(&q);
 	free(uri);
 	return rc;
 }
+
+static const struct cli_opt snapshot_opts[] = {
+    {"socket", 's', "PATH", "the VM's QMP socket (required)"},
+    {"strategy", 'S', "S", "auto|copy|write-first (default auto)"},
+    {"timeout", OPT_TIMEOUT, "SECONDS",
+     "cancel the snapshot unless done within SECONDS\n"
+     "(default: no limit; each answer of the VMM is\n"
+     "waited for 30 s at most)"},
+    {"quiet", 'q', NULL, "no progress bar, summary only"},
+    {"json", 'j', NULL, "the final query-migrate answer (JSON) instead\n"
+			"of the summary"},
+    {0},
+};
+
+const struct cli_cmd cmd_snapshot = {
+    .name = "snapshot",
+    .synopsis = "--socket PATH [options] FILE|exec:CMD",
+    .summary = "take a live snapshot of a running VM through its control "
+	       "socket",
+    .description =
+	"Takes a live snapshot of the VM whose QMP socket is PATH into FILE\n"
+	"(or into a command's stdin when the target is exec:CMD); the guest\n"
+	"runs on while its memory is saved. Ctrl-C or SIGTERM stops at once\n"
+	"and cancels a snapshot already started, as --timeout does.\n",
+    .opts = snapshot_opts,
+    .exit_status = "  0  the snapshot completed\n"
+		   "  1  it failed, was cancelled after --timeout, or the VMM "
+		   "could not be\n"
+		   "     reached or did not answer\n" CLI_EXIT_USAGE
+		   "  130, 143  stopped by SIGINT (Ctrl-C) or SIGTERM "
+		   "(128 + the signal)\n",
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = snapshot_run,
+};

@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* The livesnap subcommands. Each returns the process exit status. */
+/*
+ * The livesnap subcommands (struct cli_cmd: cli/cli.h). A new one is a
+ * struct cli_cmd in its own file, declared here and listed in cli/main.c.
+ */
 #ifndef LS_CLI_COMMANDS_H
 #define LS_CLI_COMMANDS_H
 
-int cmd_info(int argc, char **argv);     /* cli/cmd_file.c */
-int cmd_verify(int argc, char **argv);   /* cli/cmd_file.c */
-int cmd_run(int argc, char **argv);      /* cli/cmd_run.c */
-int cmd_snapshot(int argc, char **argv); /* cli/cmd_snapshot.c */
+#include "cli.h"
+
+extern const struct cli_cmd cmd_run;      /* cli/cmd_run.c */
+extern const struct cli_cmd cmd_restore;  /* cli/cmd_run.c */
+extern const struct cli_cmd cmd_snapshot; /* cli/cmd_snapshot.c */
+extern const struct cli_cmd cmd_info;     /* cli/cmd_file.c */
+extern const struct cli_cmd cmd_verify;   /* cli/cmd_file.c */
 
 #endif

@@ -1,89 +1,95 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * livesnap: one command, several subcommands (git style). Each subcommand
- * parses its own flags; this file only dispatches.
+ * is a struct cli_cmd (cli/cli.h) and parses its options through cli.c;
+ * this file only lists them, dispatches and answers `livesnap help`.
  */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
-#include "livesnap.h"
 
-/*
- * `livesnap restore FILE [run options]` is `livesnap run --restore FILE
- * [run options]`: restoring a snapshot means running its VM again.
- */
-static int cmd_restore(int argc, char **argv)
+static const struct cli_cmd *const commands[] = {
+    &cmd_run, &cmd_snapshot, &cmd_restore, &cmd_info, &cmd_verify,
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct cli_cmd *find_command(const char *name)
 {
-	char **args;
-	int ret;
-
-	if (argc < 2 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: livesnap restore FILE [--restore-mode "
-				"eager|lazy] [run options]\n"
-				"(see 'livesnap run --help')\n");
-		return (argc >= 2 && (!strcmp(argv[1], "--help") ||
-				      !strcmp(argv[1], "-h")))
-			       ? 0
-			       : 2;
-	}
-	args = calloc((size_t)argc + 2, sizeof(*args));
-	if (!args) {
-		fprintf(stderr, "livesnap restore: out of memory\n");
-		return 1;
-	}
-	args[0] = "run";
-	args[1] = "--restore";
-	for (int i = 1; i < argc; i++)
-		args[i + 1] = argv[i];
-	ret = cmd_run(argc + 1, args);
-	free(args);
-	return ret;
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (!strcmp(name, commands[i]->name))
+			return commands[i];
+	return NULL;
 }
-
-struct command {
-	const char *name;
-	int (*fn)(int argc, char **argv);
-	const char *help;
-};
-
-static const struct command commands[] = {
-	{"run", cmd_run, "boot a VM (or restore one) with a QMP control socket"},
-	{"snapshot", cmd_snapshot,
-	 "take a live snapshot of a running VM through its control socket"},
-	{"restore", cmd_restore,
-	 "run the VM of a snapshot again (= run --restore FILE)"},
-	{"info", cmd_info, "describe a snapshot file or stream"},
-	{"verify", cmd_verify, "check every checksum of a snapshot"},
-};
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: livesnap <command> [options]\n\ncommands:\n");
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-	fprintf(f, "\n'livesnap <command> --help' describes a command.\n");
+	fprintf(f, "usage: livesnap COMMAND [options] [operands]\n"
+		   "       livesnap help [COMMAND]\n"
+		   "       livesnap --version\n\n"
+		   "Live, exact snapshots of running VMs (userfaultfd "
+		   "write-protect).\n\nCommands:\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  %-10s %s\n", commands[i]->name,
+			commands[i]->summary);
+	fprintf(f, "  %-10s %s\n", "help", "describe livesnap or a command");
+	fprintf(f, "\nOptions go anywhere after the command; '--' ends them.\n"
+		   "'livesnap help COMMAND' or 'livesnap COMMAND --help' "
+		   "describes a command.\n\n"
+		   "Exit status:\n"
+		   "  0  success\n  1  the command failed (see its help)\n"
+		   CLI_EXIT_USAGE);
+}
+
+/* livesnap help [COMMAND] */
+static int help(int argc, char **argv)
+{
+	const struct cli_cmd *cmd;
+
+	if (argc < 2) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc > 2) {
+		fprintf(stderr, "livesnap help: one command at a time, not "
+				"'%s' too\n", argv[2]);
+		return 2;
+	}
+	cmd = find_command(argv[1]);
+	if (!cmd && strcmp(argv[1], "help")) {
+		fprintf(stderr, "livesnap help: unknown command '%s' (try "
+				"'livesnap help')\n", argv[1]);
+		return 2;
+	}
+	if (cmd)
+		cli_help(cmd, stdout);
+	else
+		usage(stdout);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
+	const struct cli_cmd *cmd;
+
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
 	}
-	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		usage(stdout);
-		return 0;
-	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return help(1, argv + 1);
 	if (!strcmp(argv[1], "--version")) {
-		printf("livesnap %d.%d\n", LS_VERSION_MAJOR, LS_VERSION_MINOR);
+		cli_version(stdout);
 		return 0;
 	}
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].fn(argc - 1, argv + 1);
-	fprintf(stderr, "livesnap: unknown command '%s' (try --help)\n",
-		argv[1]);
-	return 2;
+	if (!strcmp(argv[1], "help"))
+		return help(argc - 1, argv + 1);
+	cmd = find_command(argv[1]);
+	if (!cmd) {
+		fprintf(stderr, "livesnap: unknown command '%s' (try --help)\n",
+			argv[1]);
+		return 2;
+	}
+	return cmd->run(cmd, argc - 1, argv + 1);
 }

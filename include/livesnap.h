@@ -32,11 +32,22 @@
 extern "C" {
 #endif
 
+/* The version of this header; ls_version() is the library's at run time. */
 #define LS_VERSION_MAJOR 0
 #define LS_VERSION_MINOR 1
+#define LS_VERSION_PATCH 0
 
 #define LS_ERRMSG_MAX 256 /* size of any error-message buffer */
 #define LS_NAME_MAX 64    /* region and blob names, including the NUL */
+
+/* The library's version, "MAJOR.MINOR.PATCH". */
+const char *ls_version(void);
+
+/*
+ * The snapshot format version this library writes; it reads every file and
+ * stream of the same major version.
+ */
+void ls_format_version(unsigned *major, unsigned *minor);
 
 struct ls_ctx;
 struct ls_snapshot;

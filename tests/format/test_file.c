@@ -453,9 +453,33 @@ static void test_replace_existing(void **state)
 	ls_reader_close(r);
 }
 
+/* ls_version() is the header's version; a new file carries the format's. */
+static void test_versions(void **state)
+{
+	const char *path = tpath(*state, "snap");
+	struct ls_reader_info in;
+	unsigned major, minor;
+	struct ls_reader *r;
+	struct tsnap t;
+	char want[32];
+
+	snprintf(want, sizeof(want), "%d.%d.%d", LS_VERSION_MAJOR,
+		 LS_VERSION_MINOR, LS_VERSION_PATCH);
+	assert_string_equal(ls_version(), want);
+	ls_format_version(&major, &minor);
+	tsnap_default(&t, 1);
+	tsnap_file(&t, path, 0);
+	r = open_ok(path);
+	ls_reader_get_info(r, &in);
+	assert_int_equal(in.version_major, major);
+	assert_int_equal(in.version_minor, minor);
+	ls_reader_close(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_versions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_roundtrip_read_pages, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_restore_region_and_all, setup,

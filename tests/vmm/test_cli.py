@@ -67,7 +67,8 @@ class CLI(unittest.TestCase):
         p = subprocess.run([lsvm.LIVESNAP, 'restore'], capture_output=True,
                            timeout=30)
         self.assertEqual(p.returncode, 2)
-        self.assertIn('usage: livesnap restore FILE', p.stderr.decode())
+        self.assertIn('livesnap restore: missing operand: usage: livesnap '
+                      'restore [options] FILE', p.stderr.decode())
         p = subprocess.run([lsvm.LIVESNAP, 'restore', '/nonexistent/vm.snap']
                            + lsvm.accel_args(),
                            stdin=subprocess.DEVNULL, capture_output=True,
