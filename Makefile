@@ -2,7 +2,7 @@
 # install the Debian packages they need first.
 BUILD ?= build
 
-.PHONY: all deps test test-quick test-sanitize demo bench install clean
+.PHONY: all deps test test-quick test-sanitize demo bench fuzz install clean
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -27,6 +27,19 @@ demo: deps all
 bench: all
 	scripts/install-deps.sh --bench
 	bench/run-all.sh
+
+# The reader's libFuzzer target for FUZZ_SECONDS (the suite runs 45 s),
+# its corpus kept in $(BUILD)/fuzz-corpus between runs, then the
+# truncation/bit-flip sweep with the CLI run on every damaged copy.
+# Report: tests/fuzz/report.md.
+FUZZ_SECONDS ?= 600
+fuzz: deps all
+	mkdir -p $(BUILD)/fuzz-corpus
+	python3 tests/fuzz/run_fuzz.py $(BUILD)/tests/fuzz/fuzz_reader \
+		tests/fuzz/corpus tests/fuzz/regress \
+		--seconds $(FUZZ_SECONDS) --corpus $(BUILD)/fuzz-corpus
+	$(BUILD)/tests/format/sweep $(BUILD)/cli/livesnap \
+		tests/fuzz/corpus/file-one-page --cli-stride 1 --flips 5000
 
 install: all
 	meson install -C $(BUILD)

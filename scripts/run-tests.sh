@@ -115,15 +115,15 @@ run() {
 	return 0
 }
 
-setup build -Dtest_accels="$accels"
+setup build -Dtest_accels="$accels" -Dfuzz=enabled
 run build
 
 if [ "${LS_SKIP_SANITIZERS:-0}" != 1 ]; then
-	setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
+	setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=disabled
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		run build-asan --suite lib
-	setup build-tsan -Db_sanitize=thread
+	setup build-tsan -Db_sanitize=thread -Dfuzz=disabled
 	# TSan cannot map its shadow with the kernel's full mmap randomness.
 	TSAN_OPTIONS=halt_on_error=1 \
 		run build-tsan --suite lib --wrapper 'setarch x86_64 -R'

@@ -26,6 +26,13 @@ int rd_fail(struct ls_reader *r, int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(r->error + n, sizeof(r->error) - (size_t)n, fmt, ap);
 	va_end(ap);
+	/*
+	 * Names in a damaged file may hold any byte: the message must stay
+	 * one printable line (found by tests/fuzz: a newline in a region name).
+	 */
+	for (char *c = r->error; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	pthread_mutex_unlock(&r->err_lock);
 	return err;
 }

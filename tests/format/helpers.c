@@ -40,6 +40,26 @@ void tsnap_default(struct tsnap *t, uint64_t seed)
 	};
 }
 
+/* The fuzz seeds and the truncation sweep: a few KiB of file. */
+static const struct ls_layout_region tiny_regions[] = {
+    {"ram", 8 << 10, 4096, LS_MEM_ANON},
+    {"rom", 4 << 10, 4096, LS_MEM_SHMEM},
+};
+
+void tsnap_tiny(struct tsnap *t, uint64_t seed, bool one_page)
+{
+	*t = (struct tsnap){
+	    .layout = {one_page ? 1 : 2, one_page ? tiny_regions + 1
+						  : tiny_regions},
+	    .seed = seed,
+	    .nthreads = 1,
+	    .max_run = 2,
+	    .nblobs = 1,
+	    .blob_names = {"state"},
+	    .blob_lens = {40},
+	};
+}
+
 void tsnap_small(struct tsnap *t, uint64_t seed)
 {
 	*t = (struct tsnap){

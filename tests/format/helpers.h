@@ -29,6 +29,8 @@ struct tsnap {
 void tsnap_default(struct tsnap *t, uint64_t seed);
 /* 2 regions, 80 KiB in all: for tests that read every offset. */
 void tsnap_small(struct tsnap *t, uint64_t seed);
+/* Two regions of 2 and 1 pages (one_page: only the 1-page one), a blob. */
+void tsnap_tiny(struct tsnap *t, uint64_t seed, bool one_page);
 
 bool tsnap_page_zero(const struct tsnap *t, uint32_t region, uint64_t page);
 void tsnap_page(const struct tsnap *t, uint32_t region, uint64_t page,

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mksnap [--stream] [--small] [--seed N] PATH|-: writes the tests' known
- * snapshot (tests/format/helpers.c) as a file or a stream, for the CLI
- * test. "-" writes a stream to stdout.
+ * mksnap [--stream] [--small|--tiny|--one-page] [--seed N] PATH|-:
+ * writes the tests' known snapshot (tests/format/helpers.c) as a file or
+ * a stream, for the CLI tests and the fuzz seeds. "-" writes a stream to
+ * stdout.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,7 @@
 
 int main(int argc, char **argv)
 {
-	bool stream = false, small = false;
+	bool stream = false, small = false, tiny = false, one = false;
 	uint64_t seed = 1;
 	struct tsnap t;
 	int i;
@@ -23,18 +24,25 @@ int main(int argc, char **argv)
 			stream = true;
 		else if (!strcmp(argv[i], "--small"))
 			small = true;
+		else if (!strcmp(argv[i], "--tiny"))
+			tiny = true;
+		else if (!strcmp(argv[i], "--one-page"))
+			one = true;
 		else if (!strcmp(argv[i], "--seed") && i + 2 < argc)
 			seed = strtoull(argv[++i], NULL, 0);
 		else
 			break;
 	}
 	if (i != argc - 1) {
-		fprintf(stderr, "usage: mksnap [--stream] [--small] "
+		fprintf(stderr, "usage: mksnap [--stream] "
+				"[--small|--tiny|--one-page] "
 				"[--seed N] PATH|-\n");
 		return 2;
 	}
 	if (small)
 		tsnap_small(&t, seed);
+	else if (tiny || one)
+		tsnap_tiny(&t, seed, one);
 	else
 		tsnap_default(&t, seed);
 	if (!strcmp(argv[i], "-")) {
