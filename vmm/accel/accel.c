@@ -16,8 +16,8 @@ int accel_kvm_usable(void)
 	return 0;
 }
 
-int accel_select(const char *name, const struct accel_ops **ops, char *why,
-		 char *err)
+static int select_backend(const char *name, const struct accel_ops **ops,
+			  char *why, char *err)
 {
 	int kvm;
 
@@ -46,4 +46,14 @@ int accel_select(const char *name, const struct accel_ops **ops, char *why,
 			 strerror(-kvm));
 	}
 	return 0;
+}
+
+int accel_select(const char *name, const struct accel_ops **ops, char *why,
+		 char *err)
+{
+	int e = select_backend(name, ops, why, err);
+
+	if (!e && (*ops)->preload)
+		(*ops)->preload();
+	return e;
 }

@@ -53,6 +53,11 @@ struct accel_ops {
 	 * the backend knows it at once (else measure_tsc_khz does).
 	 */
 	int (*vm_init)(struct vm *vm, char *err);
+	/*
+	 * Optional: called as soon as the backend is chosen, to start
+	 * slow one-time work (TCG loads Unicorn) while the VMM prepares.
+	 */
+	void (*preload)(void);
 	void (*vm_fini)(struct vm *vm);
 	int (*vcpu_init)(struct vcpu *vcpu, char *err);
 	void (*vcpu_fini)(struct vcpu *vcpu);

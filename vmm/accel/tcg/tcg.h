@@ -68,6 +68,10 @@ struct tcg_vcpu {
 #define TCG_VM(vm)     ((struct tcg_vm *)(vm)->accel_priv)
 #define TCG_VCPU(vcpu) ((struct tcg_vcpu *)(vcpu)->accel_priv)
 
+/* tcg_uc.c: Unicorn loaded at run time (see there) */
+void tcg_uc_preload(void);
+int tcg_uc_ready(char *err);
+
 /* tcg_engine.c */
 int tcg_engine_create(struct vcpu *vcpu, char *err);
 void tcg_engine_destroy(struct vcpu *vcpu);

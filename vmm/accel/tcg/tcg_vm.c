@@ -59,9 +59,13 @@ static void tcg_vm_fini(struct vm *vm)
 
 static int tcg_vm_init(struct vm *vm, char *err)
 {
-	struct tcg_vm *t = calloc(1, sizeof(*t));
+	struct tcg_vm *t;
 	pthread_condattr_t ca;
+	int e = tcg_uc_ready(err);
 
+	if (e)
+		return e;
+	t = calloc(1, sizeof(*t));
 	if (!t)
 		return vmm_fail(err, ENOMEM, "TCG VM");
 	pthread_mutex_init(&t->lock, NULL);
@@ -182,6 +186,7 @@ const struct accel_ops accel_tcg_ops = {
     .name = "tcg",
     .caps = 0,
     .vm_init = tcg_vm_init,
+    .preload = tcg_uc_preload,
     .vm_fini = tcg_vm_fini,
     .vcpu_init = tcg_vcpu_init,
     .vcpu_fini = tcg_vcpu_fini,
