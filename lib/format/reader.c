@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,7 +65,11 @@ void ls_reader_close(struct ls_reader *r)
 	if (!r)
 		return;
 	for (uint32_t i = 0; i < r->nregions; i++) {
-		free(r->regions[i].csums);
+		if (r->regions[i].csums_map)
+			munmap(r->regions[i].csums_map,
+			       r->regions[i].csums_map_len);
+		else
+			free(r->regions[i].csums);
 		free(r->regions[i].seen);
 	}
 	free(r->regions);

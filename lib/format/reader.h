@@ -17,6 +17,8 @@ struct rd_region {
 	uint64_t npages;
 	uint64_t data_off; /* file: the data section */
 	uint64_t *csums;   /* file: npages page checksums */
+	void *csums_map;   /* file: the mapping csums lies in, or NULL */
+	size_t csums_map_len;
 	uint64_t *seen;	   /* stream: bitmap of pages received */
 };
 

@@ -27,6 +27,21 @@ static const struct ls_layout_region small_regions[] = {
     {"rom", 16 << 10, 4096, LS_MEM_SHMEM},
 };
 
+static const struct ls_layout_region large_regions[] = {
+    {"ram", 512ull << 20, 4096, LS_MEM_ANON},
+};
+
+void tsnap_large_sparse(struct tsnap *t, uint64_t seed)
+{
+	*t = (struct tsnap){
+	    .layout = {1, large_regions},
+	    .seed = seed,
+	    .nthreads = 2,
+	    .max_run = 1,
+	    .sparse = 8192,
+	};
+}
+
 void tsnap_default(struct tsnap *t, uint64_t seed)
 {
 	*t = (struct tsnap){
@@ -84,6 +99,8 @@ static uint64_t mix(uint64_t x)
 
 bool tsnap_page_zero(const struct tsnap *t, uint32_t region, uint64_t page)
 {
+	if (t->sparse)
+		return page % t->sparse != 0;
 	return !t->dense && (page * 7 + region * 3 + t->seed) % 5 == 0;
 }
 

@@ -20,6 +20,7 @@ struct tsnap {
 	unsigned nthreads;
 	unsigned max_run; /* pages per write_pages call, at most */
 	bool dense;	  /* no zero pages */
+	unsigned sparse;  /* if set: only every sparse-th page is non-zero */
 	unsigned nblobs;
 	const char *blob_names[4];
 	size_t blob_lens[4];
@@ -29,6 +30,11 @@ struct tsnap {
 void tsnap_default(struct tsnap *t, uint64_t seed);
 /* 2 regions, 80 KiB in all: for tests that read every offset. */
 void tsnap_small(struct tsnap *t, uint64_t seed);
+/*
+ * One region of 512 MiB of 4 KiB pages, one page in 8192 non-zero: a
+ * 1 MiB page checksum table, which the reader maps (reader_file.c).
+ */
+void tsnap_large_sparse(struct tsnap *t, uint64_t seed);
 /* Two regions of 2 and 1 pages (one_page: only the 1-page one), a blob. */
 void tsnap_tiny(struct tsnap *t, uint64_t seed, bool one_page);
 

@@ -307,6 +307,38 @@ static void set_region(struct lsf_header *h, void *arg)
 	close(fd);
 }
 
+/*
+ * A checksum table of 1 MiB and more is mapped, not read: it opens and
+ * reads back like any other, and a damaged one is refused the same way.
+ */
+static void test_mapped_table(void **state)
+{
+	const char *path = tpath(*state, "large");
+	struct ls_reader *r;
+	struct lsf_region rt;
+	struct lsf_header h;
+	char err[LS_ERRMSG_MAX];
+	struct tsnap t;
+	int fd;
+
+	tsnap_large_sparse(&t, 11);
+	tsnap_file(&t, path, 0);
+	assert_int_equal(ls_reader_open(path, &r, err, sizeof(err)), 0);
+	tsnap_check_reader(&t, r);
+	assert_int_equal(ls_reader_verify(r, NULL, NULL), 0);
+	ls_reader_close(r);
+
+	fd = open(path, O_RDWR);
+	assert_int_equal(pread(fd, &h, sizeof(h), 0), sizeof(h));
+	assert_int_equal(pread(fd, &rt, sizeof(rt), (off_t)h.regions_off),
+			 sizeof(rt));
+	assert_int_equal(rt.npages * 8, 1u << 20);
+	flip(fd, rt.csums_off + 4096 * 8 + 3); /* page 4096's checksum */
+	close(fd);
+	expect_refused(path, -EBADMSG,
+		       "region 'ram' checksum table (checksum mismatch)");
+}
+
 static void region_case(const char *dir, const struct tsnap *t, int field,
 			uint64_t value, const char *words)
 {
@@ -615,6 +647,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_not_snapshots, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_crafted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mapped_table, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_random_damage, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_crafted_stream, setup,
