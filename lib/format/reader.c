@@ -70,7 +70,8 @@ void ls_reader_close(struct ls_reader *r)
 			       r->regions[i].csums_map_len);
 		else
 			free(r->regions[i].csums);
-		free(r->regions[i].seen);
+		if (r->regions[i].seen)
+			munmap(r->regions[i].seen, r->regions[i].seen_len);
 	}
 	free(r->regions);
 	for (uint32_t i = 0; i < r->nblobs; i++)

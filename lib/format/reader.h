@@ -19,7 +19,8 @@ struct rd_region {
 	uint64_t *csums;   /* file: npages page checksums */
 	void *csums_map;   /* file: the mapping csums lies in, or NULL */
 	size_t csums_map_len;
-	uint64_t *seen;	   /* stream: bitmap of pages received */
+	uint64_t *seen;	   /* stream: bitmap of pages received (mapped) */
+	size_t seen_len;
 };
 
 struct rd_blob {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "reader.h"
 
@@ -68,6 +69,23 @@ static void rd_account(struct ls_reader *r, const struct lss_rec *rec)
 	r->records++;
 }
 
+/*
+ * The bitmap of pages received, one bit per page, as a private anonymous
+ * mapping that takes memory only where bits get set. A region may be
+ * 256 TiB (LSF_MAX_REGION_BYTES), a bitmap of 8 GiB: a stream's head,
+ * damaged or not, must not make the reader commit that before a single
+ * page arrived (the fuzzer's out-of-memory find).
+ */
+static uint64_t *rd_bitmap_alloc(uint64_t nbits, size_t *len)
+{
+	void *m;
+
+	*len = (size_t)((nbits + 63) / 64 * sizeof(uint64_t));
+	m = mmap(NULL, *len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return m == MAP_FAILED ? NULL : m;
+}
+
 static int rd_head_regions(struct ls_reader *r, const struct lss_head *head,
 			   const struct lss_region *rr)
 {
@@ -90,11 +108,13 @@ static int rd_head_regions(struct ls_reader *r, const struct lss_head *head,
 		reg->info.page_size = e->page_size;
 		reg->info.type = e->type;
 		reg->npages = e->len / e->page_size;
-		reg->seen = calloc((reg->npages + 63) / 64, sizeof(uint64_t));
+		reg->seen = rd_bitmap_alloc(reg->npages, &reg->seen_len);
 		if (!reg->seen)
 			return rd_fail(r, -ENOMEM,
-				       "out of memory for region '%s'",
-				       e->name);
+				       "out of memory for region '%s' "
+				       "(%llu pages)",
+				       e->name,
+				       (unsigned long long)reg->npages);
 		r->info.pages_total += reg->npages;
 	}
 	return 0;

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 
 def main():
@@ -60,22 +61,24 @@ def main():
                "-max_len=131072", "-timeout=20", "-rss_limit_mb=2048",
                "-print_final_stats=1", f"-artifact_prefix={art}",
                "-close_fd_mask=1"]
+        t0 = time.monotonic()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        took = time.monotonic() - t0
         execs = re.search(r"stat::number_of_executed_units:\s*(\d+)",
                           r.stderr)
-        secs = re.search(r"Done (\d+) runs in (\d+) second", r.stderr)
         found = sorted(os.listdir(art))
         for f in found:
             shutil.copy(os.path.join(art, f), f"fuzz-{f}")
         ninputs = len(os.listdir(corpus))
         n = int(execs.group(1)) if execs else 0
-        s = secs.group(2) if secs else "?"
+        s = f"{took:.0f}"
         print(f"fuzz: {n} executions in {s} s, {len(found)} crashes, "
               f"{ninputs} corpus inputs")
         if r.returncode or found or not execs:
             sys.stderr.write(r.stderr[-6000:])
             for f in found:
-                print(f"fuzz: crash input kept as fuzz-{f}")
+                print(f"fuzz: crash input kept as "
+                      f"{os.path.join(os.getcwd(), 'fuzz-' + f)}")
             return 1
         return 0
     finally:
