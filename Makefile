@@ -45,4 +45,4 @@ install: all
 	meson install -C $(BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan build*.log
+	rm -rf build build-asan build-tsan build-clang build*.log

@@ -10,7 +10,10 @@
 #include "commands.h"
 
 static const struct cli_cmd *const commands[] = {
-    &cmd_run, &cmd_snapshot, &cmd_restore, &cmd_info, &cmd_verify,
+#ifdef LS_HAVE_VMM
+    &cmd_run, &cmd_snapshot, &cmd_restore,
+#endif
+    &cmd_info, &cmd_verify,
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -40,6 +40,11 @@ extern "C" {
 #define LS_ERRMSG_MAX 256 /* size of any error-message buffer */
 #define LS_NAME_MAX 64    /* region and blob names, including the NUL */
 
+/* Limits: regions of one context; blobs of one snapshot, and their size. */
+#define LS_MAX_REGIONS 64
+#define LS_MAX_BLOBS 1024u
+#define LS_MAX_BLOB_BYTES (1ull << 30)
+
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char *ls_version(void);
 

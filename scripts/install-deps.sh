@@ -7,9 +7,11 @@ set -eu
 # and the benchmark compares against QEMU's background-snapshot.
 # libunicorn-dev: the VMM's TCG accelerator (an emulated vCPU), for
 # machines without /dev/kvm.
-# clang-14, libclang-rt-14-dev: the reader's libFuzzer target (tests/fuzz).
+# clang-14, libclang-rt-14-dev: the reader's libFuzzer target (tests/fuzz),
+# and the clang build of the library and the command.
+# zstd: the program the README compresses snapshot streams with.
 PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libjansson-dev
-libxxhash-dev liburing-dev libzstd-dev python3 binutils util-linux
+libxxhash-dev zstd python3 binutils util-linux
 qemu-system-x86 libunicorn-dev clang-14 libclang-rt-14-dev"
 # Plotting only when asked for.
 if [ "${1:-}" = "--bench" ]; then

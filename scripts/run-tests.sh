@@ -115,15 +115,23 @@ run() {
 	return 0
 }
 
-setup build -Dtest_accels="$accels" -Dfuzz=enabled
+# werror is off by default (a user's newer compiler may warn anew); here
+# every warning is an error.
+setup build -Dwerror=true -Dtest_accels="$accels" -Dfuzz=enabled
 run build
 
+# The library, the VMM and the command build with clang too, warnings as
+# errors (built only: the gcc build above runs the tests).
+CC=clang-14 setup build-clang -Dwerror=true -Dtests=false -Dbench=false \
+	-Dfuzz=disabled
+echo "clang build: ok"
+
 if [ "${LS_SKIP_SANITIZERS:-0}" != 1 ]; then
-	setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=disabled
+	setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=disabled
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		run build-asan --suite lib
-	setup build-tsan -Db_sanitize=thread -Dfuzz=disabled
+	setup build-tsan -Dwerror=true -Db_sanitize=thread -Dfuzz=disabled
 	# TSan cannot map its shadow with the kernel's full mmap randomness.
 	TSAN_OPTIONS=halt_on_error=1 \
 		run build-tsan --suite lib --wrapper 'setarch x86_64 -R'

@@ -15,7 +15,6 @@
 #include "compat.h"
 #include "livesnap.h"
 
-#define LS_MAX_REGIONS 64
 #define LS_SMALL_PAGE 4096ul
 #define LS_HUGE_2M (2ul << 20)
 

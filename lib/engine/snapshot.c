@@ -28,8 +28,8 @@ static const char *snap_name(const struct ls_snapshot *snap, uint32_t r)
 }
 
 /* Records the first failure; later ones are consequences. */
-static void snap_failv(struct ls_snapshot *snap, int code, const char *fmt,
-		       va_list ap)
+static __attribute__((format(printf, 3, 0))) void
+snap_failv(struct ls_snapshot *snap, int code, const char *fmt, va_list ap)
 {
 	bool expect = false;
 

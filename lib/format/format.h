@@ -34,8 +34,8 @@
 #define LSF_HEADER_BYTES     4096u /* the header page; all of it is summed */
 #define LSF_ALIGN	     4096u /* minimum alignment of a data section */
 #define LSF_MAX_REGIONS	     1024u
-#define LSF_MAX_BLOBS	     1024u
-#define LSF_MAX_BLOB_BYTES   (1ull << 30)
+#define LSF_MAX_BLOBS	     LS_MAX_BLOBS
+#define LSF_MAX_BLOB_BYTES   LS_MAX_BLOB_BYTES
 #define LSF_MAX_REGION_BYTES (1ull << 48)
 #define LSF_MIN_PAGE	     4096u
 #define LSF_MAX_PAGE	     (1u << 30)
