@@ -13,5 +13,6 @@ extern const struct cli_cmd cmd_restore;  /* cli/cmd_run.c */
 extern const struct cli_cmd cmd_snapshot; /* cli/cmd_snapshot.c */
 extern const struct cli_cmd cmd_info;     /* cli/cmd_file.c */
 extern const struct cli_cmd cmd_verify;   /* cli/cmd_file.c */
+extern const struct cli_cmd cmd_check;    /* cli/cmd_check.c */
 
 #endif

@@ -17,7 +17,7 @@ import tempfile
 import unittest
 
 LIVESNAP = MKSNAP = None
-COMMANDS = ["run", "snapshot", "restore", "info", "verify"]
+COMMANDS = ["run", "snapshot", "restore", "info", "verify", "check"]
 
 
 def run(*args, cwd=None):

@@ -58,6 +58,11 @@ struct accel_ops {
 	 * slow one-time work (TCG loads Unicorn) while the VMM prepares.
 	 */
 	void (*preload)(void);
+	/*
+	 * Whether the backend can run on this host, without a VM: 0, or
+	 * -errno and a message naming what is missing (`livesnap check`).
+	 */
+	int (*probe)(char *err);
 	void (*vm_fini)(struct vm *vm);
 	int (*vcpu_init)(struct vcpu *vcpu, char *err);
 	void (*vcpu_fini)(struct vcpu *vcpu);

@@ -33,6 +33,8 @@ struct kvm_sys {
  * needs, and reads the supported CPUID and the MSR index list.
  */
 int kvm_sys_open(struct kvm_sys *kvm, char *err);
+/* kvm_sys_open and close: /dev/kvm with every capability the VMM needs. */
+int kvm_sys_probe(char *err);
 void kvm_sys_close(struct kvm_sys *kvm);
 
 /* KVM_CHECK_EXTENSION on any KVM fd (system or VM). */

@@ -146,6 +146,16 @@ int kvm_sys_open(struct kvm_sys *kvm, char *err)
 	return ret;
 }
 
+int kvm_sys_probe(char *err)
+{
+	struct kvm_sys kvm;
+	int ret = kvm_sys_open(&kvm, err);
+
+	if (!ret)
+		kvm_sys_close(&kvm);
+	return ret;
+}
+
 void kvm_sys_close(struct kvm_sys *kvm)
 {
 	if (kvm->fd >= 0)

@@ -153,6 +153,7 @@ const struct accel_ops accel_kvm_ops = {
     .caps = ACCEL_CAP_PARALLEL_VCPUS | ACCEL_CAP_SET_TSC | ACCEL_CAP_IRQCHIP |
 	    ACCEL_CAP_LINUX,
     .vm_init = kvm_vm_init,
+    .probe = kvm_sys_probe,
     .vm_fini = kvm_vm_fini,
     .vcpu_init = kvm_vcpu_init,
     .vcpu_fini = kvm_vcpu_fini,

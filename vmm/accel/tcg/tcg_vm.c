@@ -187,6 +187,7 @@ const struct accel_ops accel_tcg_ops = {
     .caps = 0,
     .vm_init = tcg_vm_init,
     .preload = tcg_uc_preload,
+    .probe = tcg_uc_ready,
     .vm_fini = tcg_vm_fini,
     .vcpu_init = tcg_vcpu_init,
     .vcpu_fini = tcg_vcpu_fini,
