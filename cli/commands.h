@@ -14,5 +14,7 @@ extern const struct cli_cmd cmd_snapshot; /* cli/cmd_snapshot.c */
 extern const struct cli_cmd cmd_info;     /* cli/cmd_file.c */
 extern const struct cli_cmd cmd_verify;   /* cli/cmd_file.c */
 extern const struct cli_cmd cmd_check;    /* cli/cmd_check.c */
+extern const struct cli_cmd cmd_extract;  /* cli/cmd_extract.c */
+extern const struct cli_cmd cmd_blob;     /* cli/cmd_extract.c */
 
 #endif

@@ -17,7 +17,8 @@ import tempfile
 import unittest
 
 LIVESNAP = MKSNAP = None
-COMMANDS = ["run", "snapshot", "restore", "info", "verify", "check"]
+COMMANDS = ["run", "snapshot", "restore", "info", "verify", "check",
+            "extract", "blob"]
 
 
 def run(*args, cwd=None):
