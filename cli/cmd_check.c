@@ -375,7 +375,8 @@ static int check_run(const struct cli_cmd *cmd, int argc, char **argv)
 
 		for (int i = 0; i < nasked; i++)
 			tmp[i] = *sel[i];
-		memcpy(fs, tmp, sizeof(tmp[0]) * (size_t)nasked);
+		for (int i = 0; i < nasked; i++)
+			fs[i] = tmp[i];
 		n = nasked;
 	}
 	ok = enough(fs, n, nasked > 0);
