@@ -231,46 +231,143 @@ static void show_progress(void *arg, uint64_t done, uint64_t total)
 			human(done, b1), el > 0 ? (double)done / el / 1e6 : 0);
 }
 
+/* The result of a verify, for the text and the JSON report. */
+struct verdict {
+	const char *path;
+	int ret;	   /* 0, or the reader's -errno */
+	const char *error; /* its message when ret */
+	bool all;	   /* damage counted per region */
+	uint64_t *bad;	   /* per region, with all */
+	uint64_t damaged;  /* their sum */
+};
+
+static void verify_text(struct ls_reader *r, const struct verdict *v)
+{
+	struct ls_reader_info in;
+	char b1[16];
+
+	if (v->ret && !v->damaged) {
+		fprintf(stderr, "livesnap verify: %s\n", v->error);
+		return;
+	}
+	ls_reader_get_info(r, &in);
+	if (!v->ret) {
+		printf("%s: OK (%u regions, %" PRIu64 " non-zero pages, %u "
+		       "blobs, %s)\n",
+		       v->path, ls_reader_region_count(r), in.pages_nonzero,
+		       ls_reader_blob_count(r), human(in.size, b1));
+		return;
+	}
+	printf("%s: DAMAGED: %" PRIu64 " pages\n", v->path, v->damaged);
+	for (uint32_t i = 0; i < ls_reader_region_count(r); i++) {
+		struct ls_reader_region g;
+
+		ls_reader_region(r, i, &g);
+		printf("  %-20s %" PRIu64 " of %" PRIu64 " pages damaged\n",
+		       g.name, v->bad[i], g.len / g.page_size);
+	}
+	fprintf(stderr, "livesnap verify: %s\n", v->error);
+}
+
+/* r may be NULL: the snapshot could not be opened. */
+static int verify_json(struct ls_reader *r, const struct verdict *v)
+{
+	json_t *j, *regions = json_array();
+	struct ls_reader_info in = {0};
+	int ret;
+
+	if (r)
+		ls_reader_get_info(r, &in);
+	for (uint32_t i = 0; r && i < ls_reader_region_count(r); i++) {
+		struct ls_reader_region g;
+		json_t *bad = v->all && (!v->ret || v->damaged)
+				  ? json_integer((json_int_t)v->bad[i])
+				  : json_null();
+
+		ls_reader_region(r, i, &g);
+		json_array_append_new(
+		    regions, json_pack("{s:s, s:I, s:I, s:o}", "name", g.name,
+				       "pages", (json_int_t)(g.len / g.page_size),
+				       "pages_nonzero",
+				       (json_int_t)g.pages_nonzero,
+				       "pages_damaged", bad));
+	}
+	j = json_pack("{s:s, s:b, s:s?, s:o, s:I, s:I}", "path", v->path, "ok",
+		      !v->ret, "error", v->ret ? v->error : NULL, "regions",
+		      regions, "blobs",
+		      (json_int_t)(r ? ls_reader_blob_count(r) : 0), "size",
+		      (json_int_t)in.size);
+	if (!j)
+		return -1;
+	ret = json_dumpf(j, stdout, JSON_INDENT(2));
+	json_decref(j);
+	putchar('\n');
+	return ret;
+}
+
 static int verify_run(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct progress prog = {0};
-	struct ls_reader_info in;
+	struct verdict v = {0};
 	struct cli_parser p;
-	bool quiet = false, tty;
-	int status = 1, ret, c;
-	const char *path;
-	struct ls_reader *r;
-	char b1[16];
+	bool quiet = false, json = false, tty;
+	char err[LS_ERRMSG_MAX];
+	int status = 1, c;
+	struct ls_reader *r = NULL;
 
 	cli_begin(&p, cmd, argc, argv);
-	while ((c = cli_next(&p)) > 0)
+	while ((c = cli_next(&p)) > 0) {
 		if (c == 'q')
 			quiet = true;
+		if (c == 'j')
+			json = true;
+		if (c == 'a')
+			v.all = true;
+	}
 	if (c == CLI_EXIT)
 		return p.status;
-	path = p.operands[0];
-	r = open_reader("verify", path);
-	if (!r)
-		return 1;
-	tty = !quiet && isatty(STDERR_FILENO);
-	prog.path = path;
-	clock_gettime(CLOCK_MONOTONIC, &prog.start);
-	prog.last = prog.start;
-	ret = ls_reader_verify(r, tty ? show_progress : NULL, &prog);
-	if (tty)
-		fprintf(stderr, "\r\033[K");
-	if (ret) {
-		fprintf(stderr, "livesnap verify: %s\n", ls_reader_error(r));
+	v.path = p.operands[0];
+	v.ret = ls_reader_open(v.path, &r, err, sizeof(err));
+	if (v.ret) {
+		v.error = err;
+		r = NULL;
+		goto report;
+	}
+	v.bad = calloc(ls_reader_region_count(r) + 1, sizeof(*v.bad));
+	if (!v.bad) {
+		fprintf(stderr, "livesnap verify: out of memory\n");
 		goto out;
 	}
-	ls_reader_get_info(r, &in);
-	printf("%s: OK (%u regions, %" PRIu64 " non-zero pages, %u blobs, "
-	       "%s)\n",
-	       path, ls_reader_region_count(r), in.pages_nonzero,
-	       ls_reader_blob_count(r), human(in.size, b1));
-	status = fflush(stdout) ? 1 : 0;
+	tty = !quiet && !json && isatty(STDERR_FILENO);
+	prog.path = v.path;
+	clock_gettime(CLOCK_MONOTONIC, &prog.start);
+	prog.last = prog.start;
+	if (v.all)
+		v.ret = ls_reader_verify_all(r, tty ? show_progress : NULL,
+					     &prog, v.bad);
+	else
+		v.ret = ls_reader_verify(r, tty ? show_progress : NULL, &prog);
+	if (tty)
+		fprintf(stderr, "\r\033[K");
+	v.error = ls_reader_error(r);
+	for (uint32_t i = 0; v.all && i < ls_reader_region_count(r); i++)
+		v.damaged += v.bad[i];
+report:
+	if (json) {
+		if (verify_json(r, &v)) {
+			fprintf(stderr, "livesnap verify: cannot build JSON\n");
+			goto out;
+		}
+	} else if (r) {
+		verify_text(r, &v);
+	} else {
+		fprintf(stderr, "livesnap verify: %s\n", v.error);
+	}
+	status = fflush(stdout) || v.ret ? 1 : 0;
 out:
-	ls_reader_close(r);
+	free(v.bad);
+	if (r)
+		ls_reader_close(r);
 	return status;
 }
 
@@ -298,6 +395,13 @@ const struct cli_cmd cmd_info = {
 
 static const struct cli_opt verify_opts[] = {
     {"quiet", 'q', NULL, "no progress line (it is shown only on a terminal)"},
+    {"all", 'a', NULL,
+     "check every page of a file, and count the damaged\n"
+     "ones per region, instead of stopping at the first"},
+    {"json", 'j', NULL,
+     "print one JSON object (ok, error, regions with\n"
+     "pages_damaged under --all) instead of text; also\n"
+     "when the snapshot cannot be opened"},
     {0},
 };
 
@@ -308,7 +412,10 @@ const struct cli_cmd cmd_verify = {
     .description =
 	"Checks a snapshot file or stream whole: header, tables, every page\n"
 	"and blob against its checksum, zero pages really zero, a stream's\n"
-	"trailer. Prints OK, or one line saying what is damaged.\n",
+	"trailer. Prints OK, or one line saying what is damaged. With\n"
+	"--all a file is checked to its end and the damaged pages of each\n"
+	"region counted (a stream's checksums chain: it stops at its first\n"
+	"damage).\n",
     .opts = verify_opts,
     .exit_status = "  0  the snapshot is whole\n"
 		   "  1  it cannot be read or is damaged\n" CLI_EXIT_USAGE,

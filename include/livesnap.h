@@ -377,6 +377,17 @@ typedef void (*ls_progress_fn)(void *arg, uint64_t done, uint64_t total);
 int ls_reader_verify(struct ls_reader *r, ls_progress_fn fn, void *arg);
 
 /*
+ * Like ls_reader_verify, but a file's damaged page does not stop it: every
+ * page is checked and bad[i] (ls_reader_region_count() entries) counts
+ * region i's damaged pages. -EBADMSG if any, with the first one's message
+ * in ls_reader_error(); other errors (a read error) stop it. A stream
+ * cannot go on past damage (its checksums chain): it stops at the first,
+ * as ls_reader_verify does, and bad[] stays zero.
+ */
+int ls_reader_verify_all(struct ls_reader *r, ls_progress_fn fn, void *arg,
+			 uint64_t *bad);
+
+/*
  * Eager restore: fills [addr, addr+len) (len must equal the region's size)
  * with the region's content; zero pages are left untouched, so the target
  * must be zero (fresh) memory. For a stream reader call ls_reader_restore_all

@@ -268,7 +268,17 @@ int ls_reader_verify(struct ls_reader *r, ls_progress_fn fn, void *arg)
 {
 	if (r->info.stream)
 		return rd_stream_consume(r, NULL, fn, arg);
-	return rd_file_verify(r, fn, arg);
+	return rd_file_verify(r, fn, arg, NULL);
+}
+
+int ls_reader_verify_all(struct ls_reader *r, ls_progress_fn fn, void *arg,
+			 uint64_t *bad)
+{
+	for (uint32_t i = 0; i < r->nregions; i++)
+		bad[i] = 0;
+	if (r->info.stream)
+		return rd_stream_consume(r, NULL, fn, arg);
+	return rd_file_verify(r, fn, arg, bad);
 }
 
 static int rd_check_target(struct ls_reader *r, uint32_t region, void *addr,

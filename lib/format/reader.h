@@ -56,7 +56,9 @@ int rd_add_blob(struct ls_reader *r, const char *name, void *data, size_t len);
 
 /* reader_file.c */
 int rd_file_open(struct ls_reader *r, uint64_t size, uint64_t disk_bytes);
-int rd_file_verify(struct ls_reader *r, ls_progress_fn fn, void *arg);
+/* bad: NULL, or a counter per region (verify_all: go on past damage) */
+int rd_file_verify(struct ls_reader *r, ls_progress_fn fn, void *arg,
+		   uint64_t *bad);
 int rd_file_restore(struct ls_reader *r, uint32_t region, void *addr);
 
 /* reader_stream.c; the magic has been read */

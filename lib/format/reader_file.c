@@ -487,9 +487,39 @@ static bool rd_is_hole(const struct ls_reader *r, uint64_t off, uint64_t len)
 	return (uint64_t)data >= off + len;
 }
 
+/*
+ * verify_all: a damaged chunk is checked again page by page and its bad
+ * pages counted; the first damage's message is kept for the end.
+ */
+struct rd_damage {
+	uint64_t *bad; /* per region; NULL: stop at the first damage */
+	uint64_t total;
+	char first[LS_ERRMSG_MAX];
+};
+
+static int rd_count_damage(struct ls_reader *r, const struct rd_region *reg,
+			   uint64_t first, char *buf, uint64_t n,
+			   struct rd_damage *dmg, uint64_t *bad)
+{
+	if (!dmg->total)
+		snprintf(dmg->first, sizeof(dmg->first), "%s", r->error);
+	for (uint64_t i = 0; i < n; i++) {
+		int ret = rd_read_checked(r, reg, first + i, buf, 1);
+
+		if (ret && ret != -EBADMSG)
+			return ret;
+		if (ret) {
+			(*bad)++;
+			dmg->total++;
+		}
+	}
+	return 0;
+}
+
 static int rd_verify_region(struct ls_reader *r, const struct rd_region *reg,
 			    char *buf, uint64_t *done, uint64_t total,
-			    ls_progress_fn fn, void *arg)
+			    ls_progress_fn fn, void *arg, struct rd_damage *dmg,
+			    uint64_t *bad)
 {
 	uint64_t ps = reg->info.page_size;
 	uint64_t per = rd_chunk_pages(ps);
@@ -507,6 +537,8 @@ static int rd_verify_region(struct ls_reader *r, const struct rd_region *reg,
 			continue;
 		rd_ahead_at(r, &ra, reg->data_off + p * ps);
 		ret = rd_read_checked(r, reg, p, buf, n);
+		if (ret == -EBADMSG && bad)
+			ret = rd_count_damage(r, reg, p, buf, n, dmg, bad);
 		if (ret)
 			return ret;
 		*done += nonzero * ps;
@@ -516,9 +548,11 @@ static int rd_verify_region(struct ls_reader *r, const struct rd_region *reg,
 	return 0;
 }
 
-int rd_file_verify(struct ls_reader *r, ls_progress_fn fn, void *arg)
+int rd_file_verify(struct ls_reader *r, ls_progress_fn fn, void *arg,
+		   uint64_t *bad)
 {
 	uint64_t total = 0, done = 0, bufsz = RD_CHUNK;
+	struct rd_damage dmg = {.bad = bad};
 	char *buf;
 	int ret = 0;
 
@@ -533,9 +567,15 @@ int rd_file_verify(struct ls_reader *r, ls_progress_fn fn, void *arg)
 		return rd_fail(r, -ENOMEM, "out of memory");
 	for (uint32_t i = 0; i < r->nregions && !ret; i++)
 		ret = rd_verify_region(r, &r->regions[i], buf, &done, total, fn,
-				       arg);
+				       arg, &dmg, bad ? &bad[i] : NULL);
 	free(buf);
 	if (!ret && fn)
 		fn(arg, done, total);
+	if (!ret && dmg.total) {
+		pthread_mutex_lock(&r->err_lock);
+		memcpy(r->error, dmg.first, sizeof(r->error));
+		pthread_mutex_unlock(&r->err_lock);
+		ret = -EBADMSG;
+	}
 	return ret;
 }
