@@ -39,6 +39,7 @@ extern "C" {
 
 #define LS_ERRMSG_MAX 256 /* size of any error-message buffer */
 #define LS_NAME_MAX 64    /* region and blob names, including the NUL */
+#define LS_ID_BYTES 16    /* a snapshot's identity (random, see ls_layout) */
 
 /* Limits: regions of one context; blobs of one snapshot, and their size. */
 #define LS_MAX_REGIONS 64
@@ -146,12 +147,24 @@ struct ls_layout_region {
 struct ls_layout {
 	uint32_t nregions;
 	const struct ls_layout_region *regions;
+	/* This snapshot's identity: random, drawn at ls_snapshot_create(). */
+	uint8_t id[LS_ID_BYTES];
+	/*
+	 * A delta (ls_snapshot_opts.delta): the pages not passed to
+	 * write_pages are those of the parent snapshot, named by its id; the
+	 * pages passed include zero pages (a page written to all zeros since
+	 * the parent must override the parent's).
+	 */
+	bool delta;
+	uint8_t parent[LS_ID_BYTES];
 };
 
 /*
  * A sink receives every non-zero page of every region exactly once, in any
  * order, possibly from several threads at once (always for distinct pages);
- * zero pages are never passed (they are counted and left as holes). Each
+ * zero pages are never passed (they are counted and left as holes). A delta
+ * (layout->delta) receives exactly the pages written since its parent,
+ * zero or not, each once. Each
  * callback returns 0 or -errno and may set a message with ls_sink_set_error().
  * A custom sink fills ops and embeds struct ls_sink at the start of its own
  * state.
@@ -230,6 +243,20 @@ struct ls_snapshot_opts {
 	 * THP rate (~0.1 ms/GiB instead of ~20 ms/GiB for the split part).
 	 */
 	bool keep_thp;
+	/*
+	 * Keep recording which pages are written after this snapshot's begin
+	 * (every first write to a page takes one write fault, see
+	 * docs/engine.md), so that the next snapshot can be a delta. keep_thp
+	 * is ignored: tracking is per page.
+	 */
+	bool track;
+	/*
+	 * A delta against the previous tracked snapshot of this context (or
+	 * the instant given to ls_track_start()): holds exactly the pages
+	 * written since that snapshot's begin. Needs tracking on (-ENOENT).
+	 * Usually combined with track, to continue the chain.
+	 */
+	bool delta;
 };
 
 enum ls_snapshot_state {
@@ -252,7 +279,7 @@ struct ls_progress {
 #define LS_HIST_BUCKETS 64 /* log2 buckets: bucket i counts [2^i, 2^(i+1)) ns */
 
 struct ls_stats {
-	uint64_t pages_total;
+	uint64_t pages_total;    /* a delta: the pages in the delta */
 	uint64_t pages_written;  /* non-zero pages handed to the sink */
 	uint64_t pages_zero;     /* zero pages skipped */
 	uint64_t pages_copied;   /* saved through the copy buffer */
@@ -303,8 +330,43 @@ int ls_snapshot_poll(struct ls_snapshot *snap);
 int ls_snapshot_stats(struct ls_snapshot *snap, struct ls_stats *stats);
 const char *ls_snapshot_error(const struct ls_snapshot *snap);
 
+/*
+ * The snapshot's id (the one its sink was given) and, for a delta, its
+ * parent's id (zeros for a full snapshot). Returns 1 for a delta, 0 for a
+ * full snapshot.
+ */
+int ls_snapshot_id(const struct ls_snapshot *snap, uint8_t id[LS_ID_BYTES],
+		   uint8_t parent[LS_ID_BYTES]);
+
 /* Cancels and waits if still active, then frees. */
 void ls_snapshot_destroy(struct ls_snapshot *snap);
+
+/* ------------------------------------------------------------------ */
+/* Write tracking between snapshots                                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A snapshot taken with opts.track leaves tracking on when it succeeds:
+ * the regions stay write-protected and the context records the first
+ * write to each page, so that the next snapshot can be a delta. These
+ * start and stop tracking outside a snapshot.
+ *
+ * ls_track_start: the regions' memory now equals the snapshot `parent`
+ * (say, just restored from it; NULL: no parent, so no delta until the next
+ * tracked full snapshot). Call it with the writers quiesced, as for begin.
+ * -EBUSY while a snapshot exists or a lazy restore runs.
+ */
+int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES]);
+
+/* Stops tracking: protection lifted (no-op when not tracking). -EBUSY
+ * while a snapshot exists. */
+int ls_track_stop(struct ls_ctx *ctx);
+
+/*
+ * True when the next snapshot can be a delta; parent (may be NULL) gets
+ * the id it would be a delta of.
+ */
+bool ls_track_active(const struct ls_ctx *ctx, uint8_t parent[LS_ID_BYTES]);
 
 /* Percentile (0 < q < 1) of a stall histogram, in ns. */
 uint64_t ls_hist_percentile(const uint64_t hist[LS_HIST_BUCKETS], double q);

@@ -257,6 +257,7 @@ void ls_ctx_destroy(struct ls_ctx *ctx)
 		ls_restore_wait(r);
 		ls_restore_detach(r);
 	}
+	ls_track_stop(ctx);
 	while (ctx->nregions)
 		ls_region_remove(ctx, ctx->nregions - 1);
 	if (ctx->uffd >= 0)

@@ -56,6 +56,21 @@ struct ls_fault_svc {
 	atomic_int inflight;
 };
 
+/*
+ * Write tracking between snapshots (track.c): while on, every page not in
+ * a region's dirty set is write-protected, and the fault service records a
+ * page's first write in the set before it un-protects the page. The sets
+ * are swapped for fresh ones at each tracked snapshot's begin.
+ */
+struct ls_track {
+	atomic_bool on;
+	bool has_parent; /* parent: the instant the dirty sets start from */
+	atomic_bool broken; /* an un-protect failed: the sets cannot be trusted */
+	uint8_t parent[LS_ID_BYTES];
+	/* One bit per page of each region; written by the fault service. */
+	_Atomic(_Atomic uint64_t *) dirty[LS_MAX_REGIONS];
+};
+
 struct ls_ctx {
 	int uffd;
 	int pagemap_fd; /* -1 without PAGEMAP_SCAN */
@@ -70,6 +85,7 @@ struct ls_ctx {
 	struct ls_restore *restores[LS_MAX_REGIONS];
 	int nrestores;
 	struct ls_fault_svc svc;
+	struct ls_track track; /* under lock, but dirty[] and on: atomics */
 	pthread_mutex_t errlock;
 	char err[LS_ERRMSG_MAX];
 };
@@ -125,6 +141,21 @@ int ls_ctx_restoring(const struct ls_ctx *ctx);
 void ls_note_split(struct ls_ctx *ctx, uint32_t region, uint64_t off);
 void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		      uint64_t t_read);
+/* track.c */
+/* Bytes of a dirty bitmap for npages pages (whole 64-bit words). */
+static inline size_t ls_bitmap_bytes(uint64_t npages)
+{
+	return (size_t)((npages + 63) / 64 * 8);
+}
+/* Records the write of page `page` of region `region`. */
+void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page);
+/* A write fault while only tracking: record, un-protect (wakes). */
+void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr);
+/* Drops the tracker (ctx->lock held): sets freed, fault service put. */
+void ls_track_off(struct ls_ctx *ctx);
+/* Turns tracking on with the given (fresh) sets (ctx->lock held). */
+int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
+
 /* restore.c: called by the fault service for a missing fault. */
 void ls_restore_fault(struct ls_restore *r, uint64_t addr);
 void ls_restore_detach(struct ls_restore *r);

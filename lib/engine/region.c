@@ -245,6 +245,10 @@ static int check_new_region(struct ls_ctx *ctx, const char *name,
 		return ls_err(ctx, EBUSY,
 			      "region '%s': cannot add regions while a snapshot exists or a lazy restore runs",
 			      name);
+	if (atomic_load(&ctx->track.on))
+		return ls_err(ctx, EBUSY,
+			      "region '%s': cannot add regions while writes are tracked (ls_track_stop first)",
+			      name);
 	if (ctx->nregions >= LS_MAX_REGIONS)
 		return ls_err(ctx, ENOSPC, "region '%s': at most %d regions",
 			      name, LS_MAX_REGIONS);
@@ -364,9 +368,10 @@ int ls_region_remove(struct ls_ctx *ctx, int region)
 		goto out;
 	}
 	info = &ctx->regions[region].info;
-	if (ctx->snap || ls_ctx_restoring(ctx) >= 0) {
+	if (ctx->snap || ls_ctx_restoring(ctx) >= 0 ||
+	    atomic_load(&ctx->track.on)) {
 		ret = ls_err(ctx, EBUSY,
-			     "region '%s': a snapshot exists or a lazy restore runs in the context",
+			     "region '%s': a snapshot exists, a lazy restore runs or writes are tracked in the context",
 			     info->name);
 		goto out;
 	}

@@ -344,6 +344,10 @@ static int start_check(struct ls_ctx *ctx, int region, struct ls_source *src,
 		return ls_err(ctx, EBUSY,
 			      "restore of region '%s': a snapshot is running",
 			      ctx->regions[region].info.name);
+	if (atomic_load(&ctx->track.on) && mode == LS_RESTORE_LAZY)
+		return ls_err(ctx, EBUSY,
+			      "restore of region '%s': writes are tracked in the context (ls_track_stop first)",
+			      ctx->regions[region].info.name);
 	if (atomic_load(&ctx->regions[region].restore))
 		return ls_err(ctx, EBUSY,
 			      "restore of region '%s': a lazy restore of it runs already",

@@ -13,6 +13,11 @@
  * Only a successful PENDING->CLAIMED compare-and-swap captures a page, so
  * every page is captured exactly once, and always while still protected,
  * so with its content at begin. Nobody un-protects a page that is CLAIMED.
+ *
+ * A delta starts every page outside its set as CLEAN: never captured.
+ * A tracked snapshot (opts.track) never un-protects a page from the
+ * writer: a page stays protected until it is written, and the fault path
+ * records that write for the next delta before releasing it.
  */
 #ifndef LS_ENGINE_SNAP_H
 #define LS_ENGINE_SNAP_H
@@ -24,6 +29,7 @@ enum {
 	PG_CLAIMED,
 	PG_SAVED,
 	PG_RELEASED,
+	PG_CLEAN, /* a delta: not written since the parent, not captured */
 };
 
 struct snap_region {
@@ -36,6 +42,10 @@ struct snap_region {
 	int seek_fd;    /* shmem: SEEK_DATA tells holes (-1: read all) */
 	uint64_t file_off;
 	_Atomic uint8_t *state;
+	/* track: the dirty set that begin installs in the context */
+	_Atomic uint64_t *fresh;
+	/* the context's dirty set taken at begin (a delta: its pages) */
+	_Atomic uint64_t *prev;
 };
 
 /*
@@ -72,6 +82,9 @@ struct ls_snapshot {
 	bool sink_started;
 	enum ls_strategy strategy;
 	bool keep_thp;
+	bool track, delta;
+	bool tracker_ref; /* begin took the fault service for tracking */
+	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	int64_t spin_ns;
 	uint32_t nregions;
 	struct snap_region *regions;

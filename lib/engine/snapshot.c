@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 
 #include "snap.h"
 
@@ -141,6 +142,13 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 		sr->state = calloc(sr->npages, 1);
 		if (!sr->state)
 			return -ENOMEM;
+		if (snap->delta)
+			memset((void *)sr->state, PG_CLEAN, sr->npages);
+		if (snap->track) {
+			sr->fresh = calloc(1, ls_bitmap_bytes(sr->npages));
+			if (!sr->fresh)
+				return -ENOMEM;
+		}
 		memcpy(lr->name, info->name, LS_NAME_MAX);
 		lr->len = info->len;
 		lr->page_size = (uint32_t)info->page_size;
@@ -189,6 +197,8 @@ static void snap_free(struct ls_snapshot *snap)
 
 	for (uint32_t r = 0; snap->regions && r < snap->nregions; r++) {
 		free(snap->regions[r].state);
+		free((void *)snap->regions[r].fresh);
+		free((void *)snap->regions[r].prev);
 		if (snap->regions[r].batch > max_batch)
 			max_batch = snap->regions[r].batch;
 	}
@@ -228,7 +238,10 @@ static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	int ret;
 
 	snap->strategy = o->strategy;
-	snap->keep_thp = o->keep_thp;
+	/* keep_thp releases 2 MiB at once: tracking needs each page's write */
+	snap->keep_thp = o->keep_thp && !o->track && !o->delta;
+	snap->track = o->track;
+	snap->delta = o->delta;
 	snap->spin_ns = o->fault_spin_us < 0  ? 0
 			: o->fault_spin_us ? (int64_t)o->fault_spin_us * 1000
 					   : DEFAULT_SPIN_US * 1000;
@@ -248,9 +261,12 @@ static int snap_start_sink(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	struct ls_layout layout = {
 		.nregions = snap->nregions,
 		.regions = snap->layout,
+		.delta = snap->delta,
 	};
 	int ret;
 
+	memcpy(layout.id, snap->id, LS_ID_BYTES);
+	memcpy(layout.parent, snap->parent, LS_ID_BYTES);
 	ret = snap->sink->ops->start(snap->sink, &layout);
 	if (ret)
 		return ls_err(ctx, ret, "snapshot sink: start: %s",
@@ -318,6 +334,32 @@ static void prepare_huge_pages(struct ls_ctx *ctx)
 	}
 }
 
+/* A random id; the clock and the address as a fallback (no entropy). */
+static void new_id(struct ls_snapshot *snap)
+{
+	uint64_t t = ls_now_ns(), a = (uint64_t)(uintptr_t)snap;
+
+	if (getrandom(snap->id, LS_ID_BYTES, GRND_NONBLOCK) == LS_ID_BYTES)
+		return;
+	memcpy(snap->id, &t, 8);
+	memcpy(snap->id + 8, &a, 8);
+}
+
+/* A delta needs a parent: tracking on since a snapshot (ctx->lock held). */
+static int delta_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	if (!snap->delta)
+		return 0;
+	if (!atomic_load(&ctx->track.on) || !ctx->track.has_parent)
+		return ls_err(ctx, ENOENT,
+			      "snapshot: a delta needs a previous snapshot taken with tracking (track) or ls_track_start(); none is tracked");
+	if (atomic_load(&ctx->track.broken))
+		return ls_err(ctx, ESTALE,
+			      "snapshot: write tracking was lost (an un-protect failed); take a full snapshot");
+	memcpy(snap->parent, ctx->track.parent, LS_ID_BYTES);
+	return 0;
+}
+
 int ls_snapshot_create(struct ls_ctx *ctx, struct ls_sink *sink,
 		       const struct ls_snapshot_opts *opts,
 		       struct ls_snapshot **snapp)
@@ -353,8 +395,13 @@ int ls_snapshot_create(struct ls_ctx *ctx, struct ls_sink *sink,
 		ret = ls_err(ctx, EBUSY,
 			     "snapshot: the context already has a snapshot");
 	} else {
-		prepare_huge_pages(ctx);
-		ret = snap_init(snap, ctx, o);
+		snap->delta = o->delta;
+		new_id(snap);
+		ret = delta_check(snap, ctx);
+		if (!ret) {
+			prepare_huge_pages(ctx);
+			ret = snap_init(snap, ctx, o);
+		}
 		if (!ret)
 			ret = snap_start_sink(snap, ctx);
 	}
@@ -468,6 +515,132 @@ static int arm_all(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	return 0;
 }
 
+static bool set_test(const _Atomic uint64_t *set, uint64_t page)
+{
+	return atomic_load_explicit(&set[page / 64], memory_order_relaxed) &
+	       (1ull << (page % 64));
+}
+
+/*
+ * A delta's pages: those of the context's dirty sets (the writers are
+ * quiesced, so the sets hold still). The others stay CLEAN.
+ */
+static void delta_pending(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	snap->pages_total = 0;
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
+
+		for (uint64_t w = 0; w < (sr->npages + 63) / 64; w++) {
+			uint64_t bits = atomic_load_explicit(
+				&set[w], memory_order_relaxed);
+
+			while (bits) {
+				uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+				bits &= bits - 1;
+				atomic_store_explicit(&sr->state[p], PG_PENDING,
+						      memory_order_relaxed);
+				snap->pages_total++;
+			}
+		}
+	}
+}
+
+/*
+ * A delta arms only what its pages need: with tracking on, every page not
+ * in the dirty set is still protected, so protecting the dirty pages again
+ * protects everything. One ioctl per run of 2 MiB chunks (or huge pages)
+ * that hold a dirty page: re-protecting a clean page is harmless, and the
+ * ioctl count stays bounded however scattered the writes were.
+ */
+static bool chunk_dirty(const _Atomic uint64_t *set, uint64_t first,
+			uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++) {
+		if (p % 64 == 0 && first + n - p >= 64) {
+			if (atomic_load_explicit(&set[p / 64],
+						 memory_order_relaxed))
+				return true;
+			p += 63;
+		} else if (set_test(set, p)) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static int arm_dirty(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
+		uint64_t per = sr->ps >= LS_HUGE_2M ? 1 : LS_HUGE_2M / sr->ps;
+		uint64_t nchunks = (sr->npages + per - 1) / per, first, end;
+		int64_t start = -1;
+		int ret;
+
+		for (uint64_t c = 0; c <= nchunks; c++) {
+			first = c * per;
+			if (c < nchunks &&
+			    chunk_dirty(set, first,
+					per < sr->npages - first ? per
+								 : sr->npages - first)) {
+				if (start < 0)
+					start = (int64_t)first;
+				continue;
+			}
+			if (start < 0)
+				continue;
+			end = first < sr->npages ? first : sr->npages;
+			ret = ls_uffd_wp(ctx->uffd,
+					 sr->base + (uint64_t)start * sr->ps,
+					 (end - (uint64_t)start) * sr->ps, true);
+			if (ret)
+				return ls_err(ctx, ret,
+					      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s' at +0x%llx: %s",
+					      snap_name(snap, r),
+					      (unsigned long long)((uint64_t)start *
+								   sr->ps),
+					      strerror(-ret));
+			start = -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * From this begin on, writes are recorded in the snapshot's fresh sets (or,
+ * without track, no more); the sets they replace go to the snapshot: a
+ * delta's pages, and what a failed snapshot gives back. ctx->lock held,
+ * writers quiesced, after the arm.
+ */
+static void take_sets(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	bool was_on = atomic_load(&ctx->track.on);
+
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+
+		sr->prev = atomic_exchange(&ctx->track.dirty[r],
+					   snap->track ? sr->fresh : NULL);
+		sr->fresh = NULL;
+	}
+	ls_svc_quiesce(ctx); /* nobody marks the old sets any more */
+	if (snap->track) {
+		atomic_store(&ctx->track.on, true);
+		atomic_store(&ctx->track.broken, false);
+		snap->tracker_ref = false; /* the context holds it now */
+		if (!was_on)
+			ctx->track.has_parent = false;
+	} else if (was_on) {
+		atomic_store(&ctx->track.on, false);
+		ctx->track.has_parent = false;
+		ls_svc_put(ctx); /* the snapshot holds its own */
+	}
+}
+
 static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
 	int busy = ls_ctx_restoring(ctx);
@@ -502,10 +675,23 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	ret = ls_svc_get(ctx);
 	if (ret)
 		goto out_disarm;
+	if (snap->track && !atomic_load(&ctx->track.on)) {
+		ret = ls_svc_get(ctx); /* tracking keeps it after the end */
+		if (ret)
+			goto out_svc;
+		snap->tracker_ref = true;
+	}
 	t0 = ls_now_ns();
-	ret = arm_all(snap, ctx);
-	if (ret)
+	if (snap->delta)
+		delta_pending(snap, ctx);
+	ret = snap->delta ? arm_dirty(snap, ctx) : arm_all(snap, ctx);
+	if (ret) {
+		if (!snap->delta) /* arm_all lifted what it had armed */
+			atomic_store(&ctx->track.broken, true);
 		goto out_svc;
+	}
+	if (snap->track || snap->delta || atomic_load(&ctx->track.on))
+		take_sets(snap, ctx);
 	atomic_store(&snap->begin_ns, t0);
 	atomic_store(&snap->arm_ns, ls_now_ns() - t0);
 	atomic_store(&snap->state, LS_SNAP_ACTIVE);
@@ -513,6 +699,7 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	if (ret) {
 		atomic_store(&snap->state, LS_SNAP_SETUP);
 		lift_all(snap, snap->nregions);
+		atomic_store(&ctx->track.broken, true);
 		ret = ls_err(ctx, ret, "snapshot: starting the writer thread: %s",
 			     strerror(ret));
 		goto out_svc;
@@ -520,6 +707,9 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	ls_done_started(&snap->end, writer);
 	goto out;
 out_svc:
+	if (snap->tracker_ref)
+		ls_svc_put(ctx);
+	snap->tracker_ref = false;
 	ls_svc_put(ctx);
 out_disarm:
 	atomic_store(&ctx->armed, NULL);
@@ -570,12 +760,63 @@ static void snap_disarm(struct ls_snapshot *snap)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
+/* ORs set b into the live set a (the fault service may be marking a). */
+static void set_merge(_Atomic uint64_t *a, const _Atomic uint64_t *b,
+		      uint64_t npages)
+{
+	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+		uint64_t bits = atomic_load_explicit(&b[w], memory_order_relaxed);
+
+		if (bits)
+			atomic_fetch_or_explicit(&a[w], bits,
+						 memory_order_relaxed);
+	}
+}
+
+/*
+ * Tracking after a tracked snapshot: success makes it the parent of the
+ * next delta; a failure gives its sets back, so that the next delta still
+ * holds every page written since the last snapshot that did succeed.
+ */
+static void track_end(struct ls_snapshot *snap, int result)
+{
+	struct ls_ctx *ctx = snap->ctx;
+	bool had = true;
+
+	if (!snap->track)
+		return;
+	pthread_mutex_lock(&ctx->lock);
+	if (atomic_load(&ctx->track.broken)) {
+		lift_all(snap, snap->nregions);
+		ls_track_off(ctx);
+	} else if (!result) {
+		memcpy(ctx->track.parent, snap->id, LS_ID_BYTES);
+		ctx->track.has_parent = true;
+	} else {
+		for (uint32_t r = 0; r < snap->nregions; r++) {
+			struct snap_region *sr = &snap->regions[r];
+
+			if (!sr->prev) {
+				had = false;
+				continue;
+			}
+			set_merge(atomic_load(&ctx->track.dirty[r]), sr->prev,
+				  sr->npages);
+		}
+		if (!had)
+			ctx->track.has_parent = false;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+}
+
 /* The end, on the writer thread: whatever happened, nobody stays blocked. */
 void snap_finish(struct ls_snapshot *snap)
 {
 	int result;
 
-	if (atomic_load(&snap->stop))
+	/* Tracked: what is still protected is what nobody wrote; keep it. */
+	if (atomic_load(&snap->stop) &&
+	    (!snap->track || atomic_load(&snap->ctx->track.broken)))
 		lift_all(snap, snap->nregions);
 	snap_disarm(snap);
 	if (!atomic_load(&snap->stop))
@@ -590,6 +831,7 @@ void snap_finish(struct ls_snapshot *snap)
 	if (result)
 		ls_err_copy(snap->ctx, snap->err);
 	pthread_mutex_unlock(&snap->lock);
+	track_end(snap, result);
 	atomic_store(&snap->state, !result		    ? LS_SNAP_COMPLETED
 				   : result == -ECANCELED ? LS_SNAP_CANCELLED
 							  : LS_SNAP_FAILED);
@@ -692,6 +934,18 @@ int ls_snapshot_stats(struct ls_snapshot *snap, struct ls_stats *st)
 	st->stall_p999_ns =
 		ls_hist_pct_capped(st->stall_hist, 0.999, st->stall_max_ns);
 	return 0;
+}
+
+int ls_snapshot_id(const struct ls_snapshot *snap, uint8_t id[LS_ID_BYTES],
+		   uint8_t parent[LS_ID_BYTES])
+{
+	if (!snap)
+		return -EINVAL;
+	if (id)
+		memcpy(id, snap->id, LS_ID_BYTES);
+	if (parent)
+		memcpy(parent, snap->parent, LS_ID_BYTES);
+	return snap->delta ? 1 : 0;
 }
 
 const char *ls_snapshot_error(const struct ls_snapshot *snap)

@@ -116,6 +116,8 @@ static void svc_dispatch(struct ls_ctx *ctx, const struct uffd_msg *msg,
 		snap = atomic_load(&ctx->armed);
 		if (snap)
 			ls_snap_wp_fault(snap, idx, addr, t_read);
+		else if (atomic_load(&ctx->track.on))
+			ls_track_fault(ctx, idx, addr);
 		else
 			ls_uffd_wake(ctx->uffd,
 				     addr & ~(ctx->regions[idx].info.page_size -

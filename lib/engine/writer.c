@@ -172,7 +172,11 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 {
 	uint64_t claimed = 0;
 
-	scan_populated(snap, sr, first, n, flags);
+	/* A delta's pages were written: data, even if zero now. */
+	if (snap->delta)
+		memset(flags, BF_DATA, n);
+	else
+		scan_populated(snap, sr, first, n, flags);
 	LS_LIVE_READ_BEGIN();
 	for (uint64_t i = 0; i < n; i++) {
 		const void *p =
@@ -183,7 +187,8 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 		if (!pg_claim(sr, first + i))
 			continue;
 		claimed++;
-		if (maybe == BF_ZERO || ls_page_is_zero(p, sr->ps)) {
+		if (!snap->delta &&
+		    (maybe == BF_ZERO || ls_page_is_zero(p, sr->ps))) {
 			flags[i] = BF_ZERO;
 			continue;
 		}
@@ -242,6 +247,11 @@ static void save_batch(struct ls_snapshot *snap, struct snap_region *sr,
 	int ret;
 
 	batch_capture(snap, sr, first, n, flags);
+	if (snap->track) {
+		/* Stays protected: its next write is recorded, then released. */
+		batch_write(snap, sr, first, n, flags, snap->bounce);
+		return;
+	}
 	for (uint64_t i = 0; i < n; i++)
 		while (pg_load(sr, first + i) == PG_CLAIMED)
 			backoff(&spins);
@@ -277,13 +287,14 @@ static bool drain_ring(struct ls_snapshot *snap)
 		e = &snap->ring.ent[slot];
 		len = (size_t)e->nslots * LS_SMALL_PAGE;
 		for (i = 0; i < count && !atomic_load(&snap->stop); i += run) {
-			if (ls_page_is_zero(data + i * len, len)) {
+			if (!snap->delta && ls_page_is_zero(data + i * len, len)) {
 				atomic_fetch_add(&snap->pages_zero, 1);
 				run = 1;
 				continue;
 			}
 			for (run = 1; i + run < count &&
-				      !ls_page_is_zero(data + (i + run) * len, len);
+				      (snap->delta ||
+				       !ls_page_is_zero(data + (i + run) * len, len));
 			     run++)
 				;
 			ret = sink->ops->write_pages(sink, e->region,
@@ -311,6 +322,25 @@ static uint64_t batch_pages(const struct snap_region *sr, uint64_t page)
 	if (end > sr->base + sr->len)
 		end = sr->base + sr->len;
 	return (end - addr) / sr->ps;
+}
+
+/* A delta: does the batch hold any of its pages? */
+static bool batch_in_delta(const struct snap_region *sr, uint64_t first,
+			   uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++) {
+		if (p % 64 == 0 && first + n - p >= 64) {
+			if (atomic_load_explicit(&sr->prev[p / 64],
+						 memory_order_relaxed))
+				return true;
+			p += 63;
+		} else if (atomic_load_explicit(&sr->prev[p / 64],
+						memory_order_relaxed) &
+			   (1ull << (p % 64))) {
+			return true;
+		}
+	}
+	return false;
 }
 
 /* Waits for the fault thread's last pages (copy buffer, write-first). */
@@ -348,7 +378,8 @@ void *snap_writer_main(void *arg)
 		while (page < sr->npages && !atomic_load(&snap->stop)) {
 			drain_ring(snap);
 			n = batch_pages(sr, page);
-			save_batch(snap, sr, page, n);
+			if (!snap->delta || batch_in_delta(sr, page, n))
+				save_batch(snap, sr, page, n);
 			page += n;
 		}
 	}
@@ -366,10 +397,15 @@ static void fault_release(struct ls_snapshot *snap, struct snap_region *sr,
 {
 	int ret;
 
-	pg_store(sr, page, PG_SAVED);
+	if (pg_load(sr, page) == PG_CLAIMED)
+		pg_store(sr, page, PG_SAVED);
+	if (snap->track)
+		ls_track_mark(snap->ctx, sr->idx, page);
 	ls_note_split(snap->ctx, sr->idx, page * sr->ps);
 	ret = ls_uffd_wp(snap->ctx->uffd, sr->base + page * sr->ps, sr->ps,
 			 false);
+	if (ret && snap->track)
+		atomic_store(&snap->ctx->track.broken, true);
 	if (ret)
 		snap_fail(snap, ret,
 			  "ioctl(UFFDIO_WRITEPROTECT) releasing a faulting page of region '%s': %s",
@@ -409,7 +445,7 @@ static void fault_write_first(struct ls_snapshot *snap,
 	memcpy(snap->fpage, (const void *)(uintptr_t)(sr->base + page * sr->ps),
 	       sr->ps);
 	LS_LIVE_READ_END();
-	if (ls_page_is_zero(snap->fpage, sr->ps)) {
+	if (!snap->delta && ls_page_is_zero(snap->fpage, sr->ps)) {
 		atomic_fetch_add(&snap->pages_zero, 1);
 	} else {
 		ret = sink->ops->write_pages(sink, sr->idx, page, snap->fpage,
@@ -516,6 +552,40 @@ static bool fault_capture_thp(struct ls_snapshot *snap, struct snap_region *sr,
 	return true;
 }
 
+/*
+ * A tracked snapshot: a pending page is captured as usual; any other page
+ * (captured by the writer and left protected, or not in this delta) was
+ * not written since begin: record the write and release it. Even after a
+ * failure nothing is left to a final lift: tracking goes on.
+ */
+static void fault_tracked(struct ls_snapshot *snap, struct snap_region *sr,
+			  uint64_t page)
+{
+	unsigned spins = 0;
+
+	for (;;) {
+		uint8_t st = pg_load(sr, page);
+
+		if (st == PG_CLAIMED) {
+			/* the writer's memcpy, or another fault's capture */
+			backoff(&spins);
+			continue;
+		}
+		if (st != PG_PENDING) {
+			fault_release(snap, sr, page);
+			return;
+		}
+		if (!pg_claim(sr, page))
+			continue;
+		if (atomic_load(&snap->stop))
+			fault_release(snap, sr, page);
+		else if (snap->strategy == LS_STRATEGY_WRITE_FIRST ||
+			 !fault_copy(snap, sr, page))
+			fault_write_first(snap, sr, page);
+		return;
+	}
+}
+
 void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		      uint64_t t_read)
 {
@@ -524,6 +594,10 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 	unsigned spins = 0;
 
 	atomic_fetch_add_explicit(&snap->faults, 1, memory_order_relaxed);
+	if (snap->track) {
+		fault_tracked(snap, sr, page);
+		goto out;
+	}
 	for (;;) {
 		uint8_t st = pg_load(sr, page);
 
@@ -554,5 +628,6 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 			return;
 		backoff(&spins);
 	}
+out:
 	ls_hist_add(snap->hist, &snap->stall_max, ls_now_ns() - t_read);
 }

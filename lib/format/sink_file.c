@@ -141,6 +141,10 @@ static int fsink_start(struct ls_sink *sink, const struct ls_layout *layout)
 		return fsink_fail(s, -EINVAL,
 				  "snapshot file '%s': started twice", s->path);
 	s->started = true;
+	if (layout->delta)
+		return fsink_fail(s, -ENOTSUP,
+				  "snapshot file '%s': this format version cannot hold a delta",
+				  s->path);
 	s->created_ns = ls_now_realtime_ns();
 	ret = fsink_layout(s, layout);
 	if (ret)

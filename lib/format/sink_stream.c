@@ -238,6 +238,9 @@ static int ssink_start(struct ls_sink *sink, const struct ls_layout *layout)
 	if (s->started)
 		return ssink_fail(s, -EINVAL, "started twice");
 	s->started = true;
+	if (layout->delta)
+		return ssink_fail(s, -ENOTSUP,
+				  "this format version cannot hold a delta");
 	if (ssink_check_layout(layout))
 		return ssink_fail(s, -EINVAL, "bad region layout");
 	rr = calloc(layout->nregions + 1, sizeof(*rr));

@@ -1,0 +1,551 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Deltas: a chain of snapshots, the first full and each next one holding
+ * only the pages written since the one before, all live. Four threads
+ * write a random set of pages between two snapshots (some of them to all
+ * zeros); the test knows the set, so each delta must hold exactly it
+ * (count and set, every page once), and base + deltas applied in order
+ * must equal memory at each begin byte for byte (reference copies taken
+ * while the threads were stopped). Then tracking across failures, cancels,
+ * ls_track_start/stop and the refusals.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <cmocka.h>
+
+#include "helpers.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define CHAIN_LONG 12 /* TSan runs everything ~20x slower */
+#define CHAIN_SHORT 4
+#define REGION (8 * MB)
+#else
+#define CHAIN_LONG 100
+#define CHAIN_SHORT 10
+#define REGION (16 * MB)
+#endif
+#define NWRITERS 4
+
+/* ---------------- writers of a known page set ---------------- */
+
+/*
+ * Each round, thread t owns the pages p of the set with p % NWRITERS == t:
+ * it first writes every one of them once (a "zero" page is cleared
+ * whole, the others get a random non-zero word), then keeps writing
+ * random words into its non-zero pages until it is paused.
+ */
+struct setw {
+	unsigned char *mem;
+	size_t ps;
+	uint64_t npages;
+	uint8_t *want;     /* per page: 0 no, 1 write, 2 clear to zero */
+	pthread_t th[NWRITERS];
+	atomic_bool quit;
+	atomic_int pause_req, paused;
+	atomic_uint round;           /* bumped when want changes */
+	atomic_uint swept[NWRITERS]; /* the round whose sweep is done */
+	_Atomic uint64_t writes;
+};
+
+struct setw_arg {
+	struct setw *w;
+	int id;
+};
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void write_word(struct setw *w, uint64_t page, uint64_t *seed)
+{
+	uint64_t *word = (uint64_t *)(w->mem + page * w->ps) +
+			 rnd(seed) % (w->ps / 8);
+
+	__atomic_store_n(word, rnd(seed) | 1, __ATOMIC_RELAXED);
+	atomic_fetch_add(&w->writes, 1);
+}
+
+static void setw_sweep(struct setw *w, int id, uint64_t *seed)
+{
+	for (uint64_t p = (uint64_t)id; p < w->npages; p += NWRITERS) {
+		if (w->want[p] == 2)
+			memset(w->mem + p * w->ps, 0, w->ps);
+		else if (w->want[p] == 1)
+			write_word(w, p, seed);
+	}
+}
+
+static void *setw_main(void *p)
+{
+	struct setw_arg *a = p;
+	struct setw *w = a->w;
+	int id = a->id;
+	uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(id + 7);
+	unsigned done = 0;
+
+	free(a);
+	while (!atomic_load(&w->quit)) {
+		unsigned round = atomic_load(&w->round);
+		uint64_t page;
+
+		if (atomic_load(&w->pause_req)) {
+			atomic_fetch_add(&w->paused, 1);
+			while (atomic_load(&w->pause_req) &&
+			       !atomic_load(&w->quit))
+				sched_yield();
+			atomic_fetch_sub(&w->paused, 1);
+			continue;
+		}
+		if (done != round) {
+			setw_sweep(w, id, &seed);
+			done = round;
+			atomic_store(&w->swept[id], round);
+			continue;
+		}
+		page = rnd(&seed) % w->npages;
+		page -= page % NWRITERS;
+		page += (uint64_t)id;
+		if (page < w->npages && w->want[page] == 1)
+			write_word(w, page, &seed);
+		else
+			sched_yield(); /* a sparse set: do not spin hard */
+	}
+	return NULL;
+}
+
+static void setw_start(struct setw *w, struct test_mem *m)
+{
+	memset(w, 0, sizeof(*w));
+	w->mem = m->addr;
+	w->ps = m->page_size;
+	w->npages = m->len / m->page_size;
+	w->want = calloc(w->npages, 1);
+	CHECK(w->want, "out of memory");
+	atomic_store(&w->pause_req, 1);
+	for (int i = 0; i < NWRITERS; i++) {
+		struct setw_arg *a = malloc(sizeof(*a));
+
+		CHECK(a, "out of memory");
+		a->w = w;
+		a->id = i;
+		CHECK(!pthread_create(&w->th[i], NULL, setw_main, a),
+		      "pthread_create");
+	}
+	while (atomic_load(&w->paused) < NWRITERS)
+		sched_yield();
+}
+
+static void setw_pause(struct setw *w)
+{
+	atomic_store(&w->pause_req, 1);
+	while (atomic_load(&w->paused) < NWRITERS)
+		sched_yield();
+}
+
+/* While paused: a new random set (percent of the pages), then resume. */
+static uint64_t setw_next(struct setw *w, unsigned percent, uint64_t *seed)
+{
+	uint64_t n = 0;
+
+	for (uint64_t p = 0; p < w->npages; p++) {
+		w->want[p] = rnd(seed) % 100 < percent;
+		if (w->want[p] && rnd(seed) % 16 == 0)
+			w->want[p] = 2;
+		n += w->want[p] != 0;
+	}
+	atomic_fetch_add(&w->round, 1);
+	atomic_store(&w->pause_req, 0);
+	return n;
+}
+
+/* Waits until every thread has written its whole share of the set. */
+static void setw_wait_swept(struct setw *w)
+{
+	unsigned round = atomic_load(&w->round);
+
+	for (int i = 0; i < NWRITERS; i++)
+		while (atomic_load(&w->swept[i]) != round)
+			sched_yield();
+}
+
+static void setw_stop(struct setw *w)
+{
+	atomic_store(&w->quit, true);
+	for (int i = 0; i < NWRITERS; i++)
+		pthread_join(w->th[i], NULL);
+	free(w->want);
+}
+
+/* ---------------- the chain ---------------- */
+
+struct chain {
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	struct setw w;
+	unsigned char *ref;   /* memory at the last begin */
+	unsigned char *image; /* base + deltas applied so far */
+	uint8_t *expect;      /* the set written since the last begin */
+	uint64_t expect_n;
+	uint8_t last_id[LS_ID_BYTES];
+	uint64_t seed;
+	unsigned n;
+};
+
+static void chain_open(struct chain *c, enum mem_kind kind)
+{
+	char err[LS_ERRMSG_MAX];
+
+	memset(c, 0, sizeof(*c));
+	c->seed = 0x1234567ull + (uint64_t)kind;
+	mem_map(&c->m, kind, REGION);
+	fill_random(c->m.addr, c->m.len, c->m.page_size, 50, (unsigned)kind);
+	CHECK(!ls_ctx_create(&c->ctx, err, sizeof(err)), "ls_ctx_create: %s",
+	      err);
+	CHECK(ls_region_add(c->ctx, "ram", c->m.addr, c->m.len) == 0,
+	      "ls_region_add(%s): %s", mem_kind_name(kind),
+	      ls_ctx_error(c->ctx));
+	c->ref = malloc(c->m.len);
+	c->image = calloc(1, c->m.len);
+	CHECK(c->ref && c->image, "out of memory");
+	setw_start(&c->w, &c->m);
+}
+
+static void chain_close(struct chain *c)
+{
+	setw_stop(&c->w);
+	CHECK(!ls_track_stop(c->ctx), "ls_track_stop: %s",
+	      ls_ctx_error(c->ctx));
+	CHECK(count_wp_pages(c->m.addr, c->m.len) == 0,
+	      "pages still write-protected after ls_track_stop");
+	ls_ctx_destroy(c->ctx);
+	free(c->ref);
+	free(c->image);
+	free(c->expect);
+	mem_unmap(&c->m);
+}
+
+/* Checks a finished delta against the set and applies it to the image. */
+static void check_delta(struct chain *c, struct mem_sink *s,
+			const struct ls_stats *st)
+{
+	uint64_t ps = c->m.page_size, got = 0;
+
+	CHECK(!atomic_load(&s->duplicate), "snapshot %u: a page twice", c->n);
+	for (uint64_t p = 0; p < c->w.npages; p++) {
+		bool in = atomic_load(&s->seen[0][p]) != 0;
+
+		got += in;
+		if (in != (c->expect[p] != 0))
+			fail_msg("snapshot %u (delta): page %llu is %s the delta but was %s since the last begin",
+				 c->n, (unsigned long long)p,
+				 in ? "in" : "not in",
+				 c->expect[p] ? "written" : "not written");
+		if (in)
+			memcpy(c->image + p * ps, s->mem[0] + p * ps, ps);
+	}
+	CHECK(got == c->expect_n && st->pages_total == got &&
+		      st->pages_written == got,
+	      "snapshot %u: delta of %llu pages, stats %llu/%llu, %llu written",
+	      c->n, (unsigned long long)got,
+	      (unsigned long long)st->pages_written,
+	      (unsigned long long)st->pages_total,
+	      (unsigned long long)c->expect_n);
+}
+
+/*
+ * One snapshot of the chain: stop the threads, take the reference, begin,
+ * give the threads their next set, wait, check.
+ */
+static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
+		       unsigned percent)
+{
+	struct ls_snapshot_opts o = {.strategy = strat, .track = true,
+				     .delta = delta};
+	struct mem_sink *s = mem_sink_new();
+	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
+	struct ls_snapshot *snap;
+	struct ls_stats st;
+	uint64_t next_n;
+	int ret;
+
+	ret = ls_snapshot_create(c->ctx, &s->base, &o, &snap);
+	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(c->ctx));
+	CHECK(s->started, "sink not started");
+	setw_pause(&c->w);
+	memcpy(c->ref, c->m.addr, c->m.len);
+	ret = ls_snapshot_begin(snap);
+	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(c->ctx));
+	next_n = setw_next(&c->w, percent, &c->seed);
+	ret = ls_snapshot_wait(snap);
+	CHECK(!ret, "snapshot %u: %s", c->n, ls_snapshot_error(snap));
+	CHECK(s->committed && !s->aborted, "not committed");
+	CHECK(!ls_snapshot_stats(snap, &st), "stats");
+	CHECK(ls_snapshot_id(snap, id, parent) == (delta ? 1 : 0),
+	      "ls_snapshot_id: wrong kind");
+	CHECK(!memcmp(s->layout[0].name, "ram", 4), "layout");
+	if (delta) {
+		CHECK(!memcmp(parent, c->last_id, LS_ID_BYTES),
+		      "snapshot %u: the delta's parent is not the last snapshot",
+		      c->n);
+		check_delta(c, s, &st);
+	} else {
+		mem_sink_expect(s, 0, c->ref, c->m.len);
+		memcpy(c->image, s->mem[0], c->m.len);
+	}
+	if (memcmp(c->image, c->ref, c->m.len))
+		fail_msg("snapshot %u: base + deltas differ from memory at begin",
+			 c->n);
+	CHECK(memcmp(id, c->last_id, LS_ID_BYTES), "the id did not change");
+	memcpy(c->last_id, id, LS_ID_BYTES);
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	/* What the threads write until the next begin is the next delta. */
+	setw_wait_swept(&c->w);
+	free(c->expect);
+	c->expect = malloc(c->w.npages);
+	CHECK(c->expect, "out of memory");
+	memcpy(c->expect, c->w.want, c->w.npages);
+	c->expect_n = next_n;
+	c->n++;
+}
+
+static const enum ls_strategy strategies[] = {
+	LS_STRATEGY_AUTO, LS_STRATEGY_COPY, LS_STRATEGY_WRITE_FIRST};
+
+static void run_chain(enum mem_kind kind, unsigned len)
+{
+	struct chain c;
+	uint64_t seed = 99;
+
+	chain_open(&c, kind);
+	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
+	for (unsigned i = 1; i < len; i++)
+		chain_step(&c, true, strategies[i % 3],
+			   (unsigned)(rnd(&seed) % 40));
+	setw_pause(&c.w);
+	chain_close(&c);
+}
+
+static void test_chain_anon_thp(void **state)
+{
+	(void)state;
+	run_chain(MEM_ANON_THP, CHAIN_LONG);
+}
+
+static void test_chain_anon_4k(void **state)
+{
+	(void)state;
+	run_chain(MEM_ANON_4K, CHAIN_SHORT);
+}
+
+static void test_chain_memfd(void **state)
+{
+	(void)state;
+	run_chain(MEM_MEMFD, CHAIN_SHORT);
+}
+
+static void test_chain_hugetlb(void **state)
+{
+	(void)state;
+	run_chain(MEM_HUGETLB, CHAIN_SHORT);
+}
+
+static void test_chain_memfd_huge(void **state)
+{
+	(void)state;
+	run_chain(MEM_MEMFD_HUGE, CHAIN_SHORT);
+}
+
+/* ---------------- failures, cancels, start/stop, refusals ---------------- */
+
+/*
+ * A delta that fails (sink error) or is cancelled gives its pages back:
+ * the next delta holds everything written since the last snapshot that
+ * succeeded, and names that snapshot as its parent.
+ */
+static void failed_delta(bool cancel)
+{
+	struct ls_snapshot_opts o = {.track = true, .delta = true};
+	struct mem_sink *s = mem_sink_new();
+	uint8_t parent[LS_ID_BYTES];
+	struct ls_snapshot *snap;
+	struct chain c;
+	uint64_t seed = 5;
+	int ret;
+
+	chain_open(&c, MEM_ANON_4K);
+	chain_step(&c, false, LS_STRATEGY_AUTO, 10);
+	chain_step(&c, true, LS_STRATEGY_AUTO, 10);
+	/* The failing one: pages written before it stay expected. */
+	s->fail_after = cancel ? -1 : 0;
+	s->fail_err = EIO;
+	s->delay_us = cancel ? 20000 : 0; /* still running at the cancel */
+	CHECK(!ls_snapshot_create(c.ctx, &s->base, &o, &snap), "create: %s",
+	      ls_ctx_error(c.ctx));
+	setw_pause(&c.w);
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
+	if (cancel)
+		ls_snapshot_cancel(snap);
+	/* The next set adds to the one the failed delta held. */
+	setw_next(&c.w, 10, &seed);
+	ret = ls_snapshot_wait(snap);
+	CHECK(ret == (cancel ? -ECANCELED : -EIO),
+	      "the %s delta returned %d (%s)", cancel ? "cancelled" : "failing",
+	      ret, ls_snapshot_error(snap));
+	CHECK(s->aborted, "sink not aborted");
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	CHECK(ls_track_active(c.ctx, parent), "tracking lost after a %s delta",
+	      cancel ? "cancelled" : "failed");
+	CHECK(!memcmp(parent, c.last_id, LS_ID_BYTES),
+	      "the parent moved to the failed delta");
+	setw_wait_swept(&c.w);
+	c.expect_n = 0;
+	for (uint64_t p = 0; p < c.w.npages; p++) {
+		if (c.w.want[p])
+			c.expect[p] = c.w.want[p];
+		c.expect_n += c.expect[p] != 0;
+	}
+	chain_step(&c, true, LS_STRATEGY_COPY, 10);
+	chain_step(&c, true, LS_STRATEGY_WRITE_FIRST, 10);
+	setw_pause(&c.w);
+	chain_close(&c);
+}
+
+static void test_failed_delta(void **state)
+{
+	(void)state;
+	failed_delta(false);
+}
+
+static void test_cancelled_delta(void **state)
+{
+	(void)state;
+	failed_delta(true);
+}
+
+/* ls_track_start after (say) a restore: the next delta's parent is given. */
+static void test_track_start(void **state)
+{
+	uint8_t given[LS_ID_BYTES], parent[LS_ID_BYTES];
+	struct chain c;
+	uint64_t seed = 11;
+
+	(void)state;
+	memset(given, 0xa5, sizeof(given));
+	chain_open(&c, MEM_ANON_THP);
+	CHECK(!ls_track_active(c.ctx, NULL), "tracking before any snapshot");
+	CHECK(!ls_track_start(c.ctx, given), "ls_track_start: %s",
+	      ls_ctx_error(c.ctx));
+	CHECK(ls_track_active(c.ctx, parent) &&
+		      !memcmp(parent, given, LS_ID_BYTES),
+	      "ls_track_active after ls_track_start");
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == c.m.len / 4096,
+	      "ls_track_start left pages unprotected");
+	memcpy(c.last_id, given, LS_ID_BYTES);
+	memcpy(c.image, c.m.addr, c.m.len); /* "restored" memory */
+	c.expect = calloc(c.w.npages, 1);
+	c.expect_n = setw_next(&c.w, 15, &seed);
+	setw_wait_swept(&c.w);
+	memcpy(c.expect, c.w.want, c.w.npages);
+	chain_step(&c, true, LS_STRATEGY_AUTO, 15);
+	chain_step(&c, true, LS_STRATEGY_AUTO, 15);
+	setw_pause(&c.w);
+	chain_close(&c);
+}
+
+static void test_refusals(void **state)
+{
+	struct ls_snapshot_opts full = {0}, delta = {.delta = true};
+	struct ls_snapshot_opts tracked = {.track = true};
+	struct mem_sink *s;
+	struct ls_snapshot *snap;
+	unsigned char *other;
+	struct chain c;
+	int ret;
+
+	(void)state;
+	chain_open(&c, MEM_ANON_4K);
+	setw_pause(&c.w);
+	/* No tracking yet. */
+	s = mem_sink_new();
+	ret = ls_snapshot_create(c.ctx, &s->base, &delta, &snap);
+	CHECK(ret == -ENOENT && strstr(ls_ctx_error(c.ctx), "delta"),
+	      "a delta without tracking: %d %s", ret, ls_ctx_error(c.ctx));
+	CHECK(!snap && s->destroyed, "sink not destroyed on refusal");
+	mem_sink_free(s);
+	/* A tracked snapshot; then regions are fixed. */
+	s = mem_sink_new();
+	CHECK(!ls_snapshot_create(c.ctx, &s->base, &tracked, &snap), "create");
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	CHECK(ls_track_active(c.ctx, NULL), "not tracking after a tracked snapshot");
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == c.m.len / 4096,
+	      "a tracked snapshot left unwritten pages unprotected");
+	other = mmap(NULL, 2 * MB, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(other != MAP_FAILED, "mmap");
+	ret = ls_region_add(c.ctx, "more", other, 2 * MB);
+	CHECK(ret == -EBUSY && strstr(ls_ctx_error(c.ctx), "tracked"),
+	      "region add while tracking: %d %s", ret, ls_ctx_error(c.ctx));
+	ret = ls_region_remove(c.ctx, 0);
+	CHECK(ret == -EBUSY, "region remove while tracking: %d", ret);
+	/* A snapshot without track ends tracking. */
+	s = mem_sink_new();
+	CHECK(!ls_snapshot_create(c.ctx, &s->base, &full, &snap), "create");
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	CHECK(!ls_track_active(c.ctx, NULL), "tracking after an untracked snapshot");
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
+	      "pages protected after an untracked snapshot");
+	s = mem_sink_new();
+	ret = ls_snapshot_create(c.ctx, &s->base, &delta, &snap);
+	CHECK(ret == -ENOENT, "a delta after an untracked snapshot: %d", ret);
+	mem_sink_free(s);
+	/* Start, stop: nothing stays protected; regions may change again. */
+	CHECK(!ls_track_start(c.ctx, NULL), "ls_track_start: %s",
+	      ls_ctx_error(c.ctx));
+	CHECK(!ls_track_active(c.ctx, NULL), "a delta without a parent");
+	CHECK(!ls_track_stop(c.ctx), "ls_track_stop: %s", ls_ctx_error(c.ctx));
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0, "protected after stop");
+	CHECK(ls_region_add(c.ctx, "more", other, 2 * MB) == 1,
+	      "region add after stop: %s", ls_ctx_error(c.ctx));
+	CHECK(!ls_region_remove(c.ctx, 1), "region remove");
+	munmap(other, 2 * MB);
+	chain_close(&c);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_chain_anon_thp),
+		cmocka_unit_test(test_chain_anon_4k),
+		cmocka_unit_test(test_chain_memfd),
+		cmocka_unit_test(test_chain_hugetlb),
+		cmocka_unit_test(test_chain_memfd_huge),
+		cmocka_unit_test(test_failed_delta),
+		cmocka_unit_test(test_cancelled_delta),
+		cmocka_unit_test(test_track_start),
+		cmocka_unit_test(test_refusals),
+	};
+
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
