@@ -411,6 +411,15 @@ struct ls_reader_info {
 	uint64_t pages_nonzero; /* stream: those consumed so far */
 	uint64_t size;          /* file size, or stream bytes consumed */
 	uint64_t disk_bytes;    /* file: blocks allocated; stream: size */
+	/*
+	 * Format 1.1: the snapshot's id (zeros in older files). A delta holds
+	 * only the pages written since its parent (pages_nonzero counts them,
+	 * zero ones included); read alone, the other pages read as zero: use
+	 * a chain (ls_chain_open) to read or restore it.
+	 */
+	bool delta;
+	uint8_t id[LS_ID_BYTES];
+	uint8_t parent[LS_ID_BYTES];
 };
 int ls_reader_get_info(const struct ls_reader *r, struct ls_reader_info *info);
 
@@ -459,6 +468,55 @@ int ls_reader_restore_region(struct ls_reader *r, uint32_t region, void *addr,
 			     size_t len);
 int ls_reader_restore_all(struct ls_reader *r, void *const *addrs,
 			  const size_t *lens, uint32_t n);
+
+/* ------------------------------------------------------------------ */
+/* Chains: a full snapshot file and the deltas after it (format layer) */
+/* ------------------------------------------------------------------ */
+
+struct ls_chain;
+
+/*
+ * Opens the chain that ends with the snapshot file `path`: while the file
+ * is a delta, its parent is the file in the same directory whose id is the
+ * delta's parent id (names do not matter). Every file is opened and checked
+ * as by ls_reader_open, and every link: a missing parent, a parent that
+ * cannot be read, regions unlike the parent's are refused with one line
+ * naming the files. A full snapshot alone is a chain of one.
+ */
+int ls_chain_open(const char *path, struct ls_chain **cp, char *errbuf,
+		  size_t errlen);
+/*
+ * The same from an explicit list, oldest (a full snapshot) first; each
+ * next file must be a delta of the one before.
+ */
+int ls_chain_open_list(const char *const *paths, unsigned n,
+		       struct ls_chain **cp, char *errbuf, size_t errlen);
+void ls_chain_close(struct ls_chain *c);
+const char *ls_chain_error(const struct ls_chain *c);
+/* Files in the chain; file i (0: the full snapshot) and its path. */
+unsigned ls_chain_length(const struct ls_chain *c);
+struct ls_reader *ls_chain_reader(const struct ls_chain *c, unsigned i);
+const char *ls_chain_path(const struct ls_chain *c, unsigned i);
+/* Checks every file whole (ls_reader_verify), oldest first. */
+int ls_chain_verify(struct ls_chain *c, ls_progress_fn fn, void *arg);
+/*
+ * Eager restore of region `region` (as in the full snapshot) into fresh,
+ * zero memory of its size: the full snapshot, then each delta over it.
+ */
+int ls_chain_restore_region(struct ls_chain *c, uint32_t region, void *addr,
+			    size_t len);
+/*
+ * A source for ls_restore_start() that serves each page from the newest
+ * file holding it. The chain must outlive the source.
+ */
+int ls_chain_source(struct ls_chain *c, struct ls_source **srcp);
+/*
+ * Writes the chain's last state as one full snapshot into sink (start,
+ * pages, the newest file's blobs, commit; abort on failure). The result
+ * takes the newest file's id, so deltas taken after it apply to it too.
+ * The caller still destroys the sink.
+ */
+int ls_chain_flatten(struct ls_chain *c, struct ls_sink *sink);
 
 /* ------------------------------------------------------------------ */
 /* Lazy restore (engine)                                               */

@@ -25,7 +25,7 @@
 #endif
 
 #define LSF_VERSION_MAJOR 1
-#define LSF_VERSION_MINOR 0
+#define LSF_VERSION_MINOR 1 /* 1.1: snapshot ids, deltas */
 
 #define LSF_MAGIC     "LSNPFILE" /* 8 bytes, no NUL */
 #define LSS_MAGIC     "LSNPSTRM"
@@ -43,7 +43,9 @@
 /* header.compat_flags: informational, readers ignore unknown bits */
 #define LSF_COMPAT_DIRECT 1u /* data written with O_DIRECT */
 /* header.incompat_flags: a reader refuses any bit it does not know */
-#define LSF_INCOMPAT_KNOWN 0u
+#define LSF_INCOMPAT_DELTA 1u /* a delta: absent pages are its parent's */
+#define LSF_INCOMPAT_KNOWN LSF_INCOMPAT_DELTA
+#define LSS_INCOMPAT_KNOWN 0u /* streams hold full snapshots only */
 
 /* 0 in a page checksum table means "zero page, a hole" */
 #define LSF_CSUM_ZERO 0ull
@@ -72,8 +74,10 @@ struct lsf_header {
 	uint64_t blobs_off; /* nblobs struct lsf_blob */
 	uint64_t blobs_csum;
 	uint64_t pages_total;
-	uint64_t pages_nonzero;
-	uint64_t reserved[8];
+	uint64_t pages_nonzero; /* a delta: the pages it holds */
+	uint8_t id[LS_ID_BYTES];     /* 1.1: the snapshot's id (0: none) */
+	uint8_t parent[LS_ID_BYTES]; /* 1.1, delta: the parent's id */
+	uint64_t reserved[4];
 };
 
 /* One memory region: its data section and its page checksum table. */

@@ -281,8 +281,8 @@ int ls_reader_verify_all(struct ls_reader *r, ls_progress_fn fn, void *arg,
 	return rd_file_verify(r, fn, arg, bad);
 }
 
-static int rd_check_target(struct ls_reader *r, uint32_t region, void *addr,
-			   size_t len)
+int rd_check_target(struct ls_reader *r, uint32_t region, void *addr,
+		    size_t len)
 {
 	if (region >= r->nregions)
 		return rd_fail(r, -ENOENT, "no region %u (%u regions)", region,
@@ -309,6 +309,9 @@ int ls_reader_restore_region(struct ls_reader *r, uint32_t region, void *addr,
 		return rd_fail(r, -ENOTSUP,
 			       "a stream restores all regions at "
 			       "once (ls_reader_restore_all)");
+	if (r->info.delta)
+		return rd_fail(r, -EINVAL,
+			       "a delta alone cannot be restored: open its chain (ls_chain_restore_region)");
 	ret = rd_check_target(r, region, addr, len);
 	return ret ? ret : rd_file_restore(r, region, addr);
 }
@@ -321,6 +324,9 @@ int ls_reader_restore_all(struct ls_reader *r, void *const *addrs,
 	if (n != r->nregions)
 		return rd_fail(r, -EINVAL, "%u targets for %u regions", n,
 			       r->nregions);
+	if (r->info.delta)
+		return rd_fail(r, -EINVAL,
+			       "a delta alone cannot be restored: open its chain (ls_chain_restore_region)");
 	/* A NULL target skips its region (a stream still checks it). */
 	for (uint32_t i = 0; i < n; i++) {
 		if (!addrs[i])
@@ -384,6 +390,9 @@ int ls_reader_source(struct ls_reader *r, struct ls_source **srcp)
 		return rd_fail(r, -ENOTSUP,
 			       "a stream cannot serve lazy "
 			       "restore (it is read once, in order)");
+	if (r->info.delta)
+		return rd_fail(r, -EINVAL,
+			       "a delta alone cannot serve a restore: open its chain (ls_chain_source)");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return rd_fail(r, -ENOMEM, "out of memory");

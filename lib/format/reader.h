@@ -53,6 +53,9 @@ struct ls_reader {
 int rd_fail(struct ls_reader *r, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int rd_add_blob(struct ls_reader *r, const char *name, void *data, size_t len);
+/* A restore target: an existing region, its size, page aligned. */
+int rd_check_target(struct ls_reader *r, uint32_t region, void *addr,
+		    size_t len);
 
 /* reader_file.c */
 int rd_file_open(struct ls_reader *r, uint64_t size, uint64_t disk_bytes);

@@ -309,6 +309,9 @@ int rd_file_open(struct ls_reader *r, uint64_t size, uint64_t disk_bytes)
 	r->info.created_ns = h.created_ns;
 	r->info.pages_total = h.pages_total;
 	r->info.pages_nonzero = h.pages_nonzero;
+	r->info.delta = h.incompat_flags & LSF_INCOMPAT_DELTA;
+	memcpy(r->info.id, h.id, LS_ID_BYTES);
+	memcpy(r->info.parent, h.parent, LS_ID_BYTES);
 	r->info.size = size;
 	r->info.disk_bytes = disk_bytes;
 	return 0;

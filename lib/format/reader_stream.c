@@ -132,7 +132,7 @@ static int rd_head(struct ls_reader *r, const struct lss_rec *rec,
 			       "supported (this reader knows %u.x)",
 			       head.version_major, head.version_minor,
 			       LSF_VERSION_MAJOR);
-	if (head.incompat_flags & ~LSF_INCOMPAT_KNOWN)
+	if (head.incompat_flags & ~LSS_INCOMPAT_KNOWN)
 		return rd_fail(r, -ENOTSUP,
 			       "needs format features %#x this "
 			       "reader does not know",

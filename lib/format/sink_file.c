@@ -55,6 +55,8 @@ struct fsink {
 	unsigned flags;
 	bool started, committed, removed;
 	uint64_t created_ns;
+	bool delta;
+	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	uint64_t data_end;
 	uint32_t nregions;
 	struct fsink_region *regions;
@@ -141,10 +143,9 @@ static int fsink_start(struct ls_sink *sink, const struct ls_layout *layout)
 		return fsink_fail(s, -EINVAL,
 				  "snapshot file '%s': started twice", s->path);
 	s->started = true;
-	if (layout->delta)
-		return fsink_fail(s, -ENOTSUP,
-				  "snapshot file '%s': this format version cannot hold a delta",
-				  s->path);
+	s->delta = layout->delta;
+	memcpy(s->id, layout->id, LS_ID_BYTES);
+	memcpy(s->parent, layout->parent, LS_ID_BYTES);
 	s->created_ns = ls_now_realtime_ns();
 	ret = fsink_layout(s, layout);
 	if (ret)
@@ -348,8 +349,11 @@ static void fsink_fill_header(const struct fsink *s, struct lsf_header *h)
 	h->version_major = LSF_VERSION_MAJOR;
 	h->version_minor = LSF_VERSION_MINOR;
 	h->header_size = sizeof(*h);
-	h->incompat_flags = 0;
+	h->incompat_flags = s->delta ? LSF_INCOMPAT_DELTA : 0;
 	h->compat_flags = s->direct_fd >= 0 ? LSF_COMPAT_DIRECT : 0;
+	memcpy(h->id, s->id, LS_ID_BYTES);
+	if (s->delta)
+		memcpy(h->parent, s->parent, LS_ID_BYTES);
 	h->created_ns = s->created_ns;
 	h->host_page_size = (uint32_t)sysconf(_SC_PAGESIZE);
 }

@@ -47,7 +47,7 @@ class Cli(unittest.TestCase):
         p = run("info", self.snap)
         self.assertEqual(p.returncode, 0, p.stderr)
         out = p.stdout.decode()
-        self.assertIn("livesnap file, version 1.0", out)
+        self.assertIn("livesnap file, version 1.1", out)
         self.assertIn("regions    3", out)
         self.assertRegex(out, r"ram +1\.0 MiB +4\.0 KiB anon +205 of 256")
         self.assertRegex(out, r"huge +6\.0 MiB +2\.0 MiB hugetlb +3 of 3")
@@ -58,7 +58,7 @@ class Cli(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         j = json.loads(p.stdout)
         self.assertEqual(j["kind"], "file")
-        self.assertEqual(j["version"], "1.0")
+        self.assertEqual(j["version"], "1.1")
         self.assertEqual([r["name"] for r in j["regions"]],
                          ["ram", "shm", "huge"])
         self.assertEqual(j["regions"][0]["pages_nonzero"], 205)

@@ -360,7 +360,7 @@ static void test_crafted(void **state)
 	tsnap_small(&t, 5);
 	tsnap_file(&t, path, 0);
 	edit_header(path, set_version, NULL);
-	expect_refused(path, -ENOTSUP, "format version 2.0 is not supported");
+	expect_refused(path, -ENOTSUP, "format version 2.1 is not supported");
 	tsnap_file(&t, path, 0);
 	edit_header(path, set_incompat, NULL);
 	expect_refused(path, -ENOTSUP, "format features 0x4");
