@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * livesnap info FILE|-     describe a snapshot file or stream
- * livesnap verify FILE|-   check every checksum of one
+ * livesnap info FILE|-     describe a snapshot file or stream (and its chain)
+ * livesnap verify FILE|-   check every checksum of one (and of its chain)
+ * livesnap merge -o OUT FILE   fold a delta's chain into one full snapshot
  *
  * Exit status: 0 fine, 1 the snapshot cannot be read or is damaged,
  * 2 bad usage. Errors are one line on stderr.
@@ -63,7 +64,44 @@ static struct ls_reader *open_reader(const char *cmd, const char *path)
 	return r;
 }
 
-static void print_text(const char *path, struct ls_reader *r)
+/* An id in hex (32 digits and the NUL). */
+static const char *id_hex(const uint8_t id[LS_ID_BYTES], char buf[33])
+{
+	for (int i = 0; i < LS_ID_BYTES; i++)
+		snprintf(buf + 2 * i, 3, "%02x", id[i]);
+	return buf;
+}
+
+/* A delta's chain, or NULL with the reason on stderr. */
+static struct ls_chain *open_chain(const char *cmd, const char *path)
+{
+	char err[LS_ERRMSG_MAX];
+	struct ls_chain *c;
+
+	if (ls_chain_open(path, &c, err, sizeof(err))) {
+		fprintf(stderr, "livesnap %s: %s\n", cmd, err);
+		return NULL;
+	}
+	return c;
+}
+
+static void print_chain(const struct ls_chain *c)
+{
+	char hex[33];
+
+	printf("chain      %u files, oldest first\n", ls_chain_length(c));
+	for (unsigned i = 0; i < ls_chain_length(c); i++) {
+		struct ls_reader_info ci;
+
+		ls_reader_get_info(ls_chain_reader(c, i), &ci);
+		printf("  %s  %-5s %s (%" PRIu64 " pages)\n",
+		       id_hex(ci.id, hex), ci.delta ? "delta" : "full",
+		       ls_chain_path(c, i), ci.pages_nonzero);
+	}
+}
+
+static void print_text(const char *path, struct ls_reader *r,
+		       const struct ls_chain *c)
 {
 	struct ls_reader_info in;
 	uint64_t mem = 0, nonzero = 0;
@@ -77,6 +115,13 @@ static void print_text(const char *path, struct ls_reader *r)
 	       in.version_minor);
 	printf("created    %s\n", when);
 	printf("host page  %u\n", in.host_page_size);
+	if (!in.stream && in.version_minor >= 1) {
+		char hex[33];
+
+		printf("id         %s\n", id_hex(in.id, hex));
+		if (in.delta)
+			printf("delta of   %s\n", id_hex(in.parent, hex));
+	}
 	printf("regions    %u\n", ls_reader_region_count(r));
 	printf("  %-20s %10s %9s %-8s %s\n", "NAME", "SIZE", "PAGE", "TYPE",
 	       "NON-ZERO PAGES");
@@ -89,10 +134,11 @@ static void print_text(const char *path, struct ls_reader *r)
 		mem += g.len;
 		nonzero += g.pages_nonzero * g.page_size;
 		printf("  %-20s %10s %9s %-8s %" PRIu64 " of %" PRIu64
-		       " (%.1f%%)\n",
+		       " (%.1f%%)%s\n",
 		       g.name, human(g.len, b1), human(g.page_size, b2),
 		       mem_type_name(g.type), g.pages_nonzero, pages,
-		       100.0 * (double)g.pages_nonzero / (double)pages);
+		       100.0 * (double)g.pages_nonzero / (double)pages,
+		       in.delta ? " in the delta" : "");
 	}
 	printf("blobs      %u\n", ls_reader_blob_count(r));
 	for (uint32_t i = 0; i < ls_reader_blob_count(r); i++) {
@@ -102,20 +148,41 @@ static void print_text(const char *path, struct ls_reader *r)
 		ls_reader_blob(r, i, &name, NULL, &len);
 		printf("  %-20s %10s\n", name, human(len, b1));
 	}
-	printf("memory     %s in regions, %s non-zero\n", human(mem, b1),
-	       human(nonzero, b2));
+	printf("memory     %s in regions, %s %s\n", human(mem, b1),
+	       human(nonzero, b2), in.delta ? "in the delta" : "non-zero");
 	if (in.stream)
 		printf("stream     %s read\n", human(in.size, b1));
 	else
 		printf("file       %s (%s on disk)\n", human(in.size, b1),
 		       human(in.disk_bytes, b2));
+	if (c)
+		print_chain(c);
 }
 
-static json_t *info_json(const char *path, struct ls_reader *r)
+static json_t *chain_json(const struct ls_chain *c)
+{
+	json_t *files = json_array();
+	char hex[33];
+
+	for (unsigned i = 0; c && i < ls_chain_length(c); i++) {
+		struct ls_reader_info ci;
+
+		ls_reader_get_info(ls_chain_reader(c, i), &ci);
+		json_array_append_new(
+		    files, json_pack("{s:s, s:s, s:b, s:I}", "path",
+				     ls_chain_path(c, i), "id",
+				     id_hex(ci.id, hex), "delta", ci.delta,
+				     "pages", (json_int_t)ci.pages_nonzero));
+	}
+	return files;
+}
+
+static json_t *info_json(const char *path, struct ls_reader *r,
+			 const struct ls_chain *c)
 {
 	struct ls_reader_info in;
-	json_t *regions = json_array(), *blobs = json_array();
-	char when[32], version[24];
+	json_t *regions = json_array(), *blobs = json_array(), *j;
+	char when[32], version[24], hex[33];
 	uint64_t mem = 0, nonzero = 0;
 
 	ls_reader_get_info(r, &in);
@@ -146,7 +213,7 @@ static json_t *info_json(const char *path, struct ls_reader *r)
 				      json_pack("{s:s, s:I}", "name", name,
 						"size", (json_int_t)len));
 	}
-	return json_pack(
+	j = json_pack(
 	    "{s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:I, s:I, s:I, s:I}",
 	    "path", path, "kind", in.stream ? "stream" : "file", "version",
 	    version, "created", when, "created_ns", (json_int_t)in.created_ns,
@@ -154,6 +221,32 @@ static json_t *info_json(const char *path, struct ls_reader *r)
 	    "blobs", blobs, "memory_bytes", (json_int_t)mem, "nonzero_bytes",
 	    (json_int_t)nonzero, "size", (json_int_t)in.size, "disk_bytes",
 	    (json_int_t)in.disk_bytes);
+	if (j && !in.stream) {
+		json_object_set_new(j, "id", json_string(id_hex(in.id, hex)));
+		json_object_set_new(j, "delta", json_boolean(in.delta));
+		if (in.delta)
+			json_object_set_new(j, "parent",
+					    json_string(id_hex(in.parent, hex)));
+		if (c)
+			json_object_set_new(j, "chain", chain_json(c));
+	}
+	return j;
+}
+
+/* For a delta: its chain (every link checked), else NULL and *bad. */
+static struct ls_chain *chain_if_delta(const char *cmd, const char *path,
+				       struct ls_reader *r, bool *bad)
+{
+	struct ls_reader_info in;
+	struct ls_chain *c;
+
+	*bad = false;
+	ls_reader_get_info(r, &in);
+	if (in.stream || !in.delta)
+		return NULL;
+	c = open_chain(cmd, path);
+	*bad = !c;
+	return c;
 }
 
 static int info_run(const struct cli_cmd *cmd, int argc, char **argv)
@@ -163,6 +256,8 @@ static int info_run(const struct cli_cmd *cmd, int argc, char **argv)
 	int status = 1, c;
 	const char *path;
 	struct ls_reader *r;
+	struct ls_chain *chain = NULL;
+	bool bad;
 
 	cli_begin(&p, cmd, argc, argv);
 	while ((c = cli_next(&p)) > 0)
@@ -179,8 +274,11 @@ static int info_run(const struct cli_cmd *cmd, int argc, char **argv)
 		fprintf(stderr, "livesnap info: %s\n", ls_reader_error(r));
 		goto out;
 	}
+	chain = chain_if_delta("info", path, r, &bad);
+	if (bad)
+		goto out;
 	if (json) {
-		json_t *j = info_json(path, r);
+		json_t *j = info_json(path, r, chain);
 
 		if (!j || json_dumpf(j, stdout, JSON_INDENT(2)) < 0) {
 			fprintf(stderr, "livesnap info: cannot build JSON\n");
@@ -190,10 +288,11 @@ static int info_run(const struct cli_cmd *cmd, int argc, char **argv)
 		json_decref(j);
 		putchar('\n');
 	} else {
-		print_text(path, r);
+		print_text(path, r, chain);
 	}
 	status = fflush(stdout) ? 1 : 0;
 out:
+	ls_chain_close(chain);
 	ls_reader_close(r);
 	return status;
 }
@@ -239,7 +338,31 @@ struct verdict {
 	bool all;	   /* damage counted per region */
 	uint64_t *bad;	   /* per region, with all */
 	uint64_t damaged;  /* their sum */
+	unsigned chain_len; /* a delta: the files of its chain */
 };
+
+/*
+ * A delta's chain: opened (every link checked) and every file before the
+ * delta verified; 0, or -errno with the message in err.
+ */
+static int verify_ancestors(const char *path, struct ls_reader *r,
+			    struct ls_chain **cp, char *err, size_t errlen)
+{
+	struct ls_reader_info in;
+	int ret;
+
+	ls_reader_get_info(r, &in);
+	if (in.stream || !in.delta)
+		return 0;
+	ret = ls_chain_open(path, cp, err, errlen);
+	for (unsigned i = 0; !ret && i + 1 < ls_chain_length(*cp); i++) {
+		ret = ls_reader_verify(ls_chain_reader(*cp, i), NULL, NULL);
+		if (ret)
+			snprintf(err, errlen, "%s",
+				 ls_reader_error(ls_chain_reader(*cp, i)));
+	}
+	return ret;
+}
 
 static void verify_text(struct ls_reader *r, const struct verdict *v)
 {
@@ -251,6 +374,8 @@ static void verify_text(struct ls_reader *r, const struct verdict *v)
 		return;
 	}
 	ls_reader_get_info(r, &in);
+	if (!v->ret && v->chain_len)
+		printf("%s: chain of %u files OK\n", v->path, v->chain_len);
 	if (!v->ret) {
 		printf("%s: OK (%u regions, %" PRIu64 " non-zero pages, %u "
 		       "blobs, %s)\n",
@@ -299,6 +424,8 @@ static int verify_json(struct ls_reader *r, const struct verdict *v)
 		      (json_int_t)in.size);
 	if (!j)
 		return -1;
+	if (v->chain_len)
+		json_object_set_new(j, "chain", json_integer(v->chain_len));
 	ret = json_dumpf(j, stdout, JSON_INDENT(2));
 	json_decref(j);
 	putchar('\n');
@@ -314,6 +441,7 @@ static int verify_run(const struct cli_cmd *cmd, int argc, char **argv)
 	char err[LS_ERRMSG_MAX];
 	int status = 1, c;
 	struct ls_reader *r = NULL;
+	struct ls_chain *chain = NULL;
 
 	cli_begin(&p, cmd, argc, argv);
 	while ((c = cli_next(&p)) > 0) {
@@ -342,6 +470,13 @@ static int verify_run(const struct cli_cmd *cmd, int argc, char **argv)
 	prog.path = v.path;
 	clock_gettime(CLOCK_MONOTONIC, &prog.start);
 	prog.last = prog.start;
+	/* A delta: its chain's links, then the files before it. */
+	v.ret = verify_ancestors(v.path, r, &chain, err, sizeof(err));
+	if (v.ret) {
+		v.error = err;
+		goto report;
+	}
+	v.chain_len = chain ? ls_chain_length(chain) : 0;
 	if (v.all)
 		v.ret = ls_reader_verify_all(r, tty ? show_progress : NULL,
 					     &prog, v.bad);
@@ -365,10 +500,48 @@ report:
 	}
 	status = fflush(stdout) || v.ret ? 1 : 0;
 out:
+	ls_chain_close(chain);
 	free(v.bad);
 	if (r)
 		ls_reader_close(r);
 	return status;
+}
+
+static int merge_run(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	const char *out = NULL, *path;
+	char err[LS_ERRMSG_MAX];
+	struct ls_chain *chain;
+	struct ls_sink *sink;
+	struct cli_parser p;
+	int c, ret;
+
+	cli_begin(&p, cmd, argc, argv);
+	while ((c = cli_next(&p)) > 0)
+		if (c == 'o')
+			out = p.arg;
+	if (c == CLI_EXIT)
+		return p.status;
+	if (!out)
+		return cli_usage_error(cmd, "-o OUT is required");
+	path = p.operands[0];
+	chain = open_chain("merge", path);
+	if (!chain)
+		return 1;
+	if (ls_sink_file_create(&sink, out, 0, err, sizeof(err))) {
+		fprintf(stderr, "livesnap merge: %s\n", err);
+		ls_chain_close(chain);
+		return 1;
+	}
+	ret = ls_chain_flatten(chain, sink);
+	ls_sink_destroy(sink);
+	if (ret)
+		fprintf(stderr, "livesnap merge: %s\n", ls_chain_error(chain));
+	else
+		printf("%s: %u files merged into %s\n", path,
+		       ls_chain_length(chain), out);
+	ls_chain_close(chain);
+	return ret ? 1 : (fflush(stdout) ? 1 : 0);
 }
 
 static const struct cli_opt info_opts[] = {
@@ -382,8 +555,10 @@ const struct cli_cmd cmd_info = {
     .summary = "describe a snapshot file or stream",
     .description =
 	"Describes a snapshot file, or a stream read from stdin (-) or a\n"
-	"FIFO: format version, creation time, regions, blobs, sizes. A\n"
-	"stream is read to its end (and checked) first.\n",
+	"FIFO: format version, creation time, id, regions, blobs, sizes. A\n"
+	"stream is read to its end (and checked) first. For a delta, also\n"
+	"its chain: the files found by parent id in its directory, oldest\n"
+	"first (a broken chain is an error).\n",
     .opts = info_opts,
     .exit_status = "  0  described\n"
 		   "  1  the snapshot cannot be read or is damaged\n"
@@ -412,14 +587,39 @@ const struct cli_cmd cmd_verify = {
     .description =
 	"Checks a snapshot file or stream whole: header, tables, every page\n"
 	"and blob against its checksum, zero pages really zero, a stream's\n"
-	"trailer. Prints OK, or one line saying what is damaged. With\n"
+	"trailer; for a delta, every file of its chain and every link\n"
+	"first. Prints OK, or one line saying what is damaged. With\n"
 	"--all a file is checked to its end and the damaged pages of each\n"
 	"region counted (a stream's checksums chain: it stops at its first\n"
-	"damage).\n",
+	"damage; so does a chain, in the files before the last).\n",
     .opts = verify_opts,
     .exit_status = "  0  the snapshot is whole\n"
 		   "  1  it cannot be read or is damaged\n" CLI_EXIT_USAGE,
     .min_operands = 1,
     .max_operands = 1,
     .run = verify_run,
+};
+
+static const struct cli_opt merge_opts[] = {
+    {"output", 'o', "OUT", "the full snapshot file to write (required)"},
+    {0},
+};
+
+const struct cli_cmd cmd_merge = {
+    .name = "merge",
+    .synopsis = "-o OUT FILE",
+    .summary = "fold a delta's chain into one full snapshot",
+    .description =
+	"Reads the chain that ends with the snapshot FILE (a delta's parent is\n"
+	"the file in the same directory with the parent's id; every file and\n"
+	"link is checked) and writes its last state to OUT as one full\n"
+	"snapshot file, with FILE's blobs and id (deltas taken after FILE\n"
+	"apply to OUT too). A full snapshot FILE is copied.\n",
+    .opts = merge_opts,
+    .exit_status = "  0  written\n"
+		   "  1  the chain cannot be read, is broken, or OUT cannot be written\n"
+		   CLI_EXIT_USAGE,
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = merge_run,
 };

@@ -16,5 +16,6 @@ extern const struct cli_cmd cmd_verify;   /* cli/cmd_file.c */
 extern const struct cli_cmd cmd_check;    /* cli/cmd_check.c */
 extern const struct cli_cmd cmd_extract;  /* cli/cmd_extract.c */
 extern const struct cli_cmd cmd_blob;     /* cli/cmd_extract.c */
+extern const struct cli_cmd cmd_merge;    /* cli/cmd_file.c */
 
 #endif

@@ -13,7 +13,7 @@ static const struct cli_cmd *const commands[] = {
 #ifdef LS_HAVE_VMM
     &cmd_run, &cmd_snapshot, &cmd_restore,
 #endif
-    &cmd_info, &cmd_verify, &cmd_extract, &cmd_blob, &cmd_check,
+    &cmd_info, &cmd_verify, &cmd_merge, &cmd_extract, &cmd_blob, &cmd_check,
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
