@@ -123,7 +123,29 @@ static int open_file_reader(const char *cmd, const char *path,
 	return 0;
 }
 
-static int extract_region(struct ls_reader *r, uint32_t idx, struct out *o)
+/* A delta's pages come through its chain: each from the newest file. */
+struct via_chain {
+	struct ls_chain *chain;
+	struct ls_source *src;
+};
+
+static int read_chunk(struct ls_reader *r, const struct via_chain *vc,
+		      uint32_t idx, uint64_t first, char *buf, uint64_t n)
+{
+	if (!vc->src) {
+		if (!ls_reader_read_pages(r, idx, first, buf, n))
+			return 0;
+		fprintf(stderr, "livesnap extract: %s\n", ls_reader_error(r));
+		return -1;
+	}
+	if (!vc->src->ops->read_pages(vc->src, idx, first, buf, n))
+		return 0;
+	fprintf(stderr, "livesnap extract: %s\n", ls_chain_error(vc->chain));
+	return -1;
+}
+
+static int extract_region(struct ls_reader *r, const struct via_chain *vc,
+			  uint32_t idx, struct out *o)
 {
 	struct ls_reader_region g;
 	uint64_t pages, per, done;
@@ -141,11 +163,8 @@ static int extract_region(struct ls_reader *r, uint32_t idx, struct out *o)
 	for (done = 0; done < pages; done += per) {
 		uint64_t n = pages - done < per ? pages - done : per;
 
-		if (ls_reader_read_pages(r, idx, done, buf, n)) {
-			fprintf(stderr, "livesnap extract: %s\n",
-				ls_reader_error(r));
+		if (read_chunk(r, vc, idx, done, buf, n))
 			goto out;
-		}
 		if (put_chunk("extract", o, buf, n * g.page_size, g.page_size))
 			goto out;
 	}
@@ -163,6 +182,9 @@ out:
 
 static int extract_run(const struct cli_cmd *cmd, int argc, char **argv)
 {
+	struct via_chain vc = {0};
+	struct ls_reader_info in;
+	char err[LS_ERRMSG_MAX];
 	struct cli_parser p;
 	struct ls_reader *r;
 	struct out o;
@@ -190,12 +212,26 @@ static int extract_run(const struct cli_cmd *cmd, int argc, char **argv)
 		ls_reader_close(r);
 		return 1;
 	}
-	if (out_open("extract", p.noperands > 2 ? p.operands[2] : NULL, &o)) {
+	ls_reader_get_info(r, &in);
+	if (in.delta &&
+	    (ls_chain_open(p.operands[0], &vc.chain, err, sizeof(err)) ||
+	     ls_chain_source(vc.chain, &vc.src))) {
+		fprintf(stderr, "livesnap extract: %s\n",
+			vc.chain ? ls_chain_error(vc.chain) : err);
+		ls_chain_close(vc.chain);
 		ls_reader_close(r);
 		return 1;
 	}
-	status = extract_region(r, (uint32_t)idx, &o);
+	if (out_open("extract", p.noperands > 2 ? p.operands[2] : NULL, &o)) {
+		ls_source_destroy(vc.src);
+		ls_chain_close(vc.chain);
+		ls_reader_close(r);
+		return 1;
+	}
+	status = extract_region(r, &vc, (uint32_t)idx, &o);
 	status = out_close("extract", &o, status);
+	ls_source_destroy(vc.src);
+	ls_chain_close(vc.chain);
 	ls_reader_close(r);
 	return status;
 }
@@ -244,7 +280,9 @@ const struct cli_cmd cmd_extract = {
 	"of snapshot file FILE to OUT (created or truncated), or to standard\n"
 	"output: the region's size in bytes, raw. Every page is checked\n"
 	"against its checksum on the way. Zero pages are holes in OUT when\n"
-	"it is a regular file (a sparse file). Streams cannot be read here.\n",
+	"it is a regular file (a sparse file). Streams cannot be read here.\n"
+	"For a delta, the region as it was at that snapshot, each page read\n"
+	"from the newest file of its chain that holds it.\n",
     .exit_status = "  0  written\n"
 		   "  1  the snapshot cannot be read, is damaged or has no\n"
 		   "     such region, or OUT cannot be written\n" CLI_EXIT_USAGE,

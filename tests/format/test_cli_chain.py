@@ -87,6 +87,12 @@ class Chain(unittest.TestCase):
             self.check(self.path(name), k)
         p = run("merge", self.path("d2.snap"))
         self.assertEqual(p.returncode, 2)
+        # extract reads a delta through its chain
+        p = run("extract", self.path("d2.snap"), "ram", self.path("ram.bin"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(self.path("ram.bin"), "rb") as a, \
+                open(self.path("ref-2.bin"), "rb") as b:
+            self.assertTrue(a.read() == b.read(), "extract of d2 differs")
 
     def test_missing_parent(self):
         os.unlink(self.path("d1.snap"))
