@@ -13,9 +13,13 @@
  * program that would pause or fork() to snapshot can use it.
  *
  * Error contract: every function that can fail returns 0 (or a non-negative
- * value) on success and -errno on failure; the context keeps a one-line
- * message naming what failed and why, read with ls_ctx_error(). Functions
- * that run without a context take a caller's buffer for that message.
+ * value) on success and -errno on failure, and a one-line message naming
+ * what failed and why is kept with the object the call was about:
+ * ls_snapshot_error(), ls_reader_error(), ls_ctx_error() for the context's
+ * own calls; functions that create an object take a caller's buffer.
+ * ls_ctx_error() is the context's last failure from any thread: read it
+ * right after the failing call when no other thread uses the context.
+ * Which calls may run at the same time: docs/api.md, "Errors and threads".
  *
  * Layers (dependencies point one way):
  *   engine  (ls_ctx, ls_region, ls_snapshot, ls_restore: uffd mechanics)

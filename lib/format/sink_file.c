@@ -480,10 +480,38 @@ static const struct ls_sink_ops fsink_ops = {
     .destroy = fsink_destroy,
 };
 
+/*
+ * What commit's rename would refuse, refused now, before a whole snapshot
+ * is written: a directory (or a symlink to one: rename replaces the link,
+ * but the caller meant the directory) at the path.
+ */
+static int fsink_check_target(struct fsink *s, char *errbuf, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(s->path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(errbuf, errlen, "snapshot file '%s': %s", s->path,
+			 strerror(errno));
+		return -errno;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		snprintf(errbuf, errlen,
+			 "snapshot file '%s': a directory (name a file in it)",
+			 s->path);
+		return -EISDIR;
+	}
+	return 0;
+}
+
 static int fsink_open(struct fsink *s, char *errbuf, size_t errlen)
 {
 	int err;
 
+	err = fsink_check_target(s, errbuf, errlen);
+	if (err)
+		return err;
 	s->fd = open(s->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (s->fd < 0) {
 		err = errno;
