@@ -318,6 +318,8 @@ struct mig_info {
 	uint64_t faults, faults_write_first, copied_pages;
 	uint64_t stall_p50_ns, stall_p99_ns, stall_max_ns;
 	char strategy[32];
+	bool delta;	 /* an incremental snapshot that is a delta */
+	char parent[40]; /* its parent's id */
 	bool have_guest; /* the default guest reported its view */
 	bool guest_all_seen;
 	uint64_t guest_max_write_ns;
@@ -365,6 +367,8 @@ static void mig_info_parse(json_t *r, struct mig_info *mi)
 	mi->stall_p99_ns = jget_u64(x, "stall-p99-ns");
 	mi->stall_max_ns = jget_u64(x, "stall-max-ns");
 	jget_str(x, "strategy", mi->strategy, sizeof(mi->strategy));
+	mi->delta = json_is_true(json_object_get(x, "delta"));
+	jget_str(x, "parent", mi->parent, sizeof(mi->parent));
 	if (json_object_get(x, "guest")) {
 		json_t *g = json_object_get(x, "guest");
 
@@ -509,6 +513,8 @@ static void print_summary(const char *target, const struct mig_info *mi)
 	       secs > 0 ? bytes / secs / 1e6 : 0);
 	printf("  strategy            %s\n",
 	       mi->strategy[0] ? mi->strategy : "?");
+	if (mi->delta)
+		printf("  delta of            %s\n", mi->parent);
 	printf("  write faults        %llu (%llu copied aside, %llu saved "
 	       "first)\n",
 	       (unsigned long long)mi->faults,
@@ -561,7 +567,8 @@ static char *make_uri(const char *target)
 	return uri;
 }
 
-static int start_snapshot(struct qmpc *q, const char *uri, const char *strategy)
+static int start_snapshot(struct qmpc *q, const char *uri, const char *strategy,
+			  bool incremental)
 {
 	json_t *ret;
 
@@ -573,8 +580,9 @@ static int start_snapshot(struct qmpc *q, const char *uri, const char *strategy)
 		return -1;
 	json_decref(ret);
 	ret = qmpc_execute(q, "migrate",
-			   json_pack("{s:s,s:s}", "uri", uri,
-				     "x-livesnap-strategy", strategy));
+			   json_pack("{s:s,s:s,s:b}", "uri", uri,
+				     "x-livesnap-strategy", strategy,
+				     "x-livesnap-incremental", incremental));
 	if (!ret)
 		return -1;
 	json_decref(ret);
@@ -648,7 +656,7 @@ enum { OPT_TIMEOUT = CLI_LONG };
 
 struct snap_opts {
 	const char *sock, *strategy, *target;
-	bool quiet, json;
+	bool quiet, json, incremental;
 	uint64_t timeout_ns; /* 0: none */
 };
 
@@ -685,6 +693,9 @@ static int parse_args(const struct cli_cmd *cmd, int argc, char **argv,
 			break;
 		case 'q':
 			o->quiet = true;
+			break;
+		case 'i':
+			o->incremental = true;
 			break;
 		case 'j':
 			o->json = true;
@@ -776,7 +787,7 @@ static int snapshot_run(const struct cli_cmd *cmd, int argc, char **argv)
 	rc = qmpc_connect(&q, o.sock);
 	if (!rc) {
 		asked = true; /* from "migrate" on, a snapshot may run */
-		rc = start_snapshot(&q, uri, o.strategy);
+		rc = start_snapshot(&q, uri, o.strategy, o.incremental);
 	}
 	rc = rc ?: follow_snapshot(&q, o.quiet, &mi, &last);
 	if (rc && q.stopped && asked) {
@@ -801,6 +812,10 @@ static int snapshot_run(const struct cli_cmd *cmd, int argc, char **argv)
 static const struct cli_opt snapshot_opts[] = {
     {"socket", 's', "PATH", "the VM's QMP socket (required)"},
     {"strategy", 'S', "S", "auto|copy|write-first (default auto)"},
+    {"incremental", 'i', NULL,
+     "a delta of the VM's previous incremental snapshot\n"
+     "(only the pages written since; the first is full);\n"
+     "keep a chain's files in one directory"},
     {"timeout", OPT_TIMEOUT, "SECONDS",
      "cancel the snapshot unless done within SECONDS\n"
      "(default: no limit; each answer of the VMM is\n"

@@ -4,7 +4,9 @@
  *
  *   migrate-set-capabilities  only background-snapshot may be switched on
  *   query-migrate-capabilities
- *   migrate-set-parameters    x-livesnap-strategy: auto|copy|write-first
+ *   migrate-set-parameters    x-livesnap-strategy: auto|copy|write-first,
+ *                             x-livesnap-incremental: true (each snapshot
+ *                             a delta of the one before; see snapshot.md)
  *   query-migrate-parameters
  *   migrate                   uri file:PATH | exec:CMD; our arguments
  *                             x-livesnap-strategy and (tests only)
@@ -217,6 +219,17 @@ static json_t *show_copy_buffer(const struct vm_snap_params *p)
 	return json_integer((json_int_t)p->copy_buffer_bytes);
 }
 
+static bool parse_incremental(json_t *v, struct vm_snap_params *p)
+{
+	p->incremental = json_is_true(v);
+	return json_is_boolean(v);
+}
+
+static json_t *show_incremental(const struct vm_snap_params *p)
+{
+	return json_boolean(p->incremental);
+}
+
 static const struct param params[] = {
     {"x-livesnap-strategy", parse_strategy, show_strategy,
      "auto, copy or write-first"},
@@ -225,6 +238,8 @@ static const struct param params[] = {
      "microseconds from -1 (never spin) to 1000000, 0 for the default"},
     {"x-livesnap-copy-buffer-bytes", parse_copy_buffer, show_copy_buffer,
      "bytes, 0 for the default"},
+    {"x-livesnap-incremental", parse_incremental, show_incremental,
+     "a boolean"},
 };
 
 static const struct param *find_param(const char *name)

@@ -31,6 +31,7 @@ struct vm_restore {
 	pid_t child; /* exec: */
 	int fd;	     /* exec: our end of its stdout */
 	struct ls_reader *reader;
+	struct ls_chain *chain; /* a delta: its chain, else NULL */
 	int src_region;
 	json_t *slots; /* the snapshot's memory layout (vm-config) */
 	struct ls_source *source;
@@ -183,6 +184,29 @@ static int reader_fail(struct vm_restore *r, char *err, int ret,
 	return vmm_failx(err, -ret, "%s%s%s", pre, pre[0] ? ": " : "", msg);
 }
 
+/*
+ * A delta restores through its chain (every link checked here); its
+ * blobs (vm-config, vCPU and device state) are its own, whole.
+ */
+static int open_chain(struct vm_restore *r, char *err)
+{
+	struct ls_reader_info in;
+	char lerr[LS_ERRMSG_MAX];
+	int ret;
+
+	ls_reader_get_info(r->reader, &in);
+	if (in.stream || !in.delta)
+		return 0;
+	ret = ls_chain_open(r->src, &r->chain, lerr, sizeof(lerr));
+	return ret ? vmm_failx(err, -ret, "%s", lerr) : 0;
+}
+
+/* The reader's or the chain's last message. */
+static const char *src_error(const struct vm_restore *r)
+{
+	return r->chain ? ls_chain_error(r->chain) : ls_reader_error(r->reader);
+}
+
 static int open_reader(struct vm_restore *r, char *err)
 {
 	char lerr[LS_ERRMSG_MAX];
@@ -199,7 +223,7 @@ static int open_reader(struct vm_restore *r, char *err)
 	}
 	if (ret)
 		return reader_fail(r, err, ret, lerr);
-	return 0;
+	return open_chain(r, err);
 }
 
 int vm_restore_open(struct vm_restore **rp, const char *src,
@@ -274,6 +298,7 @@ void vm_restore_destroy(struct vm_restore *r)
 	if (!r)
 		return;
 	vm_restore_detach(r);
+	ls_chain_close(r->chain);
 	if (r->reader)
 		ls_reader_close(r->reader);
 	if (r->fd >= 0)
@@ -361,7 +386,7 @@ static int guard_read(struct ls_source *src, uint32_t region,
 
 	if (ret) {
 		vm_request_exit(g->r->vm, VM_EXIT_ERROR, 1, "lazy restore: %s",
-				ls_reader_error(g->r->reader));
+				src_error(g->r));
 		wait_vcpus_out(g->r->vm);
 	}
 	return ret;
@@ -396,7 +421,8 @@ static int guarded_source(struct vm_restore *r, struct ls_source **srcp)
 
 	if (!g)
 		return -ENOMEM;
-	ret = ls_reader_source(r->reader, &g->inner);
+	ret = r->chain ? ls_chain_source(r->chain, &g->inner)
+		       : ls_reader_source(r->reader, &g->inner);
 	if (ret) {
 		free(g);
 		return ret;
@@ -404,6 +430,29 @@ static int guarded_source(struct vm_restore *r, struct ls_source **srcp)
 	g->base.ops = &guard_ops;
 	g->r = r;
 	*srcp = &g->base;
+	return 0;
+}
+
+/*
+ * After an eager restore from a chain of deltas, the VM goes on tracking
+ * writes from the restored instant, so that its next incremental snapshot
+ * continues the chain (a delta of the file restored). Not after a lazy
+ * restore: pages installed while the guest runs cannot be tracked, so the
+ * next incremental snapshot there is a full one.
+ */
+static int track_from_here(struct vm_restore *r, struct vm_snap *s, char *err)
+{
+	struct ls_reader_info in;
+	struct ls_ctx *ctx = vm_snap_ctx(s);
+	int ret;
+
+	if (!r->chain || !ctx)
+		return 0;
+	ls_reader_get_info(r->reader, &in);
+	ret = ls_track_start(ctx, in.id);
+	if (ret)
+		return vmm_failx(err, -ret, "tracking writes after the restore: %s",
+				 ls_ctx_error(ctx));
 	return 0;
 }
 
@@ -415,20 +464,22 @@ static int load_memory(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 	if (ls_reader_is_stream(r->reader))
 		return load_stream(r, vm, err);
 	if (r->mode == VM_RESTORE_EAGER) {
-		ret =
-		    ls_reader_restore_region(r->reader, (uint32_t)r->src_region,
-					     vm->mem.host, vm->mem.size);
+		ret = r->chain ? ls_chain_restore_region(
+					 r->chain, (uint32_t)r->src_region,
+					 vm->mem.host, vm->mem.size)
+			       : ls_reader_restore_region(
+					 r->reader, (uint32_t)r->src_region,
+					 vm->mem.host, vm->mem.size);
 		if (ret)
-			return reader_fail(r, err, ret,
-					   ls_reader_error(r->reader));
-		return 0;
+			return reader_fail(r, err, ret, src_error(r));
+		return track_from_here(r, s, err);
 	}
 	if (!vm_snap_ctx(s))
 		return vmm_failx(err, ENOTSUP, "lazy restore: %s",
 				 vm_snap_unavailable(s));
 	ret = guarded_source(r, &r->source);
 	if (ret)
-		return reader_fail(r, err, ret, ls_reader_error(r->reader));
+		return reader_fail(r, err, ret, src_error(r));
 	r->ctx = vm_snap_ctx(s);
 	ret = ls_restore_start(r->ctx, vm_snap_ram_region(s), r->source,
 			       (uint32_t)r->src_region, LS_RESTORE_LAZY,

@@ -74,6 +74,8 @@ struct vm_snap {
 	bool have_stats;
 	struct ls_stats stats;
 	struct guest_watch gw;
+	bool delta; /* the last snapshot: a delta of parent */
+	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	char error[VMM_ERR_MAX];
 	char unavailable[2 * VMM_ERR_MAX]; /* why there is no ctx, or "" */
 };
@@ -719,6 +721,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	    .keep_thp = p->keep_thp,
 	    .fault_spin_us = p->fault_spin_us,
 	    .copy_buffer_bytes = p->copy_buffer_bytes,
+	    .track = p->incremental,
 	};
 	struct ls_snapshot *snap;
 	struct ls_sink *sink;
@@ -748,6 +751,15 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 		pthread_mutex_unlock(&s->lock);
 		return vmm_failx(err, EINVAL, "migration URI too long");
 	}
+	if (p->incremental && strncmp(uri, "file:", 5)) {
+		pthread_mutex_unlock(&s->lock);
+		return vmm_failx(err, EINVAL,
+				 "an incremental snapshot is a chain of files: "
+				 "file:PATH, not %.16s...",
+				 uri);
+	}
+	/* A delta of the last snapshot when writes were tracked since. */
+	opts.delta = p->incremental && ls_track_active(s->ctx, NULL);
 	snprintf(s->uri, sizeof(s->uri), "%s", uri);
 	free(s->test_copy_ram);
 	s->test_copy_ram = p->test_copy_ram ? strdup(p->test_copy_ram) : NULL;
@@ -771,6 +783,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 		vmm_failx(err, -ret, "%s", ls_ctx_error(s->ctx));
 		goto fail;
 	}
+	s->delta = ls_snapshot_id(snap, s->id, s->parent) == 1;
 	s->snap = snap;
 	set_status_locked(s, VM_SNAP_SETUP);
 	ret = pthread_create(&s->thread, NULL, snap_thread, s);
@@ -881,6 +894,20 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 	    "total-ns", (json_int_t)elapsed_ns);
 
 	json_object_set_new(x, "keep-thp", json_boolean(s->params.keep_thp));
+	json_object_set_new(x, "incremental",
+			    json_boolean(s->params.incremental));
+	if (s->params.incremental) {
+		char hex[2 * LS_ID_BYTES + 1];
+
+		for (int i = 0; i < LS_ID_BYTES; i++)
+			snprintf(hex + 2 * i, 3, "%02x", s->id[i]);
+		json_object_set_new(x, "id", json_string(hex));
+		json_object_set_new(x, "delta", json_boolean(s->delta));
+		for (int i = 0; s->delta && i < LS_ID_BYTES; i++)
+			snprintf(hex + 2 * i, 3, "%02x", s->parent[i]);
+		if (s->delta)
+			json_object_set_new(x, "parent", json_string(hex));
+	}
 	if (s->gw.done)
 		json_object_set_new(x, "guest",
 				    json_pack("{s:I,s:b}", "max-write-ns",

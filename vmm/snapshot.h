@@ -94,6 +94,12 @@ struct vm_snap_params {
 	int fault_spin_us;
 	size_t copy_buffer_bytes;
 	/*
+	 * Incremental: track writes after this snapshot, and make it a delta
+	 * of the previous one when writes were tracked since (a file: uri
+	 * only; the first is a full snapshot).
+	 */
+	bool incremental;
+	/*
 	 * Test only: during the pause, copy all guest RAM into this file
 	 * (NULL: no copy), so a test can compare it with the snapshot.
 	 */

@@ -52,6 +52,9 @@ struct slot {
 struct snap {
 	const char *path;
 	struct ls_reader *r;
+	/* A delta: pages come through its chain (blobs are its own). */
+	struct ls_chain *chain;
+	struct ls_source *csrc;
 	struct slot slots[MAX_SLOTS];
 	unsigned nslots;
 	/* A stream cannot be read at random: it is read into memory. */
@@ -66,6 +69,9 @@ static int read_region(struct snap *s, uint32_t region, uint64_t first,
 {
 	struct ls_reader_region info;
 
+	if (s->csrc)
+		return s->csrc->ops->read_pages(s->csrc, region, first, buf,
+						npages);
 	if (!s->mem)
 		return ls_reader_read_pages(s->r, region, first, buf, npages);
 	if (region >= s->nmem || ls_reader_region(s->r, region, &info) ||
@@ -193,6 +199,8 @@ static void snap_close(struct snap *s)
 			munmap(s->mem[i], s->mem_len[i]);
 	free(s->mem);
 	free(s->mem_len);
+	ls_source_destroy(s->csrc);
+	ls_chain_close(s->chain);
 	if (s->r)
 		ls_reader_close(s->r);
 }
@@ -206,6 +214,16 @@ static int snap_open(struct snap *s, const char *path)
 		return die("%s", err);
 	if (ls_reader_is_stream(s->r) && stream_to_memory(s))
 		return 1;
+	if (!ls_reader_is_stream(s->r)) {
+		struct ls_reader_info in;
+
+		ls_reader_get_info(s->r, &in);
+		if (in.delta &&
+		    (ls_chain_open(path, &s->chain, err, sizeof(err)) ||
+		     ls_chain_source(s->chain, &s->csrc)))
+			return die("%s", s->chain ? ls_chain_error(s->chain)
+						  : err);
+	}
 	return load_slots(s);
 }
 

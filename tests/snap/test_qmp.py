@@ -92,7 +92,8 @@ class Qmp(SnapTest, unittest.TestCase):
         self.assertEqual(defaults, {
             "x-livesnap-strategy": "auto", "x-livesnap-keep-thp": False,
             "x-livesnap-fault-spin-us": 0,
-            "x-livesnap-copy-buffer-bytes": 0})
+            "x-livesnap-copy-buffer-bytes": 0,
+            "x-livesnap-incremental": False})
         self.v.qmp.cmd("migrate-set-parameters",
                        {"x-livesnap-strategy": "write-first"})
         self.assertEqual(self.v.qmp.cmd("query-migrate-parameters"),

@@ -1,0 +1,104 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Incremental snapshots of a running VM: a full snapshot, the guest runs,
+three deltas (QMP x-livesnap-incremental and `livesnap snapshot
+--incremental`), each equal byte for byte to guest RAM at its pause (read
+through its chain) and each a delta of the one before; the last restored
+eagerly and lazily continues from that instant; the eagerly restored VM
+goes on with the chain."""
+import json
+import os
+import unittest
+
+import lsvm
+from lsvm import LIVESNAP, QMPError, SNAPTOOL, SnapTest, run_tool, verify
+
+INC = {"x-livesnap-incremental": True}
+
+
+class Incremental(SnapTest, unittest.TestCase):
+    def take(self, vm, name, strategy=None):
+        snap, dump = self.path(name), self.path(name + ".ram")
+        vm.migrate("file:" + snap, strategy=strategy, copy_ram=dump,
+                   extra=INC)
+        info = vm.wait_migration()
+        self.assert_completed(info)
+        rc, out, err = run_tool(SNAPTOOL, "compare", snap, dump)
+        self.assertEqual(rc, 0, "%s != RAM at the pause: %s%s"
+                         % (name, err, out))
+        os.unlink(dump)
+        return info["x-livesnap"], self.assert_snapshot_whole(snap)
+
+    def info(self, path):
+        rc, out, err = run_tool(LIVESNAP, "info", "--json", path)
+        self.assertEqual(rc, 0, err)
+        return json.loads(out)
+
+    def test_chain(self):
+        vm = self.vm("src", cpus=2, ws_mib=16)
+        vm.wait_guest(min_gens=[5000, 5000])
+        x, rep = self.take(vm, "base.snap")
+        self.assertTrue(x["incremental"])
+        self.assertFalse(x["delta"])
+        ids, reports = [x["id"]], [rep]
+        for k, strategy in enumerate(("auto", "copy", "write-first")):
+            before = vm.counters()
+            vm.wait_guest(min_gens=[g + 2000 for g, _ in before])
+            x, rep = self.take(vm, "d%d.snap" % (k + 1), strategy)
+            self.assertTrue(x["delta"], "snapshot %d is not a delta" % k)
+            self.assertEqual(x["parent"], ids[-1])
+            for old, new in zip(reports[-1]["cpus"], rep["cpus"]):
+                self.assertGreater(new["generation"], old["generation"])
+            ids.append(x["id"])
+            reports.append(rep)
+        info = self.info(self.path("d3.snap"))
+        self.assertEqual([f["id"] for f in info["chain"]], ids)
+        full = self.info(self.path("base.snap"))
+        # A delta holds the working set written since, not all of RAM.
+        self.assertLess(info["chain"][3]["pages"],
+                        full["regions"][0]["pages_nonzero"])
+        vm.stop()
+
+        # The last of the chain, restored both ways, continues from there.
+        for mode in ("lazy", "eager"):
+            r = self.vm("r-" + mode, mem=None, restore=self.path("d3.snap"),
+                        mode=mode)
+            self.assert_continues(r, reports[-1])
+            if mode == "lazy":
+                r.stop()
+        # The eagerly restored VM tracks on: its next incremental snapshot
+        # is a delta of d3, and the chain grows from the restored file.
+        x, rep = self.take(r, "d4.snap")
+        self.assertTrue(x["delta"])
+        self.assertEqual(x["parent"], ids[-1])
+        # `livesnap snapshot --incremental` continues it too.
+        rc, out, err = run_tool(LIVESNAP, "snapshot", "--incremental",
+                                "--socket", r.qmp_path, "-q",
+                                self.path("d5.snap"))
+        self.assertEqual(rc, 0, err)
+        self.assertIn("delta of            " + x["id"], out)
+        self.assert_snapshot_whole(self.path("d5.snap"))
+        self.assertEqual(len(self.info(self.path("d5.snap"))["chain"]), 6)
+        # A stream cannot be part of a chain.
+        with self.assertRaises(QMPError) as cm:
+            r.migrate("exec:cat > /dev/null", extra=INC)
+        self.assertIn("file:PATH", cm.exception.desc)
+        r.stop()
+
+        # A missing middle file: restore refused, with the reason.
+        os.rename(self.path("d2.snap"), self.path("d2.away"))
+        os.makedirs(self.path("away"))
+        os.rename(self.path("d2.away"), self.path("away/d2.snap"))
+        rc, out, err = run_tool(LIVESNAP, "verify", self.path("d3.snap"))
+        self.assertEqual(rc, 1)
+        self.assertIn("missing or damaged parent", err)
+        bad = lsvm.VM(*lsvm.run_args(mem=None, restore=self.path("d3.snap"),
+                                     mode="eager"),
+                      workdir=self.tmp, name="bad", qmp=False)
+        rc = bad.run(60 * lsvm.TIME_SCALE)  # ends (and is killed) here
+        self.assertNotEqual(rc, 0)
+        self.assertIn("missing or damaged parent", bad.stderr())
+
+
+if __name__ == "__main__":
+    lsvm.main()
