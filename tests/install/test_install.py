@@ -7,7 +7,9 @@ The shared library exports exactly the public API (the ls_* functions
 include/livesnap.h declares) and carries its soname; the static one has no
 other global symbol; the examples build through `pkg-config --cflags
 --libs livesnap` alone, against the shared and against the static library,
-and run.
+and run; every man page renders without a warning, `man livesnap`
+describes every subcommand and `man 3 FUNCTION` finds every function of
+the API; the bash completion completes commands and options.
 """
 import glob
 import os
@@ -90,6 +92,73 @@ class Installed(unittest.TestCase):
             if len(f) == 3:
                 names.append(f[2])
         self.assertEqual(sorted(names), public_names())
+
+    def man(self, *args):
+        env = dict(os.environ, MANPATH=os.path.join(self.prefix, "share",
+                                                    "man"),
+                   MANWIDTH="100")
+        p = subprocess.run(["man", "--warnings", *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual((p.returncode, p.stderr), (0, ""), args)
+        return re.sub(r".\x08", "", p.stdout)  # no overstrike bold
+
+    def test_man_livesnap(self):
+        path = self.man("-w", "livesnap").strip()
+        self.assertEqual(path, os.path.join(self.prefix,
+                                            "share/man/man1/livesnap.1"))
+        text = self.man("livesnap")
+        cmds = re.findall(r"^  ([a-z]+) ", sh(self.livesnap(), "help"),
+                          re.M)
+        self.assertIn("check", cmds)
+        for cmd in cmds:
+            if cmd == "help":
+                continue
+            usage = sh(self.livesnap(), "help", cmd).splitlines()[0]
+            # the section head: the usage line; the exit statuses
+            self.assertIn("\n   " + usage[len("usage: "):] + "\n", text)
+        self.assertIn("EXIT STATUS", text)
+        self.assertIn("--feature NAME", text)
+
+    def test_man_every_function(self):
+        man3 = os.path.join(self.prefix, "share", "man", "man3")
+        names = public_names() + ["liblivesnap"]
+        # man finds a page for each (one man run: each alone is slow); a
+        # group's other functions source (.so) its first one's page,
+        # which man follows, and which names them all
+        paths = self.man("-w", "3", *names).split()
+        self.assertEqual(len(paths), len(names))
+        for name, path in zip(names, paths):
+            self.assertEqual(os.path.dirname(path), man3)
+            self.assertIn(name, read(path))
+        self.assertIn("ls_ctx_destroy", self.man("3", "ls_ctx_destroy"))
+        # every page renders without a warning (groff in one run: man
+        # page by page is slow)
+        pages = [p for p in sorted(glob.glob(os.path.join(
+            self.prefix, "share", "man", "man*", "*")))
+            if not read(p).startswith(".so ")]
+        p = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", *pages],
+                           capture_output=True, text=True)
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+
+    def livesnap(self):
+        return os.path.join(self.prefix, "bin", "livesnap")
+
+    def test_bash_completion(self):
+        comp = os.path.join(self.prefix, "share", "bash-completion",
+                            "completions", "livesnap")
+        script = f"""
+            source '{comp}'
+            c() {{ COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _livesnap
+                   echo "${{COMPREPLY[*]}}"; }}
+            c '{self.livesnap()}' ext
+            c '{self.livesnap()}' verify --a
+            c '{self.livesnap()}' check -f WP
+            c '{self.livesnap()}' check -f wp-a
+            c '{self.livesnap()}' help che
+        """
+        out = sh("bash", "-c", script).splitlines()
+        self.assertEqual(out, ["extract", "--all", "", "wp-anon wp-async",
+                               "check"])
 
     def build_and_run(self, pcdir, static):
         ex = os.path.join(SRC, "examples", "snapshot.c")
