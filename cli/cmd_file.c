@@ -100,6 +100,68 @@ static void print_chain(const struct ls_chain *c)
 	}
 }
 
+/*
+ * The VM's configuration, when the snapshot is a VM's: the VMM's
+ * "vm-config" blob (VM_SNAP_BLOB_CONFIG, vmm/snapshot.c), a JSON object
+ * with vcpus, mem-bytes, mem-backend, page-size, tsc-khz, accel and the
+ * VM state's format. NULL without one; *why says when one does not parse.
+ */
+static json_t *vm_config(struct ls_reader *r, char why[256])
+{
+	json_error_t jerr;
+	const void *data;
+	size_t len;
+	json_t *cfg;
+
+	why[0] = 0;
+	if (ls_reader_find_blob(r, "vm-config", &data, &len))
+		return NULL;
+	cfg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!cfg || !json_is_object(cfg)) {
+		snprintf(why, 256, "vm-config blob unreadable: %.160s",
+			 cfg ? "not a JSON object" : jerr.text);
+		json_decref(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+static json_int_t cfg_int(json_t *cfg, const char *key)
+{
+	json_t *v = json_object_get(cfg, key);
+
+	return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+static const char *cfg_str(json_t *cfg, const char *key)
+{
+	json_t *v = json_object_get(cfg, key);
+
+	return json_is_string(v) ? json_string_value(v) : "?";
+}
+
+/* "vm  2 vCPUs, 512.0 MiB RAM (anon, 4.0 KiB pages), accel tcg, ..." */
+static void print_vm(struct ls_reader *r)
+{
+	char why[256], b1[16], b2[16];
+	json_t *cfg = vm_config(r, why);
+
+	if (!cfg) {
+		if (why[0])
+			printf("vm         %s\n", why);
+		return;
+	}
+	printf("vm         %lld vCPUs, %s RAM (%s, %s pages), accel %s, "
+	       "TSC %lld kHz, VM state format %lld\n",
+	       (long long)cfg_int(cfg, "vcpus"),
+	       human((uint64_t)cfg_int(cfg, "mem-bytes"), b1),
+	       cfg_str(cfg, "mem-backend"),
+	       human((uint64_t)cfg_int(cfg, "page-size"), b2),
+	       cfg_str(cfg, "accel"), (long long)cfg_int(cfg, "tsc-khz"),
+	       (long long)cfg_int(cfg, "format"));
+	json_decref(cfg);
+}
+
 static void print_text(const char *path, struct ls_reader *r,
 		       const struct ls_chain *c)
 {
@@ -115,6 +177,7 @@ static void print_text(const char *path, struct ls_reader *r,
 	       in.version_minor);
 	printf("created    %s\n", when);
 	printf("host page  %u\n", in.host_page_size);
+	print_vm(r);
 	if (!in.stream && in.version_minor >= 1) {
 		char hex[33];
 
@@ -221,6 +284,12 @@ static json_t *info_json(const char *path, struct ls_reader *r,
 	    "blobs", blobs, "memory_bytes", (json_int_t)mem, "nonzero_bytes",
 	    (json_int_t)nonzero, "size", (json_int_t)in.size, "disk_bytes",
 	    (json_int_t)in.disk_bytes);
+	if (j) {
+		char why[256];
+		json_t *cfg = vm_config(r, why);
+
+		json_object_set_new(j, "vm", cfg ? cfg : json_null());
+	}
 	if (j && !in.stream) {
 		json_object_set_new(j, "id", json_string(id_hex(in.id, hex)));
 		json_object_set_new(j, "delta", json_boolean(in.delta));
@@ -555,10 +624,11 @@ const struct cli_cmd cmd_info = {
     .summary = "describe a snapshot file or stream",
     .description =
 	"Describes a snapshot file, or a stream read from stdin (-) or a\n"
-	"FIFO: format version, creation time, id, regions, blobs, sizes. A\n"
-	"stream is read to its end (and checked) first. For a delta, also\n"
-	"its chain: the files found by parent id in its directory, oldest\n"
-	"first (a broken chain is an error).\n",
+	"FIFO: format version, creation time, id, regions, blobs, sizes,\n"
+	"and for a VM's snapshot the VM's configuration (vCPUs, RAM, memory\n"
+	"backend, accelerator). A stream is read to its end (and checked)\n"
+	"first. For a delta, also its chain: the files found by parent id in\n"
+	"its directory, oldest first (a broken chain is an error).\n",
     .opts = info_opts,
     .exit_status = "  0  described\n"
 		   "  1  the snapshot cannot be read or is damaged\n"

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
+ * snapdump DIR BLOB: DIR/vm.snap, one page of region "ram" and a blob
+ * "vm-config" holding BLOB (a VM snapshot's configuration, for info).
+ *
  * snapdump DIR: the tests' known snapshot (tests/format/helpers.c) as
  * DIR/t.snap and as a stream DIR/t.stream, and what they must hold, made
  * from the content generator, not read back: DIR/region-NAME (the
@@ -8,6 +11,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "helpers.h"
 
@@ -25,13 +29,40 @@ static void dump(const char *dir, const char *kind, const char *name,
 	}
 }
 
+static int vm_snap(const char *dir, const char *blob)
+{
+	static const struct ls_layout_region ram = {
+	    .name = "ram", .len = 4096, .page_size = 4096, .type = LS_MEM_ANON};
+	const struct ls_layout layout = {.nregions = 1, .regions = &ram};
+	static char page[4096] = "guest memory";
+	char path[4096], err[LS_ERRMSG_MAX];
+	struct ls_sink *sink;
+
+	snprintf(path, sizeof(path), "%s/vm.snap", dir);
+	if (ls_sink_file_create(&sink, path, 0, err, sizeof(err))) {
+		fprintf(stderr, "snapdump: %s\n", err);
+		return 1;
+	}
+	if (sink->ops->start(sink, &layout) ||
+	    sink->ops->write_pages(sink, 0, 0, page, 1) ||
+	    sink->ops->put_blob(sink, "vm-config", blob, strlen(blob)) ||
+	    sink->ops->commit(sink)) {
+		fprintf(stderr, "snapdump: %s\n", sink->error);
+		return 1;
+	}
+	ls_sink_destroy(sink);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char path[4096];
 	struct tsnap t;
 
+	if (argc == 3)
+		return vm_snap(argv[1], argv[2]);
 	if (argc != 2) {
-		fprintf(stderr, "usage: snapdump DIR\n");
+		fprintf(stderr, "usage: snapdump DIR [VM-CONFIG]\n");
 		return 2;
 	}
 	tsnap_default(&t, 7);

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""livesnap extract and livesnap blob: byte for byte, holes kept.
+"""livesnap extract and livesnap blob: byte for byte, holes kept; and
+livesnap info decoding the VM configuration blob.
 
 usage: test_extract.py LIVESNAP SNAPDUMP
 SNAPDUMP writes a known snapshot and, from the content generator, the
@@ -95,6 +96,37 @@ class Extract(unittest.TestCase):
                 p = run("blob", "-", name, stdin=f)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertTrue(p.stdout == want, name)
+
+    def test_info_vm_config(self):
+        # the blob the VMM writes (vmm/snapshot.c, vm_snap_config_json)
+        cfg = {"format": 1, "vmm": "livesnap", "vcpus": 2,
+               "mem-bytes": 512 << 20, "mem-backend": "anon",
+               "page-size": 4096, "tsc-khz": 2995200, "accel": "tcg",
+               "slots": [{"slot": 0, "gpa": 0, "size": 512 << 20,
+                          "region": "ram", "offset": 0}]}
+        d = os.path.join(self.dir, "vm")
+        os.mkdir(d)
+        subprocess.run([SNAPDUMP, d, json.dumps(cfg)], check=True)
+        snap = os.path.join(d, "vm.snap")
+        p = run("info", snap)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("\nvm         2 vCPUs, 512.0 MiB RAM (anon, 4.0 KiB "
+                      "pages), accel tcg, TSC 2995200 kHz, VM state "
+                      "format 1\n", p.stdout.decode())
+        self.assertIn("\nformat     livesnap file, version ",
+                      p.stdout.decode())
+        j = json.loads(run("info", "--json", snap).stdout)
+        self.assertEqual(j["vm"], cfg)
+        self.assertIsNone(json.loads(run("info", "--json",
+                                         self.snap).stdout)["vm"])
+        self.assertNotIn(b"\nvm ", run("info", self.snap).stdout)
+        # a blob that is not JSON is said so, and info still describes
+        os.unlink(snap)
+        subprocess.run([SNAPDUMP, d, "{not json"], check=True)
+        p = run("info", snap)
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout.decode(),
+                         r"\nvm         vm-config blob unreadable: .+\n")
 
     def test_errors(self):
         for args, want in (
