@@ -11,8 +11,9 @@ set -eu
 # and the clang build of the library and the command.
 # zstd: the program the README compresses snapshot streams with.
 # man-db: a test renders the man pages.
+# liburing-dev: the engine's test of io_uring reads into protected memory.
 PKGS="gcc make meson ninja-build pkg-config libcmocka-dev libjansson-dev
-libxxhash-dev zstd python3 binutils util-linux man-db
+libxxhash-dev liburing-dev zstd python3 binutils util-linux man-db
 qemu-system-x86 libunicorn-dev clang-14 libclang-rt-14-dev"
 # Plotting only when asked for.
 if [ "${1:-}" = "--bench" ]; then
