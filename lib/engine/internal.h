@@ -23,6 +23,13 @@ struct ls_region {
 	struct ls_region_info info;
 	uint64_t npages;
 	int seek_fd;       /* shmem: the backing file (SEEK_DATA), or -1 */
+	/*
+	 * Shared shmem or hugetlbfs: the backing file, or -1. A snapshot
+	 * compares its allocated blocks at begin and at the end: a hole punch
+	 * or truncation takes pages away without a write fault. For shmem
+	 * this is seek_fd.
+	 */
+	int file_fd;
 	uint64_t file_off; /* shmem: the file offset of the region's start */
 	/*
 	 * Anonymous, THP-eligible, and the kernel maps the huge zero page:

@@ -34,6 +34,7 @@ struct backing {
 	uint64_t vma_start, vma_end; /* the first mapping */
 	uint64_t file_off;           /* of the region's start */
 	bool all_thp;                /* every mapping may use huge pages */
+	bool shared;                 /* the first mapping is MAP_SHARED */
 };
 
 static const char *const mem_type_names[] = {
@@ -125,6 +126,7 @@ static void backing_track(struct backing *bk, const struct vma *prev,
 	bk->all_thp = (prev ? bk->all_thp : true) && cur->thp;
 	if (!prev) {
 		bk->one_file = cur->inode != 0;
+		bk->shared = cur->perms[3] == 's';
 		bk->vma_start = cur->start;
 		bk->vma_end = cur->end;
 		bk->file_off = cur->pgoff + (start - cur->start);
@@ -340,8 +342,11 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 	reg->info = info;
 	reg->npages = len / info.page_size;
 	reg->seek_fd = -1;
-	if (info.type == LS_MEM_SHMEM && bk.one_file)
-		reg->seek_fd = open_backing(&bk);
+	reg->file_fd = -1;
+	if (info.type != LS_MEM_ANON && bk.one_file && bk.shared)
+		reg->file_fd = open_backing(&bk);
+	if (info.type == LS_MEM_SHMEM)
+		reg->seek_fd = reg->file_fd;
 	reg->file_off = bk.file_off;
 	reg->thp_zero = info.type == LS_MEM_ANON && bk.all_thp &&
 			huge_zero_page_enabled();
@@ -385,8 +390,8 @@ int ls_region_remove(struct ls_ctx *ctx, int region)
 		goto out;
 	}
 	ret = 0;
-	if (ctx->regions[region].seek_fd >= 0)
-		close(ctx->regions[region].seek_fd);
+	if (ctx->regions[region].file_fd >= 0)
+		close(ctx->regions[region].file_fd);
 	free((void *)ctx->regions[region].split);
 	memmove(&ctx->regions[region], &ctx->regions[region + 1],
 		(size_t)(ctx->nregions - region - 1) * sizeof(ctx->regions[0]));

@@ -41,6 +41,9 @@ struct snap_region {
 	bool scan;      /* PAGEMAP_SCAN tells never-populated pages */
 	int seek_fd;    /* shmem: SEEK_DATA tells holes (-1: read all) */
 	uint64_t file_off;
+	/* Shared file-backed: the file, its blocks at begin (-1: unknown). */
+	int file_fd;
+	int64_t blocks0;
 	_Atomic uint8_t *state;
 	/* track: the dirty set that begin installs in the context */
 	_Atomic uint64_t *fresh;
@@ -91,6 +94,7 @@ struct ls_snapshot {
 	struct ls_layout_region *layout;
 	uint64_t pages_total;
 	size_t max_ps;
+	int pid; /* ours, for process_vm_readv of live memory */
 
 	atomic_int state; /* enum ls_snapshot_state */
 	atomic_bool stop; /* failed or cancelled: stop capturing */

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "snap.h"
 
@@ -138,6 +140,7 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 		sr->batch = (batch_bytes + sr->ps - 1) / sr->ps * sr->ps;
 		sr->scan = info->type == LS_MEM_ANON && ctx->pagemap_fd >= 0;
 		sr->seek_fd = ctx->regions[r].seek_fd;
+		sr->file_fd = ctx->regions[r].file_fd;
 		sr->file_off = ctx->regions[r].file_off;
 		sr->state = calloc(sr->npages, 1);
 		if (!sr->state)
@@ -462,12 +465,36 @@ int ls_snapshot_add_blob(struct ls_snapshot *snap, const char *name,
 /* Begin and end                                                       */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Lifts protection from a region as far as it is still mapped and
+ * registered. One ioctl stops at the first mapping that is not (the
+ * application unmapped, moved or replaced part of the region), so what
+ * follows is lifted piece by piece. Then every thread blocked in the range
+ * is woken, also on pages that are gone (its retry meets the unmapping).
+ */
+static int lift_region(int uffd, const struct snap_region *sr)
+{
+	uint64_t step = sr->ps > LS_HUGE_2M ? sr->ps : LS_HUGE_2M;
+	int ret = ls_uffd_wp(uffd, sr->base, sr->len, false);
+
+	for (uint64_t off = 0; ret && off < sr->len; off += step) {
+		uint64_t n = sr->len - off < step ? sr->len - off : step;
+
+		if (!ls_uffd_wp(uffd, sr->base + off, n, false))
+			continue;
+		for (uint64_t p = off; p < off + n; p += sr->ps)
+			(void)ls_uffd_wp(uffd, sr->base + p, sr->ps, false);
+	}
+	(void)ls_uffd_wake(uffd, sr->base, sr->len);
+	return ret;
+}
+
 /* Takes protection off every region (waking anyone blocked on it). */
 static void lift_all(struct ls_snapshot *snap, uint32_t nregions)
 {
 	for (uint32_t r = 0; r < nregions; r++) {
 		struct snap_region *sr = &snap->regions[r];
-		int ret = ls_uffd_wp(snap->ctx->uffd, sr->base, sr->len, false);
+		int ret = lift_region(snap->ctx->uffd, sr);
 
 		if (ret)
 			snap_fail(snap, ret,
@@ -641,6 +668,46 @@ static void take_sets(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	}
 }
 
+/*
+ * A hole punched in a shared region's file (fallocate, MADV_REMOVE) or a
+ * truncation takes pages away without a write fault, and a hole reads as
+ * zero. Both lower the file's allocated blocks: noted at begin, compared at
+ * the end. (Not its ctime: shmem updates that on every write fault that
+ * dirties a clean page.) A punch that the application's own writes into
+ * holes make up for in blocks goes unseen: callers must not punch holes
+ * during a snapshot (docs/api.md).
+ */
+static void files_note(struct ls_snapshot *snap)
+{
+	struct stat st;
+
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+
+		sr->blocks0 = -1;
+		if (sr->file_fd >= 0 && !fstat(sr->file_fd, &st))
+			sr->blocks0 = (int64_t)st.st_blocks;
+	}
+}
+
+static void files_check(struct ls_snapshot *snap)
+{
+	struct stat st;
+
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+
+		if (sr->blocks0 < 0 || fstat(sr->file_fd, &st) ||
+		    (int64_t)st.st_blocks >= sr->blocks0)
+			continue;
+		snap_fail(snap, -ESTALE,
+			  "region '%s': its file lost %lld KiB of pages during the snapshot (hole punched with fallocate or MADV_REMOVE, or truncated): what they held at begin may be missing",
+			  snap_name(snap, r),
+			  (long long)(sr->blocks0 - (int64_t)st.st_blocks) / 2);
+		return;
+	}
+}
+
 static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
 	int busy = ls_ctx_restoring(ctx);
@@ -670,6 +737,8 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 		ret = populate_if_needed(snap, ctx);
 	if (ret)
 		goto out;
+	snap->pid = getpid();
+	files_note(snap);
 	atomic_store(&ctx->svc.spin_ns, snap->spin_ns);
 	atomic_store(&ctx->armed, snap);
 	ret = ls_svc_get(ctx);
@@ -814,6 +883,8 @@ void snap_finish(struct ls_snapshot *snap)
 {
 	int result;
 
+	if (!atomic_load(&snap->stop))
+		files_check(snap);
 	/* Tracked: what is still protected is what nobody wrote; keep it. */
 	if (atomic_load(&snap->stop) &&
 	    (!snap->track || atomic_load(&snap->ctx->track.broken)))

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "snap.h"
@@ -164,6 +165,102 @@ static void scan_populated(struct ls_snapshot *snap, struct snap_region *sr,
 }
 
 /*
+ * Copies live region memory with process_vm_readv() on ourselves, not
+ * memcpy: a range the application unmapped (or moved, or made PROT_NONE)
+ * during the snapshot then reads short instead of killing the process.
+ * Returns the bytes copied; *err gets -errno when short.
+ */
+static size_t read_live(struct ls_snapshot *snap, void *dst, uint64_t src,
+			size_t len, int *err)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	*err = 0;
+	while (done < len) {
+		struct iovec l = {(char *)dst + done, len - done};
+		struct iovec r = {(void *)(uintptr_t)(src + done), len - done};
+
+		n = process_vm_readv(snap->pid, &l, 1, &r, 1, 0);
+		if (n > 0) {
+			done += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		*err = n < 0 ? -errno : -EFAULT;
+		break;
+	}
+	return done;
+}
+
+/* Reads the runs of BF_DATA pages of a batch into the bounce buffer. */
+static void batch_read(struct ls_snapshot *snap, struct snap_region *sr,
+		       uint64_t first, uint64_t n, const uint8_t *flags)
+{
+	uint64_t i = 0, run;
+	size_t got;
+	int err;
+
+	while (i < n && !atomic_load(&snap->stop)) {
+		if (flags[i] != BF_DATA) {
+			i++;
+			continue;
+		}
+		for (run = 1; i + run < n && flags[i + run] == BF_DATA; run++)
+			;
+		got = read_live(snap, snap->bounce + i * sr->ps,
+				sr->base + (first + i) * sr->ps, run * sr->ps,
+				&err);
+		if (err)
+			snap_fail(snap, err,
+				  "region '%s': +0x%llx cannot be read: %s (unmapped, moved or made inaccessible during the snapshot)",
+				  snap->layout[sr->idx].name,
+				  (unsigned long long)((first + i) * sr->ps + got),
+				  strerror(-err));
+		i += run;
+	}
+}
+
+/* pagemap: the page is write-protected by userfaultfd (also as swap). */
+#define PM_UFFD_WP (1ull << 57)
+
+/*
+ * Private anonymous memory keeps its uffd-wp bit until we lift it. A page
+ * that lost it before its content was captured was discarded
+ * (MADV_DONTNEED, MADV_FREE and reclaimed), unmapped or moved: what it held
+ * at begin is gone, and the copy may be zeros. Called after the copy: a bit
+ * still set then proves nothing happened to the page up to the copy.
+ * flags (may be NULL: all): the pages to check, those not BF_NONE.
+ */
+static void check_protected(struct ls_snapshot *snap, struct snap_region *sr,
+			    uint64_t first, uint64_t n, const uint8_t *flags)
+{
+	uint64_t ent[512];
+
+	if (sr->type != LS_MEM_ANON || snap->ctx->pagemap_fd < 0)
+		return;
+	for (uint64_t a = 0; a < n; a += 512) {
+		uint64_t k = n - a > 512 ? 512 : n - a;
+		uint64_t vpn = (sr->base + (first + a) * sr->ps) / LS_SMALL_PAGE;
+
+		if (pread(snap->ctx->pagemap_fd, ent, k * 8, (off_t)(vpn * 8)) !=
+		    (ssize_t)(k * 8))
+			return; /* cannot tell */
+		for (uint64_t i = 0; i < k; i++) {
+			if ((flags && flags[a + i] == BF_NONE) ||
+			    (ent[i] & PM_UFFD_WP))
+				continue;
+			snap_fail(snap, -ESTALE,
+				  "region '%s': page +0x%llx lost its write protection before it was saved: discarded (MADV_DONTNEED, MADV_FREE), unmapped or moved during the snapshot",
+				  snap->layout[sr->idx].name,
+				  (unsigned long long)((first + a + i) * sr->ps));
+			return;
+		}
+	}
+}
+
+/*
  * Captures the batch's pending pages into the bounce buffer (or finds them
  * zero). Returns how many it claimed; flags[i] says what it did.
  */
@@ -177,25 +274,21 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 		memset(flags, BF_DATA, n);
 	else
 		scan_populated(snap, sr, first, n, flags);
-	LS_LIVE_READ_BEGIN();
 	for (uint64_t i = 0; i < n; i++) {
-		const void *p =
-			(const void *)(uintptr_t)(sr->base + (first + i) * sr->ps);
 		uint8_t maybe = flags[i];
 
 		flags[i] = BF_NONE;
 		if (!pg_claim(sr, first + i))
 			continue;
 		claimed++;
-		if (!snap->delta &&
-		    (maybe == BF_ZERO || ls_page_is_zero(p, sr->ps))) {
-			flags[i] = BF_ZERO;
-			continue;
-		}
-		memcpy(snap->bounce + i * sr->ps, p, sr->ps);
-		flags[i] = BF_DATA;
+		flags[i] = maybe == BF_ZERO ? BF_ZERO : BF_DATA;
 	}
-	LS_LIVE_READ_END();
+	batch_read(snap, sr, first, n, flags);
+	check_protected(snap, sr, first, n, flags);
+	for (uint64_t i = 0; !snap->delta && i < n; i++)
+		if (flags[i] == BF_DATA &&
+		    ls_page_is_zero(snap->bounce + i * sr->ps, sr->ps))
+			flags[i] = BF_ZERO;
 	for (uint64_t i = 0; i < n; i++)
 		if (flags[i] != BF_NONE)
 			pg_store(sr, first + i, PG_SAVED);
@@ -427,6 +520,7 @@ static bool fault_copy(struct ls_snapshot *snap, struct snap_region *sr,
 	memcpy(ring_slot_data(&snap->ring, slot),
 	       (const void *)(uintptr_t)(sr->base + page * sr->ps), sr->ps);
 	LS_LIVE_READ_END();
+	check_protected(snap, sr, page, 1, NULL);
 	ring_publish(&snap->ring, slot);
 	fault_release(snap, sr, page);
 	snap_wake_writer(snap);
@@ -445,6 +539,7 @@ static void fault_write_first(struct ls_snapshot *snap,
 	memcpy(snap->fpage, (const void *)(uintptr_t)(sr->base + page * sr->ps),
 	       sr->ps);
 	LS_LIVE_READ_END();
+	check_protected(snap, sr, page, 1, NULL);
 	if (!snap->delta && ls_page_is_zero(snap->fpage, sr->ps)) {
 		atomic_fetch_add(&snap->pages_zero, 1);
 	} else {
@@ -529,9 +624,14 @@ static bool fault_capture_thp(struct ls_snapshot *snap, struct snap_region *sr,
 		if (!pg_claim(sr, first + i))
 			continue;
 		thp_capture_page(snap, sr, first + i, i, to_ring);
-		pg_store(sr, first + i, PG_SAVED);
+		if (to_ring)
+			snap->thp_flags[i] = BF_DATA; /* claimed here */
 	}
 	LS_LIVE_READ_END();
+	check_protected(snap, sr, first, THP_PAGES, snap->thp_flags);
+	for (uint64_t i = 0; i < THP_PAGES; i++)
+		if (snap->thp_flags[i] != BF_NONE)
+			pg_store(sr, first + i, PG_SAVED);
 	if (!to_ring) {
 		atomic_fetch_add(&snap->faults_write_first, 1);
 		batch_write(snap, sr, first, THP_PAGES, snap->thp_flags,

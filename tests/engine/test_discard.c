@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Memory that changes under a snapshot other than by a store: discards
+ * (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, fallocate PUNCH_HOLE) and mapping
+ * changes (munmap, mremap, mprotect) of region pages after begin, before
+ * they are saved. Each either leaves the snapshot exact or fails it with a
+ * message naming the cause; never a snapshot that is silently wrong. After
+ * either, nothing is left write-protected and the application's threads
+ * run on. Every memory type where the operation applies, every strategy.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "helpers.h"
+
+#define REGION (8 * MB)
+#define WRITERS_LEN (4 * MB) /* the writers' part: always stays mapped */
+#define TARGET (4 * MB)      /* the operation's part, not saved yet */
+#define TARGET_LEN (2 * MB)
+
+enum op {
+	OP_DONTNEED,
+	OP_FREE,
+	OP_REMOVE,
+	OP_PUNCH,
+	OP_MUNMAP,
+	OP_MREMAP,
+	OP_MPROTECT,
+};
+
+static const char *const op_names[] = {
+	"MADV_DONTNEED", "MADV_FREE", "MADV_REMOVE", "fallocate(PUNCH_HOLE)",
+	"munmap", "mremap", "mprotect(PROT_READ)",
+};
+
+/* What the snapshot must end in. */
+enum outcome {
+	EXACT,
+	FAILS,
+	EITHER, /* MADV_FREE: exact unless the kernel reclaimed the pages */
+};
+
+static const enum ls_strategy strategies[] = {
+	LS_STRATEGY_AUTO,
+	LS_STRATEGY_COPY,
+	LS_STRATEGY_WRITE_FIRST,
+};
+
+static bool shared_kind(enum mem_kind kind)
+{
+	return kind == MEM_MEMFD || kind == MEM_MEMFD_HUGE;
+}
+
+/* Whether the operation applies to the memory type (the kernel allows it). */
+static bool applies(enum op op, enum mem_kind kind)
+{
+	switch (op) {
+	case OP_FREE:
+		return kind == MEM_ANON_THP || kind == MEM_ANON_4K;
+	case OP_REMOVE:
+	case OP_PUNCH:
+		/*
+		 * hugetlbfs: reading the hole allocates a new huge page, which
+		 * hides the punch from the engine (docs/api.md: callers must
+		 * not punch holes during a snapshot).
+		 */
+		return kind == MEM_MEMFD;
+	case OP_DONTNEED:
+		/*
+		 * Private hugetlb keeps a uffd-wp marker where the page was:
+		 * the engine cannot tell the discard (docs/api.md: callers
+		 * must not discard private hugetlb memory during a snapshot).
+		 */
+		return kind != MEM_HUGETLB;
+	default:
+		return true;
+	}
+}
+
+static enum outcome expected(enum op op, enum mem_kind kind)
+{
+	switch (op) {
+	case OP_DONTNEED:
+		/* shared memory keeps its pages in the file */
+		return shared_kind(kind) ? EXACT : FAILS;
+	case OP_FREE:
+		return EITHER;
+	case OP_MPROTECT:
+		return EXACT;
+	default:
+		return FAILS;
+	}
+}
+
+/* Where mremap moves the target to: a free 2 MiB-aligned range. */
+static void *free_aligned_range(size_t len)
+{
+	unsigned char *p = mmap(NULL, len + 2 * MB, PROT_NONE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t a;
+
+	CHECK(p != MAP_FAILED, "mmap: %s", strerror(errno));
+	a = ((uintptr_t)p + 2 * MB - 1) & ~(uintptr_t)(2 * MB - 1);
+	munmap(p, len + 2 * MB);
+	return (void *)a;
+}
+
+/* Runs the operation on the target; returns where it now is (or NULL). */
+static unsigned char *run_op(enum op op, struct test_mem *m)
+{
+	unsigned char *t = m->addr + TARGET, *moved;
+	int ret = 0;
+
+	switch (op) {
+	case OP_DONTNEED:
+		ret = madvise(t, TARGET_LEN, MADV_DONTNEED);
+		break;
+	case OP_FREE:
+		ret = madvise(t, TARGET_LEN, MADV_FREE);
+		break;
+	case OP_REMOVE:
+		ret = madvise(t, TARGET_LEN, MADV_REMOVE);
+		break;
+	case OP_PUNCH:
+		ret = fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				TARGET, TARGET_LEN);
+		break;
+	case OP_MUNMAP:
+		ret = munmap(t, TARGET_LEN);
+		return NULL;
+	case OP_MREMAP:
+		moved = mremap(t, TARGET_LEN, TARGET_LEN,
+			       MREMAP_MAYMOVE | MREMAP_FIXED,
+			       free_aligned_range(TARGET_LEN));
+		CHECK(moved != MAP_FAILED, "mremap: %s", strerror(errno));
+		return moved;
+	case OP_MPROTECT:
+		ret = mprotect(t, TARGET_LEN, PROT_READ);
+		break;
+	}
+	CHECK(!ret, "%s on %s: %s", op_names[op], mem_kind_name(m->kind),
+	      strerror(errno));
+	return t;
+}
+
+static void expect_failure(struct ls_snapshot *snap, struct ls_ctx *ctx,
+			   struct mem_sink *s, int ret, enum op op,
+			   enum mem_kind kind)
+{
+	const char *msg = ls_snapshot_error(snap);
+
+	CHECK(ret == -ESTALE || ret == -EFAULT,
+	      "%s on %s: wait returned %d (%s), want a failure", op_names[op],
+	      mem_kind_name(kind), ret, msg);
+	CHECK(strstr(msg, "region 'ram'") &&
+		      (strstr(msg, "discarded") || strstr(msg, "unmapped") ||
+		       strstr(msg, "hole punched")),
+	      "%s on %s: the message does not say what happened: '%s'",
+	      op_names[op], mem_kind_name(kind), msg);
+	CHECK(!strcmp(ls_ctx_error(ctx), msg), "context error '%s'",
+	      ls_ctx_error(ctx));
+	CHECK(s->aborted && !s->committed, "sink not aborted");
+}
+
+static void one_case(enum mem_kind kind, enum ls_strategy strategy, enum op op)
+{
+	struct ls_snapshot_opts o = {.strategy = strategy};
+	struct mem_sink *s = mem_sink_new();
+	char err[LS_ERRMSG_MAX];
+	struct ls_snapshot *snap;
+	unsigned char *ref, *t;
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	struct writers w;
+	int ret;
+
+	mem_map(&m, kind, REGION);
+	fill_random(m.addr, m.len, m.page_size, 100, (unsigned)(op * 7 + kind));
+	ref = malloc(m.len);
+	CHECK(ref, "out of memory");
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
+	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
+	      ls_ctx_error(ctx));
+	CHECK(!ls_snapshot_create(ctx, &s->base, &o, &snap), "create: %s",
+	      ls_ctx_error(ctx));
+	memcpy(ref, m.addr, m.len);
+	/* The writer stops after its first batch until the first fault. */
+	s->gate = snap;
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	t = run_op(op, &m);
+	writers_start(&w, m.addr, WRITERS_LEN, m.page_size, 2);
+	ret = ls_snapshot_wait(snap);
+	switch (expected(op, kind)) {
+	case EXACT:
+		CHECK(!ret, "%s on %s: wait: %s", op_names[op],
+		      mem_kind_name(kind), ls_snapshot_error(snap));
+		mem_sink_expect(s, 0, ref, m.len);
+		break;
+	case FAILS:
+		expect_failure(snap, ctx, s, ret, op, kind);
+		break;
+	case EITHER:
+		if (ret)
+			expect_failure(snap, ctx, s, ret, op, kind);
+		else
+			mem_sink_expect(s, 0, ref, m.len);
+		break;
+	}
+	/* Nothing left protected; the threads run on. */
+	CHECK(count_wp_pages(m.addr, WRITERS_LEN) == 0 &&
+		      count_wp_pages(m.addr + TARGET + TARGET_LEN,
+				     REGION - TARGET - TARGET_LEN) == 0,
+	      "%s on %s: pages left write-protected", op_names[op],
+	      mem_kind_name(kind));
+	writers_expect_progress(&w, 20000);
+	writers_stop(&w);
+	if (t) {
+		CHECK(count_wp_pages(t, TARGET_LEN) == 0,
+		      "%s: the target is left write-protected", op_names[op]);
+		if (op == OP_MPROTECT)
+			CHECK(!mprotect(t, TARGET_LEN, PROT_READ | PROT_WRITE),
+			      "mprotect: %s", strerror(errno));
+		memset(t, 0x5a, TARGET_LEN); /* would block if protected */
+	}
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	ls_ctx_destroy(ctx);
+	if (t && t != m.addr + TARGET)
+		munmap(t, TARGET_LEN);
+	free(ref);
+	mem_unmap(&m);
+}
+
+/*
+ * Every applicable memory type with every strategy; under TSan (~20x
+ * slower) one strategy per type, rotating with the operation, so that each
+ * type and each strategy still meet every operation's outcome.
+ */
+static void every_case(enum op op)
+{
+	const size_t nstrat = sizeof(strategies) / sizeof(strategies[0]);
+
+	for (int k = 0; k < MEM_NKINDS; k++) {
+		if (!applies(op, (enum mem_kind)k))
+			continue;
+		for (size_t i = 0; i < nstrat; i++) {
+#if defined(__SANITIZE_THREAD__)
+			if (i != ((size_t)k + (size_t)op) % nstrat)
+				continue;
+#endif
+			one_case((enum mem_kind)k, strategies[i], op);
+		}
+	}
+}
+
+#define OP_TEST(name, op)                                                    \
+	static void test_##name(void **state)                                \
+	{                                                                    \
+		(void)state;                                                 \
+		every_case(op);                                              \
+	}
+
+OP_TEST(dontneed, OP_DONTNEED)
+OP_TEST(madv_free, OP_FREE)
+OP_TEST(remove, OP_REMOVE)
+OP_TEST(punch_hole, OP_PUNCH)
+OP_TEST(munmap, OP_MUNMAP)
+OP_TEST(mremap, OP_MREMAP)
+OP_TEST(mprotect, OP_MPROTECT)
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dontneed),
+		cmocka_unit_test(test_madv_free),
+		cmocka_unit_test(test_remove),
+		cmocka_unit_test(test_punch_hole),
+		cmocka_unit_test(test_munmap),
+		cmocka_unit_test(test_mremap),
+		cmocka_unit_test(test_mprotect),
+	};
+
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
