@@ -70,7 +70,7 @@ struct vm_snap {
 	bool closed;  /* vm_snap_stop(): no new snapshots */
 	uint64_t t_start, t_paused, t_end; /* monotonic ns */
 	uint64_t downtime_ns;
-	uint64_t stop_ns, capture_ns; /* parts of the pause */
+	uint64_t stop_ns, capture_ns, begin_ns; /* parts of the pause */
 	bool have_stats;
 	struct ls_stats stats;
 	struct guest_watch gw;
@@ -570,7 +570,7 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 {
 	struct vm_pause_stats before, after;
-	uint64_t t0 = vmm_now_ns(), t_cap;
+	uint64_t t0 = vmm_now_ns(), t_cap, t_begin = 0;
 	int ret, rret;
 
 	vm_pause_stats(s->vm, &before);
@@ -587,7 +587,9 @@ static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 	if (!ret && s->test_copy_ram)
 		ret = copy_ram(s->vm, s->test_copy_ram, err);
 	if (!ret) {
+		t_begin = vmm_now_ns();
 		ret = ls_snapshot_begin(snap);
+		t_begin = vmm_now_ns() - t_begin;
 		if (ret)
 			vmm_failx(err, -ret, "arming write protection: %s",
 				  ls_snapshot_error(snap));
@@ -603,6 +605,7 @@ static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 						      : vmm_now_ns() - t0;
 	s->stop_ns = after.pauses > before.pauses ? after.last_stop_ns : 0;
 	s->capture_ns = t_cap;
+	s->begin_ns = t_begin;
 	pthread_mutex_unlock(&s->lock);
 	if (!ret && rret)
 		ret = vmm_fail(err, -rret, "resuming the VM");
@@ -769,7 +772,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	s->have_stats = false;
 	s->gw = (struct guest_watch){0};
 	s->error[0] = 0;
-	s->downtime_ns = s->stop_ns = s->capture_ns = 0;
+	s->downtime_ns = s->stop_ns = s->capture_ns = s->begin_ns = 0;
 	s->t_start = vmm_now_ns();
 	s->t_paused = s->t_end = 0;
 	ret = open_sink(s, uri, &sink, err);
@@ -886,10 +889,11 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 			       uint64_t elapsed_ns)
 {
 	json_t *x = json_pack(
-	    "{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "strategy",
+	    "{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "strategy",
 	    strategy_name(s->params.strategy), "uri", s->uri, "downtime-ns",
 	    (json_int_t)s->downtime_ns, "stop-ns", (json_int_t)s->stop_ns,
-	    "capture-ns", (json_int_t)s->capture_ns, "setup-ns",
+	    "capture-ns", (json_int_t)s->capture_ns, "begin-ns",
+	    (json_int_t)s->begin_ns, "setup-ns",
 	    (json_int_t)(s->t_paused ? s->t_paused - s->t_start : 0),
 	    "total-ns", (json_int_t)elapsed_ns);
 

@@ -128,6 +128,11 @@ class Qmp(SnapTest, unittest.TestCase):
             self.assertIsInstance(info[k], int)
         self.assertGreater(x["downtime-ns"], 0)
         self.assertLessEqual(x["downtime-ns"], x["total-ns"])
+        # the parts of the pause lie inside it, arming inside the begin
+        self.assertGreater(x["begin-ns"], 0)
+        self.assertLessEqual(x["arm-ns"], x["begin-ns"])
+        self.assertLessEqual(x["stop-ns"] + x["capture-ns"] + x["begin-ns"],
+                             x["downtime-ns"])
         for k in ("faults", "copied-pages", "stall-p50-ns", "stall-p99-ns",
                   "stall-max-ns"):
             self.assertIn(k, x)
