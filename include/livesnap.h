@@ -261,6 +261,14 @@ struct ls_snapshot_opts {
 	 * Usually combined with track, to continue the chain.
 	 */
 	bool delta;
+	/*
+	 * track: between snapshots, a first write releases (and records) the
+	 * whole aligned block of this many bytes around it, a power of two
+	 * (0: one page, exact). Fewer faults (and no split of a THP with
+	 * 2 MiB), but a delta then holds every page of each written block.
+	 * Kept by the context for ls_track_start() too.
+	 */
+	size_t track_granule;
 };
 
 enum ls_snapshot_state {

@@ -74,6 +74,8 @@ struct ls_track {
 	bool has_parent; /* parent: the instant the dirty sets start from */
 	atomic_bool broken; /* an un-protect failed: the sets cannot be trusted */
 	uint8_t parent[LS_ID_BYTES];
+	/* A write between snapshots releases this aligned block (0: page). */
+	_Atomic uint64_t granule;
 	/* One bit per page of each region; written by the fault service. */
 	_Atomic(_Atomic uint64_t *) dirty[LS_MAX_REGIONS];
 };

@@ -86,6 +86,7 @@ struct ls_snapshot {
 	enum ls_strategy strategy;
 	bool keep_thp;
 	bool track, delta;
+	size_t granule; /* opts.track_granule */
 	bool tracker_ref; /* begin took the fault service for tracking */
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	int64_t spin_ns;

@@ -225,6 +225,11 @@ static void snap_free(struct ls_snapshot *snap)
 
 static int check_opts(struct ls_ctx *ctx, const struct ls_snapshot_opts *o)
 {
+	if (o->track_granule & (o->track_granule - 1) ||
+	    (o->track_granule && o->track_granule < LS_SMALL_PAGE))
+		return ls_err(ctx, EINVAL,
+			      "snapshot: track_granule %zu is not 0 or a power of two of 4096 or more",
+			      o->track_granule);
 	if (o->strategy > LS_STRATEGY_WRITE_FIRST)
 		return ls_err(ctx, EINVAL, "snapshot: unknown strategy %d",
 			      (int)o->strategy);
@@ -245,6 +250,7 @@ static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	snap->keep_thp = o->keep_thp && !o->track && !o->delta;
 	snap->track = o->track;
 	snap->delta = o->delta;
+	snap->granule = o->track_granule;
 	snap->spin_ns = o->fault_spin_us < 0  ? 0
 			: o->fault_spin_us ? (int64_t)o->fault_spin_us * 1000
 					   : DEFAULT_SPIN_US * 1000;
@@ -656,6 +662,7 @@ static void take_sets(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	}
 	ls_svc_quiesce(ctx); /* nobody marks the old sets any more */
 	if (snap->track) {
+		atomic_store(&ctx->track.granule, snap->granule);
 		atomic_store(&ctx->track.on, true);
 		atomic_store(&ctx->track.broken, false);
 		snap->tracker_ref = false; /* the context holds it now */

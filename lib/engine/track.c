@@ -36,14 +36,24 @@ void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr)
 {
 	const struct ls_region_info *info = &ctx->regions[region].info;
 	uint64_t base = (uint64_t)(uintptr_t)info->addr;
-	uint64_t page = (addr - base) / info->page_size;
-	uint64_t start = base + page * info->page_size;
+	uint64_t g = atomic_load(&ctx->track.granule);
+	uint64_t start, end;
 
-	ls_track_mark(ctx, (uint32_t)region, page);
-	if (ls_uffd_wp(ctx->uffd, start, info->page_size, false)) {
+	if (g < info->page_size)
+		g = info->page_size;
+	start = addr & ~(g - 1);
+	end = start + g;
+	if (start < base)
+		start = base;
+	if (end > base + info->len)
+		end = base + info->len;
+	for (uint64_t p = (start - base) / info->page_size;
+	     p < (end - base) / info->page_size; p++)
+		ls_track_mark(ctx, (uint32_t)region, p);
+	if (ls_uffd_wp(ctx->uffd, start, end - start, false)) {
 		/* The writer must not hang; the sets are lost. */
 		atomic_store(&ctx->track.broken, true);
-		ls_uffd_wake(ctx->uffd, start, info->page_size);
+		ls_uffd_wake(ctx->uffd, start, end - start);
 	}
 }
 
