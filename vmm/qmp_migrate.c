@@ -230,6 +230,20 @@ static json_t *show_incremental(const struct vm_snap_params *p)
 	return json_boolean(p->incremental);
 }
 
+static bool parse_granule(json_t *v, struct vm_snap_params *p)
+{
+	json_int_t n = json_integer_value(v);
+
+	p->track_granule = (size_t)n;
+	return json_is_integer(v) && n >= 0 && n <= (json_int_t)1 << 30 &&
+	       !(n & (n - 1)) && (!n || n >= 4096);
+}
+
+static json_t *show_granule(const struct vm_snap_params *p)
+{
+	return json_integer((json_int_t)p->track_granule);
+}
+
 static const struct param params[] = {
     {"x-livesnap-strategy", parse_strategy, show_strategy,
      "auto, copy or write-first"},
@@ -240,6 +254,8 @@ static const struct param params[] = {
      "bytes, 0 for the default"},
     {"x-livesnap-incremental", parse_incremental, show_incremental,
      "a boolean"},
+    {"x-livesnap-track-granule", parse_granule, show_granule,
+     "0 (one page) or a power of two from 4096 to 1 GiB (bytes)"},
 };
 
 static const struct param *find_param(const char *name)

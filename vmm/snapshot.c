@@ -725,6 +725,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	    .fault_spin_us = p->fault_spin_us,
 	    .copy_buffer_bytes = p->copy_buffer_bytes,
 	    .track = p->incremental,
+	    .track_granule = p->track_granule,
 	};
 	struct ls_snapshot *snap;
 	struct ls_sink *sink;

@@ -99,6 +99,7 @@ struct vm_snap_params {
 	 * only; the first is a full snapshot).
 	 */
 	bool incremental;
+	size_t track_granule; /* ls_snapshot_opts.track_granule */
 	/*
 	 * Test only: during the pause, copy all guest RAM into this file
 	 * (NULL: no copy), so a test can compare it with the snapshot.

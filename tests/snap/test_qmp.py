@@ -93,7 +93,8 @@ class Qmp(SnapTest, unittest.TestCase):
             "x-livesnap-strategy": "auto", "x-livesnap-keep-thp": False,
             "x-livesnap-fault-spin-us": 0,
             "x-livesnap-copy-buffer-bytes": 0,
-            "x-livesnap-incremental": False})
+            "x-livesnap-incremental": False,
+            "x-livesnap-track-granule": 0})
         self.v.qmp.cmd("migrate-set-parameters",
                        {"x-livesnap-strategy": "write-first"})
         self.assertEqual(self.v.qmp.cmd("query-migrate-parameters"),
