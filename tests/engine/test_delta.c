@@ -301,7 +301,7 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	struct ls_snapshot *snap;
 	struct ls_stats st;
-	uint64_t next_n;
+	uint64_t next_n = 0;
 	int ret;
 
 	ret = ls_snapshot_create(c->ctx, &s->base, &o, &snap);
@@ -311,8 +311,16 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	memcpy(c->ref, c->m.addr, c->m.len);
 	ret = ls_snapshot_begin(snap);
 	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(c->ctx));
-	next_n = setw_next(&c->w, percent, &c->seed);
+	/*
+	 * The threads write the next set while the snapshot runs, except in
+	 * the granule chains: there they write after it (between snapshots,
+	 * where the granule applies), so that blocks do get added.
+	 */
+	if (!c->granule)
+		next_n = setw_next(&c->w, percent, &c->seed);
 	ret = ls_snapshot_wait(snap);
+	if (c->granule)
+		next_n = setw_next(&c->w, percent, &c->seed);
 	CHECK(!ret, "snapshot %u: %s", c->n, ls_snapshot_error(snap));
 	CHECK(s->committed && !s->aborted, "not committed");
 	CHECK(!ls_snapshot_stats(snap, &st), "stats");
