@@ -208,6 +208,8 @@ static int ms_write_pages(struct ls_sink *sink, uint32_t region,
 		ms_gate(s);
 	if (s->delay_us)
 		sleep_us(s->delay_us);
+	if (s->delay_single_us && npages == 1)
+		sleep_us(s->delay_single_us);
 	before = atomic_fetch_add(&s->pages, npages);
 	if (s->fail_after >= 0 && before + npages > (uint64_t)s->fail_after &&
 	    (!s->fail_single_only || npages == 1)) {

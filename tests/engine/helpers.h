@@ -68,6 +68,7 @@ struct mem_sink {
 	int fail_err;
 	bool fail_single_only; /* only fail 1-page writes (fault path) */
 	unsigned delay_us;     /* per write_pages call */
+	unsigned delay_single_us; /* per 1-page call (a write-first fault) */
 	int start_err, commit_err; /* injected into start / commit */
 	pthread_mutex_t err_lock;
 	/* Gate: calls wait for the snapshot's first fault (see ms_gate). */
