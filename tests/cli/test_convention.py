@@ -136,6 +136,25 @@ class Convention(unittest.TestCase):
             p = run("verify", *args)
             self.assertEqual((p.returncode, p.stdout), (0, ref.stdout), args)
 
+    def test_verify_check_any_order(self):
+        ref = run("verify", "--all", "--json", self.snap)
+        self.assertEqual(ref.returncode, 0, ref.stderr)
+        for args in ([self.snap, "-j", "-a"], ["-aj", self.snap],
+                     ["--json", self.snap, "--all", "-q"]):
+            p = run("verify", *args)
+            self.assertEqual((p.returncode, p.stdout), (0, ref.stdout), args)
+        ref = run("check", "--json", "--feature", "tcg", "-f", "wp-anon")
+        self.assertEqual(ref.returncode, 0, ref.stderr)
+        for args in (["-f", "tcg", "--json", "-f", "wp-anon"],
+                     ["--feature=tcg", "-f", "wp-anon", "-j"]):
+            p = run("check", *args)
+            self.assertEqual((p.returncode, p.stdout), (0, ref.stdout), args)
+        out = os.path.join(self.dir, "out")
+        for args in (["--", self.snap, "vm-state", out],
+                     [self.snap, "vm-state", "--", out]):
+            p = run("blob", *args)
+            self.assertEqual((p.returncode, p.stderr), (0, b""), args)
+
     def test_double_dash_ends_options(self):
         # files named like options, reached only after `--`
         for name in ("--help", "-j"):
