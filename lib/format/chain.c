@@ -25,7 +25,8 @@ struct ls_chain {
 	char error[LS_ERRMSG_MAX];
 };
 
-static void chain_failv(char *buf, size_t len, const char *fmt, va_list ap)
+static __attribute__((format(printf, 3, 0))) void
+chain_failv(char *buf, size_t len, const char *fmt, va_list ap)
 {
 	if (buf && len)
 		vsnprintf(buf, len, fmt, ap);
