@@ -1348,8 +1348,13 @@ def tl_path(outdir, r):
 
 def write_outputs(outdir, meta, results):
     """latency.png, logs/*.tl.gz, results.json and results.md."""
-    plot(results, os.path.join(outdir, 'latency.png'))
-    plot_zoom(results, os.path.join(outdir, 'latency-zoom.png'))
+    try:
+        plot(results, os.path.join(outdir, 'latency.png'))
+        plot_zoom(results, os.path.join(outdir, 'latency-zoom.png'))
+    except ImportError as e:  # the numbers must not be lost for a plot
+        print('bench: no plots (%s): scripts/install-deps.sh --bench, '
+              'then run.py --render --outdir %s' % (e, outdir),
+              file=sys.stderr)
     for r in results:       # raw timelines: logs/, not results.json
         tl = r.pop('timeline', None)
         if tl:
