@@ -88,6 +88,13 @@ struct ls_snapshot {
 	bool track, delta;
 	size_t granule; /* opts.track_granule */
 	bool tracker_ref; /* begin took the fault service for tracking */
+	/*
+	 * Threads are started by create, not inside begin's pause: the
+	 * writer waits for begin (or a cancel before it), and the fault
+	 * service is held from create until begin took its own reference.
+	 */
+	bool svc_warm;	  /* create's reference on the fault service */
+	bool setup_cancel; /* under lock: cancelled before begin */
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	int64_t spin_ns;
 	uint32_t nregions;

@@ -4,6 +4,7 @@
  * messages, snapshot bookkeeping (blobs, one per context, zero pages) and
  * the stall histogram.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -273,6 +274,69 @@ static void test_idle_snapshot(void **state)
 	mem_unmap(&sh);
 }
 
+static int threads_now(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	CHECK(d, "opendir /proc/self/task");
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/*
+ * A snapshot starts its writer and fault threads at create (out of the
+ * caller's pause, see snap_start_threads); one that never begins must
+ * still end them: destroyed, cancelled then destroyed, or left to
+ * ls_ctx_destroy, and a begin after a cancel is refused.
+ */
+static void test_never_begun(void **state)
+{
+	struct test_mem m;
+	int base;
+
+	(void)state;
+	mem_map(&m, MEM_ANON_4K, 2 * MB);
+	base = threads_now();
+	for (int way = 0; way < 3; way++) {
+		struct ls_ctx *ctx = ctx_new();
+		struct mem_sink *s = mem_sink_new();
+		struct ls_snapshot *snap;
+
+		CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
+		CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap),
+		      "create: %s", ls_ctx_error(ctx));
+		CHECK(threads_now() > base, "create started no thread");
+		if (way == 1) {
+			ls_snapshot_cancel(snap);
+			CHECK(ls_snapshot_begin(snap) == -EINVAL,
+			      "begin after cancel");
+			CHECK(ls_snapshot_wait(snap) == -ECANCELED, "wait");
+		}
+		if (way == 2) { /* the context goes first */
+			ls_ctx_destroy(ctx);
+			CHECK(threads_now() == base,
+			      "ls_ctx_destroy left %d threads",
+			      threads_now() - base);
+			ls_snapshot_destroy(snap);
+		} else {
+			ls_snapshot_destroy(snap);
+			CHECK(threads_now() == base,
+			      "way %d: destroy left %d threads", way,
+			      threads_now() - base);
+			ls_ctx_destroy(ctx);
+		}
+		CHECK(s->aborted && !s->committed && s->destroyed,
+		      "way %d: sink aborted %d committed %d", way, s->aborted,
+		      s->committed);
+		mem_sink_free(s);
+	}
+	mem_unmap(&m);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -282,6 +346,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_mixed_types),
 		cmocka_unit_test(test_hist_percentile),
 		cmocka_unit_test(test_idle_snapshot),
+		cmocka_unit_test(test_never_begun),
 	};
 
 	if (argc > 1)
