@@ -56,10 +56,14 @@ class Incremental(SnapTest, unittest.TestCase):
         info = self.info(self.path("d3.snap"))
         self.assertEqual([f["id"] for f in info["chain"]], ids)
         full = self.info(self.path("base.snap"))
-        # An exact delta holds the working set written since, not all of
-        # RAM (those by 2 MiB blocks hold whole blocks, zero pages too).
+        # An exact delta holds the working set written since (2 vCPUs x
+        # 16 MiB, and the guest kernel's few pages), not all of RAM (those
+        # by 2 MiB blocks hold whole blocks, zero pages too). Not the
+        # base's non-zero count: a slow guest may not have written all
+        # of its working set before the base, and all of it before d1.
+        self.assertLessEqual(info["chain"][1]["pages"], 2 * 4096 + 1024)
         self.assertLess(info["chain"][1]["pages"],
-                        full["regions"][0]["pages_nonzero"])
+                        full["regions"][0]["pages"] // 4)
         vm.stop()
 
         # The last of the chain, restored both ways, continues from there.

@@ -285,6 +285,10 @@ int tcg_engine_create(struct vcpu *vcpu, char *err)
 	uc_err e;
 	int ret;
 
+	/* Unicorn loads while the VMM maps RAM and restores memory. */
+	ret = tcg_uc_ready(err);
+	if (ret)
+		return ret;
 	tcg_engine_destroy(vcpu);
 	e = uc_open(UC_ARCH_X86, UC_MODE_64, &uc);
 	if (e)

@@ -8,8 +8,9 @@
  * and a lazy restore's time to a running guest) whether it ran TCG or
  * not. So the binary does not link it: the TCG backend dlopen()s it on
  * a thread of its own as soon as TCG is chosen (tcg_uc_preload), while
- * the VMM maps RAM and reads the snapshot, and waits for it only when it
- * builds its first engine (tcg_uc_ready).
+ * the VMM maps RAM and reads the snapshot (a lazy restore's memory is
+ * set up by then too), and waits for it only when it builds its first
+ * engine (tcg_uc_ready).
  *
  * The functions below carry Unicorn's own names and prototypes (from
  * <unicorn/unicorn.h>), so the backend calls them as it would the
@@ -135,11 +136,16 @@ int tcg_uc_ready(char *err)
 }
 
 /*
- * The forwarders. Only reached after tcg_uc_ready() returned 0 (the VM's
- * init calls it before any engine exists).
+ * The forwarders. uc_open waits for the load; the others need an engine
+ * and so come after it.
  */
+/* Every engine starts here: wait for the load (cheap once done). */
 uc_err uc_open(uc_arch arch, uc_mode mode, uc_engine **uc)
 {
+	char err[VMM_ERR_MAX];
+
+	if (tcg_uc_ready(err))
+		return UC_ERR_HANDLE; /* tcg_engine_create said why */
 	return uc_lib.uc_open(arch, mode, uc);
 }
 

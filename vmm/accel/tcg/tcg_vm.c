@@ -61,10 +61,13 @@ static int tcg_vm_init(struct vm *vm, char *err)
 {
 	struct tcg_vm *t;
 	pthread_condattr_t ca;
-	int e = tcg_uc_ready(err);
 
-	if (e)
-		return e;
+	/*
+	 * Unicorn is still loading (tcg_uc_preload); the first engine
+	 * waits for it, so the VM's RAM and a restore's memory are set up
+	 * meanwhile. A backend chosen without accel_select starts it here.
+	 */
+	tcg_uc_preload();
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return vmm_fail(err, ENOMEM, "TCG VM");
