@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Full against incremental live snapshots of a VM (livesnap run, the
+built-in guest writing a working set), and restore from chains.
+
+usage: incremental.py [--build DIR] [--mem 4G] [--ws-mib 256] [--cpus 1]
+                      [--deltas 16] [--full 3] [--interval 2]
+                      [--granule BYTES] [--accel tcg|kvm] [--dir /var/tmp]
+
+Per snapshot: the pause (x-livesnap downtime), bytes written, snapshot
+time, guest page writes per second in the interval before it and during
+it (from the guest's own counters, query-livesnap-guest). Then restores
+of the chain ending at file 1, 4 and 16, eager and lazy (to the last
+page), from query-livesnap-restore. Markdown on stdout.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "pylib"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--mem", default="4G")
+    ap.add_argument("--ws-mib", type=int, default=256)
+    ap.add_argument("--cpus", type=int, default=1)
+    ap.add_argument("--deltas", type=int, default=16)
+    ap.add_argument("--full", type=int, default=3)
+    ap.add_argument("--interval", type=float, default=2.0)
+    ap.add_argument("--granule", type=int, default=0)
+    ap.add_argument("--accel", default="tcg")
+    ap.add_argument("--dir", default="/var/tmp")
+    a = ap.parse_args()
+    os.environ["LIVESNAP"] = os.path.abspath(
+        os.path.join(a.build, "cli", "livesnap"))
+    os.environ["LS_ACCEL"] = a.accel
+    import lsvm  # after LIVESNAP is set
+
+    work = tempfile.mkdtemp(prefix="bench-inc-", dir=a.dir)
+    vms = []
+
+    def vm(name, *args):
+        v = lsvm.VM(*args, workdir=work, name=name)
+        vms.append(v)
+        return v.start()
+
+    def writes(v):
+        return sum(v.writes())
+
+    def snap(v, path, inc):
+        w0, t0 = writes(v), time.monotonic()
+        v.migrate("file:" + path, extra={
+            "x-livesnap-incremental": inc,
+            "x-livesnap-track-granule": a.granule})
+        info = v.wait_migration(timeout=1200)
+        assert info["status"] == "completed", info
+        during = (writes(v) - w0) / (time.monotonic() - t0)
+        x = info["x-livesnap"]
+        return (x["downtime-ns"] / 1e6, x["total-ns"] / 1e6,
+                info["ram"]["normal-bytes"] / 2**20, during, x)
+
+    def interval(v):
+        w0, t0 = writes(v), time.monotonic()
+        time.sleep(a.interval)
+        return (writes(v) - w0) / (time.monotonic() - t0)
+
+    try:
+        print("VM: %s, %d vCPU, working set %d MiB per vCPU, %s, interval "
+              "%.1f s, track granule %d\n" % (a.mem, a.cpus, a.ws_mib,
+                                              a.accel, a.interval, a.granule))
+        src = vm("src", *lsvm.run_args(cpus=a.cpus, mem=a.mem,
+                                       ws_mib=a.ws_mib))
+        src.wait_guest(min_gens=[1000] * a.cpus, timeout=600)
+        print("| snapshot | pause ms | total ms | MiB written | guest "
+              "writes/s before | during |\n|---|---:|---:|---:|---:|---:|")
+        full_rates, inc_rates = [], []
+        for k in range(a.full):
+            before = interval(src)
+            p = os.path.join(work, "full.snap")
+            pause, total, mib, during, _ = snap(src, p, False)
+            os.unlink(p)
+            full_rates.append(before)
+            print("| full %d | %.2f | %.0f | %.1f | %.0f | %.0f |"
+                  % (k, pause, total, mib, before, during))
+            sys.stdout.flush()
+        paths = []
+        for k in range(a.deltas + 1):
+            before = interval(src)
+            p = os.path.join(work, "c%02d.snap" % k)
+            pause, total, mib, during, x = snap(src, p, True)
+            assert x["delta"] == (k > 0), x
+            paths.append(p)
+            if k:
+                inc_rates.append(before)
+            print("| %s %d | %.2f | %.0f | %.1f | %.0f | %.0f |"
+                  % ("delta" if k else "tracked full", k, pause, total, mib,
+                     before, during))
+            sys.stdout.flush()
+        src.stop()
+        if full_rates[1:] and inc_rates:
+            f = sum(full_rates[1:]) / len(full_rates[1:])
+            i = sum(inc_rates) / len(inc_rates)
+            print("\nguest writes/s between snapshots: %.0f untracked, "
+                  "%.0f tracked (%+.1f%%)" % (f, i, 100 * (i / f - 1)))
+        print("\n| restore, chain of | eager ms | lazy ms (to the last "
+              "page) |\n|---:|---:|---:|")
+        for n in (1, 4, 16):
+            if n > len(paths):
+                break
+            res = []
+            for mode in ("eager", "lazy"):
+                r = vm("r%d%s" % (n, mode), *lsvm.run_args(
+                    mem=None, restore=paths[n - 1], mode=mode))
+                for _ in range(6000):
+                    q = r.qmp.cmd("query-livesnap-restore")
+                    if q["complete"]:
+                        break
+                    time.sleep(0.1)
+                res.append(q["restore-time-ns"] / 1e6 if mode == "eager"
+                           else q["lazy-elapsed-ns"] / 1e6)
+                r.stop()
+            print("| %d | %.0f | %.0f |" % (n, res[0], res[1]))
+            sys.stdout.flush()
+    finally:
+        for v in vms:
+            try:
+                v.kill()
+            except Exception:
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
