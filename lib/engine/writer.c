@@ -658,6 +658,52 @@ static bool fault_capture_thp(struct ls_snapshot *snap, struct snap_region *sr,
  * not written since begin: record the write and release it. Even after a
  * failure nothing is left to a final lift: tracking goes on.
  */
+static bool pg_busy(const struct snap_region *sr, uint64_t page)
+{
+	uint8_t st = pg_load(sr, page);
+
+	return st == PG_PENDING || st == PG_CLAIMED;
+}
+
+/*
+ * track_granule: a write to a page that needs no capture releases (and
+ * records) every page of its block that needs none either, in runs; pages
+ * still to be captured stay protected. States never go back to PENDING,
+ * so a page seen captured or clean here stays releasable.
+ */
+static void fault_release_block(struct ls_snapshot *snap,
+				struct snap_region *sr, uint64_t page)
+{
+	uint64_t per = snap->granule / sr->ps;
+	uint64_t first = page - page % per, end = first + per, run;
+	int ret;
+
+	if (end > sr->npages)
+		end = sr->npages;
+	for (uint64_t p = first; p < end; p = run) {
+		if (pg_busy(sr, p)) {
+			run = p + 1;
+			continue;
+		}
+		for (run = p + 1; run < end && !pg_busy(sr, run); run++)
+			;
+		for (uint64_t q = p; q < run; q++)
+			ls_track_mark(snap->ctx, sr->idx, q);
+		ret = ls_uffd_wp(snap->ctx->uffd, sr->base + p * sr->ps,
+				 (run - p) * sr->ps, false);
+		if (ret) {
+			atomic_store(&snap->ctx->track.broken, true);
+			snap_fail(snap, ret,
+				  "ioctl(UFFDIO_WRITEPROTECT) releasing a block of region '%s': %s",
+				  snap->layout[sr->idx].name, strerror(-ret));
+			ls_uffd_wake(snap->ctx->uffd, sr->base + page * sr->ps,
+				     sr->ps);
+		}
+		for (uint64_t q = p; q < run; q++)
+			pg_store(sr, q, PG_RELEASED);
+	}
+}
+
 static void fault_tracked(struct ls_snapshot *snap, struct snap_region *sr,
 			  uint64_t page)
 {
@@ -672,7 +718,10 @@ static void fault_tracked(struct ls_snapshot *snap, struct snap_region *sr,
 			continue;
 		}
 		if (st != PG_PENDING) {
-			fault_release(snap, sr, page);
+			if (snap->granule > sr->ps)
+				fault_release_block(snap, sr, page);
+			else
+				fault_release(snap, sr, page);
 			return;
 		}
 		if (!pg_claim(sr, page))
