@@ -667,6 +667,12 @@ static void *snap_thread(void *arg)
 	enum vm_snap_status end;
 	int ret = 0, xret;
 
+	/*
+	 * The 'setup' event comes from here, before this thread can reach
+	 * 'active': sent by the starting thread, it raced the two.
+	 */
+	if (s->event_fn)
+		s->event_fn(s->event_opaque, VM_SNAP_SETUP);
 	if (s->restore)
 		ret = vm_restore_wait_memory(s->restore, err);
 	pthread_mutex_lock(&s->lock);
@@ -800,8 +806,6 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	}
 	s->thread_live = true;
 	pthread_mutex_unlock(&s->lock);
-	if (s->event_fn)
-		s->event_fn(s->event_opaque, VM_SNAP_SETUP);
 	return 0;
 fail:
 	pthread_mutex_unlock(&s->lock);
