@@ -31,6 +31,10 @@ struct ls_region {
 	 */
 	int file_fd;
 	uint64_t file_off; /* shmem: the file offset of the region's start */
+	/* Shared file-backed (one file): which file, to find its aliases. */
+	bool shared_file;
+	char dev[16];
+	unsigned long long inode;
 	/*
 	 * Anonymous, THP-eligible, and the kernel maps the huge zero page:
 	 * ls_snapshot_create() pre-faults it (see prefault_huge_zero()).
@@ -142,6 +146,8 @@ int ls_svc_get(struct ls_ctx *ctx); /* ctx->lock held */
 void ls_svc_put(struct ls_ctx *ctx); /* ctx->lock held */
 void ls_svc_quiesce(struct ls_ctx *ctx);
 int ls_region_find(const struct ls_ctx *ctx, uint64_t addr);
+/* -EBUSY (message set) if a region's pages are mapped writable elsewhere. */
+int ls_regions_check_aliases(struct ls_ctx *ctx); /* ctx->lock held */
 /* The index of a region under lazy restore, or -1. */
 int ls_ctx_restoring(const struct ls_ctx *ctx);
 

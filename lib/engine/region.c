@@ -35,6 +35,8 @@ struct backing {
 	uint64_t file_off;           /* of the region's start */
 	bool all_thp;                /* every mapping may use huge pages */
 	bool shared;                 /* the first mapping is MAP_SHARED */
+	char dev[16];                /* the first mapping's file */
+	unsigned long long inode;
 };
 
 static const char *const mem_type_names[] = {
@@ -127,6 +129,8 @@ static void backing_track(struct backing *bk, const struct vma *prev,
 	if (!prev) {
 		bk->one_file = cur->inode != 0;
 		bk->shared = cur->perms[3] == 's';
+		snprintf(bk->dev, sizeof(bk->dev), "%s", cur->dev);
+		bk->inode = cur->inode;
 		bk->vma_start = cur->start;
 		bk->vma_end = cur->end;
 		bk->file_off = cur->pgoff + (start - cur->start);
@@ -348,6 +352,9 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 	if (info.type == LS_MEM_SHMEM)
 		reg->seek_fd = reg->file_fd;
 	reg->file_off = bk.file_off;
+	reg->shared_file = info.type != LS_MEM_ANON && bk.one_file && bk.shared;
+	snprintf(reg->dev, sizeof(reg->dev), "%s", bk.dev);
+	reg->inode = bk.inode;
 	reg->thp_zero = info.type == LS_MEM_ANON && bk.all_thp &&
 			huge_zero_page_enabled();
 	if (reg->thp_zero)
@@ -398,6 +405,75 @@ int ls_region_remove(struct ls_ctx *ctx, int region)
 	ctx->nregions--;
 out:
 	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+/*
+ * Whether the part [s, e) of a mapping of the region's file at file offset
+ * off (for s) maps any of the region's own file pages.
+ */
+static bool maps_region_pages(const struct ls_region *reg, uint64_t s,
+			      uint64_t e, uint64_t off)
+{
+	return s < e && off < reg->file_off + reg->info.len &&
+	       reg->file_off < off + (e - s);
+}
+
+/*
+ * A writable shared mapping of the file behind a region, other than the
+ * region itself, that maps some of the same pages: the line's parts before
+ * and after the region's own range.
+ */
+static bool is_alias(const struct ls_region *reg, const struct vma *v)
+{
+	uint64_t rs = (uint64_t)(uintptr_t)reg->info.addr;
+	uint64_t re = rs + reg->info.len;
+	uint64_t cut1 = v->end < rs ? v->end : (v->start > rs ? v->start : rs);
+	uint64_t cut2 = v->start > re ? v->start : (v->end < re ? v->end : re);
+
+	if (!reg->shared_file || v->perms[1] != 'w' || v->perms[3] != 's' ||
+	    v->inode != reg->inode || strcmp(v->dev, reg->dev))
+		return false;
+	return maps_region_pages(reg, v->start, cut1, v->pgoff) ||
+	       maps_region_pages(reg, cut2, v->end,
+				 v->pgoff + (cut2 - v->start));
+}
+
+/*
+ * Writes through a second mapping of a region's pages (a VMM's device
+ * backend, a second region of the same file) do not fault on the region's
+ * mapping and escape write protection. Another process's mapping cannot be
+ * seen from here (docs/api.md).
+ */
+int ls_regions_check_aliases(struct ls_ctx *ctx)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	bool any = false;
+	struct vma v;
+	int ret = 0;
+	FILE *f;
+
+	for (int r = 0; r < ctx->nregions; r++)
+		any |= ctx->regions[r].shared_file;
+	if (!any)
+		return 0;
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return ls_err(ctx, errno, "open /proc/self/maps: %s",
+			      strerror(errno));
+	while (!ret && getline(&line, &cap, f) >= 0) {
+		if (!vma_parse_header(line, &v))
+			continue;
+		for (int r = 0; r < ctx->nregions && !ret; r++)
+			if (is_alias(&ctx->regions[r], &v))
+				ret = ls_err(ctx, EBUSY,
+					     "region '%s': its pages are also mapped writable at 0x%" PRIx64 "-0x%" PRIx64 " (%s): writes there would escape write protection; unmap that mapping or make it read-only while snapshots run",
+					     ctx->regions[r].info.name, v.start,
+					     v.end, v.path);
+	}
+	free(line);
+	fclose(f);
 	return ret;
 }
 

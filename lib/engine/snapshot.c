@@ -456,6 +456,8 @@ int ls_snapshot_create(struct ls_ctx *ctx, struct ls_sink *sink,
 		snap->delta = o->delta;
 		new_id(snap);
 		ret = delta_check(snap, ctx);
+		if (!ret)
+			ret = ls_regions_check_aliases(ctx);
 		if (!ret) {
 			prepare_huge_pages(ctx);
 			ret = snap_init(snap, ctx, o);

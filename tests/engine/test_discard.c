@@ -278,6 +278,83 @@ OP_TEST(munmap, OP_MUNMAP)
 OP_TEST(mremap, OP_MREMAP)
 OP_TEST(mprotect, OP_MPROTECT)
 
+/*
+ * A second writable mapping of a region's memfd pages (a device backend's
+ * view, say) is refused at create with a message naming it; a read-only
+ * one, or none, is fine. Two regions of the same pages are aliases too.
+ */
+static void alias_case(enum mem_kind kind)
+{
+	struct mem_sink *s = mem_sink_new();
+	char err[LS_ERRMSG_MAX], want[64];
+	struct ls_snapshot *snap = NULL;
+	unsigned char *alias, *ref;
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	int ret;
+
+	mem_map(&m, kind, REGION);
+	fill_random(m.addr, m.len, m.page_size, 100, 4);
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
+	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
+	      ls_ctx_error(ctx));
+	/* A writable view of the second half: refused. */
+	alias = mmap(NULL, REGION / 2, PROT_READ | PROT_WRITE, MAP_SHARED,
+		     m.fd, REGION / 2);
+	CHECK(alias != MAP_FAILED, "mmap alias: %s", strerror(errno));
+	ret = ls_snapshot_create(ctx, &s->base, NULL, &snap);
+	snprintf(want, sizeof(want), "0x%lx-", (unsigned long)(uintptr_t)alias);
+	CHECK(ret == -EBUSY && !snap, "%s: create with an alias returned %d",
+	      mem_kind_name(kind), ret);
+	CHECK(strstr(ls_ctx_error(ctx), "region 'ram'") &&
+		      strstr(ls_ctx_error(ctx), want) &&
+		      strstr(ls_ctx_error(ctx), "escape write protection"),
+	      "message '%s' does not name the alias at %s", ls_ctx_error(ctx),
+	      want);
+	CHECK(s->destroyed, "sink not destroyed after a refused create");
+	/* Read-only: nothing can be written through it; exact. */
+	CHECK(!mprotect(alias, REGION / 2, PROT_READ), "mprotect: %s",
+	      strerror(errno));
+	mem_sink_free(s);
+	s = mem_sink_new();
+	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
+	      ls_ctx_error(ctx));
+	ref = malloc(m.len);
+	CHECK(ref, "out of memory");
+	memcpy(ref, m.addr, m.len);
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	memset(m.addr + REGION / 2, 0x11, 4096); /* through the region */
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	mem_sink_expect(s, 0, ref, m.len);
+	CHECK(alias[0] == 0x11, "the read-only view does not show the write");
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	munmap(alias, REGION / 2);
+	/* The same pages registered twice: refused as well. */
+	alias = mmap(NULL, REGION / 2, PROT_READ | PROT_WRITE, MAP_SHARED,
+		     m.fd, 0);
+	CHECK(alias != MAP_FAILED, "mmap: %s", strerror(errno));
+	CHECK(ls_region_add(ctx, "again", alias, REGION / 2) == 1, "add: %s",
+	      ls_ctx_error(ctx));
+	s = mem_sink_new();
+	ret = ls_snapshot_create(ctx, &s->base, NULL, &snap);
+	CHECK(ret == -EBUSY, "create with two regions of the same pages: %d",
+	      ret);
+	CHECK(!ls_region_remove(ctx, 1), "remove: %s", ls_ctx_error(ctx));
+	munmap(alias, REGION / 2);
+	mem_sink_free(s);
+	ls_ctx_destroy(ctx);
+	free(ref);
+	mem_unmap(&m);
+}
+
+static void test_alias(void **state)
+{
+	(void)state;
+	alias_case(MEM_MEMFD);
+	alias_case(MEM_MEMFD_HUGE);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -288,6 +365,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_munmap),
 		cmocka_unit_test(test_mremap),
 		cmocka_unit_test(test_mprotect),
+		cmocka_unit_test(test_alias),
 	};
 
 	if (argc > 1)
