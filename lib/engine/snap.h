@@ -103,6 +103,7 @@ struct ls_snapshot {
 	uint64_t pages_total;
 	size_t max_ps;
 	int pid; /* ours, for process_vm_readv of live memory */
+	bool no_vm_readv; /* refused (seccomp): the writer memcpys */
 
 	atomic_int state; /* enum ls_snapshot_state */
 	atomic_bool stop; /* failed or cancelled: stop capturing */

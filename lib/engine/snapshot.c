@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "snap.h"
@@ -385,6 +386,19 @@ static void *snap_writer_wait(void *arg)
 }
 
 /*
+ * The writer reads live memory with process_vm_readv (writer.c). A seccomp
+ * policy may refuse it (some container defaults do): then memcpy, and an
+ * unmapped range kills the process as it would any reader (docs/api.md).
+ */
+static bool vm_readv_works(int pid)
+{
+	uint64_t from = 1, to = 0;
+	struct iovec l = {&to, sizeof(to)}, r = {&from, sizeof(from)};
+
+	return process_vm_readv(pid, &l, 1, &r, 1, 0) == sizeof(to) && to == 1;
+}
+
+/*
  * Thread creation stays out of the caller's pause: the first one of a
  * process maps and faults a fresh stack, 2-5 ms measured on a loaded
  * 2-CPU machine (tens of us once glibc caches stacks). So create starts
@@ -394,8 +408,11 @@ static void *snap_writer_wait(void *arg)
 static int snap_start_threads(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
 	pthread_t writer;
-	int ret = ls_svc_get(ctx);
+	int ret;
 
+	snap->pid = getpid();
+	snap->no_vm_readv = !vm_readv_works(snap->pid);
+	ret = ls_svc_get(ctx);
 	if (ret)
 		return ret;
 	ret = pthread_create(&writer, NULL, snap_writer_wait, snap);
@@ -798,7 +815,6 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 		ret = populate_if_needed(snap, ctx);
 	if (ret)
 		goto out;
-	snap->pid = getpid();
 	files_note(snap);
 	atomic_store(&ctx->svc.spin_ns, snap->spin_ns);
 	atomic_store(&ctx->armed, snap);
