@@ -375,6 +375,16 @@ int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES]);
 int ls_track_stop(struct ls_ctx *ctx);
 
 /*
+ * Marks [addr, addr + len) (within one region, whole pages) as changed
+ * since the last tracked begin, so that the next delta holds it: for
+ * changes the engine cannot see, such as writes through the memfd's own
+ * descriptor or another process, or a shmem/hugetlb page discarded and
+ * then read back (docs/api.md). -ENOENT when not tracking, -EINVAL for a
+ * range outside the regions.
+ */
+int ls_track_dirty(struct ls_ctx *ctx, const void *addr, size_t len);
+
+/*
  * True when the next snapshot can be a delta; parent (may be NULL) gets
  * the id it would be a delta of.
  */

@@ -82,6 +82,11 @@ struct ls_track {
 	_Atomic uint64_t granule;
 	/* One bit per page of each region; written by the fault service. */
 	_Atomic(_Atomic uint64_t *) dirty[LS_MAX_REGIONS];
+	/*
+	 * Shmem and hugetlbfs regions: one bit per page that held data at the
+	 * last tracked begin (see ls_track_rescan()); NULL for anonymous ones.
+	 */
+	uint64_t *held[LS_MAX_REGIONS];
 };
 
 struct ls_ctx {
@@ -170,6 +175,15 @@ void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr);
 void ls_track_off(struct ls_ctx *ctx);
 /* Turns tracking on with the given (fresh) sets (ctx->lock held). */
 int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
+/*
+ * At a delta's begin (ctx->lock held, writers quiesced), before its pages
+ * are taken: adds to the dirty sets the pages that changed without a write
+ * fault (discards) since the last tracked begin, and makes now the new
+ * reference. 0, or -errno with the message set.
+ */
+int ls_track_rescan(struct ls_ctx *ctx);
+/* At a tracked full begin or ls_track_start: notes the reference only. */
+int ls_track_note(struct ls_ctx *ctx);
 
 /* restore.c: called by the fault service for a missing fault. */
 void ls_restore_fault(struct ls_restore *r, uint64_t addr);

@@ -365,7 +365,7 @@ static int delta_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
 			      "snapshot: a delta needs a previous snapshot taken with tracking (track) or ls_track_start(); none is tracked");
 	if (atomic_load(&ctx->track.broken))
 		return ls_err(ctx, ESTALE,
-			      "snapshot: write tracking was lost (an un-protect failed); take a full snapshot");
+			      "snapshot: write tracking was lost (an un-protect or the check for discarded pages failed); take a full snapshot");
 	memcpy(snap->parent, ctx->track.parent, LS_ID_BYTES);
 	return 0;
 }
@@ -828,8 +828,12 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 		snap->tracker_ref = true;
 	}
 	t0 = ls_now_ns();
-	if (snap->delta)
+	if (snap->delta) {
+		ret = ls_track_rescan(ctx);
+		if (ret)
+			goto out_svc;
 		delta_pending(snap, ctx);
+	}
 	ret = snap->delta ? arm_dirty(snap, ctx) : arm_all(snap, ctx);
 	if (ret) {
 		if (!snap->delta) /* arm_all lifted what it had armed */
@@ -838,6 +842,10 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	}
 	if (snap->track || snap->delta || atomic_load(&ctx->track.on))
 		take_sets(snap, ctx);
+	/* A full snapshot restarts tracking: what its pages hold is the
+	 * reference for the next delta (a delta's rescan renewed it). */
+	if (snap->track && !snap->delta && ls_track_note(ctx))
+		atomic_store(&ctx->track.broken, true);
 	atomic_store(&snap->begin_ns, t0);
 	atomic_store(&snap->arm_ns, ls_now_ns() - t0);
 	pthread_mutex_lock(&snap->lock);

@@ -17,9 +17,12 @@
  * time. docs/engine.md has the numbers.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -86,12 +89,21 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 	return 0;
 }
 
+static void free_held(struct ls_ctx *ctx)
+{
+	for (int r = 0; r < LS_MAX_REGIONS; r++) {
+		free(ctx->track.held[r]);
+		ctx->track.held[r] = NULL;
+	}
+}
+
 void ls_track_off(struct ls_ctx *ctx)
 {
 	if (!atomic_load(&ctx->track.on))
 		return;
 	atomic_store(&ctx->track.on, false);
 	swap_sets(ctx, NULL);
+	free_held(ctx);
 	ctx->track.has_parent = false;
 	ls_svc_put(ctx);
 }
@@ -168,6 +180,8 @@ int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES])
 		goto out;
 	}
 	ret = protect_all(ctx, true);
+	if (!ret)
+		ret = ls_track_note(ctx);
 	if (ret) {
 		protect_all(ctx, false);
 		ls_track_off(ctx);
@@ -198,6 +212,43 @@ int ls_track_stop(struct ls_ctx *ctx)
 	return ret;
 }
 
+int ls_track_dirty(struct ls_ctx *ctx, const void *addr, size_t len)
+{
+	uint64_t start = (uint64_t)(uintptr_t)addr, base, ps;
+	const struct ls_region_info *info;
+	int r, ret = 0;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	r = ls_region_find(ctx, start);
+	if (r < 0 || !len) {
+		ret = ls_err(ctx, EINVAL,
+			     "ls_track_dirty: %p (+%zu) is not in a region",
+			     addr, len);
+		goto out;
+	}
+	info = &ctx->regions[r].info;
+	base = (uint64_t)(uintptr_t)info->addr;
+	ps = info->page_size;
+	if (len > info->len - (start - base) || (start | len) & (ps - 1)) {
+		ret = ls_err(ctx, EINVAL,
+			     "ls_track_dirty: %p (+%zu) is not whole %llu-byte pages of region '%s'",
+			     addr, len, (unsigned long long)ps, info->name);
+		goto out;
+	}
+	if (!atomic_load(&ctx->track.on) || !ctx->track.dirty[r]) {
+		ret = ls_err(ctx, ENOENT, "ls_track_dirty: writes are not tracked");
+		goto out;
+	}
+	for (uint64_t p = (start - base) / ps; p < (start - base + len) / ps;
+	     p++)
+		ls_track_mark(ctx, (uint32_t)r, p);
+out:
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
 bool ls_track_active(const struct ls_ctx *ctx, uint8_t parent[LS_ID_BYTES])
 {
 	struct ls_ctx *c = (struct ls_ctx *)ctx;
@@ -212,4 +263,232 @@ bool ls_track_active(const struct ls_ctx *ctx, uint8_t parent[LS_ID_BYTES])
 		memcpy(parent, c->track.parent, LS_ID_BYTES);
 	pthread_mutex_unlock(&c->lock);
 	return yes;
+}
+
+/* ------------------------------------------------------------------ */
+/* Changes without a write fault                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A discard changes memory without a write fault (its pages read zero
+ * afterwards), and tracking only sees faults. So each delta's begin looks
+ * for what a discard leaves behind since the last tracked begin:
+ *  - private anonymous memory loses its uffd-wp bit with its content: a
+ *    page that is not write-protected any more (not mapped at all, or
+ *    mapped again by a later read or write, without the bit) changed;
+ *  - shmem keeps a write-protect marker where a hole was punched
+ *    (fallocate, MADV_REMOVE): a page that held data at the last tracked
+ *    begin and is a hole now changed (SEEK_DATA/SEEK_HOLE on its file);
+ *  - hugetlbfs keeps the marker too: a page mapped at the last tracked
+ *    begin and not mapped now changed (pagemap).
+ * What this cannot see: a shmem or hugetlb page discarded and read back
+ * (the read maps a fresh zero page under the marker) before the next
+ * snapshot. docs/api.md puts that under "must avoid", and
+ * ls_track_dirty() lets the caller say so.
+ */
+
+static void bits_set(uint64_t *bits, uint64_t a, uint64_t b)
+{
+	for (uint64_t p = a; p < b; p++)
+		bits[p / 64] |= 1ull << (p % 64);
+}
+
+/* PAGEMAP_SCAN's categories of one /proc/self/pagemap entry. */
+static uint64_t entry_categories(uint64_t e)
+{
+	uint64_t cat = 0;
+
+	if (e & (1ull << 63))
+		cat |= PAGE_IS_PRESENT;
+	else if (e & (1ull << 62))
+		cat |= PAGE_IS_SWAPPED;
+	if (cat && !(e & (1ull << 57)))
+		cat |= PAGE_IS_WRITTEN;
+	return cat;
+}
+
+/* Kernels without PAGEMAP_SCAN: one pagemap entry per page. */
+static int read_matching(const struct ls_region *reg, uint64_t inverted,
+			 uint64_t mask, uint64_t *out)
+{
+	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
+	uint64_t per = reg->info.page_size / LS_SMALL_PAGE, ent[512];
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	for (uint64_t p = 0; p < reg->npages && !ret;) {
+		/* small pages: 512 entries at a time; huge: the first of each */
+		uint64_t n = per == 1 ? reg->npages - p : 1;
+		off_t off = (off_t)((base / LS_SMALL_PAGE + p * per) * 8);
+
+		n = n > 512 ? 512 : n;
+		if (pread(fd, ent, n * 8, off) != (ssize_t)(n * 8)) {
+			ret = -EIO;
+			break;
+		}
+		for (uint64_t i = 0; i < n; i++, p++)
+			if (((entry_categories(ent[i]) ^ inverted) & mask) ==
+			    mask)
+				bits_set(out, p, p + 1);
+	}
+	close(fd);
+	return ret;
+}
+
+/*
+ * Sets in out the pages of a region whose categories, inverted as asked,
+ * hold every bit of mask.
+ */
+static int pages_matching(struct ls_ctx *ctx, const struct ls_region *reg,
+			  uint64_t inverted, uint64_t mask, uint64_t *out)
+{
+	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
+	uint64_t ps = reg->info.page_size, end = base + reg->info.len;
+	struct page_region vec[256];
+	struct pm_scan_arg arg = {0};
+	long got;
+
+	if (ctx->pagemap_fd < 0)
+		return read_matching(reg, inverted, mask, out);
+	arg.size = sizeof(arg);
+	arg.vec = (uint64_t)(uintptr_t)vec;
+	arg.vec_len = 256;
+	arg.category_inverted = inverted;
+	arg.category_mask = mask;
+	arg.return_mask = mask;
+	for (arg.start = base; arg.start < end; arg.start = arg.walk_end) {
+		arg.end = end;
+		got = ioctl(ctx->pagemap_fd, PAGEMAP_SCAN, &arg);
+		if (got < 0)
+			return -errno;
+		for (long i = 0; i < got; i++)
+			bits_set(out, (vec[i].start - base) / ps,
+				 (vec[i].end - base + ps - 1) / ps);
+		if (arg.walk_end <= arg.start)
+			break;
+	}
+	return 0;
+}
+
+/* A shmem region's pages that are data (not holes) in its file. */
+static int file_data(const struct ls_region *reg, uint64_t *out)
+{
+	off_t start = (off_t)reg->file_off, pos = start;
+	off_t end = start + (off_t)reg->info.len, ps = (off_t)reg->info.page_size;
+	off_t data, hole;
+
+	while (pos < end) {
+		data = lseek(reg->seek_fd, pos, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			return 0; /* holes to the end of the file */
+		if (data < 0)
+			return -errno;
+		if (data >= end)
+			return 0;
+		hole = lseek(reg->seek_fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		hole = hole > end ? end : hole;
+		bits_set(out, (uint64_t)((data - start) / ps),
+			 (uint64_t)((hole - start + ps - 1) / ps));
+		pos = hole;
+	}
+	return 0;
+}
+
+/* Shmem and hugetlbfs: the pages holding data now. */
+static int region_held(struct ls_ctx *ctx, const struct ls_region *reg,
+		       uint64_t *out)
+{
+	if (reg->seek_fd >= 0)
+		return file_data(reg, out);
+	return pages_matching(ctx, reg, 0, PAGE_IS_PRESENT, out);
+}
+
+/* Anonymous: the pages no longer write-protected (the dirty ones too). */
+static int region_unprotected(struct ls_ctx *ctx, const struct ls_region *reg,
+			      uint64_t *out)
+{
+	uint64_t mapped = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+	int ret = pages_matching(ctx, reg, mapped, mapped, out);
+
+	return ret ? ret : pages_matching(ctx, reg, 0, PAGE_IS_WRITTEN, out);
+}
+
+static int scan_failed(struct ls_ctx *ctx, const struct ls_region *reg,
+		       int ret)
+{
+	return ls_err(ctx, -ret,
+		      "tracking: looking for discarded pages in region '%s' (%s): %s",
+		      reg->info.name,
+		      reg->seek_fd >= 0 ? "lseek SEEK_DATA/SEEK_HOLE"
+					: "/proc/self/pagemap",
+		      strerror(-ret));
+}
+
+int ls_track_note(struct ls_ctx *ctx)
+{
+	for (int r = 0; r < ctx->nregions; r++) {
+		const struct ls_region *reg = &ctx->regions[r];
+		uint64_t *now;
+		int ret;
+
+		free(ctx->track.held[r]);
+		ctx->track.held[r] = NULL;
+		if (reg->info.type == LS_MEM_ANON)
+			continue;
+		now = calloc(1, ls_bitmap_bytes(reg->npages));
+		if (!now)
+			return ls_err(ctx, ENOMEM, "tracking: out of memory");
+		ret = region_held(ctx, reg, now);
+		if (ret) {
+			free(now);
+			return scan_failed(ctx, reg, ret);
+		}
+		ctx->track.held[r] = now;
+	}
+	return 0;
+}
+
+int ls_track_rescan(struct ls_ctx *ctx)
+{
+	for (int r = 0; r < ctx->nregions; r++) {
+		const struct ls_region *reg = &ctx->regions[r];
+		_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
+		uint64_t *held = ctx->track.held[r], *now, words;
+		bool anon = reg->info.type == LS_MEM_ANON;
+		int ret;
+
+		if (!set)
+			continue;
+		if (!anon && !held)
+			return ls_err(ctx, EINVAL,
+				      "tracking: region '%s' has no record of its pages at the last snapshot; take a full snapshot",
+				      reg->info.name);
+		words = ls_bitmap_bytes(reg->npages) / 8;
+		now = calloc(words, 8);
+		if (!now)
+			return ls_err(ctx, ENOMEM, "tracking: out of memory");
+		ret = anon ? region_unprotected(ctx, reg, now)
+			   : region_held(ctx, reg, now);
+		if (ret) {
+			free(now);
+			return scan_failed(ctx, reg, ret);
+		}
+		for (uint64_t w = 0; w < words; w++) {
+			uint64_t changed = anon ? now[w] : held[w] & ~now[w];
+
+			if (changed)
+				atomic_fetch_or_explicit(&set[w], changed,
+							 memory_order_relaxed);
+		}
+		if (anon) {
+			free(now);
+		} else {
+			free(held);
+			ctx->track.held[r] = now;
+		}
+	}
+	return 0;
 }

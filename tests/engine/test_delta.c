@@ -10,6 +10,7 @@
  * ls_track_start/stop and the refusals.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -204,6 +205,8 @@ struct chain {
 	size_t granule; /* opts.track_granule */
 	bool write_after; /* the next set is written after the snapshot */
 	uint64_t extra;	/* pages a granule added to deltas */
+	/* Pages known to be zero that the reference copy must not touch. */
+	const uint8_t *zeroed;
 };
 
 static void chain_open(struct chain *c, enum mem_kind kind)
@@ -289,6 +292,25 @@ static void check_delta(struct chain *c, struct mem_sink *s,
 }
 
 /*
+ * Memory at begin, read while the threads are stopped. A discarded shmem
+ * or hugetlb page is not read: a read would allocate it again.
+ */
+static void take_reference(struct chain *c)
+{
+	size_t ps = c->m.page_size;
+
+	if (!c->zeroed) {
+		memcpy(c->ref, c->m.addr, c->m.len);
+		return;
+	}
+	for (uint64_t p = 0; p < c->w.npages; p++)
+		if (c->zeroed[p])
+			memset(c->ref + p * ps, 0, ps);
+		else
+			memcpy(c->ref + p * ps, c->m.addr + p * ps, ps);
+}
+
+/*
  * One snapshot of the chain: stop the threads, take the reference, begin,
  * give the threads their next set, wait, check.
  */
@@ -309,7 +331,7 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(c->ctx));
 	CHECK(s->started, "sink not started");
 	setw_pause(&c->w);
-	memcpy(c->ref, c->m.addr, c->m.len);
+	take_reference(c);
 	ret = ls_snapshot_begin(snap);
 	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(c->ctx));
 	/*
@@ -422,6 +444,123 @@ static void test_chain_memfd_huge(void **state)
 {
 	(void)state;
 	run_chain(MEM_MEMFD_HUGE, CHAIN_SHORT);
+}
+
+/* ---------------- discards between snapshots ---------------- */
+
+/*
+ * A discard changes a page without a write fault. Between two snapshots of
+ * a chain, each way of discarding a page that the memory kind allows; the
+ * next delta must hold exactly those pages whose content changed (and
+ * then read zero, or what was written after), and base + deltas must equal
+ * memory at its begin. The delta after it must hold nothing: the checks
+ * find no page twice.
+ */
+enum discard {
+	DONTNEED,       /* madvise(MADV_DONTNEED), then nothing */
+	DONTNEED_READ,  /* ... then a read */
+	DONTNEED_WRITE, /* ... then a write (no fault for anonymous memory) */
+	DONTNEED_KEEPS, /* shmem: the file keeps the page: not in the delta */
+	REMOVE,         /* madvise(MADV_REMOVE) */
+	PUNCH,          /* fallocate(PUNCH_HOLE) on the file */
+	PUNCH_WRITE,    /* ... then a write */
+	PUNCH_READ,     /* ... then a read: unseen; ls_track_dirty says it */
+};
+
+static void discard(struct chain *c, uint64_t p, enum discard how,
+		    uint8_t *zeroed)
+{
+	size_t ps = c->m.page_size;
+	unsigned char *a = c->m.addr + p * ps;
+	int ret = 0;
+
+	if (how <= DONTNEED_KEEPS)
+		ret = madvise(a, ps, MADV_DONTNEED);
+	else if (how == REMOVE)
+		ret = madvise(a, ps, MADV_REMOVE);
+	else
+		ret = fallocate(c->m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)(p * ps), (off_t)ps);
+	CHECK(!ret, "discard %d of page %llu: %s", (int)how,
+	      (unsigned long long)p, strerror(errno));
+	if (how == DONTNEED_READ || how == PUNCH_READ)
+		CHECK(*(volatile unsigned char *)a == 0, "a discarded page reads non-zero");
+	if (how == DONTNEED_WRITE || how == PUNCH_WRITE)
+		memset(a + 64, 0x5a, 64);
+	if (how == PUNCH_READ)
+		CHECK(!ls_track_dirty(c->ctx, a, ps), "ls_track_dirty: %s",
+		      ls_ctx_error(c->ctx));
+	c->expect[p] = how != DONTNEED_KEEPS;
+	c->expect_n += how != DONTNEED_KEEPS;
+	zeroed[p] = how != DONTNEED_KEEPS && how != DONTNEED_WRITE &&
+		    how != PUNCH_WRITE;
+}
+
+static void discards_between(enum mem_kind kind, const enum discard *hows,
+			     unsigned n)
+{
+	uint8_t *zeroed;
+	struct chain c;
+
+	chain_open(&c, kind);
+	zeroed = calloc(c.w.npages, 1);
+	CHECK(zeroed, "out of memory");
+	chain_step(&c, false, LS_STRATEGY_AUTO, 0);
+	setw_pause(&c.w);
+	for (unsigned i = 0; i < n; i++)
+		discard(&c, 1 + 2 * i, hows[i], zeroed);
+	c.zeroed = zeroed;
+	chain_step(&c, true, LS_STRATEGY_AUTO, 0);
+	c.zeroed = NULL;
+	chain_step(&c, true, LS_STRATEGY_AUTO, 0);
+	setw_pause(&c.w);
+	chain_close(&c);
+	free(zeroed);
+}
+
+static void test_discards_between(void **state)
+{
+	static const enum discard anon[] = {DONTNEED, DONTNEED_READ,
+					    DONTNEED_WRITE};
+	static const enum discard shmem[] = {DONTNEED_KEEPS, REMOVE, PUNCH,
+					     PUNCH_WRITE, PUNCH_READ};
+	static const enum discard huge_private[] = {DONTNEED, DONTNEED_WRITE};
+	static const enum discard huge_shared[] = {REMOVE, PUNCH, PUNCH_WRITE};
+
+	(void)state;
+	discards_between(MEM_ANON_THP, anon, 3);
+	discards_between(MEM_ANON_4K, anon, 3);
+	discards_between(MEM_MEMFD, shmem, 5);
+	discards_between(MEM_HUGETLB, huge_private, 2);
+	discards_between(MEM_MEMFD_HUGE, huge_shared, 3);
+}
+
+/* ls_track_dirty's refusals. */
+static void test_track_dirty_refusals(void **state)
+{
+	struct chain c;
+	int ret;
+
+	(void)state;
+	chain_open(&c, MEM_ANON_4K);
+	setw_pause(&c.w);
+	ret = ls_track_dirty(c.ctx, c.m.addr, 4096);
+	CHECK(ret == -ENOENT && strstr(ls_ctx_error(c.ctx), "not tracked"),
+	      "ls_track_dirty without tracking: %d %s", ret,
+	      ls_ctx_error(c.ctx));
+	CHECK(!ls_track_start(c.ctx, NULL), "ls_track_start: %s",
+	      ls_ctx_error(c.ctx));
+	ret = ls_track_dirty(c.ctx, c.m.addr + 100, 4096);
+	CHECK(ret == -EINVAL && strstr(ls_ctx_error(c.ctx), "whole"),
+	      "ls_track_dirty unaligned: %d %s", ret, ls_ctx_error(c.ctx));
+	ret = ls_track_dirty(c.ctx, c.m.addr, c.m.len + 4096);
+	CHECK(ret == -EINVAL, "ls_track_dirty past the region: %d", ret);
+	ret = ls_track_dirty(c.ctx, &ret, 4096);
+	CHECK(ret == -EINVAL && strstr(ls_ctx_error(c.ctx), "not in a region"),
+	      "ls_track_dirty outside: %d %s", ret, ls_ctx_error(c.ctx));
+	CHECK(!ls_track_dirty(c.ctx, c.m.addr, c.m.len), "ls_track_dirty: %s",
+	      ls_ctx_error(c.ctx));
+	chain_close(&c);
 }
 
 /* ---------------- failures, cancels, start/stop, refusals ---------------- */
@@ -596,6 +735,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_hugetlb),
 		cmocka_unit_test(test_chain_memfd_huge),
 		cmocka_unit_test(test_chain_granule),
+		cmocka_unit_test(test_discards_between),
+		cmocka_unit_test(test_track_dirty_refusals),
 		cmocka_unit_test(test_failed_delta),
 		cmocka_unit_test(test_cancelled_delta),
 		cmocka_unit_test(test_track_start),
