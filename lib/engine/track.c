@@ -308,8 +308,8 @@ static uint64_t entry_categories(uint64_t e)
 }
 
 /* Kernels without PAGEMAP_SCAN: one pagemap entry per page. */
-static int read_matching(const struct ls_region *reg, uint64_t inverted,
-			 uint64_t mask, uint64_t *out)
+static int read_matching(const struct ls_region *reg, bool (*want)(uint64_t),
+			 uint64_t *out)
 {
 	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
 	uint64_t per = reg->info.page_size / LS_SMALL_PAGE, ent[512];
@@ -328,43 +328,61 @@ static int read_matching(const struct ls_region *reg, uint64_t inverted,
 			break;
 		}
 		for (uint64_t i = 0; i < n; i++, p++)
-			if (((entry_categories(ent[i]) ^ inverted) & mask) ==
-			    mask)
+			if (want(entry_categories(ent[i])))
 				bits_set(out, p, p + 1);
 	}
 	close(fd);
 	return ret;
 }
 
+/* A page that lost its write protection: not mapped, or mapped without it. */
+static bool unprotected(uint64_t cat)
+{
+	return !(cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)) ||
+	       (cat & PAGE_IS_WRITTEN);
+}
+
 /*
- * Sets in out the pages of a region whose categories, inverted as asked,
- * hold every bit of mask.
+ * Sets in out the pages of a region whose categories pass `want`: one
+ * PAGEMAP_SCAN walk that reports every page, in runs of equal categories
+ * (a filter in the kernel cannot say "not mapped, or written", and two
+ * filtered walks would cost twice; the runs are few: protected memory is
+ * long runs of present or marker pages).
  */
 static int pages_matching(struct ls_ctx *ctx, const struct ls_region *reg,
-			  uint64_t inverted, uint64_t mask, uint64_t *out)
+			  bool (*want)(uint64_t), uint64_t *out)
 {
 	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
 	uint64_t ps = reg->info.page_size, end = base + reg->info.len;
-	struct page_region vec[256];
+	struct page_region vec[512];
 	struct pm_scan_arg arg = {0};
 	long got;
 
 	if (ctx->pagemap_fd < 0)
-		return read_matching(reg, inverted, mask, out);
+		return read_matching(reg, want, out);
 	arg.size = sizeof(arg);
 	arg.vec = (uint64_t)(uintptr_t)vec;
-	arg.vec_len = 256;
-	arg.category_inverted = inverted;
-	arg.category_mask = mask;
-	arg.return_mask = mask;
+	arg.vec_len = 512;
+	arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_WRITTEN;
 	for (arg.start = base; arg.start < end; arg.start = arg.walk_end) {
+		uint64_t seen = arg.start;
+
 		arg.end = end;
 		got = ioctl(ctx->pagemap_fd, PAGEMAP_SCAN, &arg);
 		if (got < 0)
 			return -errno;
-		for (long i = 0; i < got; i++)
-			bits_set(out, (vec[i].start - base) / ps,
-				 (vec[i].end - base + ps - 1) / ps);
+		for (long i = 0; i < got; seen = vec[i].end, i++) {
+			/* what the walk skipped has no page table: not mapped */
+			if (vec[i].start > seen && want(0))
+				bits_set(out, (seen - base) / ps,
+					 (vec[i].start - base) / ps);
+			if (want(vec[i].categories))
+				bits_set(out, (vec[i].start - base) / ps,
+					 (vec[i].end - base + ps - 1) / ps);
+		}
+		if (arg.walk_end > seen && want(0))
+			bits_set(out, (seen - base) / ps,
+				 (arg.walk_end - base) / ps);
 		if (arg.walk_end <= arg.start)
 			break;
 	}
@@ -397,23 +415,18 @@ static int file_data(const struct ls_region *reg, uint64_t *out)
 	return 0;
 }
 
+static bool present(uint64_t cat)
+{
+	return cat & PAGE_IS_PRESENT;
+}
+
 /* Shmem and hugetlbfs: the pages holding data now. */
 static int region_held(struct ls_ctx *ctx, const struct ls_region *reg,
 		       uint64_t *out)
 {
 	if (reg->seek_fd >= 0)
 		return file_data(reg, out);
-	return pages_matching(ctx, reg, 0, PAGE_IS_PRESENT, out);
-}
-
-/* Anonymous: the pages no longer write-protected (the dirty ones too). */
-static int region_unprotected(struct ls_ctx *ctx, const struct ls_region *reg,
-			      uint64_t *out)
-{
-	uint64_t mapped = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-	int ret = pages_matching(ctx, reg, mapped, mapped, out);
-
-	return ret ? ret : pages_matching(ctx, reg, 0, PAGE_IS_WRITTEN, out);
+	return pages_matching(ctx, reg, present, out);
 }
 
 static int scan_failed(struct ls_ctx *ctx, const struct ls_region *reg,
@@ -470,7 +483,7 @@ int ls_track_rescan(struct ls_ctx *ctx)
 		now = calloc(words, 8);
 		if (!now)
 			return ls_err(ctx, ENOMEM, "tracking: out of memory");
-		ret = anon ? region_unprotected(ctx, reg, now)
+		ret = anon ? pages_matching(ctx, reg, unprotected, now)
 			   : region_held(ctx, reg, now);
 		if (ret) {
 			free(now);
