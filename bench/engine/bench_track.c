@@ -19,9 +19,12 @@
  *    eager (ls_chain_restore_region) and lazy (to the end of the prefetch).
  *
  * Usage: bench_track [-m MiB] [-w MiB] [-t threads] [-i interval_ms]
- *                    [-f full_snapshots] [-n deltas] [-d DIR] [-g bytes] [-4]
+ *                    [-f full_snapshots] [-n deltas] [-d DIR] [-g bytes]
+ *                    [-s spin_us] [-4]
  *   -4: 4 KiB pages (MADV_NOHUGEPAGE) instead of THP.
  *   -g: ls_snapshot_opts.track_granule (0: one page, exact).
+ *   -s: ls_snapshot_opts.fault_spin_us (0: the default, block; it applies
+ *       to tracking faults between snapshots too).
  * Output: markdown tables on stdout. Files are removed at the end.
  */
 #include <errno.h>
@@ -126,9 +129,12 @@ static const struct ls_sink_ops null_ops = {
 };
 
 /* Tracking armed by a tracked snapshot with this granule. */
+static int spin_us;
+
 static void track_by_snapshot(struct ls_ctx *ctx, size_t granule)
 {
-	struct ls_snapshot_opts o = {.track = true, .track_granule = granule};
+	struct ls_snapshot_opts o = {.track = true, .track_granule = granule,
+				     .fault_spin_us = spin_us};
 	struct ls_sink *sink = calloc(1, sizeof(*sink));
 	struct ls_snapshot *snap;
 
@@ -366,7 +372,7 @@ int main(int argc, char **argv)
 	struct ls_ctx *ctx;
 	struct row row, sum_full = {0}, sum_inc = {0};
 
-	while ((c = getopt(argc, argv, "m:w:t:i:f:n:d:g:4")) != -1) {
+	while ((c = getopt(argc, argv, "m:w:t:i:f:n:d:g:s:4")) != -1) {
 		switch (c) {
 		case 'm': mib = strtoull(optarg, NULL, 0); break;
 		case 'w': ws_mib = strtoull(optarg, NULL, 0); break;
@@ -376,18 +382,20 @@ int main(int argc, char **argv)
 		case 'n': ndelta = atoi(optarg); break;
 		case 'd': dir = optarg; break;
 		case 'g': granule = strtoull(optarg, NULL, 0); break;
+		case 's': spin_us = atoi(optarg); break;
 		case '4': thp = false; break;
 		default:
-			fprintf(stderr, "usage: bench_track [-m MiB] [-w MiB] [-t threads] [-i ms] [-f full] [-n deltas] [-d DIR] [-4]\n");
+			fprintf(stderr, "usage: bench_track [-m MiB] [-w MiB] [-t threads] [-i ms] [-f full] [-n deltas] [-d DIR] [-g bytes] [-s spin_us] [-4]\n");
 			return 2;
 		}
 	}
 	if (b.nthreads < 1 || b.nthreads > 8 || ws_mib > mib || !ws_mib ||
 	    ndelta < 0 || ndelta >= MAX_CHAIN || nfull < 1)
 		die("options", "1-8 threads, 0 < working set <= memory, 0-63 deltas");
-	printf("memory %llu MiB (%s, all non-zero), working set %llu MiB, %d writer threads, interval %u ms, track granule %zu, files in %s\n\n",
+	printf("memory %llu MiB (%s, all non-zero), working set %llu MiB, %d writer threads, interval %u ms, track granule %zu, fault spin %d us, files in %s\n\n",
 	       (unsigned long long)mib, thp ? "THP" : "4 KiB pages",
-	       (unsigned long long)ws_mib, b.nthreads, ival, granule, dir);
+	       (unsigned long long)ws_mib, b.nthreads, ival, granule, spin_us,
+	       dir);
 
 	printf("| first write to a page (%llu MiB, one thread) | ns/page |\n|---|---:|\n",
 	       (unsigned long long)ws_mib);
@@ -424,7 +432,7 @@ int main(int argc, char **argv)
 	printf("| snapshot | pause ms | arm ms | total ms | MiB written | Mstores/s control | before | during |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
 	snprintf(fpath, sizeof(fpath), "%s/bench-track-full.snap", dir);
 	for (int k = 0; k < nfull; k++) {
-		struct ls_snapshot_opts o = {0};
+		struct ls_snapshot_opts o = {.fault_spin_us = spin_us};
 
 		row.control_mops = interval(&b, ival);
 		row.interval_mops = interval(&b, ival);
@@ -439,7 +447,8 @@ int main(int argc, char **argv)
 	}
 	for (int k = 0; k <= ndelta; k++) {
 		struct ls_snapshot_opts o = {.track = true, .delta = k > 0,
-					     .track_granule = granule};
+					     .track_granule = granule,
+					     .fault_spin_us = spin_us};
 
 		snprintf(path[k], sizeof(path[k]), "%s/bench-track-%d.snap",
 			 dir, k);
