@@ -235,6 +235,7 @@ struct ls_snapshot_opts {
 	 * Fault thread: after each fault, busy-poll this many microseconds
 	 * before blocking again (a blocked thread costs a cross-CPU wake-up
 	 * per fault). 0: default (see docs/engine.md), < 0: never spin.
+	 * With track, it applies to the tracking faults after the snapshot.
 	 */
 	int fault_spin_us;
 	/*

@@ -902,7 +902,9 @@ static void snap_disarm(struct ls_snapshot *snap)
 
 	atomic_store(&ctx->armed, NULL);
 	ls_svc_quiesce(ctx);
-	atomic_store(&ctx->svc.spin_ns, atomic_load(&ctx->track.on) ? snap->spin_ns : 0);
+	/* Tracking goes on: its first writes come in bursts too. */
+	atomic_store(&ctx->svc.spin_ns,
+		     atomic_load(&ctx->track.on) ? snap->spin_ns : 0);
 	pthread_mutex_lock(&ctx->lock);
 	ls_svc_put(ctx);
 	pthread_mutex_unlock(&ctx->lock);
