@@ -33,6 +33,8 @@ struct ls_region {
 	uint64_t file_off; /* shmem: the file offset of the region's start */
 	/* Shared file-backed (one file): which file, to find its aliases. */
 	bool shared_file;
+	/* Private anonymous hugetlb: a page not mapped here is zero. */
+	bool anon_huge;
 	char dev[16];
 	unsigned long long inode;
 	/*
@@ -184,6 +186,12 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
 int ls_track_rescan(struct ls_ctx *ctx);
 /* At a tracked full begin or ls_track_start: notes the reference only. */
 int ls_track_note(struct ls_ctx *ctx);
+/*
+ * Sets bit i of out (zeroed by the caller) for each page first + i of
+ * [first, first + n) mapped in this process now (pagemap). 0 or -errno.
+ */
+int ls_pages_present(struct ls_ctx *ctx, int region, uint64_t first,
+		     uint64_t n, uint64_t *out);
 
 /* restore.c: called by the fault service for a missing fault. */
 void ls_restore_fault(struct ls_restore *r, uint64_t addr);

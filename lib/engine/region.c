@@ -35,6 +35,7 @@ struct backing {
 	uint64_t file_off;           /* of the region's start */
 	bool all_thp;                /* every mapping may use huge pages */
 	bool shared;                 /* the first mapping is MAP_SHARED */
+	bool anon_huge;              /* MAP_ANONYMOUS|MAP_HUGETLB, private */
 	char dev[16];                /* the first mapping's file */
 	unsigned long long inode;
 };
@@ -129,6 +130,8 @@ static void backing_track(struct backing *bk, const struct vma *prev,
 	if (!prev) {
 		bk->one_file = cur->inode != 0;
 		bk->shared = cur->perms[3] == 's';
+		bk->anon_huge = !bk->shared && cur->hugetlb &&
+				!strncmp(cur->path, "/anon_hugepage", 14);
 		snprintf(bk->dev, sizeof(bk->dev), "%s", cur->dev);
 		bk->inode = cur->inode;
 		bk->vma_start = cur->start;
@@ -139,6 +142,8 @@ static void backing_track(struct backing *bk, const struct vma *prev,
 	if (strcmp(prev->dev, cur->dev) || prev->inode != cur->inode ||
 	    cur->pgoff != prev->pgoff + (cur->start - prev->start))
 		bk->one_file = false;
+	bk->anon_huge = bk->anon_huge && cur->perms[3] != 's' &&
+			!strncmp(cur->path, "/anon_hugepage", 14);
 }
 
 static int classify_range(struct ls_ctx *ctx, const char *name,
@@ -353,6 +358,7 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 		reg->seek_fd = reg->file_fd;
 	reg->file_off = bk.file_off;
 	reg->shared_file = info.type != LS_MEM_ANON && bk.one_file && bk.shared;
+	reg->anon_huge = info.type == LS_MEM_HUGETLB && bk.anon_huge;
 	snprintf(reg->dev, sizeof(reg->dev), "%s", bk.dev);
 	reg->inode = bk.inode;
 	reg->thp_zero = info.type == LS_MEM_ANON && bk.all_thp &&

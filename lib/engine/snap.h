@@ -44,6 +44,14 @@ struct snap_region {
 	/* Shared file-backed: the file, its blocks at begin (-1: unknown). */
 	int file_fd;
 	int64_t blocks0;
+	/*
+	 * Hugetlb: one bit per page mapped at begin. A discard keeps the
+	 * write-protect marker and a read after it maps a fresh zero page, so
+	 * the writer checks that what was mapped at begin still is before it
+	 * reads (see check_mapped() in writer.c). NULL for other memory.
+	 */
+	uint64_t *held;
+	bool zero_unheld; /* private anonymous hugetlb: unmapped = zero */
 	_Atomic uint8_t *state;
 	/* track: the dirty set that begin installs in the context */
 	_Atomic uint64_t *fresh;

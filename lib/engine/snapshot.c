@@ -146,6 +146,12 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 		sr->state = calloc(sr->npages, 1);
 		if (!sr->state)
 			return -ENOMEM;
+		if (info->type == LS_MEM_HUGETLB) {
+			sr->held = calloc(1, ls_bitmap_bytes(sr->npages));
+			if (!sr->held)
+				return -ENOMEM;
+			sr->zero_unheld = ctx->regions[r].anon_huge;
+		}
 		if (snap->delta)
 			memset((void *)sr->state, PG_CLEAN, sr->npages);
 		if (snap->track) {
@@ -203,6 +209,7 @@ static void snap_free(struct ls_snapshot *snap)
 		free(snap->regions[r].state);
 		free((void *)snap->regions[r].fresh);
 		free((void *)snap->regions[r].prev);
+		free(snap->regions[r].held);
 		if (snap->regions[r].batch > max_batch)
 			max_batch = snap->regions[r].batch;
 	}
@@ -787,6 +794,25 @@ static void files_check(struct ls_snapshot *snap)
 	}
 }
 
+/* Hugetlb: which pages are mapped at begin (see check_mapped()). */
+static int held_note(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		int ret;
+
+		if (!sr->held)
+			continue;
+		memset(sr->held, 0, ls_bitmap_bytes(sr->npages));
+		ret = ls_pages_present(ctx, (int)r, 0, sr->npages, sr->held);
+		if (ret)
+			return ls_err(ctx, -ret,
+				      "region '%s': reading /proc/self/pagemap: %s",
+				      snap_name(snap, r), strerror(-ret));
+	}
+	return 0;
+}
+
 static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
 	int busy = ls_ctx_restoring(ctx);
@@ -813,6 +839,8 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	ret = begin_check(snap, ctx);
 	if (!ret)
 		ret = populate_if_needed(snap, ctx);
+	if (!ret)
+		ret = held_note(snap, ctx);
 	if (ret)
 		goto out;
 	files_note(snap);

@@ -308,8 +308,8 @@ static uint64_t entry_categories(uint64_t e)
 }
 
 /* Kernels without PAGEMAP_SCAN: one pagemap entry per page. */
-static int read_matching(const struct ls_region *reg, bool (*want)(uint64_t),
-			 uint64_t *out)
+static int read_matching(const struct ls_region *reg, uint64_t first,
+			 uint64_t n, bool (*want)(uint64_t), uint64_t *out)
 {
 	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
 	uint64_t per = reg->info.page_size / LS_SMALL_PAGE, ent[512];
@@ -317,17 +317,17 @@ static int read_matching(const struct ls_region *reg, bool (*want)(uint64_t),
 
 	if (fd < 0)
 		return -errno;
-	for (uint64_t p = 0; p < reg->npages && !ret;) {
+	for (uint64_t p = 0; p < n && !ret;) {
 		/* small pages: 512 entries at a time; huge: the first of each */
-		uint64_t n = per == 1 ? reg->npages - p : 1;
-		off_t off = (off_t)((base / LS_SMALL_PAGE + p * per) * 8);
+		uint64_t k = per == 1 ? n - p : 1;
+		off_t off = (off_t)((base / LS_SMALL_PAGE + (first + p) * per) * 8);
 
-		n = n > 512 ? 512 : n;
-		if (pread(fd, ent, n * 8, off) != (ssize_t)(n * 8)) {
+		k = k > 512 ? 512 : k;
+		if (pread(fd, ent, k * 8, off) != (ssize_t)(k * 8)) {
 			ret = -EIO;
 			break;
 		}
-		for (uint64_t i = 0; i < n; i++, p++)
+		for (uint64_t i = 0; i < k; i++, p++)
 			if (want(entry_categories(ent[i])))
 				bits_set(out, p, p + 1);
 	}
@@ -343,23 +343,26 @@ static bool unprotected(uint64_t cat)
 }
 
 /*
- * Sets in out the pages of a region whose categories pass `want`: one
- * PAGEMAP_SCAN walk that reports every page, in runs of equal categories
- * (a filter in the kernel cannot say "not mapped, or written", and two
- * filtered walks would cost twice; the runs are few: protected memory is
- * long runs of present or marker pages).
+ * Sets in out (bit i: page first + i) the pages [first, first + n) of a
+ * region whose categories pass `want`: one PAGEMAP_SCAN walk that reports
+ * every page, in runs of equal categories (a filter in the kernel cannot
+ * say "not mapped, or written", and two filtered walks would cost twice;
+ * the runs are few: protected memory is long runs of present or marker
+ * pages).
  */
 static int pages_matching(struct ls_ctx *ctx, const struct ls_region *reg,
-			  bool (*want)(uint64_t), uint64_t *out)
+			  uint64_t first, uint64_t n, bool (*want)(uint64_t),
+			  uint64_t *out)
 {
-	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
-	uint64_t ps = reg->info.page_size, end = base + reg->info.len;
+	uint64_t ps = reg->info.page_size;
+	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr + first * ps;
+	uint64_t end = base + n * ps;
 	struct page_region vec[512];
 	struct pm_scan_arg arg = {0};
 	long got;
 
 	if (ctx->pagemap_fd < 0)
-		return read_matching(reg, want, out);
+		return read_matching(reg, first, n, want, out);
 	arg.size = sizeof(arg);
 	arg.vec = (uint64_t)(uintptr_t)vec;
 	arg.vec_len = 512;
@@ -420,13 +423,20 @@ static bool present(uint64_t cat)
 	return cat & PAGE_IS_PRESENT;
 }
 
+int ls_pages_present(struct ls_ctx *ctx, int region, uint64_t first,
+		     uint64_t n, uint64_t *out)
+{
+	return pages_matching(ctx, &ctx->regions[region], first, n, present,
+			      out);
+}
+
 /* Shmem and hugetlbfs: the pages holding data now. */
 static int region_held(struct ls_ctx *ctx, const struct ls_region *reg,
 		       uint64_t *out)
 {
 	if (reg->seek_fd >= 0)
 		return file_data(reg, out);
-	return pages_matching(ctx, reg, present, out);
+	return pages_matching(ctx, reg, 0, reg->npages, present, out);
 }
 
 static int scan_failed(struct ls_ctx *ctx, const struct ls_region *reg,
@@ -483,7 +493,8 @@ int ls_track_rescan(struct ls_ctx *ctx)
 		now = calloc(words, 8);
 		if (!now)
 			return ls_err(ctx, ENOMEM, "tracking: out of memory");
-		ret = anon ? pages_matching(ctx, reg, unprotected, now)
+		ret = anon ? pages_matching(ctx, reg, 0, reg->npages,
+					    unprotected, now)
 			   : region_held(ctx, reg, now);
 		if (ret) {
 			free(now);

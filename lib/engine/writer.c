@@ -6,8 +6,10 @@
  * for the page states that keep them from capturing a page twice.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -266,6 +268,75 @@ static void check_protected(struct ls_snapshot *snap, struct snap_region *sr,
 	}
 }
 
+static bool bit_test(const uint64_t *bits, uint64_t i)
+{
+	return bits[i / 64] & (1ull << (i % 64));
+}
+
+/*
+ * A shared file's pages can leave this mapping (MADV_DONTNEED) and stay in
+ * the file; its allocated blocks tell whether pages left the file too.
+ * Always true for private memory.
+ */
+static bool file_lost_pages(const struct snap_region *sr)
+{
+	struct stat st;
+
+	if (sr->file_fd < 0 || sr->blocks0 < 0)
+		return true;
+	return fstat(sr->file_fd, &st) || (int64_t)st.st_blocks < sr->blocks0;
+}
+
+/*
+ * Hugetlb keeps the write-protect marker where a page is discarded
+ * (MADV_DONTNEED, MADV_REMOVE, a hole punched in its file), and a read
+ * there maps a fresh zero page: so before pages [first, first + n) are
+ * read, each one mapped at begin must still be mapped. False (the snapshot
+ * failed) if one is not. With flags (the writer's batch, not a delta),
+ * private anonymous pages not mapped at begin become BF_ZERO: they were
+ * zero, and reading them would allocate huge pages. A discard and a read
+ * by another thread between this check and the copy stay unseen.
+ */
+static bool check_mapped(struct ls_snapshot *snap, struct snap_region *sr,
+			 uint64_t first, uint64_t n, uint8_t *flags)
+{
+	uint64_t words = (n + 63) / 64, stack[8], *now = stack;
+	bool ok = true;
+	int ret;
+
+	if (words > 8 && !(now = calloc(words, 8))) {
+		snap_fail(snap, -ENOMEM, "out of memory");
+		return false;
+	}
+	memset(now, 0, words * 8);
+	ret = ls_pages_present(snap->ctx, (int)sr->idx, first, n, now);
+	if (ret) {
+		snap_fail(snap, ret, "region '%s': reading /proc/self/pagemap: %s",
+			  snap->layout[sr->idx].name, strerror(-ret));
+		ok = false;
+	}
+	for (uint64_t i = 0; ok && i < n; i++) {
+		bool held = bit_test(sr->held, first + i), mapped = bit_test(now, i);
+
+		if (flags && flags[i] == BF_NONE)
+			continue;
+		if (held && !mapped && !file_lost_pages(sr))
+			continue; /* shared: unmapped here, still in the file */
+		if (held && !mapped) {
+			snap_fail(snap, -ESTALE,
+				  "region '%s': page +0x%llx was discarded during the snapshot before it was saved (MADV_DONTNEED, MADV_REMOVE or a hole punched in its hugetlbfs file): what it held at begin is gone",
+				  snap->layout[sr->idx].name,
+				  (unsigned long long)((first + i) * sr->ps));
+			ok = false;
+		} else if (!held && flags && sr->zero_unheld && !snap->delta) {
+			flags[i] = BF_ZERO;
+		}
+	}
+	if (now != stack)
+		free(now);
+	return ok;
+}
+
 /*
  * Captures the batch's pending pages into the bounce buffer (or finds them
  * zero). Returns how many it claimed; flags[i] says what it did.
@@ -289,6 +360,8 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 		claimed++;
 		flags[i] = maybe == BF_ZERO ? BF_ZERO : BF_DATA;
 	}
+	if (sr->held && claimed)
+		check_mapped(snap, sr, first, n, flags);
 	batch_read(snap, sr, first, n, flags);
 	check_protected(snap, sr, first, n, flags);
 	for (uint64_t i = 0; !snap->delta && i < n; i++)
@@ -762,7 +835,8 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 				break;
 			if (!pg_claim(sr, page))
 				continue;
-			if (atomic_load(&snap->stop)) {
+			if (atomic_load(&snap->stop) ||
+			    (sr->held && !check_mapped(snap, sr, page, 1, NULL))) {
 				/* Over: the final lift releases everyone. */
 				fault_release(snap, sr, page);
 				break;

@@ -6,7 +6,9 @@
  * they are saved. Each either leaves the snapshot exact or fails it with a
  * message naming the cause; never a snapshot that is silently wrong. After
  * either, nothing is left write-protected and the application's threads
- * run on. Every memory type where the operation applies, every strategy.
+ * run on. Every memory type where the operation applies, every strategy
+ * (hugetlb included: the engine checks that huge pages mapped at begin are
+ * still mapped before it reads them).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -69,19 +71,7 @@ static bool applies(enum op op, enum mem_kind kind)
 		return kind == MEM_ANON_THP || kind == MEM_ANON_4K;
 	case OP_REMOVE:
 	case OP_PUNCH:
-		/*
-		 * hugetlbfs: reading the hole allocates a new huge page, which
-		 * hides the punch from the engine (docs/api.md: callers must
-		 * not punch holes during a snapshot).
-		 */
-		return kind == MEM_MEMFD;
-	case OP_DONTNEED:
-		/*
-		 * Private hugetlb keeps a uffd-wp marker where the page was:
-		 * the engine cannot tell the discard (docs/api.md: callers
-		 * must not discard private hugetlb memory during a snapshot).
-		 */
-		return kind != MEM_HUGETLB;
+		return shared_kind(kind); /* a file; MADV_REMOVE: shared */
 	default:
 		return true;
 	}
@@ -279,6 +269,54 @@ OP_TEST(mremap, OP_MREMAP)
 OP_TEST(mprotect, OP_MPROTECT)
 
 /*
+ * Private hugetlb pages never touched are zero: the snapshot finds them
+ * so without reading them (a read would allocate a huge page each, from a
+ * pool that may not have them). Touched pages are saved as usual.
+ */
+static void test_hugetlb_untouched(void **state)
+{
+	struct mem_sink *s = mem_sink_new();
+	size_t ps = 2 * MB, n = REGION / (2 * MB);
+	char err[LS_ERRMSG_MAX];
+	struct ls_snapshot *snap;
+	unsigned char vec[REGION / 4096]; /* mincore: a byte per 4 KiB */
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	unsigned char *ref;
+
+	(void)state;
+	mem_map(&m, MEM_HUGETLB, REGION);
+	ref = calloc(1, m.len);
+	CHECK(ref, "out of memory");
+	for (size_t p = 0; p < n; p += 2) { /* pages 0, 2, ...: data */
+		memset(m.addr + p * ps + 4096, (int)(0x40 + p), 4096);
+		memset(ref + p * ps + 4096, (int)(0x40 + p), 4096);
+	}
+	CHECK(!mincore(m.addr, m.len, vec), "mincore: %s", strerror(errno));
+	for (size_t p = 0; p < n; p++)
+		CHECK((vec[p * (ps / 4096)] & 1) == (p % 2 == 0),
+		      "before: huge page %zu %s mapped", p,
+		      vec[p * (ps / 4096)] & 1 ? "is" : "is not");
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
+	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
+	      ls_ctx_error(ctx));
+	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
+	      ls_ctx_error(ctx));
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	mem_sink_expect(s, 0, ref, m.len);
+	CHECK(!mincore(m.addr, m.len, vec), "mincore: %s", strerror(errno));
+	for (size_t p = 1; p < n; p += 2)
+		CHECK(!(vec[p * (ps / 4096)] & 1),
+		      "the snapshot mapped untouched huge page %zu", p);
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	ls_ctx_destroy(ctx);
+	free(ref);
+	mem_unmap(&m);
+}
+
+/*
  * A second writable mapping of a region's memfd pages (a device backend's
  * view, say) is refused at create with a message naming it; a read-only
  * one, or none, is fine. Two regions of the same pages are aliases too.
@@ -366,6 +404,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_mremap),
 		cmocka_unit_test(test_mprotect),
 		cmocka_unit_test(test_alias),
+		cmocka_unit_test(test_hugetlb_untouched),
 	};
 
 	if (argc > 1)
