@@ -192,6 +192,13 @@ int ls_track_note(struct ls_ctx *ctx);
  */
 int ls_pages_present(struct ls_ctx *ctx, int region, uint64_t first,
 		     uint64_t n, uint64_t *out);
+/*
+ * Shmem (seek_fd): sets the bits of out (zeroed by the caller) of the
+ * region's pages that are data, not holes, in its file. -E2BIG after
+ * max_extents runs of data (0: no limit).
+ */
+int ls_file_data(const struct ls_region *reg, uint64_t max_extents,
+		 uint64_t *out);
 
 /* restore.c: called by the fault service for a missing fault. */
 void ls_restore_fault(struct ls_restore *r, uint64_t addr);

@@ -45,10 +45,12 @@ struct snap_region {
 	int file_fd;
 	int64_t blocks0;
 	/*
-	 * Hugetlb: one bit per page mapped at begin. A discard keeps the
-	 * write-protect marker and a read after it maps a fresh zero page, so
-	 * the writer checks that what was mapped at begin still is before it
-	 * reads (see check_mapped() in writer.c). NULL for other memory.
+	 * Hugetlb: one bit per page mapped at begin; shmem: per page that was
+	 * data (not a hole) in the file. A discard keeps the write-protect
+	 * marker and a read after it maps a fresh zero page, so the writer
+	 * and the fault path check before they read (check_held() in
+	 * writer.c). NULL: anonymous, or a shmem file too fragmented to map
+	 * in the pause (its block count still tells).
 	 */
 	uint64_t *held;
 	bool zero_unheld; /* private anonymous hugetlb: unmapped = zero */

@@ -146,7 +146,8 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 		sr->state = calloc(sr->npages, 1);
 		if (!sr->state)
 			return -ENOMEM;
-		if (info->type == LS_MEM_HUGETLB) {
+		if (info->type == LS_MEM_HUGETLB ||
+		    ctx->regions[r].seek_fd >= 0) {
 			sr->held = calloc(1, ls_bitmap_bytes(sr->npages));
 			if (!sr->held)
 				return -ENOMEM;
@@ -794,7 +795,13 @@ static void files_check(struct ls_snapshot *snap)
 	}
 }
 
-/* Hugetlb: which pages are mapped at begin (see check_mapped()). */
+/*
+ * A shmem file's map costs two lseek() per run of data, in the pause: past
+ * this many runs the region goes without (its block count still tells).
+ */
+#define HELD_MAX_EXTENTS 4096
+
+/* Which pages hold data at begin (see check_held() in writer.c). */
 static int held_note(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
 	for (uint32_t r = 0; r < snap->nregions; r++) {
@@ -804,11 +811,24 @@ static int held_note(struct ls_snapshot *snap, struct ls_ctx *ctx)
 		if (!sr->held)
 			continue;
 		memset(sr->held, 0, ls_bitmap_bytes(sr->npages));
-		ret = ls_pages_present(ctx, (int)r, 0, sr->npages, sr->held);
+		if (sr->seek_fd < 0) {
+			ret = ls_pages_present(ctx, (int)r, 0, sr->npages,
+					       sr->held);
+		} else {
+			ret = ls_file_data(&ctx->regions[r], HELD_MAX_EXTENTS,
+					   sr->held);
+			if (ret == -E2BIG) {
+				free(sr->held);
+				sr->held = NULL;
+				continue;
+			}
+		}
 		if (ret)
-			return ls_err(ctx, -ret,
-				      "region '%s': reading /proc/self/pagemap: %s",
-				      snap_name(snap, r), strerror(-ret));
+			return ls_err(ctx, -ret, "region '%s': %s: %s",
+				      snap_name(snap, r),
+				      sr->seek_fd < 0 ? "reading /proc/self/pagemap"
+						      : "lseek SEEK_DATA/SEEK_HOLE",
+				      strerror(-ret));
 	}
 	return 0;
 }

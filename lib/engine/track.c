@@ -392,14 +392,17 @@ static int pages_matching(struct ls_ctx *ctx, const struct ls_region *reg,
 	return 0;
 }
 
-/* A shmem region's pages that are data (not holes) in its file. */
-static int file_data(const struct ls_region *reg, uint64_t *out)
+int ls_file_data(const struct ls_region *reg, uint64_t max_extents,
+		 uint64_t *out)
 {
 	off_t start = (off_t)reg->file_off, pos = start;
 	off_t end = start + (off_t)reg->info.len, ps = (off_t)reg->info.page_size;
 	off_t data, hole;
+	uint64_t extents = 0;
 
 	while (pos < end) {
+		if (max_extents && ++extents > max_extents)
+			return -E2BIG;
 		data = lseek(reg->seek_fd, pos, SEEK_DATA);
 		if (data < 0 && errno == ENXIO)
 			return 0; /* holes to the end of the file */
@@ -435,7 +438,7 @@ static int region_held(struct ls_ctx *ctx, const struct ls_region *reg,
 		       uint64_t *out)
 {
 	if (reg->seek_fd >= 0)
-		return file_data(reg, out);
+		return ls_file_data(reg, 0, out);
 	return pages_matching(ctx, reg, 0, reg->npages, present, out);
 }
 

@@ -338,6 +338,50 @@ static bool check_mapped(struct ls_snapshot *snap, struct snap_region *sr,
 }
 
 /*
+ * Shmem keeps the marker where a hole is punched (fallocate, MADV_REMOVE)
+ * and a hole reads zero: a page that held data at begin and is a hole now
+ * lost what it held. The writer's batch just found its holes (BF_ZERO, by
+ * scan_holes(); not in a delta); otherwise each page asks the file.
+ */
+static bool check_not_punched(struct ls_snapshot *snap, struct snap_region *sr,
+			      uint64_t first, uint64_t n, const uint8_t *flags)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		off_t off = (off_t)(sr->file_off + (first + i) * sr->ps), data;
+		bool hole;
+
+		if (!bit_test(sr->held, first + i) ||
+		    (flags && flags[i] == BF_NONE))
+			continue;
+		if (flags && !snap->delta) {
+			hole = flags[i] == BF_ZERO;
+		} else {
+			data = lseek(sr->seek_fd, off, SEEK_DATA);
+			if (data < 0 && errno != ENXIO)
+				continue; /* cannot tell: the block count may */
+			hole = data != off;
+		}
+		if (!hole)
+			continue;
+		snap_fail(snap, -ESTALE,
+			  "region '%s': page +0x%llx was discarded during the snapshot before it was saved (hole punched with fallocate(PUNCH_HOLE) or MADV_REMOVE): what it held at begin is gone",
+			  snap->layout[sr->idx].name,
+			  (unsigned long long)((first + i) * sr->ps));
+		return false;
+	}
+	return true;
+}
+
+/* Pages that held data at begin still do (see the two checks above). */
+static bool check_held(struct ls_snapshot *snap, struct snap_region *sr,
+		       uint64_t first, uint64_t n, uint8_t *flags)
+{
+	if (sr->seek_fd >= 0)
+		return check_not_punched(snap, sr, first, n, flags);
+	return check_mapped(snap, sr, first, n, flags);
+}
+
+/*
  * Captures the batch's pending pages into the bounce buffer (or finds them
  * zero). Returns how many it claimed; flags[i] says what it did.
  */
@@ -361,7 +405,7 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 		flags[i] = maybe == BF_ZERO ? BF_ZERO : BF_DATA;
 	}
 	if (sr->held && claimed)
-		check_mapped(snap, sr, first, n, flags);
+		check_held(snap, sr, first, n, flags);
 	batch_read(snap, sr, first, n, flags);
 	check_protected(snap, sr, first, n, flags);
 	for (uint64_t i = 0; !snap->delta && i < n; i++)
@@ -836,7 +880,7 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 			if (!pg_claim(sr, page))
 				continue;
 			if (atomic_load(&snap->stop) ||
-			    (sr->held && !check_mapped(snap, sr, page, 1, NULL))) {
+			    (sr->held && !check_held(snap, sr, page, 1, NULL))) {
 				/* Over: the final lift releases everyone. */
 				fault_release(snap, sr, page);
 				break;

@@ -269,6 +269,50 @@ OP_TEST(mremap, OP_MREMAP)
 OP_TEST(mprotect, OP_MPROTECT)
 
 /*
+ * A hole punched in a memfd region while a hole elsewhere is filled: the
+ * file's block count comes out even, so only the per-page check sees that
+ * the punched page lost what it held at begin.
+ */
+static void test_punch_and_fill(void **state)
+{
+	struct mem_sink *s = mem_sink_new();
+	char err[LS_ERRMSG_MAX];
+	struct ls_snapshot *snap;
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	int ret;
+
+	(void)state;
+	mem_map(&m, MEM_MEMFD, REGION);
+	fill_random(m.addr, m.len, m.page_size, 100, 9);
+	/* A hole at begin, where the writes after begin go. */
+	CHECK(!fallocate(m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			 TARGET + TARGET_LEN, 4096),
+	      "fallocate: %s", strerror(errno));
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
+	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
+	      ls_ctx_error(ctx));
+	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
+	      ls_ctx_error(ctx));
+	s->gate = snap; /* the writer waits after its first batch */
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	CHECK(!fallocate(m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			 TARGET, 4096),
+	      "fallocate: %s", strerror(errno));
+	memset(m.addr + TARGET + TARGET_LEN, 0x77, 4096); /* fills the hole */
+	ret = ls_snapshot_wait(snap);
+	CHECK(ret == -ESTALE && strstr(ls_snapshot_error(snap), "+0x400000") &&
+		      strstr(ls_snapshot_error(snap), "hole punched"),
+	      "punch and fill: wait returned %d (%s), want -ESTALE naming page +0x400000",
+	      ret, ls_snapshot_error(snap));
+	CHECK(count_wp_pages(m.addr, m.len) == 0, "pages left protected");
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	ls_ctx_destroy(ctx);
+	mem_unmap(&m);
+}
+
+/*
  * Private hugetlb pages never touched are zero: the snapshot finds them
  * so without reading them (a read would allocate a huge page each, from a
  * pool that may not have them). Touched pages are saved as usual.
@@ -405,6 +449,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_mprotect),
 		cmocka_unit_test(test_alias),
 		cmocka_unit_test(test_hugetlb_untouched),
+		cmocka_unit_test(test_punch_and_fill),
 	};
 
 	if (argc > 1)
