@@ -9,40 +9,20 @@ bytes each region and blob must come out as.
 """
 import json
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
-import unittest
 
-LIVESNAP = SNAPDUMP = None
+import lscli
+from lscli import read, run
 
 
-def run(*args, stdin=None):
-    return subprocess.run([LIVESNAP, *args], capture_output=True,
-                          stdin=stdin or subprocess.DEVNULL, timeout=60)
+class Extract(lscli.KnownSnapshot):
+    prefix = "ls-extract-"
 
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-class Extract(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="ls-extract-",
-                                   dir=os.environ.get("TMPDIR", "/var/tmp"))
-        subprocess.run([SNAPDUMP, cls.dir], check=True)
-        cls.snap = os.path.join(cls.dir, "t.snap")
-        cls.stream = os.path.join(cls.dir, "t.stream")
-        info = json.loads(run("info", "--json", cls.snap).stdout)
-        cls.regions = {g["name"]: g for g in info["regions"]}
-        cls.blobs = [b["name"] for b in info["blobs"]]
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.dir)
+        super().setUpClass()
+        cls.regions = {g["name"]: g for g in cls.info["regions"]}
+        cls.blobs = [b["name"] for b in cls.info["blobs"]]
 
     def test_regions_to_files(self):
         self.assertEqual(sorted(self.regions), ["huge", "ram", "shm"])
@@ -70,8 +50,9 @@ class Extract(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertTrue(p.stdout == want)
         # into a pipe: no seeking, zeros written out
-        p = subprocess.run(f"'{LIVESNAP}' extract '{self.snap}' ram | cat",
-                           shell=True, capture_output=True)
+        p = subprocess.run(
+            f"'{lscli.LIVESNAP}' extract '{self.snap}' ram | cat",
+            shell=True, capture_output=True)
         self.assertTrue(p.stdout == want)
         # an existing longer file is truncated to the region
         out = os.path.join(self.dir, "longer")
@@ -106,7 +87,7 @@ class Extract(unittest.TestCase):
                           "region": "ram", "offset": 0}]}
         d = os.path.join(self.dir, "vm")
         os.mkdir(d)
-        subprocess.run([SNAPDUMP, d, json.dumps(cfg)], check=True)
+        subprocess.run([lscli.SNAPDUMP, d, json.dumps(cfg)], check=True)
         snap = os.path.join(d, "vm.snap")
         p = run("info", snap)
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -122,7 +103,7 @@ class Extract(unittest.TestCase):
         self.assertNotIn(b"\nvm ", run("info", self.snap).stdout)
         # a blob that is not JSON is said so, and info still describes
         os.unlink(snap)
-        subprocess.run([SNAPDUMP, d, "{not json"], check=True)
+        subprocess.run([lscli.SNAPDUMP, d, "{not json"], check=True)
         p = run("info", snap)
         self.assertEqual(p.returncode, 0)
         self.assertRegex(p.stdout.decode(),
@@ -162,6 +143,4 @@ class Extract(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    LIVESNAP, SNAPDUMP = sys.argv[1:3]
-    sys.argv[1:] = []
-    unittest.main(verbosity=2)
+    lscli.main()

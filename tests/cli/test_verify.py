@@ -7,41 +7,24 @@ Pages of a known snapshot are damaged at known places (their data, and
 data written into a zero page's hole); --all must count exactly those per
 region, plain verify must stop at the first.
 """
+import functools
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import unittest
 
-LIVESNAP = SNAPDUMP = None
+import lscli
+from lscli import read
 
-
-def run(*args, stdin=None):
-    return subprocess.run([LIVESNAP, *args], capture_output=True, text=True,
-                          stdin=stdin or subprocess.DEVNULL, timeout=60)
+# verify's output is text
+run = functools.partial(lscli.run, text=True)
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
+class Verify(lscli.KnownSnapshot):
+    prefix = "ls-verify-"
 
-
-class Verify(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="ls-verify-",
-                                   dir=os.environ.get("TMPDIR", "/var/tmp"))
-        subprocess.run([SNAPDUMP, cls.dir], check=True)
-        cls.snap = os.path.join(cls.dir, "t.snap")
-        cls.stream = os.path.join(cls.dir, "t.stream")
+        super().setUpClass()
         cls.data = read(cls.snap)
-        cls.info = json.loads(run("info", "--json", cls.snap).stdout)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.dir)
 
     def region(self, name):
         raw = read(os.path.join(self.dir, "region-" + name))
@@ -139,6 +122,4 @@ class Verify(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    LIVESNAP, SNAPDUMP = sys.argv[1:3]
-    sys.argv[1:] = []
-    unittest.main(verbosity=2)
+    lscli.main()
