@@ -385,12 +385,33 @@ void mem_source_init(struct mem_source *src, const unsigned char *data,
 	src->fail_at_page = -1;
 }
 
-/* ---------------- writer threads ---------------- */
+/* ---------------- threads ---------------- */
 
-struct writer_arg {
-	struct writers *w;
-	int id;
-};
+void threads_start(pthread_t *th, int n, void *(*fn)(void *), void *owner)
+{
+	for (int i = 0; i < n; i++) {
+		struct thread_arg *a = malloc(sizeof(*a));
+
+		CHECK(a, "out of memory");
+		a->owner = owner;
+		a->id = i;
+		CHECK(!pthread_create(&th[i], NULL, fn, a), "pthread_create");
+	}
+}
+
+bool pause_point(atomic_int *pause_req, atomic_int *paused,
+		 atomic_bool *quit)
+{
+	if (!atomic_load(pause_req))
+		return false;
+	atomic_fetch_add(paused, 1);
+	while (atomic_load(pause_req) && !atomic_load(quit))
+		sched_yield();
+	atomic_fetch_sub(paused, 1);
+	return true;
+}
+
+/* ---------------- writer threads ---------------- */
 
 static uint64_t xorshift(uint64_t *s)
 {
@@ -402,8 +423,8 @@ static uint64_t xorshift(uint64_t *s)
 
 static void *writer_main(void *p)
 {
-	struct writer_arg *a = p;
-	struct writers *w = a->w;
+	struct thread_arg *a = p;
+	struct writers *w = a->owner;
 	uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(a->id + 1);
 	size_t words = w->len / 8;
 	int id = a->id;
@@ -412,14 +433,8 @@ static void *writer_main(void *p)
 	while (!atomic_load(&w->quit)) {
 		uint64_t r, *word;
 
-		if (atomic_load(&w->pause_req)) {
-			atomic_fetch_add(&w->paused, 1);
-			while (atomic_load(&w->pause_req) &&
-			       !atomic_load(&w->quit))
-				sched_yield();
-			atomic_fetch_sub(&w->paused, 1);
+		if (pause_point(&w->pause_req, &w->paused, &w->quit))
 			continue;
-		}
 		r = xorshift(&seed);
 		word = (uint64_t *)w->mem + r % words;
 		/* relaxed atomic: writers may hit the same word */
@@ -438,15 +453,7 @@ void writers_start(struct writers *w, unsigned char *mem, size_t len,
 	w->len = len;
 	w->page_size = page_size;
 	w->n = n;
-	for (int i = 0; i < n; i++) {
-		struct writer_arg *a = malloc(sizeof(*a));
-
-		CHECK(a, "out of memory");
-		a->w = w;
-		a->id = i;
-		CHECK(!pthread_create(&w->th[i], NULL, writer_main, a),
-		      "pthread_create");
-	}
+	threads_start(w->th, n, writer_main, w);
 }
 
 void writers_pause(struct writers *w)
@@ -520,7 +527,56 @@ bool mincore_any(void *addr, size_t len)
 	return any;
 }
 
-/* ---------------- one live snapshot, checked ---------------- */
+/* ---------------- one live snapshot ---------------- */
+
+const enum ls_strategy test_strategies[NSTRATEGIES] = {
+	LS_STRATEGY_AUTO,
+	LS_STRATEGY_COPY,
+	LS_STRATEGY_WRITE_FIRST,
+};
+
+bool strategy_wanted(int kind, size_t i, int salt)
+{
+#if defined(__SANITIZE_THREAD__)
+	return i == (size_t)(kind + salt) % NSTRATEGIES;
+#else
+	(void)kind, (void)i, (void)salt;
+	return true;
+#endif
+}
+
+struct ls_ctx *ctx_with_ram(const struct test_mem *m)
+{
+	char err[LS_ERRMSG_MAX];
+	struct ls_ctx *ctx;
+
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
+	CHECK(ls_region_add(ctx, "ram", m->addr, m->len) == 0, "add: %s",
+	      ls_ctx_error(ctx));
+	return ctx;
+}
+
+struct ls_snapshot *snapshot_begin_gated(struct ls_ctx *ctx,
+					 struct mem_sink *s,
+					 const struct ls_snapshot_opts *o,
+					 const struct test_mem *m,
+					 unsigned char *ref, struct writers *w)
+{
+	struct ls_snapshot *snap;
+	int ret;
+
+	ret = ls_snapshot_create(ctx, &s->base, o, &snap);
+	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
+	if (w)
+		writers_pause(w);
+	memcpy(ref, m->addr, m->len);
+	s->gate = snap;
+	ret = ls_snapshot_begin(snap);
+	if (w)
+		writers_resume(w);
+	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(ctx));
+	return snap;
+}
 
 void exact_snapshot(struct ls_ctx *ctx, struct test_mem *m, struct writers *w,
 		    const struct ls_snapshot_opts *o, unsigned char *ref,
@@ -532,16 +588,8 @@ void exact_snapshot(struct ls_ctx *ctx, struct test_mem *m, struct writers *w,
 	struct ls_stats st;
 	int ret;
 
-	ret = ls_snapshot_create(ctx, &s->base, o, &snap);
-	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
+	snap = snapshot_begin_gated(ctx, s, o, m, ref, w);
 	CHECK(s->started, "sink not started at create");
-	writers_pause(w);
-	memcpy(ref, m->addr, m->len);
-	/* The writer's first batch waits until the threads write again. */
-	s->gate = snap;
-	ret = ls_snapshot_begin(snap);
-	writers_resume(w);
-	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(ctx));
 	ret = ls_snapshot_wait(snap);
 	CHECK(!ret, "ls_snapshot_wait: %d %s", ret, ls_snapshot_error(snap));
 	CHECK(ls_snapshot_poll(snap) == 0, "poll after the end");

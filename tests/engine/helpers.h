@@ -103,6 +103,25 @@ struct mem_source {
 void mem_source_init(struct mem_source *src, const unsigned char *data,
 		     size_t len, size_t page_size);
 
+/* ---------------- threads ---------------- */
+
+/* What each thread of threads_start gets (and frees): its owner, number. */
+struct thread_arg {
+	void *owner;
+	int id;
+};
+
+/* Starts n threads running fn, thread i with {owner, i}. */
+void threads_start(pthread_t *th, int n, void *(*fn)(void *), void *owner);
+
+/*
+ * The pause point of a thread that others quiesce: while *pause_req is
+ * set (and *quit is not) it counts itself in *paused and waits. Returns
+ * whether it paused: the state it works on may have changed meanwhile.
+ */
+bool pause_point(atomic_int *pause_req, atomic_int *paused,
+		 atomic_bool *quit);
+
 /* ---------------- writer threads ---------------- */
 
 struct writers {
@@ -136,6 +155,35 @@ bool mincore_any(void *addr, size_t len);
 
 /* Number of pages of [addr, addr+len) that are userfaultfd write-protected. */
 uint64_t count_wp_pages(const void *addr, size_t len);
+
+/* ---------------- one live snapshot ---------------- */
+
+/* Every strategy, for the tests that run each. */
+#define NSTRATEGIES 3
+extern const enum ls_strategy test_strategies[NSTRATEGIES];
+
+/*
+ * Whether a test runs memory kind `kind` with test_strategies[i]: always,
+ * but under TSan (~20x slower) only one strategy per kind, rotating with
+ * `salt` (a number of the test's own), so that across a file's tests each
+ * kind and each strategy still meet.
+ */
+bool strategy_wanted(int kind, size_t i, int salt);
+
+/* A new context whose only region, "ram" (index 0), is m. */
+struct ls_ctx *ctx_with_ram(const struct test_mem *m);
+
+/*
+ * Creates a snapshot of ctx into s, copies m into ref and begins it. The
+ * sink's gate (mem_sink.gate) holds the writer after its first batch
+ * until the first write fault, so that writes after begin meet protected
+ * pages. w, if not NULL, is paused from the copy to the end of begin.
+ */
+struct ls_snapshot *snapshot_begin_gated(struct ls_ctx *ctx,
+					 struct mem_sink *s,
+					 const struct ls_snapshot_opts *o,
+					 const struct test_mem *m,
+					 unsigned char *ref, struct writers *w);
 
 /*
  * One live snapshot of the context's only region (m) while w writes:

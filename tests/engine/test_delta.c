@@ -56,11 +56,6 @@ struct setw {
 	_Atomic uint64_t writes;
 };
 
-struct setw_arg {
-	struct setw *w;
-	int id;
-};
-
 static uint64_t rnd(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -90,8 +85,8 @@ static void setw_sweep(struct setw *w, int id, uint64_t *seed)
 
 static void *setw_main(void *p)
 {
-	struct setw_arg *a = p;
-	struct setw *w = a->w;
+	struct thread_arg *a = p;
+	struct setw *w = a->owner;
 	int id = a->id;
 	uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(id + 7);
 	unsigned done = 0;
@@ -101,14 +96,8 @@ static void *setw_main(void *p)
 		unsigned round = atomic_load(&w->round);
 		uint64_t page;
 
-		if (atomic_load(&w->pause_req)) {
-			atomic_fetch_add(&w->paused, 1);
-			while (atomic_load(&w->pause_req) &&
-			       !atomic_load(&w->quit))
-				sched_yield();
-			atomic_fetch_sub(&w->paused, 1);
+		if (pause_point(&w->pause_req, &w->paused, &w->quit))
 			continue;
-		}
 		if (done != round) {
 			setw_sweep(w, id, &seed);
 			done = round;
@@ -135,15 +124,7 @@ static void setw_start(struct setw *w, struct test_mem *m)
 	w->want = calloc(w->npages, 1);
 	CHECK(w->want, "out of memory");
 	atomic_store(&w->pause_req, 1);
-	for (int i = 0; i < NWRITERS; i++) {
-		struct setw_arg *a = malloc(sizeof(*a));
-
-		CHECK(a, "out of memory");
-		a->w = w;
-		a->id = i;
-		CHECK(!pthread_create(&w->th[i], NULL, setw_main, a),
-		      "pthread_create");
-	}
+	threads_start(w->th, NWRITERS, setw_main, w);
 	while (atomic_load(&w->paused) < NWRITERS)
 		sched_yield();
 }
@@ -376,9 +357,6 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	c->n++;
 }
 
-static const enum ls_strategy strategies[] = {
-	LS_STRATEGY_AUTO, LS_STRATEGY_COPY, LS_STRATEGY_WRITE_FIRST};
-
 static void run_chain_granule(enum mem_kind kind, unsigned len,
 			      size_t granule, bool write_after)
 {
@@ -390,7 +368,7 @@ static void run_chain_granule(enum mem_kind kind, unsigned len,
 	c.write_after = write_after;
 	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
 	for (unsigned i = 1; i < len; i++)
-		chain_step(&c, true, strategies[i % 3],
+		chain_step(&c, true, test_strategies[i % NSTRATEGIES],
 			   (unsigned)(rnd(&seed) % 40));
 	CHECK(!write_after || c.extra, "the granule never added a page");
 	setw_pause(&c.w);

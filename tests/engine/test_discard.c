@@ -52,12 +52,6 @@ enum outcome {
 	EITHER, /* MADV_FREE: exact unless the kernel reclaimed the pages */
 };
 
-static const enum ls_strategy strategies[] = {
-	LS_STRATEGY_AUTO,
-	LS_STRATEGY_COPY,
-	LS_STRATEGY_WRITE_FIRST,
-};
-
 static bool shared_kind(enum mem_kind kind)
 {
 	return kind == MEM_MEMFD || kind == MEM_MEMFD_HUGE;
@@ -166,7 +160,6 @@ static void one_case(enum mem_kind kind, enum ls_strategy strategy, enum op op)
 {
 	struct ls_snapshot_opts o = {.strategy = strategy};
 	struct mem_sink *s = mem_sink_new();
-	char err[LS_ERRMSG_MAX];
 	struct ls_snapshot *snap;
 	unsigned char *ref, *t;
 	struct ls_ctx *ctx;
@@ -178,15 +171,8 @@ static void one_case(enum mem_kind kind, enum ls_strategy strategy, enum op op)
 	fill_random(m.addr, m.len, m.page_size, 100, (unsigned)(op * 7 + kind));
 	ref = malloc(m.len);
 	CHECK(ref, "out of memory");
-	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
-	      ls_ctx_error(ctx));
-	CHECK(!ls_snapshot_create(ctx, &s->base, &o, &snap), "create: %s",
-	      ls_ctx_error(ctx));
-	memcpy(ref, m.addr, m.len);
-	/* The writer stops after its first batch until the first fault. */
-	s->gate = snap;
-	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	ctx = ctx_with_ram(&m);
+	snap = snapshot_begin_gated(ctx, s, &o, &m, ref, NULL);
 	t = run_op(op, &m);
 	writers_start(&w, m.addr, WRITERS_LEN, m.page_size, 2);
 	ret = ls_snapshot_wait(snap);
@@ -238,18 +224,13 @@ static void one_case(enum mem_kind kind, enum ls_strategy strategy, enum op op)
  */
 static void every_case(enum op op)
 {
-	const size_t nstrat = sizeof(strategies) / sizeof(strategies[0]);
-
 	for (int k = 0; k < MEM_NKINDS; k++) {
 		if (!applies(op, (enum mem_kind)k))
 			continue;
-		for (size_t i = 0; i < nstrat; i++) {
-#if defined(__SANITIZE_THREAD__)
-			if (i != ((size_t)k + (size_t)op) % nstrat)
-				continue;
-#endif
-			one_case((enum mem_kind)k, strategies[i], op);
-		}
+		for (size_t i = 0; i < NSTRATEGIES; i++)
+			if (strategy_wanted(k, i, (int)op))
+				one_case((enum mem_kind)k, test_strategies[i],
+					 op);
 	}
 }
 
@@ -368,18 +349,16 @@ static void test_hugetlb_untouched(void **state)
 static void alias_case(enum mem_kind kind)
 {
 	struct mem_sink *s = mem_sink_new();
-	char err[LS_ERRMSG_MAX], want[64];
 	struct ls_snapshot *snap = NULL;
 	unsigned char *alias, *ref;
 	struct ls_ctx *ctx;
 	struct test_mem m;
+	char want[64];
 	int ret;
 
 	mem_map(&m, kind, REGION);
 	fill_random(m.addr, m.len, m.page_size, 100, 4);
-	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
-	      ls_ctx_error(ctx));
+	ctx = ctx_with_ram(&m);
 	/* A writable view of the second half: refused. */
 	alias = mmap(NULL, REGION / 2, PROT_READ | PROT_WRITE, MAP_SHARED,
 		     m.fd, REGION / 2);

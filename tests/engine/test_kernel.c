@@ -44,12 +44,6 @@ static const char *const op_names[] = {
 	"io_uring read", "atomic/non-temporal stores",
 };
 
-static const enum ls_strategy strategies[] = {
-	LS_STRATEGY_AUTO,
-	LS_STRATEGY_COPY,
-	LS_STRATEGY_WRITE_FIRST,
-};
-
 /* A file in /tmp holding data (O_DIRECT: the file system must allow it). */
 static int data_file(const unsigned char *data, size_t len, bool direct)
 {
@@ -226,7 +220,6 @@ static void run_op(enum op op, struct test_mem *m, unsigned char *dst)
 static void one_case(enum mem_kind kind, enum ls_strategy strategy, enum op op)
 {
 	struct ls_snapshot_opts o = {.strategy = strategy};
-	char err[LS_ERRMSG_MAX];
 	struct ls_snapshot *snap;
 	struct mem_sink *s = mem_sink_new();
 	struct ls_ctx *ctx;
@@ -243,15 +236,8 @@ static void one_case(enum mem_kind kind, enum ls_strategy strategy, enum op op)
 		off += 100; /* unaligned, across pages */
 	ref = malloc(m.len);
 	CHECK(ref, "out of memory");
-	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
-	      ls_ctx_error(ctx));
-	CHECK(!ls_snapshot_create(ctx, &s->base, &o, &snap), "create: %s",
-	      ls_ctx_error(ctx));
-	memcpy(ref, m.addr, m.len);
-	/* The writer stops after its first batch until the first fault. */
-	s->gate = snap;
-	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	ctx = ctx_with_ram(&m);
+	snap = snapshot_begin_gated(ctx, s, &o, &m, ref, NULL);
 	run_op(op, &m, m.addr + off);
 	ret = ls_snapshot_wait(snap);
 	CHECK(!ret, "%s, %s: wait: %s", op_names[op], mem_kind_name(kind),
@@ -274,16 +260,11 @@ static void one_case(enum mem_kind kind, enum ls_strategy strategy, enum op op)
  */
 static void every_case(enum op op)
 {
-	const size_t nstrat = sizeof(strategies) / sizeof(strategies[0]);
-
 	for (int k = 0; k < MEM_NKINDS; k++)
-		for (size_t i = 0; i < nstrat; i++) {
-#if defined(__SANITIZE_THREAD__)
-			if (i != ((size_t)k + (size_t)op) % nstrat)
-				continue;
-#endif
-			one_case((enum mem_kind)k, strategies[i], op);
-		}
+		for (size_t i = 0; i < NSTRATEGIES; i++)
+			if (strategy_wanted(k, i, (int)op))
+				one_case((enum mem_kind)k, test_strategies[i],
+					 op);
 }
 
 static void test_read_pipe(void **state)

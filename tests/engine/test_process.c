@@ -38,28 +38,6 @@ const char *__asan_default_options(void)
 }
 #endif
 
-static const enum ls_strategy strategies[] = {
-	LS_STRATEGY_AUTO,
-	LS_STRATEGY_COPY,
-	LS_STRATEGY_WRITE_FIRST,
-};
-#define NSTRAT (sizeof(strategies) / sizeof(strategies[0]))
-
-/*
- * Each memory type with each strategy; under TSan (~20x slower) one
- * strategy per type, rotating with `salt`, so that across the tests every
- * type still meets every strategy.
- */
-static bool wanted(int kind, size_t strategy, int salt)
-{
-#if defined(__SANITIZE_THREAD__)
-	return strategy == (size_t)(kind + salt) % NSTRAT;
-#else
-	(void)kind, (void)strategy, (void)salt;
-	return true;
-#endif
-}
-
 struct fixture {
 	struct ls_ctx *ctx;
 	struct test_mem m;
@@ -72,8 +50,6 @@ struct fixture {
 static void setup(struct fixture *f, enum mem_kind kind, size_t len,
 		  const struct ls_snapshot_opts *o, unsigned percent)
 {
-	char err[LS_ERRMSG_MAX];
-
 	memset(f, 0, sizeof(*f));
 	mem_map(&f->m, kind, len);
 	fill_random(f->m.addr, f->m.len, f->m.page_size, percent,
@@ -81,9 +57,7 @@ static void setup(struct fixture *f, enum mem_kind kind, size_t len,
 	f->m.addr[8] = 1; /* the writer's first batch has data: it waits */
 	f->ref = malloc(len);
 	CHECK(f->ref, "out of memory");
-	CHECK(!ls_ctx_create(&f->ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(f->ctx, "ram", f->m.addr, f->m.len) == 0,
-	      "add: %s", ls_ctx_error(f->ctx));
+	f->ctx = ctx_with_ram(&f->m);
 	f->s = mem_sink_new();
 	CHECK(!ls_snapshot_create(f->ctx, &f->s->base, o, &f->snap),
 	      "create: %s", ls_ctx_error(f->ctx));
@@ -172,9 +146,9 @@ static void test_fork(void **state)
 {
 	(void)state;
 	for (int k = 0; k < MEM_NKINDS; k++)
-		for (size_t i = 0; i < NSTRAT; i++)
-			if (wanted(k, i, 0))
-				fork_case((enum mem_kind)k, strategies[i]);
+		for (size_t i = 0; i < NSTRATEGIES; i++)
+			if (strategy_wanted(k, i, 0))
+				fork_case((enum mem_kind)k, test_strategies[i]);
 }
 
 /* ---------------- a signal while blocked in a write fault ---------------- */
@@ -256,9 +230,10 @@ static void test_signal_in_fault(void **state)
 {
 	(void)state;
 	for (int k = 0; k < MEM_NKINDS; k++)
-		for (size_t i = 0; i < NSTRAT; i++)
-			if (wanted(k, i, 1))
-				signal_case((enum mem_kind)k, strategies[i]);
+		for (size_t i = 0; i < NSTRATEGIES; i++)
+			if (strategy_wanted(k, i, 1))
+				signal_case((enum mem_kind)k,
+					    test_strategies[i]);
 }
 
 /* ---------------- SIGKILL in the middle of a snapshot to a file ---------------- */
@@ -481,7 +456,6 @@ static int cycle(struct ls_ctx *ctx, struct test_mem *m, bool cancel,
 static void test_hygiene(void **state)
 {
 	long fds, threads, rss, d_fds, d_threads, d_rss;
-	char err[LS_ERRMSG_MAX];
 	struct ls_ctx *ctx;
 	struct test_mem m;
 	int cancelled = 0;
@@ -489,20 +463,19 @@ static void test_hygiene(void **state)
 	(void)state;
 	mem_map(&m, MEM_ANON_THP, 4 * MB);
 	fill_random(m.addr, m.len, m.page_size, 50, 9);
-	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
-	      ls_ctx_error(ctx));
+	ctx = ctx_with_ram(&m);
 	for (int i = 0; i < WARMUP; i++) {
-		cycle(ctx, &m, false, strategies[i % NSTRAT]);
-		cycle(ctx, &m, true, strategies[i % NSTRAT]);
+		cycle(ctx, &m, false, test_strategies[i % NSTRATEGIES]);
+		cycle(ctx, &m, true, test_strategies[i % NSTRATEGIES]);
 	}
 	fds = count_dir("/proc/self/fd");
 	threads = count_dir("/proc/self/task");
 	rss = rss_kb();
 	for (int i = 0; i < CYCLES; i++)
-		cycle(ctx, &m, false, strategies[i % NSTRAT]);
+		cycle(ctx, &m, false, test_strategies[i % NSTRATEGIES]);
 	for (int i = 0; i < CYCLES; i++)
-		cancelled += cycle(ctx, &m, true, strategies[i % NSTRAT]) != 0;
+		cancelled += cycle(ctx, &m, true,
+				   test_strategies[i % NSTRATEGIES]) != 0;
 	d_fds = count_dir("/proc/self/fd") - fds;
 	d_threads = count_dir("/proc/self/task") - threads;
 	d_rss = rss_kb() - rss;
