@@ -29,14 +29,10 @@ struct fixture {
 
 static void setup(struct fixture *f, enum mem_kind kind, size_t len)
 {
-	char err[LS_ERRMSG_MAX];
-
 	memset(f, 0, sizeof(*f));
 	mem_map(&f->m, kind, len);
 	fill_random(f->m.addr, f->m.len, f->m.page_size, 60, 3);
-	CHECK(!ls_ctx_create(&f->ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(f->ctx, "ram", f->m.addr, f->m.len) == 0,
-	      "add: %s", ls_ctx_error(f->ctx));
+	f->ctx = ctx_with_ram(&f->m);
 	writers_start(&f->w, f->m.addr, f->m.len, f->m.page_size, 4);
 	f->s = mem_sink_new();
 }

@@ -55,17 +55,6 @@ static void *toucher_main(void *arg)
 	return NULL;
 }
 
-static struct ls_ctx *ctx_with(struct test_mem *m)
-{
-	char err[LS_ERRMSG_MAX];
-	struct ls_ctx *ctx;
-
-	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(ctx, "ram", m->addr, m->len) == 0, "add: %s",
-	      ls_ctx_error(ctx));
-	return ctx;
-}
-
 /* While a lazy restore runs, a snapshot cannot begin. */
 static void expect_busy(struct ls_ctx *ctx)
 {
@@ -110,7 +99,7 @@ static void lazy_round_trip(enum mem_kind kind, size_t len)
 	fill_random(data, len, m.page_size, 60, 11 + (unsigned)kind);
 	mem_source_init(&src, data, len, m.page_size);
 	atomic_store(&src.hold, true); /* prefetch waits at page 0 */
-	ctx = ctx_with(&m);
+	ctx = ctx_with_ram(&m);
 	CHECK(!ls_restore_start(ctx, 0, &src.base, 0, LS_RESTORE_LAZY, &r),
 	      "restore_start: %s", ls_ctx_error(ctx));
 	expect_busy(ctx);
@@ -200,7 +189,7 @@ static void eager(enum mem_kind kind, size_t len)
 	mem_map(&m, kind, len);
 	fill_random(data, len, m.page_size, 50, 5);
 	mem_source_init(&src, data, len, m.page_size);
-	ctx = ctx_with(&m);
+	ctx = ctx_with_ram(&m);
 	CHECK(!ls_restore_start(ctx, 0, &src.base, 0, LS_RESTORE_EAGER, &r),
 	      "eager: %s", ls_ctx_error(ctx));
 	CHECK(!ls_restore_stats(r, &rs) && rs.complete &&
@@ -244,7 +233,7 @@ static void test_lazy_source_fails(void **state)
 	mem_map(&m, MEM_ANON_4K, 8 * MB);
 	mem_source_init(&src, data, 8 * MB, 4096);
 	src.fail_at_page = 1000;
-	ctx = ctx_with(&m);
+	ctx = ctx_with_ram(&m);
 	CHECK(!ls_restore_start(ctx, 0, &src.base, 0, LS_RESTORE_LAZY, &r),
 	      "start: %s", ls_ctx_error(ctx));
 	ret = ls_restore_wait(r);
@@ -274,7 +263,7 @@ static void test_restore_bad_args(void **state)
 	(void)state;
 	mem_map(&m, MEM_ANON_4K, 4 * MB);
 	mem_source_init(&src, page, sizeof(page), 4096);
-	ctx = ctx_with(&m);
+	ctx = ctx_with_ram(&m);
 	CHECK(ls_restore_start(ctx, 1, &src.base, 0, LS_RESTORE_LAZY, &r) ==
 		      -EINVAL,
 	      "bad region index");
