@@ -257,7 +257,6 @@ OP_TEST(mprotect, OP_MPROTECT)
 static void test_punch_and_fill(void **state)
 {
 	struct mem_sink *s = mem_sink_new();
-	char err[LS_ERRMSG_MAX];
 	struct ls_snapshot *snap;
 	struct ls_ctx *ctx;
 	struct test_mem m;
@@ -270,9 +269,7 @@ static void test_punch_and_fill(void **state)
 	CHECK(!fallocate(m.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			 TARGET + TARGET_LEN, 4096),
 	      "fallocate: %s", strerror(errno));
-	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
-	      ls_ctx_error(ctx));
+	ctx = ctx_with_ram(&m);
 	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
 	      ls_ctx_error(ctx));
 	s->gate = snap; /* the writer waits after its first batch */
@@ -302,7 +299,6 @@ static void test_hugetlb_untouched(void **state)
 {
 	struct mem_sink *s = mem_sink_new();
 	size_t ps = 2 * MB, n = REGION / (2 * MB);
-	char err[LS_ERRMSG_MAX];
 	struct ls_snapshot *snap;
 	unsigned char vec[REGION / 4096]; /* mincore: a byte per 4 KiB */
 	struct ls_ctx *ctx;
@@ -322,9 +318,7 @@ static void test_hugetlb_untouched(void **state)
 		CHECK((vec[p * (ps / 4096)] & 1) == (p % 2 == 0),
 		      "before: huge page %zu %s mapped", p,
 		      vec[p * (ps / 4096)] & 1 ? "is" : "is not");
-	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ctx: %s", err);
-	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
-	      ls_ctx_error(ctx));
+	ctx = ctx_with_ram(&m);
 	CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap), "create: %s",
 	      ls_ctx_error(ctx));
 	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
