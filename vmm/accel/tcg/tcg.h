@@ -40,6 +40,7 @@ struct tcg_vm {
 	bool ticker_started, ticker_stop;
 	uint32_t irq_levels;  /* ISA lines raised by devices (not delivered) */
 	uint64_t created_ns;  /* guest clock origin */
+	uint64_t created_tsc; /* host TSC then: a rate without a sleep */
 	bool tsc_checked;     /* a restore's TSC rate was compared */
 	/* CPUID as the emulated CPU reports it (leaves 0, 1, 0x80000000,
 	 * 0x80000001), probed on first use: tcg_cpuid_native(). */
@@ -91,6 +92,7 @@ void tcg_vcpu_dump(struct vcpu *vcpu, const char *why);
 
 /* tcg_vm.c */
 uint32_t tcg_host_tsc_khz(long ns);
+uint32_t tcg_host_tsc_khz_since(uint64_t t0_ns, uint64_t tsc0, long min_ns);
 
 /* tcg_state.c */
 int tcg_get_state(struct vcpu *vcpu, struct x86_cpu_state *st, char *err);

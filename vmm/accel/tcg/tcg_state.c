@@ -500,8 +500,11 @@ static int check_carryover(struct vcpu *vcpu, const struct x86_cpu_state *st,
 
 /*
  * The guest keeps the TSC rate it was told; here its TSC is the host's.
- * Said once per VM when they differ by more than 1% (measured over 1 ms,
- * to ~0.2%): the guest's sense of time then runs off by as much.
+ * Said once per VM when they differ by more than 1% (measured over at
+ * least 1 ms, to ~0.2%): the guest's sense of time then runs off by as
+ * much. Measured from the VM's creation: on a restore the RAM and engine
+ * set-up since then are the interval, so nothing sleeps on the way to a
+ * running guest.
  */
 static void check_tsc_rate(struct vcpu *vcpu, uint32_t saved_khz)
 {
@@ -511,7 +514,7 @@ static void check_tsc_rate(struct vcpu *vcpu, uint32_t saved_khz)
 	if (!saved_khz || __atomic_exchange_n(&t->tsc_checked, true,
 					      __ATOMIC_RELAXED))
 		return;
-	host = tcg_host_tsc_khz(1000000);
+	host = tcg_host_tsc_khz_since(t->created_ns, t->created_tsc, 1000000);
 	if ((uint64_t)(host > saved_khz ? host - saved_khz : saved_khz - host) *
 		100 >
 	    saved_khz)

@@ -21,16 +21,30 @@ static uint64_t rdtsc(void)
 	return ((uint64_t)hi << 32) | lo;
 }
 
+/*
+ * The host TSC's rate against CLOCK_MONOTONIC since (t0_ns, tsc0), taken
+ * back to back: over at least min_ns, sleeping only for what is missing.
+ */
+uint32_t tcg_host_tsc_khz_since(uint64_t t0_ns, uint64_t tsc0, long min_ns)
+{
+	uint64_t t1 = vmm_now_ns(), c1;
+
+	if (t1 - t0_ns < (uint64_t)min_ns) {
+		struct timespec d = {0, min_ns - (long)(t1 - t0_ns)};
+
+		nanosleep(&d, NULL);
+	}
+	c1 = rdtsc();
+	t1 = vmm_now_ns();
+	return (uint32_t)((c1 - tsc0) * 1000000ull / (t1 - t0_ns));
+}
+
 /* The host TSC's rate against CLOCK_MONOTONIC over `ns`. */
 uint32_t tcg_host_tsc_khz(long ns)
 {
-	struct timespec d = {0, ns};
-	uint64_t t0 = vmm_now_ns(), c0 = rdtsc(), t1, c1;
+	uint64_t t0 = vmm_now_ns(), c0 = rdtsc();
 
-	nanosleep(&d, NULL);
-	c1 = rdtsc();
-	t1 = vmm_now_ns();
-	return (uint32_t)((c1 - c0) * 1000000ull / (t1 - t0));
+	return tcg_host_tsc_khz_since(t0, c0, ns);
 }
 
 /*
@@ -79,6 +93,7 @@ static int tcg_vm_init(struct vm *vm, char *err)
 	pthread_condattr_destroy(&ca);
 	t->holder = TCG_NO_HOLDER;
 	t->created_ns = vmm_now_ns();
+	t->created_tsc = rdtsc();
 	vm->accel_priv = t;
 	vm->max_vcpus = 63;
 	return tcg_ticker_start(vm, err);
