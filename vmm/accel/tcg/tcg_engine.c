@@ -18,6 +18,9 @@
 #include "../../layout.h"
 #include "../../vm.h"
 #include "tcg.h"
+#include "tcg_stub.h"
+
+static void cpuid_probe_engine(struct vcpu *vcpu, uc_engine *uc);
 
 static int uc_fail(char *err, uc_err e, const char *what, unsigned id)
 {
@@ -295,6 +298,8 @@ int tcg_engine_create(struct vcpu *vcpu, char *err)
 		return uc_fail(err, e, "uc_open", vcpu->id);
 	ret = map_ram(vcpu, uc, err);
 	ret = ret ?: map_hole(vcpu, uc, err);
+	if (!ret)
+		cpuid_probe_engine(vcpu, uc); /* before the cpuid hook */
 	ret = ret ?: add_hooks(vcpu, uc, err);
 	if (ret) {
 		uc_close(uc);
@@ -321,45 +326,90 @@ void tcg_engine_destroy(struct vcpu *vcpu)
 }
 
 /*
- * The CPUID of Unicorn's emulated CPU, read by running `cpuid` in a
- * scratch engine: leaf 1 and the extended leaves are passed through,
- * edited per vCPU (cpuid_leaf()). Probed on first use, not at VM
- * creation: a restored guest may never ask, and a restore should not
- * wait for it.
+ * The CPUID of Unicorn's emulated CPU, read by running `cpuid` in an
+ * engine: leaf 1 and the extended leaves are passed through, edited per
+ * vCPU (cpuid_leaf()). Probed once per VM, not at VM creation: a restored
+ * guest may never ask, and a restore should not wait for it.
  */
-static void cpuid_probe(struct tcg_vm *t)
+static const uint32_t probe_leaves[4] = {0, 1, 0x80000000u, 0x80000001u};
+static const uint8_t probe_code[] = {0x0f, 0xa2}; /* cpuid */
+
+/* Runs probe_code, at gpa in uc, for each leaf; false if a run failed. */
+static bool cpuid_run(uc_engine *uc, uint64_t gpa, uint32_t out[4][4])
 {
-	static const uint32_t leaves[4] = {0, 1, 0x80000000u, 0x80000001u};
-	static const uint8_t code[] = {0x0f, 0xa2}; /* cpuid */
-	uint8_t *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	static const int regs[4] = {UC_X86_REG_RAX, UC_X86_REG_RBX,
 				    UC_X86_REG_RCX, UC_X86_REG_RDX};
+	bool ok = true;
+
+	for (int i = 0; i < 4; i++) {
+		uint64_t v = probe_leaves[i], zero = 0;
+
+		uc_reg_write(uc, UC_X86_REG_RAX, &v);
+		uc_reg_write(uc, UC_X86_REG_RCX, &zero);
+		if (uc_emu_start(uc, gpa, gpa + sizeof(probe_code), 0, 0)) {
+			ok = false;
+			continue;
+		}
+		for (int r = 0; r < 4; r++) {
+			uc_reg_read(uc, regs[r], &v);
+			out[i][r] = (uint32_t)v;
+		}
+	}
+	return ok;
+}
+
+static void cpuid_set(struct tcg_vm *t, uint32_t out[4][4])
+{
+	memcpy(t->cpuid_native, out, sizeof(t->cpuid_native));
+	__atomic_store_n(&t->cpuid_probed, true, __ATOMIC_RELEASE);
+}
+
+/*
+ * In a vCPU's new engine, before its hooks (the cpuid hook would ask for
+ * the very leaves probed): its state is about to be overwritten by the
+ * resume stub or a context, and starting an engine costs milliseconds,
+ * so probing here spares a restore's vCPU a scratch engine on its way to
+ * running the guest. The code goes at TCG_STUB_PROBE in the stub page,
+ * which the stub never reaches (a block translated there stays unused).
+ */
+static void cpuid_probe_engine(struct vcpu *vcpu, uc_engine *uc)
+{
+	struct tcg_vm *t = TCG_VM(vcpu->vm);
+	uint32_t out[4][4] = {{0}};
+	bool ok;
+
+	if (__atomic_load_n(&t->cpuid_probed, __ATOMIC_ACQUIRE))
+		return;
+	memcpy(TCG_VCPU(vcpu)->stub + TCG_STUB_PROBE, probe_code,
+	       sizeof(probe_code));
+	ok = cpuid_run(uc, GPA_TCG_STUB + TCG_STUB_PROBE, out);
+	pthread_mutex_lock(&t->cpuid_lock);
+	if (ok && !t->cpuid_probed) /* else the scratch engine, later */
+		cpuid_set(t, out);
+	pthread_mutex_unlock(&t->cpuid_lock);
+}
+
+/* Before any engine exists (a fresh boot's MP table): a scratch one. */
+static void cpuid_probe(struct tcg_vm *t)
+{
+	uint8_t *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint32_t out[4][4] = {{0}};
 	uc_engine *uc;
 
-	memset(t->cpuid_native, 0, sizeof(t->cpuid_native));
-	if (page == MAP_FAILED)
+	if (page == MAP_FAILED) {
+		cpuid_set(t, out);
 		return;
-	memcpy(page, code, sizeof(code));
+	}
+	memcpy(page, probe_code, sizeof(probe_code));
 	if (uc_open(UC_ARCH_X86, UC_MODE_64, &uc) == UC_ERR_OK) {
 		if (uc_mem_map_ptr(uc, 0, 4096, UC_PROT_ALL, page) ==
-		    UC_ERR_OK) {
-			for (int i = 0; i < 4; i++) {
-				uint64_t v = leaves[i], zero = 0;
-
-				uc_reg_write(uc, UC_X86_REG_RAX, &v);
-				uc_reg_write(uc, UC_X86_REG_RCX, &zero);
-				if (uc_emu_start(uc, 0, sizeof(code), 0, 0))
-					continue;
-				for (int r = 0; r < 4; r++) {
-					uc_reg_read(uc, regs[r], &v);
-					t->cpuid_native[i][r] = (uint32_t)v;
-				}
-			}
-		}
+		    UC_ERR_OK)
+			cpuid_run(uc, 0, out);
 		uc_close(uc);
 	}
 	munmap(page, 4096);
+	cpuid_set(t, out);
 }
 
 const uint32_t (*tcg_cpuid_native(struct tcg_vm *t))[4]
@@ -370,7 +420,6 @@ const uint32_t (*tcg_cpuid_native(struct tcg_vm *t))[4]
 	pthread_mutex_lock(&t->cpuid_lock);
 	if (!t->cpuid_probed)
 		cpuid_probe(t);
-	__atomic_store_n(&t->cpuid_probed, true, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&t->cpuid_lock);
 	return (const uint32_t(*)[4])t->cpuid_native;
 }

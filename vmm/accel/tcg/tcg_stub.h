@@ -15,6 +15,9 @@
 #define TCG_STUB_FS    (TCG_STUB_DATA + 0x44)
 #define TCG_STUB_GS    (TCG_STUB_DATA + 0x46)
 #define TCG_STUB_FRAME 0xfd8 /* iretq frame: rip, cs, rflags, rsp, ss */
+/* A new engine's CPUID probe (tcg_engine.c), run before the stub is
+ * written; the stub never reaches it. */
+#define TCG_STUB_PROBE 0xf00
 
 #ifndef TCG_STUB_ASM
 extern const unsigned char tcg_stub_code[], tcg_stub_code_end[];
