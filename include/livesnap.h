@@ -575,6 +575,8 @@ int ls_reader_source(struct ls_reader *r, struct ls_source **srcp);
 enum ls_restore_mode {
 	LS_RESTORE_EAGER, /* fill everything now, then return */
 	LS_RESTORE_LAZY,  /* serve pages on first touch, prefetch behind */
+	LS_RESTORE_LAZY_HOLD, /* LAZY; the prefetch waits for
+				 ls_restore_prefetch() */
 };
 
 struct ls_restore_stats {
@@ -593,10 +595,13 @@ struct ls_restore_stats {
  * of pages not yet present are served first. Once every page is in, the
  * region is an ordinary region again. A snapshot cannot begin while a lazy
  * restore of one of its regions runs (-EBUSY): ls_restore_wait() first.
+ * LAZY_HOLD serves touches from the start but holds the prefetch until
+ * ls_restore_prefetch() (wait blocks until then; destroy lets it go).
  */
 int ls_restore_start(struct ls_ctx *ctx, int region, struct ls_source *src,
 		     uint32_t src_region, enum ls_restore_mode mode,
 		     struct ls_restore **rp);
+int ls_restore_prefetch(struct ls_restore *r);
 int ls_restore_wait(struct ls_restore *r);
 int ls_restore_stats(struct ls_restore *r, struct ls_restore_stats *st);
 void ls_restore_destroy(struct ls_restore *r); /* waits for completion */

@@ -281,6 +281,8 @@ void vm_restore_detach(struct vm_restore *r)
 {
 	if (!r)
 		return;
+	if (r->lazy) /* held if the VM never ran: the watcher waits for it */
+		ls_restore_prefetch(r->lazy);
 	if (r->watcher_live)
 		pthread_join(r->watcher, NULL);
 	r->watcher_live = false;
@@ -481,8 +483,13 @@ static int load_memory(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 	if (ret)
 		return reader_fail(r, err, ret, src_error(r));
 	r->ctx = vm_snap_ctx(s);
+	/*
+	 * The prefetch waits until the VM runs (vm_restore_running): until
+	 * then the CPU goes to loading state and starting the vCPUs, whose
+	 * touches of memory are served at once all the same.
+	 */
 	ret = ls_restore_start(r->ctx, vm_snap_ram_region(s), r->source,
-			       (uint32_t)r->src_region, LS_RESTORE_LAZY,
+			       (uint32_t)r->src_region, LS_RESTORE_LAZY_HOLD,
 			       &r->lazy);
 	if (ret)
 		return vmm_failx(err, -ret, "lazy restore of %s: %s", r->src,
@@ -645,6 +652,8 @@ void vm_restore_running(struct vm_restore *r)
 	pthread_mutex_lock(&r->lock); /* query-livesnap-restore reads it */
 	r->t_running = vmm_now_ns();
 	pthread_mutex_unlock(&r->lock);
+	if (r->lazy)
+		ls_restore_prefetch(r->lazy);
 	fprintf(stderr,
 		"livesnap: restored %s (%s) in %.1f ms: memory %.1f ms, "
 		"state %.1f ms\n",

@@ -254,6 +254,7 @@ void ls_ctx_destroy(struct ls_ctx *ctx)
 		pthread_mutex_unlock(&ctx->lock);
 		if (!r)
 			break;
+		ls_restore_prefetch(r); /* a held one could not end */
 		ls_restore_wait(r);
 		ls_restore_detach(r);
 	}

@@ -3,8 +3,9 @@
  * Restore mechanics from an in-memory source: lazy restore with several
  * threads touching pages while the prefetch runs (every touched page must
  * read the source's bytes at once), the whole region afterwards, a live
- * snapshot of the restored region, eager restore, a failing source, and the
- * refusals while a lazy restore runs.
+ * snapshot of the restored region, eager restore, a failing source, a lazy
+ * restore whose prefetch is held (LAZY_HOLD), and the refusals while a lazy
+ * restore runs.
  */
 #include <errno.h>
 #include <sched.h>
@@ -215,6 +216,72 @@ static void test_eager_hugetlb(void **state)
 	eager(MEM_MEMFD_HUGE, 8 * MB);
 }
 
+/*
+ * LAZY_HOLD: touches are served while the prefetch is held (it has done
+ * nothing, whatever the timing); ls_restore_prefetch() lets it finish.
+ * With let_go false the restore is destroyed while still held, which
+ * must let it go too rather than wait for ever.
+ */
+static void lazy_hold(bool let_go)
+{
+	static const uint64_t pages[] = {5, 100, 1000, 2047};
+	const size_t len = 8 * MB, ps = 4096;
+	struct ls_restore_stats rs;
+	struct ls_restore *r;
+	struct mem_source src;
+	struct test_mem m;
+	struct ls_ctx *ctx;
+	unsigned char *data = calloc(1, len);
+
+	CHECK(data, "out of memory");
+	fill_random(data, len, ps, 60, 23);
+	mem_map(&m, MEM_ANON_4K, len);
+	mem_source_init(&src, data, len, ps);
+	ctx = ctx_with_ram(&m);
+	CHECK(!ls_restore_start(ctx, 0, &src.base, 0, LS_RESTORE_LAZY_HOLD,
+				&r),
+	      "restore_start: %s", ls_ctx_error(ctx));
+	expect_busy(ctx);
+	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++)
+		CHECK(!memcmp((unsigned char *)m.addr + pages[i] * ps,
+			      data + pages[i] * ps, ps),
+		      "page %llu touched while held differs",
+		      (unsigned long long)pages[i]);
+	CHECK(!ls_restore_stats(r, &rs), "restore stats");
+	CHECK(rs.pages_done == 0 && !rs.complete && rs.faults >= 4,
+	      "held: %llu pages done, complete %d, %llu faults",
+	      (unsigned long long)rs.pages_done, rs.complete,
+	      (unsigned long long)rs.faults);
+	if (let_go) {
+		CHECK(!ls_restore_prefetch(r), "restore_prefetch");
+		CHECK(!ls_restore_wait(r), "restore_wait: %s",
+		      ls_ctx_error(ctx));
+		CHECK(!ls_restore_stats(r, &rs) && rs.complete &&
+			      rs.pages_done == rs.pages_total,
+		      "after the prefetch: complete %d, %llu of %llu",
+		      rs.complete, (unsigned long long)rs.pages_done,
+		      (unsigned long long)rs.pages_total);
+	}
+	ls_restore_destroy(r);
+	CHECK(!memcmp(m.addr, data, len), "restored memory differs");
+	CHECK(ls_restore_prefetch(NULL) == -EINVAL, "prefetch(NULL)");
+	ls_ctx_destroy(ctx);
+	mem_unmap(&m);
+	free(data);
+}
+
+static void test_lazy_hold(void **state)
+{
+	(void)state;
+	lazy_hold(true);
+}
+
+static void test_lazy_hold_destroyed(void **state)
+{
+	(void)state;
+	lazy_hold(false);
+}
+
 /* A source that fails: the restore fails, the region is usable again. */
 static void test_lazy_source_fails(void **state)
 {
@@ -286,6 +353,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_lazy_memfd_hugetlb),
 		cmocka_unit_test(test_eager_anon),
 		cmocka_unit_test(test_eager_hugetlb),
+		cmocka_unit_test(test_lazy_hold),
+		cmocka_unit_test(test_lazy_hold_destroyed),
 		cmocka_unit_test(test_lazy_source_fails),
 		cmocka_unit_test(test_restore_bad_args),
 	};
