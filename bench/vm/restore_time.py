@@ -9,7 +9,9 @@ the value the snapshot holds, as bench/vm/README.md "restore to running").
         boots the default guest, lets its workload run, snapshots it to
         FILE through QMP (migrate file:), quits
     bench/vm/restore_time.py FILE [--runs 15] [--mode lazy] [--accel tcg]
+                             [--build DIR] [--pin CPU] [--extra OPTS]
         restores FILE --runs times, one at a time, and prints a table
+        (--build: another build's livesnap, e.g. a baseline's)
 
 The value restored is read from the file (ls-snaptool check-guest: the
 status page's per-vCPU write counters); the guest is polled over QMP
@@ -41,11 +43,15 @@ def die_with_us():
     _LIBC.prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
 
 
-def spawn(argv, stderr_path):
+def spawn(argv, stderr_path, pin=None):
+    def pre():
+        die_with_us()
+        if pin is not None:     # as bench/vm/run.py pins its VMMs
+            os.sched_setaffinity(0, {pin})
     with open(stderr_path, 'wb') as err:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err,
-                                preexec_fn=die_with_us)
+                                preexec_fn=pre)
 
 
 def connect(path, proc, timeout=60.0):
@@ -85,7 +91,7 @@ def make(args, work):
     argv = [args.livesnap, 'run', '--accel', args.accel, '--mem', args.ram,
             '--cpus', str(args.cpus), '--qmp', sock,
             '--console', os.path.join(work, 'src.console'),
-            '--cmdline', 'ls.ws_mib=%d' % args.ws_mib]
+            '--cmdline', 'ls.ws_mib=%d' % args.ws_mib] + args.extra
     print(' '.join(argv))
     proc = spawn(argv, os.path.join(work, 'src.stderr'))
     q = connect(sock, proc)
@@ -133,14 +139,14 @@ def warm(path):
             pass
 
 
-def one_run(args, work, base, i):
+def one_run(args, livesnap, work, base, i):
     sock = os.path.join(work, 'r%d.qmp' % i)
-    argv = [args.livesnap, 'run', '--accel', args.accel, '--restore',
+    argv = [livesnap, 'run', '--accel', args.accel, '--restore',
             args.file, '--restore-mode', args.mode, '--qmp', sock,
             '--console', '/dev/null'] + args.extra
     warm(args.file)
     t0 = time.monotonic()
-    proc = spawn(argv, os.path.join(work, 'r%d.stderr' % i))
+    proc = spawn(argv, os.path.join(work, 'r%d.stderr' % i), args.pin)
     q = None
     try:
         q = connect(sock, proc)
@@ -185,7 +191,15 @@ def main():
     ap.add_argument('file')
     ap.add_argument('--make', action='store_true',
                     help='take the snapshot FILE instead of restoring it')
-    ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
+    ap.add_argument('--build', action='append',
+                    help='the build whose cli/livesnap runs (default '
+                    'build/); given more than once, the builds take turns '
+                    'run by run and each gets its table')
+    ap.add_argument('--snaptool', default=os.path.join(
+        ROOT, 'build', 'tests', 'snap', 'ls-snaptool'),
+                    help='ls-snaptool, to read the counters in the file')
+    ap.add_argument('--pin', type=int,
+                    help='run the VMM on this CPU only (all its threads)')
     ap.add_argument('--accel', default='tcg')
     ap.add_argument('--mode', default='lazy')
     ap.add_argument('--runs', type=int, default=15)
@@ -195,11 +209,12 @@ def main():
     ap.add_argument('--settle', type=float, default=2.0,
                     help='seconds of workload before the snapshot')
     ap.add_argument('--extra', default='',
-                    help='more `livesnap run` options, space separated')
+                    help='more `livesnap run` options, space separated '
+                    '(--make too: e.g. --mem-backend memfd for both)')
     ap.add_argument('--json', help='also write every run here')
     args = ap.parse_args()
-    args.livesnap = os.path.join(args.build, 'cli', 'livesnap')
-    args.snaptool = os.path.join(args.build, 'tests', 'snap', 'ls-snaptool')
+    args.build = args.build or [os.path.join(ROOT, 'build')]
+    args.livesnap = os.path.join(args.build[0], 'cli', 'livesnap')
     args.extra = args.extra.split()
     with tempfile.TemporaryDirectory(prefix='ls-restore-time-') as work:
         if args.make:
@@ -209,15 +224,19 @@ def main():
         print('livesnap run --accel %s --restore %s --restore-mode %s %s'
               % (args.accel, args.file, args.mode, ' '.join(args.extra)))
         print('restored write counters: %s' % base)
-        rows = []
+        rows = {b: [] for b in args.build}
         for i in range(args.runs):
-            rows.append(one_run(args, work, base, i))
-            print('run %2d: QMP %.1f ms, running %.1f ms (VMM %.1f: memory '
-                  '%.1f, state %.1f)' % ((i,) + tuple(
-                      rows[-1][k] for k in ('qmp', 'running', 'vmm',
-                                            'memory', 'state'))),
-                  flush=True)
-        table(rows)
+            for b in args.build:
+                r = one_run(args, os.path.join(b, 'cli', 'livesnap'), work,
+                            base, i)
+                rows[b].append(r)
+                print('%s run %2d: QMP %.1f ms, running %.1f ms (VMM %.1f: '
+                      'memory %.1f, state %.1f)' % ((b, i) + tuple(
+                          r[k] for k in ('qmp', 'running', 'vmm', 'memory',
+                                         'state'))), flush=True)
+        for b in args.build:
+            print('\n%s/cli/livesnap' % b)
+            table(rows[b])
         if args.json:
             with open(args.json, 'w') as f:
                 json.dump(rows, f, indent=1)
