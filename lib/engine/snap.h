@@ -53,6 +53,7 @@ struct snap_region {
 	 * in the pause (its block count still tells).
 	 */
 	uint64_t *held;
+	int64_t held_blocks; /* shmem: the file's blocks when held was mapped */
 	bool zero_unheld; /* private anonymous hugetlb: unmapped = zero */
 	_Atomic uint8_t *state;
 	/* track: the dirty set that begin installs in the context */

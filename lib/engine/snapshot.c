@@ -378,6 +378,81 @@ static int delta_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	return 0;
 }
 
+/*
+ * A shmem file's map costs two lseek() per run of data (milliseconds for a
+ * fragmented 4 GiB memfd): past this many runs the region goes without
+ * (its block count still tells).
+ */
+#define HELD_MAX_EXTENTS 4096
+
+static int64_t file_blocks(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) ? -1 : (int64_t)st.st_blocks;
+}
+
+static int held_map(struct ls_snapshot *snap, struct ls_ctx *ctx, uint32_t r)
+{
+	struct snap_region *sr = &snap->regions[r];
+	int ret;
+
+	memset(sr->held, 0, ls_bitmap_bytes(sr->npages));
+	if (sr->seek_fd < 0) {
+		ret = ls_pages_present(ctx, (int)r, 0, sr->npages, sr->held);
+	} else {
+		sr->held_blocks = file_blocks(sr->seek_fd);
+		ret = ls_file_data(&ctx->regions[r], HELD_MAX_EXTENTS, sr->held);
+		if (ret == -E2BIG || sr->held_blocks < 0) {
+			free(sr->held);
+			sr->held = NULL;
+			return 0;
+		}
+	}
+	if (ret)
+		return ls_err(ctx, -ret, "region '%s': %s: %s",
+			      snap_name(snap, r),
+			      sr->seek_fd < 0 ? "reading /proc/self/pagemap"
+					      : "lseek SEEK_DATA/SEEK_HOLE",
+			      strerror(-ret));
+	return 0;
+}
+
+/*
+ * At create, outside the caller's pause: the shmem files' data maps. Holes
+ * filled before begin only leave a page unchecked; a punch before begin
+ * lowers the block count, and begin maps that file again.
+ */
+static int held_prepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		int ret = snap->regions[r].held && snap->regions[r].seek_fd >= 0
+				  ? held_map(snap, ctx, r)
+				  : 0;
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* At begin: which pages hold data (see check_held() in writer.c). */
+static int held_note(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		int ret;
+
+		if (!sr->held || (sr->seek_fd >= 0 &&
+				  file_blocks(sr->seek_fd) >= sr->held_blocks))
+			continue;
+		ret = held_map(snap, ctx, r);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 /* The writer thread until begin armed the snapshot or a cancel came. */
 static void *snap_writer_wait(void *arg)
 {
@@ -487,6 +562,8 @@ int ls_snapshot_create(struct ls_ctx *ctx, struct ls_sink *sink,
 			prepare_huge_pages(ctx);
 			ret = snap_init(snap, ctx, o);
 		}
+		if (!ret)
+			ret = held_prepare(snap, ctx);
 		if (!ret)
 			ret = snap_start_sink(snap, ctx);
 		if (!ret)
@@ -793,44 +870,6 @@ static void files_check(struct ls_snapshot *snap)
 			  (long long)(sr->blocks0 - (int64_t)st.st_blocks) / 2);
 		return;
 	}
-}
-
-/*
- * A shmem file's map costs two lseek() per run of data, in the pause: past
- * this many runs the region goes without (its block count still tells).
- */
-#define HELD_MAX_EXTENTS 4096
-
-/* Which pages hold data at begin (see check_held() in writer.c). */
-static int held_note(struct ls_snapshot *snap, struct ls_ctx *ctx)
-{
-	for (uint32_t r = 0; r < snap->nregions; r++) {
-		struct snap_region *sr = &snap->regions[r];
-		int ret;
-
-		if (!sr->held)
-			continue;
-		memset(sr->held, 0, ls_bitmap_bytes(sr->npages));
-		if (sr->seek_fd < 0) {
-			ret = ls_pages_present(ctx, (int)r, 0, sr->npages,
-					       sr->held);
-		} else {
-			ret = ls_file_data(&ctx->regions[r], HELD_MAX_EXTENTS,
-					   sr->held);
-			if (ret == -E2BIG) {
-				free(sr->held);
-				sr->held = NULL;
-				continue;
-			}
-		}
-		if (ret)
-			return ls_err(ctx, -ret, "region '%s': %s: %s",
-				      snap_name(snap, r),
-				      sr->seek_fd < 0 ? "reading /proc/self/pagemap"
-						      : "lseek SEEK_DATA/SEEK_HOLE",
-				      strerror(-ret));
-	}
-	return 0;
 }
 
 static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
