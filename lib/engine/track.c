@@ -477,6 +477,56 @@ int ls_track_note(struct ls_ctx *ctx)
 	return 0;
 }
 
+/* Every page of word w of a dirty set is set (the last word: its pages). */
+static bool word_full(_Atomic uint64_t *set, uint64_t w, uint64_t npages)
+{
+	uint64_t want = ~0ull;
+
+	if (w == npages / 64 && npages % 64)
+		want = (1ull << (npages % 64)) - 1;
+	return (atomic_load_explicit(&set[w], memory_order_relaxed) & want) ==
+	       want;
+}
+
+/* Past this many runs of words to look at, one walk of the whole region. */
+#define RESCAN_MAX_RUNS 256
+
+/*
+ * Anonymous: only the words of 64 pages that hold a page not yet in the
+ * set need a look (a page in the set is in the delta whatever happened to
+ * it). After a busy interval the working set is whole words of 4 KiB
+ * PTEs, the slow part of a walk; what is left is mostly PMD-mapped.
+ */
+static int anon_unprotected(struct ls_ctx *ctx, const struct ls_region *reg,
+			    _Atomic uint64_t *set, uint64_t *now)
+{
+	uint64_t words = ls_bitmap_bytes(reg->npages) / 8, runs = 0, e;
+
+	for (uint64_t w = 0; w < words; w++)
+		runs += !word_full(set, w, reg->npages) &&
+			(!w || word_full(set, w - 1, reg->npages));
+	if (runs > RESCAN_MAX_RUNS)
+		return pages_matching(ctx, reg, 0, reg->npages, unprotected,
+				      now);
+	for (uint64_t w = 0; w < words; w = e) {
+		uint64_t first = w * 64, end;
+		int ret;
+
+		for (e = w; e < words && !word_full(set, e, reg->npages); e++)
+			;
+		if (e == w) {
+			e++;
+			continue;
+		}
+		end = e * 64 < reg->npages ? e * 64 : reg->npages;
+		ret = pages_matching(ctx, reg, first, end - first, unprotected,
+				     now + w);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 int ls_track_rescan(struct ls_ctx *ctx)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
@@ -496,8 +546,7 @@ int ls_track_rescan(struct ls_ctx *ctx)
 		now = calloc(words, 8);
 		if (!now)
 			return ls_err(ctx, ENOMEM, "tracking: out of memory");
-		ret = anon ? pages_matching(ctx, reg, 0, reg->npages,
-					    unprotected, now)
+		ret = anon ? anon_unprotected(ctx, reg, set, now)
 			   : region_held(ctx, reg, now);
 		if (ret) {
 			free(now);
