@@ -203,10 +203,12 @@ static size_t read_live(struct ls_snapshot *snap, void *dst, uint64_t src,
 }
 
 /* Reads the runs of BF_DATA pages of a batch into the bounce buffer. */
+/* Reads pages [i, n) of the batch at first (page i to bounce + i * ps). */
 static void batch_read(struct ls_snapshot *snap, struct snap_region *sr,
-		       uint64_t first, uint64_t n, const uint8_t *flags)
+		       uint64_t first, uint64_t i, uint64_t n,
+		       const uint8_t *flags)
 {
-	uint64_t i = 0, run;
+	uint64_t run;
 	size_t got;
 	int err;
 
@@ -381,6 +383,9 @@ static bool check_held(struct ls_snapshot *snap, struct snap_region *sr,
 	return check_mapped(snap, sr, first, n, flags);
 }
 
+/* The writer marks its batch SAVED in parts of this size (see below). */
+#define SAVE_PART (256ul << 10)
+
 /*
  * Captures the batch's pending pages into the bounce buffer (or finds them
  * zero). Returns how many it claimed; flags[i] says what it did.
@@ -406,15 +411,26 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 	}
 	if (sr->held && claimed)
 		check_held(snap, sr, first, n, flags);
-	batch_read(snap, sr, first, n, flags);
-	check_protected(snap, sr, first, n, flags);
-	for (uint64_t i = 0; !snap->delta && i < n; i++)
-		if (flags[i] == BF_DATA &&
-		    ls_page_is_zero(snap->bounce + i * sr->ps, sr->ps))
-			flags[i] = BF_ZERO;
-	for (uint64_t i = 0; i < n; i++)
-		if (flags[i] != BF_NONE)
-			pg_store(sr, first + i, PG_SAVED);
+	/*
+	 * In parts of SAVE_PART bytes, each SAVED as soon as it is read and
+	 * checked: a thread that faults on a page of the batch waits for its
+	 * part, not for the whole batch (the fault path releases a SAVED page
+	 * itself).
+	 */
+	for (uint64_t lo = 0, per = SAVE_PART > sr->ps ? SAVE_PART / sr->ps : 1;
+	     lo < n; lo += per) {
+		uint64_t hi = lo + per < n ? lo + per : n;
+
+		batch_read(snap, sr, first, lo, hi, flags);
+		check_protected(snap, sr, first + lo, hi - lo, flags + lo);
+		for (uint64_t i = lo; !snap->delta && i < hi; i++)
+			if (flags[i] == BF_DATA &&
+			    ls_page_is_zero(snap->bounce + i * sr->ps, sr->ps))
+				flags[i] = BF_ZERO;
+		for (uint64_t i = lo; i < hi; i++)
+			if (flags[i] != BF_NONE)
+				pg_store(sr, first + i, PG_SAVED);
+	}
 	return claimed;
 }
 
@@ -896,7 +912,19 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 				     sr->ps);
 			break;
 		}
-		/* CLAIMED or SAVED by the writer: released in microseconds. */
+		if (st == PG_SAVED && !snap->keep_thp &&
+		    !atomic_load(&snap->stop)) {
+			/*
+			 * The writer has its content (checked) but releases
+			 * the batch only after its last part: release this
+			 * page now (the batch's un-protect then finds it
+			 * done). Not with keep_thp: that would split the
+			 * huge page.
+			 */
+			fault_release(snap, sr, page);
+			break;
+		}
+		/* CLAIMED by the writer: saved within one part. */
 		if (atomic_load(&snap->stop))
 			return;
 		backoff(&spins);
