@@ -267,7 +267,10 @@ class VM:
         return self._read(self.console_path)
 
     def console_lines(self, prefix="livesnap-guest: "):
-        return [ln[len(prefix):] for ln in self.console_text().splitlines()
+        # Whole lines only: the guest may be writing the last one.
+        text = self.console_text()
+        text = text[:text.rfind("\n") + 1]
+        return [ln[len(prefix):] for ln in text.splitlines()
                 if ln.startswith(prefix)]
 
     def _check_alive(self, what):

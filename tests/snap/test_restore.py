@@ -19,9 +19,12 @@ class Restore(SnapTest, unittest.TestCase):
         return path, self.assert_snapshot_whole(path)
 
     def console_gens(self, vm, cpu):
+        # Whole lines only: the guest may be half-way through one (a
+        # "gen=32" that will be "gen=321099" was read here once).
+        text = vm.console_text()
         return [int(g) for g in re.findall(
-            r"livesnap-guest: cpu %d writes=\d+ gen=(\d+)" % cpu,
-            vm.console_text())]
+            r"livesnap-guest: cpu %d writes=\d+ gen=(\d+) " % cpu,
+            text[:text.rfind("\n") + 1])]
 
     def check_restore(self, name, snap, report, **kw):
         kw.setdefault("mem", None)
@@ -39,7 +42,12 @@ class Restore(SnapTest, unittest.TestCase):
                 vm.qmp.pump(0.05)
             self.assertTrue(gens, "no console output from the restored "
                             "guest's vCPU %d" % c["cpu"])
-            self.assertGreater(gens[0], c["generation"])
+            self.assertGreater(
+                gens[0], c["generation"],
+                "vCPU %d: the restored guest's first console line says "
+                "generation %d, the snapshot's is %d; console:\n%s" % (
+                    c["cpu"], gens[0], c["generation"],
+                    vm.console_text()[:1500]))
         return vm
 
     @classmethod
