@@ -169,6 +169,24 @@ static inline size_t ls_bitmap_bytes(uint64_t npages)
 {
 	return (size_t)((npages + 63) / 64 * 8);
 }
+static inline bool ls_bit_test(const uint64_t *bits, uint64_t i)
+{
+	return bits[i / 64] & (1ull << (i % 64));
+}
+/* Sets bits [a, b). */
+static inline void ls_bits_set(uint64_t *bits, uint64_t a, uint64_t b)
+{
+	for (uint64_t i = a; i < b; i++)
+		bits[i / 64] |= 1ull << (i % 64);
+}
+/*
+ * Shmem: sets bit i of bits (zeroed by the caller) for each page i of the
+ * npages pages of size ps at file offset start that is data, not a hole
+ * (SEEK_DATA/SEEK_HOLE; swapped-out pages count as data). 0, -E2BIG after
+ * max_runs runs of data (0: no limit), or -errno of lseek.
+ */
+int ls_seek_data(int fd, uint64_t start, uint64_t npages, uint64_t ps,
+		 uint64_t max_runs, uint64_t *bits);
 /* Records the write of page `page` of region `region`. */
 void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page);
 /* A write fault while only tracking: record, un-protect (wakes). */
@@ -192,13 +210,7 @@ int ls_track_note(struct ls_ctx *ctx);
  */
 int ls_pages_present(struct ls_ctx *ctx, int region, uint64_t first,
 		     uint64_t n, uint64_t *out);
-/*
- * Shmem (seek_fd): sets the bits of out (zeroed by the caller) of the
- * region's pages that are data, not holes, in its file. -E2BIG after
- * max_extents runs of data (0: no limit).
- */
-int ls_file_data(const struct ls_region *reg, uint64_t max_extents,
-		 uint64_t *out);
+
 
 /* restore.c: called by the fault service for a missing fault. */
 void ls_restore_fault(struct ls_restore *r, uint64_t addr);

@@ -402,7 +402,8 @@ static int held_map(struct ls_snapshot *snap, struct ls_ctx *ctx, uint32_t r)
 		ret = ls_pages_present(ctx, (int)r, 0, sr->npages, sr->held);
 	} else {
 		sr->held_blocks = file_blocks(sr->seek_fd);
-		ret = ls_file_data(&ctx->regions[r], HELD_MAX_EXTENTS, sr->held);
+		ret = ls_seek_data(sr->seek_fd, sr->file_off, sr->npages,
+				   sr->ps, HELD_MAX_EXTENTS, sr->held);
 		if (ret == -E2BIG || sr->held_blocks < 0) {
 			free(sr->held);
 			sr->held = NULL;

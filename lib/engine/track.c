@@ -287,12 +287,6 @@ bool ls_track_active(const struct ls_ctx *ctx, uint8_t parent[LS_ID_BYTES])
  * ls_track_dirty() lets the caller say so.
  */
 
-static void bits_set(uint64_t *bits, uint64_t a, uint64_t b)
-{
-	for (uint64_t p = a; p < b; p++)
-		bits[p / 64] |= 1ull << (p % 64);
-}
-
 /* PAGEMAP_SCAN's categories of one /proc/self/pagemap entry. */
 static uint64_t entry_categories(uint64_t e)
 {
@@ -329,7 +323,7 @@ static int read_matching(const struct ls_region *reg, uint64_t first,
 		}
 		for (uint64_t i = 0; i < k; i++, p++)
 			if (want(entry_categories(ent[i])))
-				bits_set(out, p, p + 1);
+				ls_bits_set(out, p, p + 1);
 	}
 	close(fd);
 	return ret;
@@ -377,46 +371,17 @@ static int pages_matching(struct ls_ctx *ctx, const struct ls_region *reg,
 		for (long i = 0; i < got; seen = vec[i].end, i++) {
 			/* what the walk skipped has no page table: not mapped */
 			if (vec[i].start > seen && want(0))
-				bits_set(out, (seen - base) / ps,
+				ls_bits_set(out, (seen - base) / ps,
 					 (vec[i].start - base) / ps);
 			if (want(vec[i].categories))
-				bits_set(out, (vec[i].start - base) / ps,
+				ls_bits_set(out, (vec[i].start - base) / ps,
 					 (vec[i].end - base + ps - 1) / ps);
 		}
 		if (arg.walk_end > seen && want(0))
-			bits_set(out, (seen - base) / ps,
+			ls_bits_set(out, (seen - base) / ps,
 				 (arg.walk_end - base) / ps);
 		if (arg.walk_end <= arg.start)
 			break;
-	}
-	return 0;
-}
-
-int ls_file_data(const struct ls_region *reg, uint64_t max_extents,
-		 uint64_t *out)
-{
-	off_t start = (off_t)reg->file_off, pos = start;
-	off_t end = start + (off_t)reg->info.len, ps = (off_t)reg->info.page_size;
-	off_t data, hole;
-	uint64_t extents = 0;
-
-	while (pos < end) {
-		if (max_extents && ++extents > max_extents)
-			return -E2BIG;
-		data = lseek(reg->seek_fd, pos, SEEK_DATA);
-		if (data < 0 && errno == ENXIO)
-			return 0; /* holes to the end of the file */
-		if (data < 0)
-			return -errno;
-		if (data >= end)
-			return 0;
-		hole = lseek(reg->seek_fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		hole = hole > end ? end : hole;
-		bits_set(out, (uint64_t)((data - start) / ps),
-			 (uint64_t)((hole - start + ps - 1) / ps));
-		pos = hole;
 	}
 	return 0;
 }
@@ -438,7 +403,8 @@ static int region_held(struct ls_ctx *ctx, const struct ls_region *reg,
 		       uint64_t *out)
 {
 	if (reg->seek_fd >= 0)
-		return ls_file_data(reg, 0, out);
+		return ls_seek_data(reg->seek_fd, reg->file_off, reg->npages,
+				    reg->info.page_size, 0, out);
 	return pages_matching(ctx, reg, 0, reg->npages, present, out);
 }
 

@@ -3,10 +3,12 @@
  * Small shared pieces: generic sink and source helpers, the log2 stall
  * histogram and the zero-page test.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -188,4 +190,32 @@ int ls_done_wait(struct ls_done *d)
 	if (join)
 		pthread_join(d->thread, NULL);
 	return ret;
+}
+
+int ls_seek_data(int fd, uint64_t start, uint64_t npages, uint64_t ps,
+		 uint64_t max_runs, uint64_t *bits)
+{
+	off_t pos = (off_t)start, end = (off_t)(start + npages * ps);
+	off_t data, hole;
+	uint64_t runs = 0;
+
+	while (pos < end) {
+		if (max_runs && ++runs > max_runs)
+			return -E2BIG;
+		data = lseek(fd, pos, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			return 0; /* holes to the end of the file */
+		if (data < 0)
+			return -errno;
+		if (data >= end)
+			return 0;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		hole = hole > end ? end : hole;
+		ls_bits_set(bits, (uint64_t)(data - (off_t)start) / ps,
+			    ((uint64_t)(hole - (off_t)start) + ps - 1) / ps);
+		pos = hole;
+	}
+	return 0;
 }

@@ -81,37 +81,25 @@ static void find_markers(struct ls_snapshot *snap, struct snap_region *sr,
 
 /*
  * Holes of a shmem file are zero, and reading one would allocate it: ask
- * the file with SEEK_DATA/SEEK_HOLE (swapped-out pages count as data).
+ * the file (ls_seek_data()); what it cannot tell is read.
  */
 static void scan_holes(struct snap_region *sr, uint64_t first, uint64_t n,
 		       uint8_t *flags)
 {
-	off_t pos = (off_t)(sr->file_off + first * sr->ps);
-	off_t end = pos + (off_t)(n * sr->ps), data, hole;
+	uint64_t data[64]; /* 4096 pages at a time */
 
-	memset(flags, BF_ZERO, n);
-	while (pos < end) {
-		data = lseek(sr->seek_fd, pos, SEEK_DATA);
-		if (data < 0 && errno == ENXIO)
-			return; /* holes up to the end of the file */
-		if (data < 0)
-			goto unknown;
-		if (data >= end)
+	for (uint64_t lo = 0; lo < n; lo += 4096) {
+		uint64_t k = n - lo < 4096 ? n - lo : 4096;
+
+		memset(data, 0, sizeof(data));
+		if (ls_seek_data(sr->seek_fd, sr->file_off + (first + lo) * sr->ps,
+				 k, sr->ps, 0, data)) {
+			memset(flags, BF_DATA, n);
 			return;
-		hole = lseek(sr->seek_fd, data, SEEK_HOLE);
-		if (hole < 0)
-			goto unknown;
-		if (hole > end)
-			hole = end;
-		memset(flags + (data - (off_t)(sr->file_off + first * sr->ps)) /
-				       (off_t)sr->ps,
-		       BF_DATA, (size_t)((hole - data + (off_t)sr->ps - 1) /
-					  (off_t)sr->ps));
-		pos = hole;
+		}
+		for (uint64_t i = 0; i < k; i++)
+			flags[lo + i] = ls_bit_test(data, i) ? BF_DATA : BF_ZERO;
 	}
-	return;
-unknown:
-	memset(flags, BF_DATA, n);
 }
 
 /*
@@ -270,11 +258,6 @@ static void check_protected(struct ls_snapshot *snap, struct snap_region *sr,
 	}
 }
 
-static bool bit_test(const uint64_t *bits, uint64_t i)
-{
-	return bits[i / 64] & (1ull << (i % 64));
-}
-
 /*
  * A shared file's pages can leave this mapping (MADV_DONTNEED) and stay in
  * the file; its allocated blocks tell whether pages left the file too.
@@ -318,7 +301,7 @@ static bool check_mapped(struct ls_snapshot *snap, struct snap_region *sr,
 		ok = false;
 	}
 	for (uint64_t i = 0; ok && i < n; i++) {
-		bool held = bit_test(sr->held, first + i), mapped = bit_test(now, i);
+		bool held = ls_bit_test(sr->held, first + i), mapped = ls_bit_test(now, i);
 
 		if (flags && flags[i] == BF_NONE)
 			continue;
@@ -343,33 +326,32 @@ static bool check_mapped(struct ls_snapshot *snap, struct snap_region *sr,
  * Shmem keeps the marker where a hole is punched (fallocate, MADV_REMOVE)
  * and a hole reads zero: a page that held data at begin and is a hole now
  * lost what it held. The writer's batch just found its holes (BF_ZERO, by
- * scan_holes(); not in a delta); otherwise each page asks the file.
+ * scan_holes(); not in a delta); otherwise one walk of the file asks.
  */
 static bool check_not_punched(struct ls_snapshot *snap, struct snap_region *sr,
 			      uint64_t first, uint64_t n, const uint8_t *flags)
 {
-	for (uint64_t i = 0; i < n; i++) {
-		off_t off = (off_t)(sr->file_off + (first + i) * sr->ps), data;
-		bool hole;
+	uint8_t holes[512];
 
-		if (!bit_test(sr->held, first + i) ||
-		    (flags && flags[i] == BF_NONE))
-			continue;
-		if (flags && !snap->delta) {
-			hole = flags[i] == BF_ZERO;
-		} else {
-			data = lseek(sr->seek_fd, off, SEEK_DATA);
-			if (data < 0 && errno != ENXIO)
-				continue; /* cannot tell: the block count may */
-			hole = data != off;
+	for (uint64_t lo = 0; lo < n; lo += sizeof(holes)) {
+		uint64_t k = n - lo < sizeof(holes) ? n - lo : sizeof(holes);
+		const uint8_t *now = flags && !snap->delta ? flags + lo : holes;
+
+		if (now == holes)
+			scan_holes(sr, first + lo, k, holes);
+		for (uint64_t i = 0; i < k; i++) {
+			uint64_t p = first + lo + i;
+
+			if (!ls_bit_test(sr->held, p) ||
+			    (flags && flags[lo + i] == BF_NONE) ||
+			    now[i] != BF_ZERO)
+				continue;
+			snap_fail(snap, -ESTALE,
+				  "region '%s': page +0x%llx was discarded during the snapshot before it was saved (hole punched with fallocate(PUNCH_HOLE) or MADV_REMOVE): what it held at begin is gone",
+				  snap->layout[sr->idx].name,
+				  (unsigned long long)(p * sr->ps));
+			return false;
 		}
-		if (!hole)
-			continue;
-		snap_fail(snap, -ESTALE,
-			  "region '%s': page +0x%llx was discarded during the snapshot before it was saved (hole punched with fallocate(PUNCH_HOLE) or MADV_REMOVE): what it held at begin is gone",
-			  snap->layout[sr->idx].name,
-			  (unsigned long long)((first + i) * sr->ps));
-		return false;
 	}
 	return true;
 }
