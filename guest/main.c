@@ -308,6 +308,41 @@ static void mask_pic(void)
 	outb(PIC2_DATA, 0xff);
 }
 
+/*
+ * Code written at run time runs as written. An emulator that keeps
+ * translations of guest code (TCG) must drop one when a guest store
+ * changes its bytes; the VMM's TCG backend replaces part of Unicorn's
+ * store path (vmm/accel/tcg/tcg_uc_store.c), and this is the check that
+ * it still does. The code has a page of its own, so that the translation
+ * left behind slows no store to other data.
+ */
+static uint8_t rewritable_code[4096] __attribute__((aligned(4096)));
+
+static uint32_t run_rewritten(uint32_t v)
+{
+	volatile uint8_t *c = rewritable_code;
+
+	c[0] = 0xb8; /* mov eax, imm32 */
+	for (int i = 0; i < 4; i++)
+		c[1 + i] = (uint8_t)(v >> (8 * i));
+	c[5] = 0xc3; /* ret */
+	barrier();
+	return ((uint32_t(*)(void))(uintptr_t)rewritable_code)();
+}
+
+static void check_code_rewrite(void)
+{
+	uint32_t first = run_rewritten(1), second = run_rewritten(2);
+
+	if (first != 1 || second != 2) {
+		lsg_say("error: rewritten code ran stale: returned %u then %u, "
+			"want 1 then 2",
+			first, second);
+		lsg_power_off();
+	}
+	lsg_say("self-check: rewritten code ran as written");
+}
+
 static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 			      uint64_t apic_base_msr)
 {
@@ -326,6 +361,7 @@ static NORETURN void bsp_main(const uint8_t *bp, uint64_t tsc0,
 	cmdline = read_cmdline(bp);
 	lsg_say("boot cmdline='%s'", cmdline);
 	parse_cmdline(&p, cmdline);
+	check_code_rewrite();
 	read_e820(bp);
 	read_initrd(bp);
 	lsg_find_cpus(&cpus, p.cpus, apic_base_msr);

@@ -51,6 +51,15 @@ class Boot(unittest.TestCase):
         vm = self.boot(1)
         self.check_counters_grow(vm, 1)
 
+    def test_rewritten_code_runs(self):
+        """The guest rewrites code it ran and runs it again: a stale
+        translation (TCG's store path, vmm/accel/tcg/tcg_uc_store.c) would
+        return the old value."""
+        vm = self.boot(1)
+        lines = vm.console_lines()
+        self.assertIn('self-check: rewritten code ran as written', lines,
+                      vm.console_text())
+
     def test_four_vcpus(self):
         vm = self.boot(4)
         self.check_counters_grow(vm, 4)

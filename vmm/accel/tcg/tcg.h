@@ -72,6 +72,8 @@ struct tcg_vcpu {
 /* tcg_uc.c: Unicorn loaded at run time (see there) */
 void tcg_uc_preload(void);
 int tcg_uc_ready(char *err);
+/* tcg_uc_store.c: Unicorn 2.0.1's store path (lib: the dlopen handle). */
+void tcg_uc_store_init(void *lib, unsigned int version);
 
 /* tcg_engine.c */
 int tcg_engine_create(struct vcpu *vcpu, char *err);

@@ -30,6 +30,7 @@
 
 /* Every Unicorn function the backend calls. */
 #define TCG_UC_FUNCS(X)                                                      \
+	X(uc_version)                                                        \
 	X(uc_open)                                                           \
 	X(uc_close)                                                          \
 	X(uc_strerror)                                                       \
@@ -80,9 +81,12 @@ static void uc_load(char *err)
 		miss = #f;
 	TCG_UC_FUNCS(TCG_UC_SYM)
 #undef TCG_UC_SYM
-	if (miss)
+	if (miss) {
 		snprintf(err, VMM_ERR_MAX, "%s has no %s: not Unicorn 2",
 			 TCG_UC_SONAME, miss);
+		return;
+	}
+	tcg_uc_store_init(h, uc_lib.uc_version(NULL, NULL));
 	/* never dlclose(): engines may live until exit */
 }
 
