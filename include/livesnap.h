@@ -270,6 +270,15 @@ struct ls_snapshot_opts {
 	 * Kept by the context for ls_track_start() too.
 	 */
 	size_t track_granule;
+	/*
+	 * Run the writer thread SCHED_IDLE: any other thread made runnable on
+	 * its CPU (an application thread, a vCPU back from a write fault)
+	 * preempts it at once, instead of waiting out the writer's scheduler
+	 * slice (up to ~10 ms measured with a vCPU sharing the writer's CPU).
+	 * The price: on CPUs kept busy by other threads the writer gets
+	 * little time and the snapshot lasts longer.
+	 */
+	bool writer_idle;
 };
 
 enum ls_snapshot_state {

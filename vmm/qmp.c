@@ -660,6 +660,7 @@ int qmp_server_start(struct qmp_server *s, char *err)
 
 	if (ret)
 		return vmm_fail(err, ret, "pthread_create(QMP)");
+	pthread_setname_np(s->thread, "qmp");
 	s->started = true;
 	return 0;
 }

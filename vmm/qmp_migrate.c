@@ -244,6 +244,17 @@ static json_t *show_granule(const struct vm_snap_params *p)
 	return json_integer((json_int_t)p->track_granule);
 }
 
+static bool parse_writer_idle(json_t *v, struct vm_snap_params *p)
+{
+	p->writer_idle = json_is_true(v);
+	return json_is_boolean(v);
+}
+
+static json_t *show_writer_idle(const struct vm_snap_params *p)
+{
+	return json_boolean(p->writer_idle);
+}
+
 static const struct param params[] = {
     {"x-livesnap-strategy", parse_strategy, show_strategy,
      "auto, copy or write-first"},
@@ -256,6 +267,8 @@ static const struct param params[] = {
      "a boolean"},
     {"x-livesnap-track-granule", parse_granule, show_granule,
      "0 (one page) or a power of two from 4096 to 1 GiB (bytes)"},
+    {"x-livesnap-writer-idle", parse_writer_idle, show_writer_idle,
+     "a boolean"},
 };
 
 static const struct param *find_param(const char *name)
@@ -411,7 +424,8 @@ int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
 	*q = (struct qmp_migrate){.srv = srv,
 				  .snap = snap,
 				  .restore = restore,
-				  .defaults = {.strategy = LS_STRATEGY_AUTO}};
+				  .defaults = {.strategy = LS_STRATEGY_AUTO,
+					       .writer_idle = true}};
 	vm_snap_set_event_fn(snap, on_status, q);
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		int ret =

@@ -639,6 +639,7 @@ int vm_restore_load(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 		ret = pthread_create(&r->watcher, NULL, watch_lazy, r);
 		if (ret)
 			return vmm_fail(err, ret, "lazy restore watcher");
+		pthread_setname_np(r->watcher, "restore-watch");
 		r->watcher_live = true;
 	}
 	if (!ret)

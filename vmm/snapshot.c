@@ -729,6 +729,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	    .strategy = p->strategy,
 	    .keep_thp = p->keep_thp,
 	    .fault_spin_us = p->fault_spin_us,
+	    .writer_idle = p->writer_idle,
 	    .copy_buffer_bytes = p->copy_buffer_bytes,
 	    .track = p->incremental,
 	    .track_granule = p->track_granule,
@@ -804,6 +805,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 		ret = vmm_fail(err, ret, "starting the snapshot thread");
 		goto fail;
 	}
+	pthread_setname_np(s->thread, "snapshot");
 	s->thread_live = true;
 	pthread_mutex_unlock(&s->lock);
 	return 0;
@@ -903,6 +905,8 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 	    "total-ns", (json_int_t)elapsed_ns);
 
 	json_object_set_new(x, "keep-thp", json_boolean(s->params.keep_thp));
+	json_object_set_new(x, "writer-idle",
+			    json_boolean(s->params.writer_idle));
 	json_object_set_new(x, "incremental",
 			    json_boolean(s->params.incremental));
 	if (s->params.incremental) {

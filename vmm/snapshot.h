@@ -101,6 +101,12 @@ struct vm_snap_params {
 	bool incremental;
 	size_t track_granule; /* ls_snapshot_opts.track_granule */
 	/*
+	 * ls_snapshot_opts.writer_idle: the writer yields its CPU at once to
+	 * a vCPU (default true: the guest first; false when the snapshot's
+	 * length matters more than the guest's on CPUs the vCPUs keep busy).
+	 */
+	bool writer_idle;
+	/*
 	 * Test only: during the pause, copy all guest RAM into this file
 	 * (NULL: no copy), so a test can compare it with the snapshot.
 	 */

@@ -283,6 +283,19 @@ void vm_destroy(struct vm *vm)
 	free(vm);
 }
 
+/* QEMU's thread names ("CPU 0/KVM", "CPU 1/TCG"), which tools look for. */
+static void vcpu_name_thread(struct vcpu *v)
+{
+	char name[16];
+	size_t i;
+
+	snprintf(name, sizeof(name), "CPU %u/%s", v->id, v->vm->accel->name);
+	for (i = 0; name[i]; i++)
+		if (name[i] >= 'a' && name[i] <= 'z')
+			name[i] = (char)(name[i] - 'a' + 'A');
+	pthread_setname_np(v->thread, name);
+}
+
 int vm_start(struct vm *vm, bool paused, char *err)
 {
 	int ret;
@@ -307,6 +320,7 @@ int vm_start(struct vm *vm, bool paused, char *err)
 			pthread_mutex_unlock(&vm->lock);
 			return vmm_fail(err, ret, "pthread_create(vCPU %u)", i);
 		}
+		vcpu_name_thread(v);
 		__atomic_store_n(&v->thread_started, true, __ATOMIC_RELEASE);
 	}
 	if (paused) {

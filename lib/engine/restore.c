@@ -326,6 +326,7 @@ static int lazy_start(struct ls_restore *r, struct ls_ctx *ctx)
 	atomic_store(&ctx->regions[r->region].restore, r);
 	ret = pthread_create(&thread, NULL, prefetch_main, r);
 	if (!ret) {
+		pthread_setname_np(thread, "ls-prefetch");
 		ls_done_started(&r->end, thread);
 		return 0;
 	}

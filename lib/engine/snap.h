@@ -96,6 +96,7 @@ struct ls_snapshot {
 	bool sink_started;
 	enum ls_strategy strategy;
 	bool keep_thp;
+	bool writer_idle;
 	bool track, delta;
 	size_t granule; /* opts.track_granule */
 	bool tracker_ref; /* begin took the fault service for tracking */

@@ -5,6 +5,7 @@
  * abort) and the queries.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +259,7 @@ static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	/* keep_thp releases 2 MiB at once: tracking needs each page's write */
 	snap->keep_thp = o->keep_thp && !o->track && !o->delta;
 	snap->track = o->track;
+	snap->writer_idle = o->writer_idle;
 	snap->delta = o->delta;
 	snap->granule = o->track_granule;
 	snap->spin_ns = o->fault_spin_us < 0  ? 0
@@ -482,6 +484,22 @@ static bool vm_readv_works(int pid)
 	return process_vm_readv(pid, &l, 1, &r, 1, 0) == sizeof(to) && to == 1;
 }
 
+/* writer_idle; on failure the parked writer is ended and joined. */
+static int writer_set_idle(struct ls_snapshot *snap, pthread_t writer)
+{
+	struct sched_param sp = {.sched_priority = 0};
+	int ret = pthread_setschedparam(writer, SCHED_IDLE, &sp);
+
+	if (ret) {
+		pthread_mutex_lock(&snap->lock);
+		snap->setup_cancel = true;
+		pthread_cond_broadcast(&snap->cond);
+		pthread_mutex_unlock(&snap->lock);
+		pthread_join(writer, NULL);
+	}
+	return ret;
+}
+
 /*
  * Thread creation stays out of the caller's pause: the first one of a
  * process maps and faults a fresh stack, 2-5 ms measured on a loaded
@@ -503,6 +521,15 @@ static int snap_start_threads(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	if (ret) {
 		ls_svc_put(ctx);
 		return ls_err(ctx, ret, "snapshot: starting the writer thread: %s",
+			      strerror(ret));
+	}
+	pthread_setname_np(writer, "ls-writer");
+	ret = snap->writer_idle ? writer_set_idle(snap, writer) : 0;
+	if (ret) {
+		ls_svc_put(ctx);
+		return ls_err(ctx, ret,
+			      "snapshot: writer_idle: pthread_setschedparam "
+			      "SCHED_IDLE: %s",
 			      strerror(ret));
 	}
 	snap->svc_warm = true;

@@ -194,6 +194,7 @@ int ls_svc_get(struct ls_ctx *ctx)
 		return ls_err(ctx, ret, "starting the fault thread: %s",
 			      strerror(ret));
 	}
+	pthread_setname_np(ctx->svc.thread, "ls-faults");
 	return 0;
 }
 

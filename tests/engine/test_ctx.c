@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -337,6 +338,76 @@ static void test_never_begun(void **state)
 	mem_unmap(&m);
 }
 
+/* The tid of this process's thread named `name`, or 0. */
+static pid_t thread_named(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pid_t found = 0;
+
+	CHECK(d, "opendir /proc/self/task");
+	while ((e = readdir(d)) && !found) {
+		char path[300], comm[32] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread ended */
+		if (fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = 0;
+		fclose(f);
+		if (!strcmp(comm, name))
+			found = (pid_t)atoi(e->d_name);
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * writer_idle: the writer (named, like the fault thread) runs SCHED_IDLE
+ * from create on, and the snapshot is whole; without it, SCHED_OTHER.
+ */
+static void test_writer_idle(void **state)
+{
+	struct test_mem m;
+
+	(void)state;
+	mem_map(&m, MEM_ANON_4K, 4 * MB);
+	fill_random(m.addr, m.len, 4096, 60, 11);
+	for (int idle = 0; idle < 2; idle++) {
+		struct ls_snapshot_opts o = {.writer_idle = idle};
+		struct ls_ctx *ctx = ctx_new();
+		struct mem_sink *s = mem_sink_new();
+		struct ls_snapshot *snap;
+		pid_t writer;
+		int policy;
+
+		CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
+		CHECK(!ls_snapshot_create(ctx, &s->base, &o, &snap),
+		      "create: %s", ls_ctx_error(ctx));
+		writer = thread_named("ls-writer");
+		CHECK(writer > 0, "no thread named ls-writer");
+		CHECK(thread_named("ls-faults") > 0,
+		      "no thread named ls-faults");
+		policy = sched_getscheduler(writer);
+		CHECK(policy == (idle ? SCHED_IDLE : SCHED_OTHER),
+		      "writer_idle %d: the writer's policy is %d", idle,
+		      policy);
+		CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+		CHECK(!ls_snapshot_wait(snap), "wait: %s",
+		      ls_snapshot_error(snap));
+		mem_sink_expect(s, 0, m.addr, m.len);
+		ls_snapshot_destroy(snap);
+		mem_sink_free(s);
+		ls_ctx_destroy(ctx);
+	}
+	mem_unmap(&m);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -347,6 +418,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_hist_percentile),
 		cmocka_unit_test(test_idle_snapshot),
 		cmocka_unit_test(test_never_begun),
+		cmocka_unit_test(test_writer_idle),
 	};
 
 	if (argc > 1)

@@ -94,7 +94,8 @@ class Qmp(SnapTest, unittest.TestCase):
             "x-livesnap-fault-spin-us": 0,
             "x-livesnap-copy-buffer-bytes": 0,
             "x-livesnap-incremental": False,
-            "x-livesnap-track-granule": 0})
+            "x-livesnap-track-granule": 0,
+            "x-livesnap-writer-idle": True})
         self.v.qmp.cmd("migrate-set-parameters",
                        {"x-livesnap-strategy": "write-first"})
         self.assertEqual(self.v.qmp.cmd("query-migrate-parameters"),
@@ -103,6 +104,7 @@ class Qmp(SnapTest, unittest.TestCase):
         for key, bad in [("x-livesnap-keep-thp", 1),
                          ("x-livesnap-fault-spin-us", -5),
                          ("x-livesnap-copy-buffer-bytes", "big"),
+                         ("x-livesnap-writer-idle", "yes"),
                          ("max-bandwidth", 1 << 30)]:
             with self.assertRaises(QMPError, msg=key) as cm:
                 self.v.qmp.cmd("migrate-set-parameters", {key: bad})
@@ -120,6 +122,7 @@ class Qmp(SnapTest, unittest.TestCase):
                          ["setup", "active", "completed"])
         ram, x = info["ram"], info["x-livesnap"]
         self.assertEqual(x["strategy"], "write-first")
+        self.assertIs(x["writer-idle"], True)
         self.assertEqual(ram["total"], 256 << 20)
         self.assertEqual(ram["remaining"], 0)
         self.assertEqual(ram["normal"] + ram["duplicate"], 256 << 8)

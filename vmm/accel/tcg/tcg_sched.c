@@ -113,6 +113,7 @@ int tcg_ticker_start(struct vm *vm, char *err)
 
 	if (ret)
 		return vmm_fail(err, ret, "pthread_create(tcg ticker)");
+	pthread_setname_np(t->ticker, "tcg-ticker");
 	t->ticker_started = true;
 	return 0;
 }
