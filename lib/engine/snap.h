@@ -129,6 +129,13 @@ struct ls_snapshot {
 	pthread_mutex_t lock; /* blobs, err, fail_code; with cond: */
 	pthread_cond_t cond;  /* the writer waiting for the fault thread */
 	atomic_bool writer_waiting;
+	/*
+	 * The writer's parts: bumped (a futex word) each time a part of its
+	 * batch is SAVED; the fault thread sleeps on it while the writer has
+	 * the faulting page claimed (ls_snap_wait_part in writer.c).
+	 */
+	_Atomic uint32_t part_seq;
+	atomic_int part_waiters;
 
 	struct copy_ring ring;
 	unsigned char *bounce; /* one batch of the writer */

@@ -6,10 +6,13 @@
  * for the page states that keep them from capturing a page twice.
  */
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -43,6 +46,45 @@ static void backoff(unsigned *spins)
 		ls_cpu_relax();
 	else
 		sched_yield();
+}
+
+/*
+ * The writer has saved one more part of its batch: wake a fault thread
+ * waiting for it.
+ */
+static void part_done(struct ls_snapshot *snap)
+{
+	atomic_fetch_add(&snap->part_seq, 1);
+	if (atomic_load(&snap->part_waiters))
+		syscall(SYS_futex, &snap->part_seq, FUTEX_WAKE_PRIVATE,
+			INT_MAX, NULL, NULL, 0);
+}
+
+/*
+ * The fault thread, on a page the writer has claimed: it is saved within
+ * one part (SAVE_PART), tens of microseconds. Spin a little, then sleep
+ * until the writer's next part (at most PART_WAIT_NS, then look again).
+ * Not sched_yield(): a yield hands the CPU to the writer until the next
+ * scheduler tick, up to 4 ms measured with a SCHED_IDLE writer, while the
+ * part was done long before; a futex wake-up preempts the writer at once.
+ * seq: part_seq read before the page's state was.
+ */
+#define PART_WAIT_NS 1000000l
+
+static void wait_part(struct ls_snapshot *snap, uint32_t seq,
+		      unsigned *spins)
+{
+	struct timespec ts = {.tv_nsec = PART_WAIT_NS};
+
+	if (++*spins < 64) {
+		ls_cpu_relax();
+		return;
+	}
+	atomic_fetch_add(&snap->part_waiters, 1);
+	/* returns at once (EAGAIN) if a part ended since seq was read */
+	syscall(SYS_futex, &snap->part_seq, FUTEX_WAIT_PRIVATE, seq, &ts,
+		NULL, 0);
+	atomic_fetch_sub(&snap->part_waiters, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -382,27 +424,30 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 		memset(flags, BF_DATA, n);
 	else
 		scan_populated(snap, sr, first, n, flags);
-	for (uint64_t i = 0; i < n; i++) {
-		uint8_t maybe = flags[i];
-
-		flags[i] = BF_NONE;
-		if (!pg_claim(sr, first + i))
-			continue;
-		claimed++;
-		flags[i] = maybe == BF_ZERO ? BF_ZERO : BF_DATA;
-	}
-	if (sr->held && claimed)
-		check_held(snap, sr, first, n, flags);
 	/*
-	 * In parts of SAVE_PART bytes, each SAVED as soon as it is read and
-	 * checked: a thread that faults on a page of the batch waits for its
-	 * part, not for the whole batch (the fault path releases a SAVED page
-	 * itself).
+	 * In parts of SAVE_PART bytes, each claimed, read, checked and SAVED
+	 * in turn: a fault on a page of a later part finds it still pending
+	 * and captures it itself, one on the current part waits for that
+	 * part only (the fault path releases a SAVED page itself).
 	 */
 	for (uint64_t lo = 0, per = SAVE_PART > sr->ps ? SAVE_PART / sr->ps : 1;
 	     lo < n; lo += per) {
-		uint64_t hi = lo + per < n ? lo + per : n;
+		uint64_t hi = lo + per < n ? lo + per : n, part = 0;
 
+		for (uint64_t i = lo; i < hi; i++) {
+			uint8_t maybe = flags[i];
+
+			flags[i] = BF_NONE;
+			if (!pg_claim(sr, first + i))
+				continue;
+			part++;
+			flags[i] = maybe == BF_ZERO ? BF_ZERO : BF_DATA;
+		}
+		if (!part)
+			continue;
+		claimed += part;
+		if (sr->held)
+			check_held(snap, sr, first + lo, hi - lo, flags + lo);
 		batch_read(snap, sr, first, lo, hi, flags);
 		check_protected(snap, sr, first + lo, hi - lo, flags + lo);
 		for (uint64_t i = lo; !snap->delta && i < hi; i++)
@@ -412,6 +457,7 @@ static uint64_t batch_capture(struct ls_snapshot *snap, struct snap_region *sr,
 		for (uint64_t i = lo; i < hi; i++)
 			if (flags[i] != BF_NONE)
 				pg_store(sr, first + i, PG_SAVED);
+		part_done(snap);
 	}
 	return claimed;
 }
@@ -831,11 +877,12 @@ static void fault_tracked(struct ls_snapshot *snap, struct snap_region *sr,
 	unsigned spins = 0;
 
 	for (;;) {
+		uint32_t seq = atomic_load(&snap->part_seq);
 		uint8_t st = pg_load(sr, page);
 
 		if (st == PG_CLAIMED) {
-			/* the writer's memcpy, or another fault's capture */
-			backoff(&spins);
+			/* the writer's part */
+			wait_part(snap, seq, &spins);
 			continue;
 		}
 		if (st != PG_PENDING) {
@@ -869,6 +916,7 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		goto out;
 	}
 	for (;;) {
+		uint32_t seq = atomic_load(&snap->part_seq);
 		uint8_t st = pg_load(sr, page);
 
 		if (st == PG_PENDING) {
@@ -909,7 +957,7 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		/* CLAIMED by the writer: saved within one part. */
 		if (atomic_load(&snap->stop))
 			return;
-		backoff(&spins);
+		wait_part(snap, seq, &spins);
 	}
 out:
 	ls_hist_add(snap->hist, &snap->stall_max, ls_now_ns() - t_read);
