@@ -265,6 +265,7 @@ void ls_ctx_destroy(struct ls_ctx *ctx)
 		close(ctx->uffd);
 	if (ctx->pagemap_fd >= 0)
 		close(ctx->pagemap_fd);
+	ls_bufs_free(ctx);
 	pthread_mutex_destroy(&ctx->lock);
 	pthread_mutex_destroy(&ctx->errlock);
 	free(ctx);

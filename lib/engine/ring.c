@@ -12,7 +12,7 @@
 
 #define RING_PAD UINT32_MAX
 
-int ring_init(struct copy_ring *ring, size_t bytes)
+int ring_init(struct copy_ring *ring, size_t bytes, struct ls_ctx *ctx)
 {
 	memset(ring, 0, sizeof(*ring));
 	pthread_mutex_init(&ring->lock, NULL);
@@ -20,14 +20,14 @@ int ring_init(struct copy_ring *ring, size_t bytes)
 	if (!ring->nslots)
 		return 0;
 	/* page aligned (O_DIRECT sinks), faulted in before begin */
-	ring->data = ls_alloc_prefaulted(ring->nslots * LS_SMALL_PAGE);
+	ring->data = ls_buf_take(ctx, ring->nslots * LS_SMALL_PAGE);
 	if (!ring->data) {
 		ring->nslots = 0;
 		return -ENOMEM;
 	}
 	ring->ent = calloc(ring->nslots, sizeof(*ring->ent));
 	if (!ring->ent) {
-		ls_free_prefaulted(ring->data, ring->nslots * LS_SMALL_PAGE);
+		ls_buf_give(ctx, ring->data, ring->nslots * LS_SMALL_PAGE);
 		ring->data = NULL;
 		ring->nslots = 0;
 		return -ENOMEM;

@@ -167,7 +167,7 @@ void snap_finish(struct ls_snapshot *snap);
 void *snap_writer_main(void *arg);
 
 /* ring.c */
-int ring_init(struct copy_ring *ring, size_t bytes);
+int ring_init(struct copy_ring *ring, size_t bytes, struct ls_ctx *ctx);
 void ring_free(struct copy_ring *ring);
 /* Free slots now (only the consumer can change it upwards). */
 uint64_t ring_free_slots(struct copy_ring *ring);

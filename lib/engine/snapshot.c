@@ -172,50 +172,66 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	return 0;
 }
 
-static int snap_buffers_init(struct ls_snapshot *snap,
-			     const struct ls_snapshot_opts *o)
+/* The writer's bounce buffer: one batch of the largest. */
+static size_t bounce_len(const struct ls_snapshot *snap)
 {
-	uint64_t total = 0, max_batch = 0;
+	uint64_t max_batch = 0;
 
-	for (uint32_t r = 0; r < snap->nregions; r++) {
-		total += snap->regions[r].len;
+	for (uint32_t r = 0; snap->regions && r < snap->nregions; r++)
 		if (snap->regions[r].batch > max_batch)
 			max_batch = snap->regions[r].batch;
-	}
-	snap->bounce = ls_alloc_prefaulted(max_batch ? max_batch
-						     : LS_SMALL_PAGE);
+	return max_batch ? max_batch : LS_SMALL_PAGE;
+}
+
+/* ctx->lock held: buffers come from the context's cache (ls_buf_take). */
+static int snap_buffers_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
+			     const struct ls_snapshot_opts *o)
+{
+	uint64_t total = 0;
+
+	for (uint32_t r = 0; r < snap->nregions; r++)
+		total += snap->regions[r].len;
+	snap->bounce = ls_buf_take(ctx, bounce_len(snap));
 	if (!snap->bounce)
 		return -ENOMEM;
-	snap->batch_flags = calloc(max_batch / LS_SMALL_PAGE + 1, 1);
+	snap->batch_flags = calloc(bounce_len(snap) / LS_SMALL_PAGE + 1, 1);
 	if (!snap->batch_flags ||
 	    posix_memalign((void **)&snap->fpage, LS_SMALL_PAGE,
 			   snap->max_ps ? snap->max_ps : LS_SMALL_PAGE))
 		return -ENOMEM;
 	memset(snap->fpage, 0, snap->max_ps ? snap->max_ps : LS_SMALL_PAGE);
 	if (snap->keep_thp) {
-		snap->thp_buf = ls_alloc_prefaulted(LS_HUGE_2M);
+		snap->thp_buf = ls_buf_take(ctx, LS_HUGE_2M);
 		snap->thp_flags = calloc(LS_HUGE_2M / LS_SMALL_PAGE, 1);
 		if (!snap->thp_buf || !snap->thp_flags)
 			return -ENOMEM;
 	}
-	return ring_init(&snap->ring,
-			 copy_buffer_size(o, total, snap->max_ps));
+	return ring_init(&snap->ring, copy_buffer_size(o, total, snap->max_ps),
+			 ctx);
+}
+
+/* ctx->lock held: the buffers go back to the context, for the next one. */
+static void snap_buffers_return(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	ls_buf_give(ctx, snap->bounce, bounce_len(snap));
+	snap->bounce = NULL;
+	ls_buf_give(ctx, snap->thp_buf, LS_HUGE_2M);
+	snap->thp_buf = NULL;
+	ls_buf_give(ctx, snap->ring.data, snap->ring.nslots * LS_SMALL_PAGE);
+	snap->ring.data = NULL;
 }
 
 static void snap_free(struct ls_snapshot *snap)
 {
-	uint64_t max_batch = 0;
 	struct blob *b;
 
+	ls_free_prefaulted(snap->bounce, bounce_len(snap));
 	for (uint32_t r = 0; snap->regions && r < snap->nregions; r++) {
 		free(snap->regions[r].state);
 		free((void *)snap->regions[r].fresh);
 		free((void *)snap->regions[r].prev);
 		free(snap->regions[r].held);
-		if (snap->regions[r].batch > max_batch)
-			max_batch = snap->regions[r].batch;
 	}
-	ls_free_prefaulted(snap->bounce, max_batch ? max_batch : LS_SMALL_PAGE);
 	while ((b = snap->blobs)) {
 		snap->blobs = b->next;
 		free(b);
@@ -269,7 +285,7 @@ static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 				o->batch_bytes ? o->batch_bytes
 					       : DEFAULT_BATCH);
 	if (!ret)
-		ret = snap_buffers_init(snap, o);
+		ret = snap_buffers_init(snap, ctx, o);
 	if (ret)
 		return ls_err(ctx, ret, "snapshot: out of memory for %llu pages",
 			      (unsigned long long)snap->pages_total);
@@ -1236,6 +1252,7 @@ void ls_snapshot_detach(struct ls_snapshot *snap)
 	if (ctx->snap == snap)
 		ctx->snap = NULL;
 	snap_svc_cool(snap, ctx);
+	snap_buffers_return(snap, ctx);
 	pthread_mutex_unlock(&ctx->lock);
 	snap->ctx = NULL;
 }

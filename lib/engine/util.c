@@ -116,6 +116,48 @@ void ls_free_prefaulted(void *p, size_t len)
 		munmap(p, len);
 }
 
+/* A cached buffer of exactly len bytes, or a new one. */
+void *ls_buf_take(struct ls_ctx *ctx, size_t len)
+{
+	for (int i = 0; ctx && i < LS_BUF_CACHE; i++) {
+		void *p = ctx->bufs[i].p;
+
+		if (p && ctx->bufs[i].len == len) {
+			ctx->bufs[i].p = NULL;
+			return p;
+		}
+	}
+	return ls_alloc_prefaulted(len);
+}
+
+/* Keeps p for the next snapshot; a full cache lets its first one go. */
+void ls_buf_give(struct ls_ctx *ctx, void *p, size_t len)
+{
+	int i = 0;
+
+	if (!p)
+		return;
+	if (!ctx) {
+		ls_free_prefaulted(p, len);
+		return;
+	}
+	while (i < LS_BUF_CACHE && ctx->bufs[i].p)
+		i++;
+	if (i == LS_BUF_CACHE) {
+		i = 0;
+		ls_free_prefaulted(ctx->bufs[0].p, ctx->bufs[0].len);
+	}
+	ctx->bufs[i] = (struct ls_buf){.p = p, .len = len};
+}
+
+void ls_bufs_free(struct ls_ctx *ctx)
+{
+	for (int i = 0; i < LS_BUF_CACHE; i++) {
+		ls_free_prefaulted(ctx->bufs[i].p, ctx->bufs[i].len);
+		ctx->bufs[i].p = NULL;
+	}
+}
+
 bool ls_page_is_zero(const void *page, size_t len)
 {
 	const uint64_t *p = page;

@@ -408,6 +408,75 @@ static void test_writer_idle(void **state)
 	mem_unmap(&m);
 }
 
+/*
+ * Bytes of this process's mappings marked MADV_HUGEPAGE ("hg" in smaps):
+ * the engine's prefaulted buffers (lib/engine/util.c); the test memory
+ * here is MADV_NOHUGEPAGE. Adjacent buffers merge into one mapping, so
+ * sizes are summed, not counted.
+ */
+static unsigned long hugepage_advised_bytes(void)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	unsigned long lo = 0, hi = 0, sum = 0;
+	char line[512];
+
+	CHECK(f, "fopen /proc/self/smaps");
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+			continue;
+		if (!strncmp(line, "VmFlags:", 8) && strstr(line, " hg"))
+			sum += hi - lo;
+	}
+	fclose(f);
+	return sum;
+}
+
+/*
+ * A snapshot's prefaulted buffers stay with the context after destroy,
+ * the next snapshot takes them again (nothing new mapped), and
+ * ls_ctx_destroy frees them.
+ */
+static void test_buffers_reused(void **state)
+{
+	struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_COPY,
+				     .copy_buffer_bytes = 3 * MB};
+	struct ls_ctx *ctx = ctx_new();
+	unsigned long before, kept = 0;
+	struct test_mem m;
+
+	(void)state;
+	mem_map(&m, MEM_ANON_4K, 4 * MB);
+	fill_random(m.addr, m.len, 4096, 60, 12);
+	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
+	before = hugepage_advised_bytes();
+	for (int i = 0; i < 3; i++) {
+		struct mem_sink *s = mem_sink_new();
+		struct ls_snapshot *snap;
+
+		CHECK(!ls_snapshot_create(ctx, &s->base, &o, &snap),
+		      "create: %s", ls_ctx_error(ctx));
+		if (!i)
+			kept = hugepage_advised_bytes() - before;
+		CHECK(kept >= 3 * MB &&
+			      hugepage_advised_bytes() - before == kept,
+		      "snapshot %d: %lu bytes of buffers, the first had %lu",
+		      i, hugepage_advised_bytes() - before, kept);
+		CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+		CHECK(!ls_snapshot_wait(snap), "wait: %s",
+		      ls_snapshot_error(snap));
+		mem_sink_expect(s, 0, m.addr, m.len);
+		ls_snapshot_destroy(snap);
+		mem_sink_free(s);
+		CHECK(hugepage_advised_bytes() - before == kept,
+		      "the context did not keep the buffers");
+	}
+	ls_ctx_destroy(ctx);
+	CHECK(hugepage_advised_bytes() == before,
+	      "ls_ctx_destroy left %lu bytes of buffers",
+	      hugepage_advised_bytes() - before);
+	mem_unmap(&m);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -419,6 +488,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_idle_snapshot),
 		cmocka_unit_test(test_never_begun),
 		cmocka_unit_test(test_writer_idle),
+		cmocka_unit_test(test_buffers_reused),
 	};
 
 	if (argc > 1)
