@@ -65,7 +65,7 @@ static void errbuf_set(char *errbuf, size_t errlen, const char *fmt, ...)
  * UFFD_USER_MODE_ONLY: KVM touches guest memory from kernel mode and those
  * faults must reach us too.
  */
-static int uffd_open(char *errbuf, size_t errlen)
+int ls_uffd_new(char *errbuf, size_t errlen)
 {
 	int fd, dev, err;
 
@@ -101,7 +101,7 @@ static int uffd_supported(uint64_t *features, char *errbuf, size_t errlen)
 	struct uffdio_api api = {.api = UFFD_API};
 	int fd, err;
 
-	fd = uffd_open(errbuf, errlen);
+	fd = ls_uffd_new(errbuf, errlen);
 	if (fd < 0)
 		return fd;
 	if (ioctl(fd, UFFDIO_API, &api) < 0) {
@@ -183,7 +183,7 @@ static int ctx_open_uffd(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 			   (unsigned long long)have);
 		return -ENOTSUP;
 	}
-	ctx->uffd = uffd_open(errbuf, errlen);
+	ctx->uffd = ls_uffd_new(errbuf, errlen);
 	if (ctx->uffd < 0)
 		return ctx->uffd;
 	api.features = have & wanted;
@@ -217,6 +217,7 @@ int ls_ctx_create(struct ls_ctx **ctxp, char *errbuf, size_t errlen)
 	}
 	ctx->uffd = -1;
 	ctx->pagemap_fd = -1;
+	ctx->track.auffd = -1;
 	ctx->svc.stop_fd = -1;
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_mutex_init(&ctx->errlock, NULL);
@@ -265,6 +266,8 @@ void ls_ctx_destroy(struct ls_ctx *ctx)
 		close(ctx->uffd);
 	if (ctx->pagemap_fd >= 0)
 		close(ctx->pagemap_fd);
+	if (ctx->track.auffd >= 0)
+		close(ctx->track.auffd);
 	ls_bufs_free(ctx);
 	pthread_mutex_destroy(&ctx->lock);
 	pthread_mutex_destroy(&ctx->errlock);

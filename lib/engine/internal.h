@@ -89,6 +89,14 @@ struct ls_track {
 	 * last tracked begin (see ls_track_rescan()); NULL for anonymous ones.
 	 */
 	uint64_t *held[LS_MAX_REGIONS];
+	/*
+	 * ls_track_settle(): the regions are registered with `auffd` (opened
+	 * with UFFD_FEATURE_WP_ASYNC) instead of the context's descriptor, so
+	 * the kernel resolves a first write itself and PAGEMAP_SCAN finds it
+	 * at the next begin (ls_track_unsettle()).
+	 */
+	bool async;
+	int auffd; /* -1 until the first settle */
 };
 
 /*
@@ -157,6 +165,8 @@ int ls_uffd_wake(int uffd, uint64_t start, uint64_t len);
 int ls_uffd_register(int uffd, uint64_t start, uint64_t len, uint64_t mode,
 		     uint64_t *ioctls);
 int ls_uffd_unregister(int uffd, uint64_t start, uint64_t len);
+/* ctx.c: a new userfaultfd, O_CLOEXEC | O_NONBLOCK (-errno, message) */
+int ls_uffd_new(char *errbuf, size_t errlen);
 /* UFFDIO_COPY of len bytes; *done gets the bytes copied (may be partial). */
 int ls_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len,
 		 uint64_t *done);
@@ -216,6 +226,8 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
  * reference. 0, or -errno with the message set.
  */
 int ls_track_rescan(struct ls_ctx *ctx);
+/* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
+int ls_track_unsettle(struct ls_ctx *ctx, bool protect);
 /* At a tracked full begin or ls_track_start: notes the reference only. */
 int ls_track_note(struct ls_ctx *ctx);
 /*

@@ -959,6 +959,10 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 		snap->tracker_ref = true;
 	}
 	t0 = ls_now_ns();
+	/* Settled tracking: collect its writes, back to the fault descriptor. */
+	ret = ls_track_unsettle(ctx, true);
+	if (ret)
+		goto out_svc;
 	if (snap->delta) {
 		ret = ls_track_rescan(ctx);
 		if (ret)

@@ -7,14 +7,15 @@
  * un-protects it, and later writes run free. A delta's begin takes the
  * sets (they are its pages) and installs fresh ones.
  *
- * Why not UFFD_FEATURE_WP_ASYNC (the kernel resolves the fault and
- * PAGEMAP_SCAN reports PAGE_IS_WRITTEN): it is a property of a whole
- * descriptor, and a snapshot needs write faults that wait for it. The
- * memory would have to move from an async descriptor to this one at begin
- * and back at the end; registration is per mapping, so the way back
- * (unregister, register elsewhere, protect) leaves a window in which
- * writes are not recorded, unless the caller stops its writers a second
- * time. docs/engine.md has the numbers.
+ * UFFD_FEATURE_WP_ASYNC (the kernel resolves the fault and PAGEMAP_SCAN
+ * reports PAGE_IS_WRITTEN) is a property of a whole descriptor, and a
+ * snapshot needs write faults that wait for it. So tracking starts on the
+ * context's descriptor, and ls_track_settle() moves the memory to a second,
+ * asynchronous one when the caller can stop its writers once more (the
+ * move, unregister then register elsewhere and protect, has a window in
+ * which writes would not be recorded). The next begin, in its pause,
+ * collects what was written and moves the memory back
+ * (ls_track_unsettle()). docs/engine.md has the numbers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -169,6 +170,9 @@ int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES])
 			     ctx->regions[busy].info.name);
 		goto out;
 	}
+	ret = ls_track_unsettle(ctx, false);
+	if (ret)
+		goto out;
 	if (!alloc_sets(ctx, sets)) {
 		ret = ls_err(ctx, ENOMEM, "tracking: out of memory");
 		goto out;
@@ -205,7 +209,7 @@ int ls_track_stop(struct ls_ctx *ctx)
 	if (ctx->snap)
 		ret = ls_err(ctx, EBUSY, "tracking: the context has a snapshot");
 	else if (atomic_load(&ctx->track.on))
-		ret = protect_all(ctx, false);
+		ret = ls_track_unsettle(ctx, false) ?: protect_all(ctx, false);
 	if (!ret)
 		ls_track_off(ctx);
 	pthread_mutex_unlock(&ctx->lock);
@@ -533,4 +537,157 @@ int ls_track_rescan(struct ls_ctx *ctx)
 		}
 	}
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Asynchronous tracking between snapshots                             */
+/* ------------------------------------------------------------------ */
+
+/* The asynchronous descriptor, opened at the first settle. */
+static int auffd_open(struct ls_ctx *ctx)
+{
+	struct uffdio_api api = {
+	    .api = UFFD_API,
+	    .features = UFFD_FEATURE_WP_ASYNC |
+			(ctx->uffd_features & (UFFD_FEATURE_WP_UNPOPULATED |
+					       UFFD_FEATURE_WP_HUGETLBFS_SHMEM)),
+	};
+	char msg[LS_ERRMSG_MAX];
+	int fd;
+
+	if (ctx->track.auffd >= 0)
+		return 0;
+	fd = ls_uffd_new(msg, sizeof(msg));
+	if (fd < 0)
+		return ls_err(ctx, -fd, "tracking: %s", msg);
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = errno;
+
+		close(fd);
+		return ls_err(ctx, err,
+			      "tracking: ioctl(UFFDIO_API, WP_ASYNC features 0x%llx): %s",
+			      (unsigned long long)api.features, strerror(err));
+	}
+	ctx->track.auffd = fd;
+	return 0;
+}
+
+/*
+ * Region r leaves descriptor `from` for `to` (unregistering lifts its
+ * protection) and, if asked, is protected there. On failure it is put
+ * back on `from`, unprotected. Writers quiesced.
+ */
+static int move_region(struct ls_ctx *ctx, int r, int from, int to,
+		       bool protect)
+{
+	const struct ls_region_info *info = &ctx->regions[r].info;
+	uint64_t start = (uint64_t)(uintptr_t)info->addr;
+	const char *what = "UFFDIO_UNREGISTER";
+	int ret;
+
+	ret = ls_uffd_unregister(from, start, info->len);
+	if (!ret) {
+		what = "UFFDIO_REGISTER";
+		ret = ls_uffd_register(to, start, info->len,
+				       UFFDIO_REGISTER_MODE_WP, NULL);
+		if (ret)
+			ls_uffd_register(from, start, info->len,
+					 UFFDIO_REGISTER_MODE_WP, NULL);
+	}
+	if (!ret && protect) {
+		what = "UFFDIO_WRITEPROTECT";
+		ret = ls_uffd_wp(to, start, info->len, true);
+	}
+	if (ret)
+		return ls_err(ctx, ret,
+			      "tracking: moving region '%s' to the %s descriptor: ioctl(%s): %s",
+			      info->name, to == ctx->uffd ? "fault" : "asynchronous",
+			      what, strerror(-ret));
+	return 0;
+}
+
+int ls_track_settle(struct ls_ctx *ctx)
+{
+	int ret = 0, r;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	if (!atomic_load(&ctx->track.on)) {
+		ret = ls_err(ctx, ENOENT, "ls_track_settle: writes are not tracked");
+		goto out;
+	}
+	if (atomic_load(&ctx->armed)) {
+		ret = ls_err(ctx, EBUSY, "ls_track_settle: a snapshot is active");
+		goto out;
+	}
+	if (ctx->track.async)
+		goto out;
+	if (!(ctx->features & LS_FEAT_WP_ASYNC) || ctx->pagemap_fd < 0) {
+		ret = ls_err(ctx, EOPNOTSUPP,
+			     "ls_track_settle: this kernel lacks %s (Linux >= 6.7); writes stay tracked by write faults",
+			     ctx->pagemap_fd < 0 ? "PAGEMAP_SCAN"
+						 : "UFFD_FEATURE_WP_ASYNC");
+		goto out;
+	}
+	ret = auffd_open(ctx);
+	for (r = 0; !ret && r < ctx->nregions; r++)
+		ret = move_region(ctx, r, ctx->uffd, ctx->track.auffd, true);
+	if (ret) {
+		/* Back to write faults: the regions moved, then the one that
+		 * failed (on the fault descriptor already, unprotected). */
+		for (int m = 0; m < r - 1; m++)
+			move_region(ctx, m, ctx->track.auffd, ctx->uffd, true);
+		if (r > 0)
+			ls_uffd_wp(ctx->uffd,
+				   (uint64_t)(uintptr_t)ctx->regions[r - 1].info.addr,
+				   ctx->regions[r - 1].info.len, true);
+		goto out;
+	}
+	ctx->track.async = true;
+out:
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+/*
+ * The pages written since the settle lost their protection (as did the
+ * anonymous ones discarded: ls_track_rescan() counts those as changed
+ * too): they join the dirty sets. Then the memory goes back to the fault
+ * descriptor, protected again if `protect` (tracking goes on there, or a
+ * snapshot arms). Writers quiesced. A failure leaves the sets untrusted.
+ */
+int ls_track_unsettle(struct ls_ctx *ctx, bool protect)
+{
+	int ret = 0;
+
+	if (!ctx->track.async)
+		return 0;
+	for (int r = 0; r < ctx->nregions; r++) {
+		const struct ls_region *reg = &ctx->regions[r];
+		_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
+		uint64_t words = ls_bitmap_bytes(reg->npages) / 8;
+		uint64_t *now = calloc(words, 8);
+		int err;
+
+		err = now ? pages_matching(ctx, reg, 0, reg->npages,
+					   unprotected, now)
+			  : -ENOMEM;
+		if (err) {
+			ret = ret ?: scan_failed(ctx, reg, err);
+		} else {
+			for (uint64_t w = 0; set && w < words; w++)
+				if (now[w])
+					atomic_fetch_or_explicit(
+					    &set[w], now[w],
+					    memory_order_relaxed);
+		}
+		free(now);
+		err = move_region(ctx, r, ctx->track.auffd, ctx->uffd, protect);
+		ret = ret ?: err;
+	}
+	ctx->track.async = false;
+	if (ret)
+		atomic_store(&ctx->track.broken, true);
+	return ret;
 }

@@ -185,6 +185,7 @@ struct chain {
 	unsigned n;
 	size_t granule; /* opts.track_granule */
 	bool write_after; /* the next set is written after the snapshot */
+	bool settle;	  /* ls_track_settle() after each snapshot */
 	uint64_t extra;	/* pages a granule added to deltas */
 	/* Pages known to be zero that the reference copy must not touch. */
 	const uint8_t *zeroed;
@@ -323,6 +324,16 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	if (!c->write_after)
 		next_n = setw_next(&c->w, percent, &c->seed);
 	ret = ls_snapshot_wait(snap);
+	if (c->settle) {
+		/* Running threads go on writing the set after a stop for this;
+		 * with write_after they are still stopped. */
+		if (!c->write_after)
+			setw_pause(&c->w);
+		CHECK(!ls_track_settle(c->ctx), "snapshot %u: ls_track_settle: %s",
+		      c->n, ls_ctx_error(c->ctx));
+		if (!c->write_after)
+			atomic_store(&c->w.pause_req, 0);
+	}
 	if (c->write_after)
 		next_n = setw_next(&c->w, percent, &c->seed);
 	CHECK(!ret, "snapshot %u: %s", c->n, ls_snapshot_error(snap));
@@ -357,8 +368,8 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	c->n++;
 }
 
-static void run_chain_granule(enum mem_kind kind, unsigned len,
-			      size_t granule, bool write_after)
+static void run_chain_opts(enum mem_kind kind, unsigned len, size_t granule,
+			   bool write_after, bool settle)
 {
 	struct chain c;
 	uint64_t seed = 99;
@@ -366,18 +377,42 @@ static void run_chain_granule(enum mem_kind kind, unsigned len,
 	chain_open(&c, kind);
 	c.granule = granule;
 	c.write_after = write_after;
+	c.settle = settle;
 	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
 	for (unsigned i = 1; i < len; i++)
 		chain_step(&c, true, test_strategies[i % NSTRATEGIES],
 			   (unsigned)(rnd(&seed) % 40));
-	CHECK(!write_after || c.extra, "the granule never added a page");
+	CHECK(!write_after || !granule || c.extra,
+	      "the granule never added a page");
 	setw_pause(&c.w);
 	chain_close(&c);
+}
+
+static void run_chain_granule(enum mem_kind kind, unsigned len,
+			      size_t granule, bool write_after)
+{
+	run_chain_opts(kind, len, granule, write_after, false);
 }
 
 static void run_chain(enum mem_kind kind, unsigned len)
 {
 	run_chain_granule(kind, len, 0, false);
+}
+
+/*
+ * Settled (asynchronous) tracking between snapshots, every memory kind:
+ * the threads write each set partly during the snapshot (write faults)
+ * and partly after the settle (the kernel's own resolution); each delta
+ * must still hold exactly the set, and base + deltas equal memory.
+ */
+static void test_chain_settled(void **state)
+{
+	(void)state;
+	for (int k = 0; k < MEM_NKINDS; k++)
+		run_chain_opts((enum mem_kind)k, CHAIN_SHORT, 0, false, true);
+	/* written only after the settle */
+	run_chain_opts(MEM_ANON_THP, CHAIN_SHORT, 0, true, true);
+	run_chain_opts(MEM_MEMFD, CHAIN_SHORT, 0, true, true);
 }
 
 /*
@@ -475,12 +510,13 @@ static void discard(struct chain *c, uint64_t p, enum discard how,
 }
 
 static void discards_between(enum mem_kind kind, const enum discard *hows,
-			     unsigned n)
+			     unsigned n, bool settle)
 {
 	uint8_t *zeroed;
 	struct chain c;
 
 	chain_open(&c, kind);
+	c.settle = settle; /* the discards then meet asynchronous tracking */
 	zeroed = calloc(c.w.npages, 1);
 	CHECK(zeroed, "out of memory");
 	chain_step(&c, false, LS_STRATEGY_AUTO, 0);
@@ -522,7 +558,7 @@ static void discards_between(enum mem_kind kind, const enum discard *hows,
 	free(zeroed);
 }
 
-static void test_discards_between(void **state)
+static void all_discards_between(bool settle)
 {
 	static const enum discard anon[] = {DONTNEED, DONTNEED_READ,
 					    DONTNEED_WRITE};
@@ -531,12 +567,55 @@ static void test_discards_between(void **state)
 	static const enum discard huge_private[] = {DONTNEED, DONTNEED_WRITE};
 	static const enum discard huge_shared[] = {REMOVE, PUNCH, PUNCH_WRITE};
 
+	discards_between(MEM_ANON_THP, anon, 3, settle);
+	discards_between(MEM_ANON_4K, anon, 3, settle);
+	discards_between(MEM_MEMFD, shmem, 5, settle);
+	discards_between(MEM_HUGETLB, huge_private, 2, settle);
+	discards_between(MEM_MEMFD_HUGE, huge_shared, 3, settle);
+}
+
+static void test_discards_between(void **state)
+{
 	(void)state;
-	discards_between(MEM_ANON_THP, anon, 3);
-	discards_between(MEM_ANON_4K, anon, 3);
-	discards_between(MEM_MEMFD, shmem, 5);
-	discards_between(MEM_HUGETLB, huge_private, 2);
-	discards_between(MEM_MEMFD_HUGE, huge_shared, 3);
+	all_discards_between(false);
+}
+
+/* The same discards after ls_track_settle(): PAGEMAP_SCAN must see them. */
+static void test_discards_settled(void **state)
+{
+	(void)state;
+	all_discards_between(true);
+}
+
+/* ls_track_settle's refusals, and tracking that stops while settled. */
+static void test_settle_refusals(void **state)
+{
+	struct ls_snapshot_opts o = {.track = true};
+	struct mem_sink *s = mem_sink_new();
+	struct ls_snapshot *snap;
+	struct chain c;
+	int ret;
+
+	(void)state;
+	chain_open(&c, MEM_ANON_4K);
+	setw_pause(&c.w);
+	ret = ls_track_settle(c.ctx);
+	CHECK(ret == -ENOENT && strstr(ls_ctx_error(c.ctx), "not tracked"),
+	      "settle without tracking: %d %s", ret, ls_ctx_error(c.ctx));
+	CHECK(!ls_snapshot_create(c.ctx, &s->base, &o, &snap), "create: %s",
+	      ls_ctx_error(c.ctx));
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
+	ret = ls_track_settle(c.ctx);
+	CHECK(ret == -EBUSY || (ret == 0 && ls_snapshot_poll(snap) == 0),
+	      "settle during a snapshot: %d %s", ret, ls_ctx_error(c.ctx));
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	CHECK(!ls_track_settle(c.ctx), "settle: %s", ls_ctx_error(c.ctx));
+	CHECK(!ls_track_settle(c.ctx), "settle twice: %s", ls_ctx_error(c.ctx));
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == c.m.len / 4096,
+	      "settled memory is not all write-protected");
+	chain_close(&c); /* ls_track_stop while settled: nothing protected */
 }
 
 /* ls_track_dirty's refusals. */
@@ -739,7 +818,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_hugetlb),
 		cmocka_unit_test(test_chain_memfd_huge),
 		cmocka_unit_test(test_chain_granule),
+		cmocka_unit_test(test_chain_settled),
 		cmocka_unit_test(test_discards_between),
+		cmocka_unit_test(test_discards_settled),
+		cmocka_unit_test(test_settle_refusals),
 		cmocka_unit_test(test_track_dirty_refusals),
 		cmocka_unit_test(test_failed_delta),
 		cmocka_unit_test(test_cancelled_delta),
