@@ -255,6 +255,17 @@ static json_t *show_writer_idle(const struct vm_snap_params *p)
 	return json_boolean(p->writer_idle);
 }
 
+static bool parse_track_async(json_t *v, struct vm_snap_params *p)
+{
+	p->track_async = json_is_true(v);
+	return json_is_boolean(v);
+}
+
+static json_t *show_track_async(const struct vm_snap_params *p)
+{
+	return json_boolean(p->track_async);
+}
+
 static const struct param params[] = {
     {"x-livesnap-strategy", parse_strategy, show_strategy,
      "auto, copy or write-first"},
@@ -268,6 +279,8 @@ static const struct param params[] = {
     {"x-livesnap-track-granule", parse_granule, show_granule,
      "0 (one page) or a power of two from 4096 to 1 GiB (bytes)"},
     {"x-livesnap-writer-idle", parse_writer_idle, show_writer_idle,
+     "a boolean"},
+    {"x-livesnap-track-async", parse_track_async, show_track_async,
      "a boolean"},
 };
 
@@ -425,7 +438,8 @@ int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
 				  .snap = snap,
 				  .restore = restore,
 				  .defaults = {.strategy = LS_STRATEGY_AUTO,
-					       .writer_idle = true}};
+					       .writer_idle = true,
+					       .track_async = true}};
 	vm_snap_set_event_fn(snap, on_status, q);
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		int ret =

@@ -455,6 +455,12 @@ static int track_from_here(struct vm_restore *r, struct vm_snap *s, char *err)
 	if (ret)
 		return vmm_failx(err, -ret, "tracking writes after the restore: %s",
 				 ls_ctx_error(ctx));
+	/* The vCPUs do not run yet: hand tracking to the kernel now (see
+	 * settle_tracking() in snapshot.c); without WP_ASYNC it stays. */
+	ret = ls_track_settle(ctx);
+	if (ret && ret != -EOPNOTSUPP)
+		return vmm_failx(err, -ret, "tracking writes after the restore: %s",
+				 ls_ctx_error(ctx));
 	return 0;
 }
 

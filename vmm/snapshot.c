@@ -75,6 +75,9 @@ struct vm_snap {
 	struct ls_stats stats;
 	struct guest_watch gw;
 	bool delta; /* the last snapshot: a delta of parent */
+	/* incremental: the second stop that settled tracking (settle_tracking) */
+	uint64_t settle_ns;
+	int settle_ret; /* 0, or why tracking stays on write faults */
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	char error[VMM_ERR_MAX];
 	char unavailable[2 * VMM_ERR_MAX]; /* why there is no ctx, or "" */
@@ -658,6 +661,36 @@ static int finish_exec(struct vm_snap *s, bool kill_it, char *err)
 	return ret;
 }
 
+/*
+ * Incremental: between snapshots, writes are tracked by the kernel's
+ * asynchronous write protection instead of write faults (a first write
+ * costs a minor fault, not a round trip through the fault thread). Moving
+ * the memory there needs the vCPUs stopped once more, briefly: the arm's
+ * cost again (ls_track_settle). Not an error when the kernel cannot:
+ * tracking then stays on write faults (settle_ret says why).
+ */
+static void settle_tracking(struct vm_snap *s)
+{
+	uint64_t t0 = vmm_now_ns();
+	int ret;
+
+	s->settle_ns = 0;
+	s->settle_ret = -ENOENT;
+	if (!s->params.incremental || !s->params.track_async ||
+	    !ls_track_active(s->ctx, NULL))
+		return;
+	ret = vm_pause(s->vm);
+	if (!ret) {
+		ret = ls_track_settle(s->ctx);
+		vm_resume(s->vm);
+	}
+	s->settle_ns = vmm_now_ns() - t0;
+	s->settle_ret = ret;
+	if (ret && ret != -EOPNOTSUPP)
+		fprintf(stderr, "livesnap: tracking stays on write faults: %s\n",
+			ls_ctx_error(s->ctx));
+}
+
 static void *snap_thread(void *arg)
 {
 	struct vm_snap *s = arg;
@@ -696,6 +729,8 @@ static void *snap_thread(void *arg)
 		ret = xret;
 		snprintf(err, sizeof(err), "%s", xerr);
 	}
+	if (!ret)
+		settle_tracking(s);
 
 	pthread_mutex_lock(&s->lock);
 	s->have_stats = !ls_snapshot_stats(snap, &s->stats);
@@ -911,6 +946,11 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 			    json_boolean(s->params.incremental));
 	if (s->params.incremental) {
 		char hex[2 * LS_ID_BYTES + 1];
+
+		json_object_set_new(x, "track-async",
+				    json_boolean(s->settle_ret == 0));
+		json_object_set_new(x, "settle-ns",
+				    json_integer((json_int_t)s->settle_ns));
 
 		for (int i = 0; i < LS_ID_BYTES; i++)
 			snprintf(hex + 2 * i, 3, "%02x", s->id[i]);

@@ -107,6 +107,12 @@ struct vm_snap_params {
 	 */
 	bool writer_idle;
 	/*
+	 * incremental: after each snapshot, stop the vCPUs once more to hand
+	 * tracking to the kernel's asynchronous write protection (default
+	 * true; ls_track_settle).
+	 */
+	bool track_async;
+	/*
 	 * Test only: during the pause, copy all guest RAM into this file
 	 * (NULL: no copy), so a test can compare it with the snapshot.
 	 */

@@ -95,7 +95,8 @@ class Qmp(SnapTest, unittest.TestCase):
             "x-livesnap-copy-buffer-bytes": 0,
             "x-livesnap-incremental": False,
             "x-livesnap-track-granule": 0,
-            "x-livesnap-writer-idle": True})
+            "x-livesnap-writer-idle": True,
+            "x-livesnap-track-async": True})
         self.v.qmp.cmd("migrate-set-parameters",
                        {"x-livesnap-strategy": "write-first"})
         self.assertEqual(self.v.qmp.cmd("query-migrate-parameters"),
