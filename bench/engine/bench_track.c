@@ -25,6 +25,9 @@
  *   -g: ls_snapshot_opts.track_granule (0: one page, exact).
  *   -s: ls_snapshot_opts.fault_spin_us (0: the default, block; it applies
  *       to tracking faults between snapshots too).
+ *   -a: after each tracked snapshot, stop the writers once more and
+ *       ls_track_settle(): tracking between snapshots by the kernel's
+ *       asynchronous write protection (the time of that stop is reported).
  * Output: markdown tables on stdout. Files are removed at the end.
  */
 #include <errno.h>
@@ -130,6 +133,7 @@ static const struct ls_sink_ops null_ops = {
 
 /* Tracking armed by a tracked snapshot with this granule. */
 static int spin_us;
+static bool settle; /* -a */
 
 static void track_by_snapshot(struct ls_ctx *ctx, size_t granule)
 {
@@ -145,6 +149,8 @@ static void track_by_snapshot(struct ls_ctx *ctx, size_t granule)
 	    ls_snapshot_begin(snap) || ls_snapshot_wait(snap))
 		die("tracked snapshot", ls_ctx_error(ctx));
 	ls_snapshot_destroy(snap);
+	if (settle && ls_track_settle(ctx))
+		die("ls_track_settle", ls_ctx_error(ctx));
 }
 
 /* how: 0 writable, 1 tracked, 2 raw WP_ASYNC, 3 tracked with a 2 MiB granule */
@@ -249,6 +255,7 @@ static void sleep_ms(unsigned ms)
 }
 
 struct row {
+	double settle_ms;     /* -a: the writers' second stop */
 	double control_mops;  /* the interval before that (see below) */
 	double interval_mops; /* writer stores/s in the interval before */
 	double during_mops;   /* and during the snapshot */
@@ -281,6 +288,15 @@ static void snapshot(struct ls_ctx *ctx, struct bench *b, const char *path,
 		die("snapshot", ls_snapshot_error(snap));
 	row->during_mops = (double)(atomic_load(&b->ops) - o0) * 1e3 /
 			   (double)(now_ns() - t0);
+	row->settle_ms = 0;
+	if (settle && o->track) {
+		pause_all(b);
+		t0 = now_ns();
+		if (ls_track_settle(ctx))
+			die("ls_track_settle", ls_ctx_error(ctx));
+		row->settle_ms = (double)(now_ns() - t0) / 1e6;
+		atomic_store(&b->pause_req, 0);
+	}
 	ls_snapshot_stats(snap, &st);
 	row->arm_ms = (double)st.arm_ns / 1e6;
 	row->total_ms = (double)st.total_ns / 1e6;
@@ -299,8 +315,8 @@ static double interval(struct bench *b, unsigned ms)
 
 static void print_row(const char *what, int k, const struct row *r)
 {
-	printf("| %s %d | %.3f | %.3f | %.0f | %.1f | %.2f | %.2f | %.2f |\n",
-	       what, k, r->pause_ms, r->arm_ms, r->total_ms,
+	printf("| %s %d | %.3f | %.3f | %.3f | %.0f | %.1f | %.2f | %.2f | %.2f |\n",
+	       what, k, r->pause_ms, r->arm_ms, r->settle_ms, r->total_ms,
 	       (double)r->bytes / (double)MiB, r->control_mops,
 	       r->interval_mops, r->during_mops);
 }
@@ -372,7 +388,7 @@ int main(int argc, char **argv)
 	struct ls_ctx *ctx;
 	struct row row, sum_full = {0}, sum_inc = {0};
 
-	while ((c = getopt(argc, argv, "m:w:t:i:f:n:d:g:s:4")) != -1) {
+	while ((c = getopt(argc, argv, "m:w:t:i:f:n:d:g:s:4a")) != -1) {
 		switch (c) {
 		case 'm': mib = strtoull(optarg, NULL, 0); break;
 		case 'w': ws_mib = strtoull(optarg, NULL, 0); break;
@@ -384,23 +400,26 @@ int main(int argc, char **argv)
 		case 'g': granule = strtoull(optarg, NULL, 0); break;
 		case 's': spin_us = atoi(optarg); break;
 		case '4': thp = false; break;
+		case 'a': settle = true; break;
 		default:
-			fprintf(stderr, "usage: bench_track [-m MiB] [-w MiB] [-t threads] [-i ms] [-f full] [-n deltas] [-d DIR] [-g bytes] [-s spin_us] [-4]\n");
+			fprintf(stderr, "usage: bench_track [-m MiB] [-w MiB] [-t threads] [-i ms] [-f full] [-n deltas] [-d DIR] [-g bytes] [-s spin_us] [-4] [-a]\n");
 			return 2;
 		}
 	}
 	if (b.nthreads < 1 || b.nthreads > 8 || ws_mib > mib || !ws_mib ||
 	    ndelta < 0 || ndelta >= MAX_CHAIN || nfull < 1)
 		die("options", "1-8 threads, 0 < working set <= memory, 0-63 deltas");
-	printf("memory %llu MiB (%s, all non-zero), working set %llu MiB, %d writer threads, interval %u ms, track granule %zu, fault spin %d us, files in %s\n\n",
+	printf("memory %llu MiB (%s, all non-zero), working set %llu MiB, %d writer threads, interval %u ms, track granule %zu, fault spin %d us, %s between snapshots, files in %s\n\n",
 	       (unsigned long long)mib, thp ? "THP" : "4 KiB pages",
 	       (unsigned long long)ws_mib, b.nthreads, ival, granule, spin_us,
+	       settle ? "settled (asynchronous) tracking" : "write faults",
 	       dir);
 
 	printf("| first write to a page (%llu MiB, one thread) | ns/page |\n|---|---:|\n",
 	       (unsigned long long)ws_mib);
 	printf("| already writable | %.0f |\n", first_write(ws_mib * MiB, thp, 0));
-	printf("| tracked (liblivesnap: fault-thread round trip) | %.0f |\n",
+	printf("| tracked (liblivesnap: %s) | %.0f |\n",
+	       settle ? "settled, the kernel resolves" : "fault-thread round trip",
 	       first_write(ws_mib * MiB, thp, 1));
 	printf("| tracked, 2 MiB granule (one fault per 2 MiB) | %.0f |\n",
 	       first_write(ws_mib * MiB, thp, 3));
@@ -429,7 +448,7 @@ int main(int argc, char **argv)
 	 * free there (every block already released): the two rates differ by
 	 * what tracking costs, under the same background load.
 	 */
-	printf("| snapshot | pause ms | arm ms | total ms | MiB written | Mstores/s control | before | during |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("| snapshot | pause ms | arm ms | settle ms | total ms | MiB written | Mstores/s control | before | during |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	snprintf(fpath, sizeof(fpath), "%s/bench-track-full.snap", dir);
 	for (int k = 0; k < nfull; k++) {
 		struct ls_snapshot_opts o = {.fault_spin_us = spin_us};

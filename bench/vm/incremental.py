@@ -6,6 +6,12 @@ built-in guest writing a working set), and restore from chains.
 usage: incremental.py [--build DIR] [--mem 4G] [--ws-mib 256] [--cpus 1]
                       [--deltas 16] [--full 3] [--interval 2]
                       [--granule BYTES] [--accel tcg|kvm] [--dir /var/tmp]
+                      [--no-track-async]
+
+--no-track-async: tracking between snapshots stays on write faults
+(x-livesnap-track-async false) instead of the kernel's asynchronous write
+protection, which costs the VM a second short stop after each snapshot
+(the settle, its own column).
 
 Per snapshot: the pause (x-livesnap downtime), bytes written, snapshot
 time, guest page writes per second in the interval before it and during
@@ -36,6 +42,7 @@ def main():
     ap.add_argument("--granule", type=int, default=0)
     ap.add_argument("--accel", default="tcg")
     ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument("--no-track-async", action="store_true")
     a = ap.parse_args()
     os.environ["LIVESNAP"] = os.path.abspath(
         os.path.join(a.build, "cli", "livesnap"))
@@ -57,7 +64,8 @@ def main():
         w0, t0 = writes(v), time.monotonic()
         v.migrate("file:" + path, extra={
             "x-livesnap-incremental": inc,
-            "x-livesnap-track-granule": a.granule})
+            "x-livesnap-track-granule": a.granule,
+            "x-livesnap-track-async": not a.no_track_async})
         info = v.wait_migration(timeout=1200)
         assert info["status"] == "completed", info
         during = (writes(v) - w0) / (time.monotonic() - t0)
@@ -72,13 +80,16 @@ def main():
 
     try:
         print("VM: %s, %d vCPU, working set %d MiB per vCPU, %s, interval "
-              "%.1f s, track granule %d\n" % (a.mem, a.cpus, a.ws_mib,
-                                              a.accel, a.interval, a.granule))
+              "%.1f s, track granule %d, tracking between snapshots by %s\n"
+              % (a.mem, a.cpus, a.ws_mib, a.accel, a.interval, a.granule,
+                 "write faults" if a.no_track_async
+                 else "the kernel (settled)"))
         src = vm("src", *lsvm.run_args(cpus=a.cpus, mem=a.mem,
                                        ws_mib=a.ws_mib))
         src.wait_guest(min_gens=[1000] * a.cpus, timeout=600)
-        print("| snapshot | pause ms | total ms | MiB written | guest "
-              "writes/s before | during |\n|---|---:|---:|---:|---:|---:|")
+        print("| snapshot | pause ms | settle ms | total ms | MiB written | "
+              "guest writes/s before | during |\n"
+              "|---|---:|---:|---:|---:|---:|---:|")
         full_rates, inc_rates = [], []
         for k in range(a.full):
             before = interval(src)
@@ -86,7 +97,7 @@ def main():
             pause, total, mib, during, _ = snap(src, p, False)
             os.unlink(p)
             full_rates.append(before)
-            print("| full %d | %.2f | %.0f | %.1f | %.0f | %.0f |"
+            print("| full %d | %.2f | - | %.0f | %.1f | %.0f | %.0f |"
                   % (k, pause, total, mib, before, during))
             sys.stdout.flush()
         paths = []
@@ -98,9 +109,10 @@ def main():
             paths.append(p)
             if k:
                 inc_rates.append(before)
-            print("| %s %d | %.2f | %.0f | %.1f | %.0f | %.0f |"
-                  % ("delta" if k else "tracked full", k, pause, total, mib,
-                     before, during))
+            print("| %s %d | %.2f | %.2f | %.0f | %.1f | %.0f | %.0f |"
+                  % ("delta" if k else "tracked full", k, pause,
+                     x.get("settle-ns", 0) / 1e6, total, mib, before,
+                     during))
             sys.stdout.flush()
         src.stop()
         if full_rates[1:] and inc_rates:
