@@ -367,6 +367,17 @@ static pid_t thread_named(const char *name)
 	return found;
 }
 
+/* Begins and waits for snap, checks it holds m whole, frees it and s. */
+static void finish_whole(struct ls_ctx *ctx, struct ls_snapshot *snap,
+			 struct mem_sink *s, struct test_mem *m)
+{
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	mem_sink_expect(s, 0, m->addr, m->len);
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+}
+
 /*
  * writer_idle: the writer (named, like the fault thread) runs SCHED_IDLE
  * from create on, and the snapshot is whole; without it, SCHED_OTHER.
@@ -397,12 +408,7 @@ static void test_writer_idle(void **state)
 		CHECK(policy == (idle ? SCHED_IDLE : SCHED_OTHER),
 		      "writer_idle %d: the writer's policy is %d", idle,
 		      policy);
-		CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
-		CHECK(!ls_snapshot_wait(snap), "wait: %s",
-		      ls_snapshot_error(snap));
-		mem_sink_expect(s, 0, m.addr, m.len);
-		ls_snapshot_destroy(snap);
-		mem_sink_free(s);
+		finish_whole(ctx, snap, s, &m);
 		ls_ctx_destroy(ctx);
 	}
 	mem_unmap(&m);
@@ -461,12 +467,7 @@ static void test_buffers_reused(void **state)
 			      hugepage_advised_bytes() - before == kept,
 		      "snapshot %d: %lu bytes of buffers, the first had %lu",
 		      i, hugepage_advised_bytes() - before, kept);
-		CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
-		CHECK(!ls_snapshot_wait(snap), "wait: %s",
-		      ls_snapshot_error(snap));
-		mem_sink_expect(s, 0, m.addr, m.len);
-		ls_snapshot_destroy(snap);
-		mem_sink_free(s);
+		finish_whole(ctx, snap, s, &m);
 		CHECK(hugepage_advised_bytes() - before == kept,
 		      "the context did not keep the buffers");
 	}
