@@ -223,9 +223,10 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
  * At a delta's begin (ctx->lock held, writers quiesced), before its pages
  * are taken: adds to the dirty sets the pages that changed without a write
  * fault (discards) since the last tracked begin, and makes now the new
- * reference. 0, or -errno with the message set.
+ * reference. Anonymous regions only if `anon` (ls_track_unsettle() has
+ * just looked at them the same way). 0, or -errno with the message set.
  */
-int ls_track_rescan(struct ls_ctx *ctx);
+int ls_track_rescan(struct ls_ctx *ctx, bool anon);
 /* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
 int ls_track_unsettle(struct ls_ctx *ctx, bool protect);
 /* At a tracked full begin or ls_track_start: notes the reference only. */

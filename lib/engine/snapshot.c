@@ -933,6 +933,7 @@ static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
 int ls_snapshot_begin(struct ls_snapshot *snap)
 {
 	struct ls_ctx *ctx = snap ? snap->ctx : NULL;
+	bool settled;
 	uint64_t t0;
 	int ret;
 
@@ -959,17 +960,23 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 		snap->tracker_ref = true;
 	}
 	t0 = ls_now_ns();
-	/* Settled tracking: collect its writes, back to the fault descriptor. */
+	/*
+	 * Settled tracking: collect its writes (discarded anonymous pages
+	 * among them), back to the fault descriptor with every page
+	 * protected again, which is all the arm has to do.
+	 */
+	settled = ctx->track.async;
 	ret = ls_track_unsettle(ctx, true);
 	if (ret)
 		goto out_svc;
 	if (snap->delta) {
-		ret = ls_track_rescan(ctx);
+		ret = ls_track_rescan(ctx, !settled);
 		if (ret)
 			goto out_svc;
 		delta_pending(snap, ctx);
 	}
-	ret = snap->delta ? arm_dirty(snap, ctx) : arm_all(snap, ctx);
+	if (!settled)
+		ret = snap->delta ? arm_dirty(snap, ctx) : arm_all(snap, ctx);
 	if (ret) {
 		if (!snap->delta) /* arm_all lifted what it had armed */
 			atomic_store(&ctx->track.broken, true);

@@ -497,7 +497,7 @@ static int anon_unprotected(struct ls_ctx *ctx, const struct ls_region *reg,
 	return 0;
 }
 
-int ls_track_rescan(struct ls_ctx *ctx)
+int ls_track_rescan(struct ls_ctx *ctx, bool with_anon)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
 		const struct ls_region *reg = &ctx->regions[r];
@@ -506,7 +506,7 @@ int ls_track_rescan(struct ls_ctx *ctx)
 		bool anon = reg->info.type == LS_MEM_ANON;
 		int ret;
 
-		if (!set)
+		if (!set || (anon && !with_anon))
 			continue;
 		if (!anon && !held)
 			return ls_err(ctx, EINVAL,
