@@ -19,6 +19,7 @@
  * run on the QMP thread one at a time, so the capability and parameter
  * state below needs no lock.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "qmp.h"
@@ -162,14 +163,36 @@ static json_t *cmd_query_caps(struct qmp_req *req, json_t *args, void *opaque)
 
 /*
  * Our tuning parameters: migrate-set-parameters sets defaults, migrate may
- * override them for one snapshot. Each reads args[name] into p if present.
+ * override them for one snapshot. Each reads args[name] into p if present:
+ * through parse/show, or, a boolean, as the bool at offset `flag`.
  */
 struct param {
 	const char *name;
 	bool (*parse)(json_t *v, struct vm_snap_params *p);
 	json_t *(*show)(const struct vm_snap_params *p);
 	const char *expect; /* for the error message */
+	size_t flag;
 };
+
+#define FLAG_PARAM(name, field)                                               \
+	{name, NULL, NULL, "a boolean", offsetof(struct vm_snap_params, field)}
+
+static bool param_parse(const struct param *prm, json_t *v,
+			struct vm_snap_params *p)
+{
+	if (prm->parse)
+		return prm->parse(v, p);
+	*(bool *)((char *)p + prm->flag) = json_is_true(v);
+	return json_is_boolean(v);
+}
+
+static json_t *param_show(const struct param *prm,
+			  const struct vm_snap_params *p)
+{
+	if (prm->show)
+		return prm->show(p);
+	return json_boolean(*(const bool *)((const char *)p + prm->flag));
+}
 
 static bool parse_strategy(json_t *v, struct vm_snap_params *p)
 {
@@ -180,17 +203,6 @@ static bool parse_strategy(json_t *v, struct vm_snap_params *p)
 static json_t *show_strategy(const struct vm_snap_params *p)
 {
 	return json_string(strategy_str(p->strategy));
-}
-
-static bool parse_keep_thp(json_t *v, struct vm_snap_params *p)
-{
-	p->keep_thp = json_is_true(v);
-	return json_is_boolean(v);
-}
-
-static json_t *show_keep_thp(const struct vm_snap_params *p)
-{
-	return json_boolean(p->keep_thp);
 }
 
 static bool parse_spin(json_t *v, struct vm_snap_params *p)
@@ -219,17 +231,6 @@ static json_t *show_copy_buffer(const struct vm_snap_params *p)
 	return json_integer((json_int_t)p->copy_buffer_bytes);
 }
 
-static bool parse_incremental(json_t *v, struct vm_snap_params *p)
-{
-	p->incremental = json_is_true(v);
-	return json_is_boolean(v);
-}
-
-static json_t *show_incremental(const struct vm_snap_params *p)
-{
-	return json_boolean(p->incremental);
-}
-
 static bool parse_granule(json_t *v, struct vm_snap_params *p)
 {
 	json_int_t n = json_integer_value(v);
@@ -244,44 +245,19 @@ static json_t *show_granule(const struct vm_snap_params *p)
 	return json_integer((json_int_t)p->track_granule);
 }
 
-static bool parse_writer_idle(json_t *v, struct vm_snap_params *p)
-{
-	p->writer_idle = json_is_true(v);
-	return json_is_boolean(v);
-}
-
-static json_t *show_writer_idle(const struct vm_snap_params *p)
-{
-	return json_boolean(p->writer_idle);
-}
-
-static bool parse_track_async(json_t *v, struct vm_snap_params *p)
-{
-	p->track_async = json_is_true(v);
-	return json_is_boolean(v);
-}
-
-static json_t *show_track_async(const struct vm_snap_params *p)
-{
-	return json_boolean(p->track_async);
-}
-
 static const struct param params[] = {
     {"x-livesnap-strategy", parse_strategy, show_strategy,
      "auto, copy or write-first"},
-    {"x-livesnap-keep-thp", parse_keep_thp, show_keep_thp, "a boolean"},
+    FLAG_PARAM("x-livesnap-keep-thp", keep_thp),
     {"x-livesnap-fault-spin-us", parse_spin, show_spin,
      "microseconds from -1 (never spin) to 1000000, 0 for the default"},
     {"x-livesnap-copy-buffer-bytes", parse_copy_buffer, show_copy_buffer,
      "bytes, 0 for the default"},
-    {"x-livesnap-incremental", parse_incremental, show_incremental,
-     "a boolean"},
+    FLAG_PARAM("x-livesnap-incremental", incremental),
     {"x-livesnap-track-granule", parse_granule, show_granule,
      "0 (one page) or a power of two from 4096 to 1 GiB (bytes)"},
-    {"x-livesnap-writer-idle", parse_writer_idle, show_writer_idle,
-     "a boolean"},
-    {"x-livesnap-track-async", parse_track_async, show_track_async,
-     "a boolean"},
+    FLAG_PARAM("x-livesnap-writer-idle", writer_idle),
+    FLAG_PARAM("x-livesnap-track-async", track_async),
 };
 
 static const struct param *find_param(const char *name)
@@ -318,7 +294,7 @@ static bool get_params(struct qmp_req *req, const char *cmd, json_t *args,
 				      cmd, key);
 			return false;
 		}
-		if (!prm->parse(v, &next)) {
+		if (!param_parse(prm, v, &next)) {
 			qmp_req_error(req, QMP_ERR_GENERIC, "%s must be %s",
 				      key, prm->expect);
 			return false;
@@ -346,7 +322,7 @@ static json_t *cmd_query_params(struct qmp_req *req, json_t *args, void *opaque)
 
 	for (size_t i = 0; i < ARRAY_SIZE(params); i++)
 		json_object_set_new(r, params[i].name,
-				    params[i].show(&q->defaults));
+				    param_show(&params[i], &q->defaults));
 	return r;
 }
 
