@@ -6,18 +6,23 @@ built-in guest writing a working set), and restore from chains.
 usage: incremental.py [--build DIR] [--mem 4G] [--ws-mib 256] [--cpus 1]
                       [--deltas 16] [--full 3] [--interval 2]
                       [--granule BYTES] [--accel tcg|kvm] [--dir /var/tmp]
-                      [--no-track-async]
+                      [--no-track-async] [--restores 1,4,16]
 
 --no-track-async: tracking between snapshots stays on write faults
 (x-livesnap-track-async false) instead of the kernel's asynchronous write
 protection, which costs the VM a second short stop after each snapshot
 (the settle, its own column).
 
-Per snapshot: the pause (x-livesnap downtime), bytes written, snapshot
-time, guest page writes per second in the interval before it and during
-it (from the guest's own counters, query-livesnap-guest). Then restores
-of the chain ending at file 1, 4 and 16, eager and lazy (to the last
-page), from query-livesnap-restore. Markdown on stdout.
+Per snapshot: the pause (x-livesnap downtime) and the part of it spent
+in ls_snapshot_begin (collecting the tracked writes, write-protecting),
+bytes written, snapshot time, guest page writes per second in the
+interval before it and during it (from the guest's own counters,
+query-livesnap-guest). After the chain, one more full snapshot: its
+pause is a full snapshot's on the page tables the working set's writes
+left (split huge pages), the fair comparison for the deltas' pauses.
+Then restores of the chain ending at file 1, 4 and 16 (--restores),
+eager and lazy (to the last page), from query-livesnap-restore.
+Markdown on stdout.
 """
 import argparse
 import os
@@ -43,6 +48,8 @@ def main():
     ap.add_argument("--accel", default="tcg")
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--no-track-async", action="store_true")
+    ap.add_argument("--restores", default="1,4,16",
+                    help="chain lengths to restore from ('' for none)")
     a = ap.parse_args()
     os.environ["LIVESNAP"] = os.path.abspath(
         os.path.join(a.build, "cli", "livesnap"))
@@ -73,6 +80,13 @@ def main():
         return (x["downtime-ns"] / 1e6, x["total-ns"] / 1e6,
                 info["ram"]["normal-bytes"] / 2**20, during, x)
 
+    def row(name, pause, total, mib, before, during, x):
+        print("| %s | %.2f | %.2f | %s | %.0f | %.1f | %.0f | %.0f |"
+              % (name, pause, x["begin-ns"] / 1e6,
+                 "%.2f" % (x["settle-ns"] / 1e6) if x.get("settle-ns")
+                 else "-", total, mib, before, during))
+        sys.stdout.flush()
+
     def interval(v):
         w0, t0 = writes(v), time.monotonic()
         time.sleep(a.interval)
@@ -87,19 +101,17 @@ def main():
         src = vm("src", *lsvm.run_args(cpus=a.cpus, mem=a.mem,
                                        ws_mib=a.ws_mib))
         src.wait_guest(min_gens=[1000] * a.cpus, timeout=600)
-        print("| snapshot | pause ms | settle ms | total ms | MiB written | "
-              "guest writes/s before | during |\n"
-              "|---|---:|---:|---:|---:|---:|---:|")
+        print("| snapshot | pause ms | of which begin ms | settle ms | "
+              "total ms | MiB written | guest writes/s before | during |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|")
         full_rates, inc_rates = [], []
         for k in range(a.full):
             before = interval(src)
             p = os.path.join(work, "full.snap")
-            pause, total, mib, during, _ = snap(src, p, False)
+            pause, total, mib, during, x = snap(src, p, False)
             os.unlink(p)
             full_rates.append(before)
-            print("| full %d | %.2f | - | %.0f | %.1f | %.0f | %.0f |"
-                  % (k, pause, total, mib, before, during))
-            sys.stdout.flush()
+            row("full %d" % k, pause, total, mib, before, during, x)
         paths = []
         for k in range(a.deltas + 1):
             before = interval(src)
@@ -109,11 +121,13 @@ def main():
             paths.append(p)
             if k:
                 inc_rates.append(before)
-            print("| %s %d | %.2f | %.2f | %.0f | %.1f | %.0f | %.0f |"
-                  % ("delta" if k else "tracked full", k, pause,
-                     x.get("settle-ns", 0) / 1e6, total, mib, before,
-                     during))
-            sys.stdout.flush()
+            row("%s %d" % ("delta" if k else "tracked full", k), pause,
+                total, mib, before, during, x)
+        before = interval(src)
+        p = os.path.join(work, "after.snap")
+        pause, total, mib, during, x = snap(src, p, False)
+        os.unlink(p)
+        row("full, after the chain", pause, total, mib, before, during, x)
         src.stop()
         if full_rates[1:] and inc_rates:
             f = sum(full_rates[1:]) / len(full_rates[1:])
@@ -122,7 +136,7 @@ def main():
                   "%.0f tracked (%+.1f%%)" % (f, i, 100 * (i / f - 1)))
         print("\n| restore, chain of | eager ms | lazy ms (to the last "
               "page) |\n|---:|---:|---:|")
-        for n in (1, 4, 16):
+        for n in [int(n) for n in a.restores.split(",") if n]:
             if n > len(paths):
                 break
             res = []
