@@ -409,6 +409,33 @@ int ls_track_dirty(struct ls_ctx *ctx, const void *addr, size_t len);
 int ls_track_settle(struct ls_ctx *ctx);
 
 /*
+ * Hands tracking to the caller: protection is lifted from every region
+ * and, from now on, the context records only what the caller reports with
+ * ls_track_dirty() or ls_track_dirty_bitmap() before each delta's begin,
+ * which must then be every change since the last tracked begin (writes
+ * and discards). For a caller that keeps an exact write log of its own,
+ * such as a VMM with KVM's dirty log: writes between snapshots then cost
+ * nothing here, and a delta's begin protects only the chunks its pages
+ * are in. The caller's log must already run (writes after the last
+ * tracked begin and before this call are recorded here as well), so the
+ * writers may run. It holds across snapshots (each tracked snapshot lifts
+ * protection again at its end) until tracking stops or restarts
+ * (ls_track_start, a full snapshot without track). -ENOENT when not
+ * tracking, -EBUSY during a snapshot.
+ */
+int ls_track_by_caller(struct ls_ctx *ctx);
+
+/*
+ * ls_track_dirty() for many pages at once: bit i of bitmap (bit i % 64 of
+ * word i / 64) marks the 4 KiB page at addr + i * 4096, for i < n4k; the
+ * range is 4 KiB aligned and inside one region. A huge page is marked when
+ * any of its 4 KiB bits is set. -ENOENT when not tracking, -EINVAL for a
+ * range outside the regions.
+ */
+int ls_track_dirty_bitmap(struct ls_ctx *ctx, const void *addr, uint64_t n4k,
+			  const uint64_t *bitmap);
+
+/*
  * True when the next snapshot can be a delta; parent (may be NULL) gets
  * the id it would be a delta of.
  */

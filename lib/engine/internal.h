@@ -97,6 +97,12 @@ struct ls_track {
 	 */
 	bool async;
 	int auffd; /* -1 until the first settle */
+	/*
+	 * ls_track_by_caller(): nothing is protected between snapshots; the
+	 * caller reports every change, and each tracked snapshot lifts
+	 * protection at its end.
+	 */
+	bool caller;
 };
 
 /*
@@ -227,6 +233,8 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
  * just looked at them the same way). 0, or -errno with the message set.
  */
 int ls_track_rescan(struct ls_ctx *ctx, bool anon);
+/* Caller's tracking: protection off every region (ctx->lock held). */
+int ls_track_lift(struct ls_ctx *ctx);
 /* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
 int ls_track_unsettle(struct ls_ctx *ctx, bool protect);
 /* At a tracked full begin or ls_track_start: notes the reference only. */

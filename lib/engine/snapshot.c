@@ -872,6 +872,7 @@ static void take_sets(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	} else if (was_on) {
 		atomic_store(&ctx->track.on, false);
 		ctx->track.has_parent = false;
+		ctx->track.caller = false;
 		ls_svc_put(ctx); /* the snapshot holds its own */
 	}
 }
@@ -970,7 +971,8 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	if (ret)
 		goto out_svc;
 	if (snap->delta) {
-		ret = ls_track_rescan(ctx, !settled);
+		/* The caller's tracking: its reports are the anonymous changes */
+		ret = ls_track_rescan(ctx, !settled && !ctx->track.caller);
 		if (ret)
 			goto out_svc;
 		delta_pending(snap, ctx);
@@ -1081,7 +1083,14 @@ static void track_end(struct ls_snapshot *snap, int result)
 	if (atomic_load(&ctx->track.broken)) {
 		lift_all(snap, snap->nregions);
 		ls_track_off(ctx);
-	} else if (!result) {
+		pthread_mutex_unlock(&ctx->lock);
+		return;
+	}
+	/* The caller's tracking: nothing stays protected (a failed lift
+	 * leaves pages that record their writes as before). */
+	if (ctx->track.caller)
+		(void)ls_track_lift(ctx);
+	if (!result) {
 		memcpy(ctx->track.parent, snap->id, LS_ID_BYTES);
 		ctx->track.has_parent = true;
 	} else {

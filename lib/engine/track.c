@@ -106,6 +106,7 @@ void ls_track_off(struct ls_ctx *ctx)
 	swap_sets(ctx, NULL);
 	free_held(ctx);
 	ctx->track.has_parent = false;
+	ctx->track.caller = false;
 	ls_svc_put(ctx);
 }
 
@@ -173,6 +174,7 @@ int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES])
 	ret = ls_track_unsettle(ctx, false);
 	if (ret)
 		goto out;
+	ctx->track.caller = false;
 	if (!alloc_sets(ctx, sets)) {
 		ret = ls_err(ctx, ENOMEM, "tracking: out of memory");
 		goto out;
@@ -216,41 +218,100 @@ int ls_track_stop(struct ls_ctx *ctx)
 	return ret;
 }
 
+/*
+ * The region holding [start, start + len) when tracking is on and the
+ * range is whole `unit`-byte pages of it (0: the region's own pages);
+ * else -errno with the message set. ctx->lock held.
+ */
+static int dirty_region(struct ls_ctx *ctx, const char *fn, uint64_t start,
+			uint64_t len, uint64_t unit)
+{
+	const struct ls_region_info *info;
+	uint64_t base;
+	int r = ls_region_find(ctx, start);
+
+	if (r < 0 || !len)
+		return ls_err(ctx, EINVAL, "%s: %p (+%llu) is not in a region",
+			      fn, (void *)(uintptr_t)start,
+			      (unsigned long long)len);
+	info = &ctx->regions[r].info;
+	base = (uint64_t)(uintptr_t)info->addr;
+	unit = unit ? unit : info->page_size;
+	if (len > info->len - (start - base) || (start | len) & (unit - 1))
+		return ls_err(ctx, EINVAL,
+			      "%s: %p (+%llu) is not whole %llu-byte pages of region '%s'",
+			      fn, (void *)(uintptr_t)start,
+			      (unsigned long long)len, (unsigned long long)unit,
+			      info->name);
+	if (!atomic_load(&ctx->track.on) || !ctx->track.dirty[r])
+		return ls_err(ctx, ENOENT, "%s: writes are not tracked", fn);
+	return r;
+}
+
 int ls_track_dirty(struct ls_ctx *ctx, const void *addr, size_t len)
 {
-	uint64_t start = (uint64_t)(uintptr_t)addr, base, ps;
-	const struct ls_region_info *info;
-	int r, ret = 0;
+	uint64_t start = (uint64_t)(uintptr_t)addr, off, ps;
+	int r;
 
 	if (!ctx)
 		return -EINVAL;
 	pthread_mutex_lock(&ctx->lock);
-	r = ls_region_find(ctx, start);
-	if (r < 0 || !len) {
-		ret = ls_err(ctx, EINVAL,
-			     "ls_track_dirty: %p (+%zu) is not in a region",
-			     addr, len);
-		goto out;
+	r = dirty_region(ctx, "ls_track_dirty", start, len, 0);
+	if (r >= 0) {
+		ps = ctx->regions[r].info.page_size;
+		off = start - (uint64_t)(uintptr_t)ctx->regions[r].info.addr;
+		for (uint64_t p = off / ps; p < (off + len) / ps; p++)
+			ls_track_mark(ctx, (uint32_t)r, p);
 	}
-	info = &ctx->regions[r].info;
-	base = (uint64_t)(uintptr_t)info->addr;
-	ps = info->page_size;
-	if (len > info->len - (start - base) || (start | len) & (ps - 1)) {
-		ret = ls_err(ctx, EINVAL,
-			     "ls_track_dirty: %p (+%zu) is not whole %llu-byte pages of region '%s'",
-			     addr, len, (unsigned long long)ps, info->name);
+	pthread_mutex_unlock(&ctx->lock);
+	return r < 0 ? r : 0;
+}
+
+int ls_track_dirty_bitmap(struct ls_ctx *ctx, const void *addr, uint64_t n4k,
+			  const uint64_t *bitmap)
+{
+	uint64_t start = (uint64_t)(uintptr_t)addr, first, ps;
+	_Atomic uint64_t *set;
+	int r;
+
+	if (!ctx || !bitmap)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	r = n4k > UINT64_MAX / LS_SMALL_PAGE
+		? ls_err(ctx, EINVAL, "ls_track_dirty_bitmap: %llu pages",
+			 (unsigned long long)n4k)
+		: dirty_region(ctx, "ls_track_dirty_bitmap", start,
+			       n4k * LS_SMALL_PAGE, LS_SMALL_PAGE);
+	if (r < 0)
 		goto out;
+	ps = ctx->regions[r].info.page_size;
+	first = (start - (uint64_t)(uintptr_t)ctx->regions[r].info.addr) /
+		LS_SMALL_PAGE;
+	set = atomic_load(&ctx->track.dirty[r]);
+	for (uint64_t w = 0; w < (n4k + 63) / 64; w++) {
+		uint64_t bits = bitmap[w];
+
+		if (w == n4k / 64)
+			bits &= (1ull << (n4k % 64)) - 1;
+		if (!bits)
+			continue;
+		/* 4 KiB pages, word-aligned: the word as it is */
+		if (ps == LS_SMALL_PAGE && first % 64 == 0) {
+			atomic_fetch_or_explicit(&set[first / 64 + w], bits,
+						 memory_order_relaxed);
+			continue;
+		}
+		for (; bits; bits &= bits - 1) {
+			uint64_t i = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+			ls_track_mark(ctx, (uint32_t)r,
+				      (first + i) * LS_SMALL_PAGE / ps);
+		}
 	}
-	if (!atomic_load(&ctx->track.on) || !ctx->track.dirty[r]) {
-		ret = ls_err(ctx, ENOENT, "ls_track_dirty: writes are not tracked");
-		goto out;
-	}
-	for (uint64_t p = (start - base) / ps; p < (start - base + len) / ps;
-	     p++)
-		ls_track_mark(ctx, (uint32_t)r, p);
+	r = 0;
 out:
 	pthread_mutex_unlock(&ctx->lock);
-	return ret;
+	return r;
 }
 
 bool ls_track_active(const struct ls_ctx *ctx, uint8_t parent[LS_ID_BYTES])
@@ -623,6 +684,11 @@ int ls_track_settle(struct ls_ctx *ctx)
 	}
 	if (ctx->track.async)
 		goto out;
+	if (ctx->track.caller) {
+		ret = ls_err(ctx, EINVAL,
+			     "ls_track_settle: tracking is the caller's (ls_track_by_caller)");
+		goto out;
+	}
 	if (!(ctx->features & LS_FEAT_WP_ASYNC) || ctx->pagemap_fd < 0) {
 		ret = ls_err(ctx, EOPNOTSUPP,
 			     "ls_track_settle: this kernel lacks %s (Linux >= 6.7); writes stay tracked by write faults",
@@ -646,6 +712,45 @@ int ls_track_settle(struct ls_ctx *ctx)
 	}
 	ctx->track.async = true;
 out:
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+/*
+ * Caller's tracking: no protection between snapshots. A write fault that
+ * races the lift is recorded and resolved by the fault service as usual;
+ * the wake is for one that the lift overtook. ctx->lock held.
+ */
+int ls_track_lift(struct ls_ctx *ctx)
+{
+	int ret = protect_all(ctx, false);
+
+	for (int r = 0; r < ctx->nregions; r++)
+		(void)ls_uffd_wake(ctx->uffd,
+				   (uint64_t)(uintptr_t)ctx->regions[r].info.addr,
+				   ctx->regions[r].info.len);
+	return ret;
+}
+
+int ls_track_by_caller(struct ls_ctx *ctx)
+{
+	int ret = 0;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	if (!atomic_load(&ctx->track.on))
+		ret = ls_err(ctx, ENOENT,
+			     "ls_track_by_caller: writes are not tracked");
+	else if (atomic_load(&ctx->armed))
+		ret = ls_err(ctx, EBUSY,
+			     "ls_track_by_caller: a snapshot is active");
+	else if (!ctx->track.caller && !(ret = ls_track_unsettle(ctx, false))) {
+		/* Even if the lift fails part way: the pages still protected
+		 * record their writes as before. */
+		ctx->track.caller = true;
+		ret = ls_track_lift(ctx);
+	}
 	pthread_mutex_unlock(&ctx->lock);
 	return ret;
 }

@@ -172,6 +172,12 @@ static void setw_stop(struct setw *w)
 
 /* ---------------- the chain ---------------- */
 
+enum track_how {
+	BY_FAULTS,  /* the fault thread records first writes */
+	SETTLED,    /* ls_track_settle() after each snapshot */
+	BY_CALLER,  /* ls_track_by_caller(): the test reports its sets */
+};
+
 struct chain {
 	struct ls_ctx *ctx;
 	struct test_mem m;
@@ -185,7 +191,7 @@ struct chain {
 	unsigned n;
 	size_t granule; /* opts.track_granule */
 	bool write_after; /* the next set is written after the snapshot */
-	bool settle;	  /* ls_track_settle() after each snapshot */
+	enum track_how how; /* between snapshots */
 	uint64_t extra;	/* pages a granule added to deltas */
 	/* Pages known to be zero that the reference copy must not touch. */
 	const uint8_t *zeroed;
@@ -293,6 +299,36 @@ static void take_reference(struct chain *c)
 }
 
 /*
+ * The caller's report before a delta: the set written since the last
+ * begin, as ls_track_dirty_bitmap() takes it (4 KiB units). First a write
+ * that it leaves out: a page outside the set gets a byte changed and put
+ * back, which tracking by write faults would have recorded.
+ */
+static void report_set(struct chain *c)
+{
+	uint64_t per = c->m.page_size / 4096, n4k = c->w.npages * per;
+	uint64_t *bits = calloc((n4k + 63) / 64, 8);
+	volatile unsigned char *b = NULL;
+
+	CHECK(bits, "out of memory");
+	for (uint64_t p = 0; p < c->w.npages; p++) {
+		if (c->expect[p])
+			bits[p * per / 64] |= 1ull << (p * per % 64);
+		else if (!b && (!c->zeroed || !c->zeroed[p]))
+			b = c->m.addr + p * c->m.page_size + 8;
+	}
+	if (b) {
+		unsigned char v = *b;
+
+		*b = (unsigned char)(v + 1);
+		*b = v;
+	}
+	CHECK(!ls_track_dirty_bitmap(c->ctx, c->m.addr, n4k, bits),
+	      "ls_track_dirty_bitmap: %s", ls_ctx_error(c->ctx));
+	free(bits);
+}
+
+/*
  * One snapshot of the chain: stop the threads, take the reference, begin,
  * give the threads their next set, wait, check.
  */
@@ -314,6 +350,8 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	CHECK(s->started, "sink not started");
 	setw_pause(&c->w);
 	take_reference(c);
+	if (c->how == BY_CALLER && delta)
+		report_set(c);
 	ret = ls_snapshot_begin(snap);
 	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(c->ctx));
 	/*
@@ -324,7 +362,7 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	if (!c->write_after)
 		next_n = setw_next(&c->w, percent, &c->seed);
 	ret = ls_snapshot_wait(snap);
-	if (c->settle) {
+	if (c->how == SETTLED) {
 		/* Running threads go on writing the set after a stop for this;
 		 * with write_after they are still stopped. */
 		if (!c->write_after)
@@ -333,6 +371,14 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 		      c->n, ls_ctx_error(c->ctx));
 		if (!c->write_after)
 			atomic_store(&c->w.pause_req, 0);
+	}
+	if (c->how == BY_CALLER) {
+		CHECK(!ls_track_by_caller(c->ctx),
+		      "snapshot %u: ls_track_by_caller: %s", c->n,
+		      ls_ctx_error(c->ctx));
+		CHECK(count_wp_pages(c->m.addr, c->m.len) == 0,
+		      "snapshot %u: pages write-protected under the caller's tracking",
+		      c->n);
 	}
 	if (c->write_after)
 		next_n = setw_next(&c->w, percent, &c->seed);
@@ -369,7 +415,7 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 }
 
 static void run_chain_opts(enum mem_kind kind, unsigned len, size_t granule,
-			   bool write_after, bool settle)
+			   bool write_after, enum track_how how)
 {
 	struct chain c;
 	uint64_t seed = 99;
@@ -377,7 +423,7 @@ static void run_chain_opts(enum mem_kind kind, unsigned len, size_t granule,
 	chain_open(&c, kind);
 	c.granule = granule;
 	c.write_after = write_after;
-	c.settle = settle;
+	c.how = how;
 	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
 	for (unsigned i = 1; i < len; i++)
 		chain_step(&c, true, test_strategies[i % NSTRATEGIES],
@@ -391,7 +437,7 @@ static void run_chain_opts(enum mem_kind kind, unsigned len, size_t granule,
 static void run_chain_granule(enum mem_kind kind, unsigned len,
 			      size_t granule, bool write_after)
 {
-	run_chain_opts(kind, len, granule, write_after, false);
+	run_chain_opts(kind, len, granule, write_after, BY_FAULTS);
 }
 
 static void run_chain(enum mem_kind kind, unsigned len)
@@ -409,10 +455,24 @@ static void test_chain_settled(void **state)
 {
 	(void)state;
 	for (int k = 0; k < MEM_NKINDS; k++)
-		run_chain_opts((enum mem_kind)k, CHAIN_SHORT, 0, false, true);
+		run_chain_opts((enum mem_kind)k, CHAIN_SHORT, 0, false, SETTLED);
 	/* written only after the settle */
-	run_chain_opts(MEM_ANON_THP, CHAIN_SHORT, 0, true, true);
-	run_chain_opts(MEM_MEMFD, CHAIN_SHORT, 0, true, true);
+	run_chain_opts(MEM_ANON_THP, CHAIN_SHORT, 0, true, SETTLED);
+	run_chain_opts(MEM_MEMFD, CHAIN_SHORT, 0, true, SETTLED);
+}
+
+/*
+ * Tracking by the caller, every memory kind: after each snapshot nothing
+ * stays write-protected, and each delta holds exactly what the test
+ * reported (its sets, as a bitmap), not a page written but not reported.
+ */
+static void test_chain_by_caller(void **state)
+{
+	(void)state;
+	for (int k = 0; k < MEM_NKINDS; k++)
+		run_chain_opts((enum mem_kind)k, CHAIN_SHORT, 0, false,
+			       BY_CALLER);
+	run_chain_opts(MEM_ANON_THP, CHAIN_SHORT, 0, true, BY_CALLER);
 }
 
 /*
@@ -516,7 +576,8 @@ static void discards_between(enum mem_kind kind, const enum discard *hows,
 	struct chain c;
 
 	chain_open(&c, kind);
-	c.settle = settle; /* the discards then meet asynchronous tracking */
+	c.how = settle ? SETTLED : BY_FAULTS; /* settled: the discards meet
+						 asynchronous tracking */
 	zeroed = calloc(c.w.npages, 1);
 	CHECK(zeroed, "out of memory");
 	chain_step(&c, false, LS_STRATEGY_AUTO, 0);
@@ -616,6 +677,47 @@ static void test_settle_refusals(void **state)
 	CHECK(count_wp_pages(c.m.addr, c.m.len) == c.m.len / 4096,
 	      "settled memory is not all write-protected");
 	chain_close(&c); /* ls_track_stop while settled: nothing protected */
+}
+
+/* ls_track_by_caller's and ls_track_dirty_bitmap's refusals. */
+static void test_by_caller_refusals(void **state)
+{
+	uint64_t bits[2] = {~0ull, ~0ull};
+	struct chain c;
+	int ret;
+
+	(void)state;
+	chain_open(&c, MEM_ANON_4K);
+	setw_pause(&c.w);
+	ret = ls_track_by_caller(c.ctx);
+	CHECK(ret == -ENOENT && strstr(ls_ctx_error(c.ctx), "not tracked"),
+	      "by_caller without tracking: %d %s", ret, ls_ctx_error(c.ctx));
+	ret = ls_track_dirty_bitmap(c.ctx, c.m.addr, 64, bits);
+	CHECK(ret == -ENOENT, "bitmap without tracking: %d", ret);
+	CHECK(!ls_track_start(c.ctx, NULL), "ls_track_start: %s",
+	      ls_ctx_error(c.ctx));
+	CHECK(!ls_track_by_caller(c.ctx), "by_caller: %s", ls_ctx_error(c.ctx));
+	CHECK(!ls_track_by_caller(c.ctx), "by_caller twice: %s",
+	      ls_ctx_error(c.ctx));
+	ret = ls_track_settle(c.ctx);
+	CHECK(ret == -EINVAL && strstr(ls_ctx_error(c.ctx), "caller"),
+	      "settle under the caller's tracking: %d %s", ret,
+	      ls_ctx_error(c.ctx));
+	ret = ls_track_dirty_bitmap(c.ctx, c.m.addr + 100, 64, bits);
+	CHECK(ret == -EINVAL && strstr(ls_ctx_error(c.ctx), "whole"),
+	      "bitmap unaligned: %d %s", ret, ls_ctx_error(c.ctx));
+	ret = ls_track_dirty_bitmap(c.ctx, c.m.addr + c.m.len - 4096, 2, bits);
+	CHECK(ret == -EINVAL, "bitmap past the region: %d", ret);
+	ret = ls_track_dirty_bitmap(c.ctx, c.m.addr, UINT64_MAX / 1024, bits);
+	CHECK(ret == -EINVAL, "bitmap of 2^54 pages: %d", ret);
+	CHECK(!ls_track_dirty_bitmap(c.ctx, c.m.addr + 4096, 70, bits),
+	      "bitmap, not word-aligned: %s", ls_ctx_error(c.ctx));
+	/* ls_track_start hands tracking back: protected again */
+	CHECK(!ls_track_start(c.ctx, NULL), "ls_track_start: %s",
+	      ls_ctx_error(c.ctx));
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == c.m.len / 4096,
+	      "ls_track_start after by_caller: not all write-protected");
+	chain_close(&c);
 }
 
 /* ls_track_dirty's refusals. */
@@ -819,10 +921,12 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_memfd_huge),
 		cmocka_unit_test(test_chain_granule),
 		cmocka_unit_test(test_chain_settled),
+		cmocka_unit_test(test_chain_by_caller),
 		cmocka_unit_test(test_discards_between),
 		cmocka_unit_test(test_discards_settled),
 		cmocka_unit_test(test_settle_refusals),
 		cmocka_unit_test(test_track_dirty_refusals),
+		cmocka_unit_test(test_by_caller_refusals),
 		cmocka_unit_test(test_failed_delta),
 		cmocka_unit_test(test_cancelled_delta),
 		cmocka_unit_test(test_track_start),
