@@ -258,6 +258,7 @@ static const struct param params[] = {
      "0 (one page) or a power of two from 4096 to 1 GiB (bytes)"},
     FLAG_PARAM("x-livesnap-writer-idle", writer_idle),
     FLAG_PARAM("x-livesnap-track-async", track_async),
+    FLAG_PARAM("x-livesnap-track-dirty-log", track_dirty_log),
 };
 
 static const struct param *find_param(const char *name)
@@ -415,7 +416,8 @@ int qmp_migrate_register(struct qmp_migrate *q, struct qmp_server *srv,
 				  .restore = restore,
 				  .defaults = {.strategy = LS_STRATEGY_AUTO,
 					       .writer_idle = true,
-					       .track_async = true}};
+					       .track_async = true,
+					       .track_dirty_log = true}};
 	vm_snap_set_event_fn(snap, on_status, q);
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		int ret =

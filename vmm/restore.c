@@ -446,6 +446,7 @@ static int track_from_here(struct vm_restore *r, struct vm_snap *s, char *err)
 {
 	struct ls_reader_info in;
 	struct ls_ctx *ctx = vm_snap_ctx(s);
+	char why[VMM_ERR_MAX];
 	int ret;
 
 	if (!r->chain || !ctx)
@@ -455,13 +456,12 @@ static int track_from_here(struct vm_restore *r, struct vm_snap *s, char *err)
 	if (ret)
 		return vmm_failx(err, -ret, "tracking writes after the restore: %s",
 				 ls_ctx_error(ctx));
-	/* The vCPUs do not run yet: hand tracking to the kernel now (see
-	 * settle_tracking() in snapshot.c); without WP_ASYNC it stays. */
-	ret = ls_track_settle(ctx);
-	if (ret && ret != -EOPNOTSUPP)
-		return vmm_failx(err, -ret, "tracking writes after the restore: %s",
-				 ls_ctx_error(ctx));
-	return 0;
+	/* The vCPUs do not run yet: the moment to hand tracking over. */
+	ret = vm_snap_track_restored(s, why);
+	if (ret)
+		vmm_failx(err, -ret, "tracking writes after the restore: %s",
+			  why);
+	return ret;
 }
 
 static int load_memory(struct vm_restore *r, struct vm *vm, struct vm_snap *s,

@@ -78,6 +78,15 @@ struct vm_snap {
 	/* incremental: the second stop that settled tracking (settle_tracking) */
 	uint64_t settle_ns;
 	int settle_ret; /* 0, or why tracking stays on write faults */
+	/* How writes are tracked after the last snapshot: "dirty-log",
+	 * "async" (settled), "faults" or "none". */
+	const char *track_how;
+	/*
+	 * The chain tracks by the accelerator's dirty log (track_dirty_log):
+	 * each delta's pause hands the log to ls_track_dirty_bitmap().
+	 */
+	bool log_tracking;
+	uint64_t *log_bits; /* one bit per 4 KiB of guest RAM */
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	char error[VMM_ERR_MAX];
 	char unavailable[2 * VMM_ERR_MAX]; /* why there is no ctx, or "" */
@@ -177,6 +186,7 @@ void vm_snap_destroy(struct vm_snap *s)
 	if (s->ctx)
 		ls_ctx_destroy(s->ctx);
 	free(s->test_copy_ram);
+	free(s->log_bits);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s);
@@ -567,6 +577,44 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 	return ret;
 }
 
+static int log_bits_alloc(struct vm_snap *s, char *err)
+{
+	if (!s->log_bits)
+		s->log_bits = calloc((s->vm->mem.size / 4096 + 63) / 64, 8);
+	return s->log_bits ? 0 : vmm_fail(err, ENOMEM, "dirty log bitmap");
+}
+
+/*
+ * The accelerator's dirty log, in the pause before the begin. A delta of
+ * a chain tracked by it gets what the guest wrote since the last pause; a
+ * snapshot that starts a chain decides how the chain is tracked (and
+ * starts the log afresh); without tracking the log stops.
+ */
+static int dirty_log_at_pause(struct vm_snap *s, bool delta, char *err)
+{
+	int (*log)(struct vm *, uint64_t *, char *) = s->vm->accel->dirty_log;
+	uint64_t npages = s->vm->mem.size / 4096;
+	int ret;
+
+	if (!log)
+		return 0;
+	if (!delta)
+		s->log_tracking = s->params.incremental &&
+				  s->params.track_dirty_log &&
+				  !s->params.track_granule;
+	if (!s->log_tracking)
+		return log(s->vm, NULL, err);
+	ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
+	if (ret <= 0 || !delta)
+		return ret < 0 ? ret : 0;
+	ret = ls_track_dirty_bitmap(s->ctx, s->vm->mem.host, npages,
+				    s->log_bits);
+	if (ret)
+		return vmm_failx(err, -ret, "handing over the dirty log: %s",
+				 ls_ctx_error(s->ctx));
+	return 0;
+}
+
 /*
  * Pauses, captures, arms, resumes. The VM runs again on every path out.
  */
@@ -591,12 +639,15 @@ static int pause_and_arm(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 		ret = copy_ram(s->vm, s->test_copy_ram, err);
 	if (!ret) {
 		t_begin = vmm_now_ns();
+		ret = dirty_log_at_pause(s, s->delta, err);
+	}
+	if (!ret) {
 		ret = ls_snapshot_begin(snap);
-		t_begin = vmm_now_ns() - t_begin;
 		if (ret)
 			vmm_failx(err, -ret, "arming write protection: %s",
 				  ls_snapshot_error(snap));
 	}
+	t_begin = t_begin ? vmm_now_ns() - t_begin : 0;
 	rret = vm_resume(s->vm);
 	vm_pause_stats(s->vm, &after);
 	pthread_mutex_lock(&s->lock);
@@ -676,6 +727,19 @@ static void settle_tracking(struct vm_snap *s)
 
 	s->settle_ns = 0;
 	s->settle_ret = -ENOENT;
+	s->track_how = !s->params.incremental		? "none"
+		       : !ls_track_active(s->ctx, NULL) ? "none"
+							: "faults";
+	/* The dirty log runs: nothing to stop the vCPUs for. */
+	if (s->log_tracking && ls_track_active(s->ctx, NULL)) {
+		ret = ls_track_by_caller(s->ctx);
+		if (ret)
+			fprintf(stderr, "livesnap: tracking stays on write faults: %s\n",
+				ls_ctx_error(s->ctx));
+		else
+			s->track_how = "dirty-log";
+		return;
+	}
 	/*
 	 * Not with a track granule: the kernel resolves page by page (and
 	 * splits huge pages), where a block's one write fault serves 2 MiB.
@@ -693,9 +757,34 @@ static void settle_tracking(struct vm_snap *s)
 	}
 	s->settle_ns = vmm_now_ns() - t0;
 	s->settle_ret = ret;
+	if (!ret)
+		s->track_how = "async";
 	if (ret && ret != -EOPNOTSUPP)
 		fprintf(stderr, "livesnap: tracking stays on write faults: %s\n",
 			ls_ctx_error(s->ctx));
+}
+
+int vm_snap_track_restored(struct vm_snap *s, char *err)
+{
+	int (*log)(struct vm *, uint64_t *, char *) = s->vm->accel->dirty_log;
+	int ret;
+
+	if (log) {
+		/* the log starts afresh (a first call with a bitmap) */
+		ret = log_bits_alloc(s, err) ?: log(s->vm, NULL, err) ?:
+		      log(s->vm, s->log_bits, err);
+		if (ret)
+			return ret;
+		ret = ls_track_by_caller(s->ctx);
+		if (ret)
+			return vmm_failx(err, -ret, "%s", ls_ctx_error(s->ctx));
+		s->log_tracking = true;
+		return 0;
+	}
+	ret = ls_track_settle(s->ctx);
+	if (ret && ret != -EOPNOTSUPP)
+		return vmm_failx(err, -ret, "%s", ls_ctx_error(s->ctx));
+	return 0;
 }
 
 static void *snap_thread(void *arg)
@@ -823,6 +912,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	s->gw = (struct guest_watch){0};
 	s->error[0] = 0;
 	s->downtime_ns = s->stop_ns = s->capture_ns = s->begin_ns = 0;
+	s->track_how = NULL;
 	s->t_start = vmm_now_ns();
 	s->t_paused = s->t_end = 0;
 	ret = open_sink(s, uri, &sink, err);
@@ -956,6 +1046,9 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 
 		json_object_set_new(x, "track-async",
 				    json_boolean(s->settle_ret == 0));
+		json_object_set_new(x, "track",
+				    json_string(s->track_how ? s->track_how
+							     : "none"));
 		json_object_set_new(x, "settle-ns",
 				    json_integer((json_int_t)s->settle_ns));
 

@@ -113,6 +113,15 @@ struct vm_snap_params {
 	 */
 	bool track_async;
 	/*
+	 * incremental, on an accelerator that logs the guest's writes itself
+	 * (KVM's dirty log): track by that log between snapshots, where the
+	 * guest's first write to a page costs what KVM's logging costs and
+	 * nothing stays write-protected (default true; ls_track_by_caller).
+	 * Decided when a chain starts (its full snapshot, or a restore) and
+	 * kept to its end. Not with a track granule.
+	 */
+	bool track_dirty_log;
+	/*
 	 * Test only: during the pause, copy all guest RAM into this file
 	 * (NULL: no copy), so a test can compare it with the snapshot.
 	 */
@@ -126,6 +135,14 @@ struct vm_snap_params {
  * arms and resumes on a thread of its own and returns. -EBUSY while
  * another snapshot runs.
  */
+/*
+ * After a restore whose memory tracking restarted (ls_track_start), with
+ * the vCPUs not yet running: tracking goes to the accelerator's dirty log
+ * where it has one, else to the kernel's asynchronous write protection
+ * where the kernel can (else it stays on write faults).
+ */
+int vm_snap_track_restored(struct vm_snap *s, char *err);
+
 int vm_snap_start(struct vm_snap *s, const char *uri,
 		  const struct vm_snap_params *p, char *err);
 

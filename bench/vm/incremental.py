@@ -6,12 +6,15 @@ built-in guest writing a working set), and restore from chains.
 usage: incremental.py [--build DIR] [--mem 4G] [--ws-mib 256] [--cpus 1]
                       [--deltas 16] [--full 3] [--interval 2]
                       [--granule BYTES] [--accel tcg|kvm] [--dir /var/tmp]
-                      [--no-track-async] [--restores 1,4,16]
+                      [--no-track-async] [--no-dirty-log]
+                      [--restores 1,4,16]
 
 --no-track-async: tracking between snapshots stays on write faults
 (x-livesnap-track-async false) instead of the kernel's asynchronous write
 protection, which costs the VM a second short stop after each snapshot
-(the settle, its own column).
+(the settle, its own column). --no-dirty-log: on KVM, not by KVM's dirty
+log (x-livesnap-track-dirty-log false), which is the default there and
+needs no second stop.
 
 Per snapshot: the pause (x-livesnap downtime) and the part of it spent
 in ls_snapshot_begin (collecting the tracked writes, write-protecting),
@@ -48,6 +51,7 @@ def main():
     ap.add_argument("--accel", default="tcg")
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--no-track-async", action="store_true")
+    ap.add_argument("--no-dirty-log", action="store_true")
     ap.add_argument("--restores", default="1,4,16",
                     help="chain lengths to restore from ('' for none)")
     a = ap.parse_args()
@@ -72,7 +76,8 @@ def main():
         v.migrate("file:" + path, extra={
             "x-livesnap-incremental": inc,
             "x-livesnap-track-granule": a.granule,
-            "x-livesnap-track-async": not a.no_track_async})
+            "x-livesnap-track-async": not a.no_track_async,
+            "x-livesnap-track-dirty-log": not a.no_dirty_log})
         info = v.wait_migration(timeout=1200)
         assert info["status"] == "completed", info
         during = (writes(v) - w0) / (time.monotonic() - t0)
@@ -81,8 +86,8 @@ def main():
                 info["ram"]["normal-bytes"] / 2**20, during, x)
 
     def row(name, pause, total, mib, before, during, x):
-        print("| %s | %.2f | %.2f | %s | %.0f | %.1f | %.0f | %.0f |"
-              % (name, pause, x["begin-ns"] / 1e6,
+        print("| %s | %s | %.2f | %.2f | %s | %.0f | %.1f | %.0f | %.0f |"
+              % (name, x.get("track", "-"), pause, x["begin-ns"] / 1e6,
                  "%.2f" % (x["settle-ns"] / 1e6) if x.get("settle-ns")
                  else "-", total, mib, before, during))
         sys.stdout.flush()
@@ -94,16 +99,16 @@ def main():
 
     try:
         print("VM: %s, %d vCPU, working set %d MiB per vCPU, %s, interval "
-              "%.1f s, track granule %d, tracking between snapshots by %s\n"
+              "%.1f s, track granule %d, x-livesnap-track-async %s, "
+              "x-livesnap-track-dirty-log %s\n"
               % (a.mem, a.cpus, a.ws_mib, a.accel, a.interval, a.granule,
-                 "write faults" if a.no_track_async
-                 else "the kernel (settled)"))
+                 not a.no_track_async, not a.no_dirty_log))
         src = vm("src", *lsvm.run_args(cpus=a.cpus, mem=a.mem,
                                        ws_mib=a.ws_mib))
         src.wait_guest(min_gens=[1000] * a.cpus, timeout=600)
-        print("| snapshot | pause ms | of which begin ms | settle ms | "
-              "total ms | MiB written | guest writes/s before | during |\n"
-              "|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| snapshot | then tracked by | pause ms | of which begin ms "
+              "| settle ms | total ms | MiB written | guest writes/s before "
+              "| during |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
         full_rates, inc_rates = [], []
         for k in range(a.full):
             before = interval(src)

@@ -17,7 +17,10 @@
  * A delta starts every page outside its set as CLEAN: never captured.
  * A tracked snapshot (opts.track) never un-protects a page from the
  * writer: a page stays protected until it is written, and the fault path
- * records that write for the next delta before releasing it.
+ * records that write for the next delta before releasing it. Not under
+ * the caller's tracking (track_faults false): the caller's log has the
+ * writes, so pages are released as in an untracked snapshot, and a write
+ * to a CLEAN page (one the arm protected with its chunk) releases it.
  */
 #ifndef LS_ENGINE_SNAP_H
 #define LS_ENGINE_SNAP_H
@@ -98,6 +101,12 @@ struct ls_snapshot {
 	bool keep_thp;
 	bool writer_idle;
 	bool track, delta;
+	/*
+	 * track, and the context records writes itself (not the caller's
+	 * tracking): saved pages stay protected, so that their next write is
+	 * recorded. Set at begin.
+	 */
+	bool track_faults;
 	size_t granule; /* opts.track_granule */
 	bool tracker_ref; /* begin took the fault service for tracking */
 	/*

@@ -949,6 +949,8 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	if (ret)
 		goto out;
 	files_note(snap);
+	/* The caller's tracking: the saved pages need not stay protected */
+	snap->track_faults = snap->track && !ctx->track.caller;
 	atomic_store(&ctx->svc.spin_ns, snap->spin_ns);
 	atomic_store(&ctx->armed, snap);
 	ret = ls_svc_get(ctx);

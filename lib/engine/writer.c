@@ -507,7 +507,7 @@ static void save_batch(struct ls_snapshot *snap, struct snap_region *sr,
 	int ret;
 
 	batch_capture(snap, sr, first, n, flags);
-	if (snap->track) {
+	if (snap->track_faults) {
 		/* Stays protected: its next write is recorded, then released. */
 		batch_write(snap, sr, first, n, flags, snap->bounce);
 		return;
@@ -659,12 +659,12 @@ static void fault_release(struct ls_snapshot *snap, struct snap_region *sr,
 
 	if (pg_load(sr, page) == PG_CLAIMED)
 		pg_store(sr, page, PG_SAVED);
-	if (snap->track)
+	if (snap->track_faults)
 		ls_track_mark(snap->ctx, sr->idx, page);
 	ls_note_split(snap->ctx, sr->idx, page * sr->ps);
 	ret = ls_uffd_wp(snap->ctx->uffd, sr->base + page * sr->ps, sr->ps,
 			 false);
-	if (ret && snap->track)
+	if (ret && snap->track_faults)
 		atomic_store(&snap->ctx->track.broken, true);
 	if (ret)
 		snap_fail(snap, ret,
@@ -911,7 +911,7 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 	unsigned spins = 0;
 
 	atomic_fetch_add_explicit(&snap->faults, 1, memory_order_relaxed);
-	if (snap->track) {
+	if (snap->track_faults) {
 		fault_tracked(snap, sr, page);
 		goto out;
 	}
@@ -934,6 +934,12 @@ void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 			if (snap->strategy == LS_STRATEGY_WRITE_FIRST ||
 			    !fault_copy(snap, sr, page))
 				fault_write_first(snap, sr, page);
+			break;
+		}
+		if (st == PG_CLEAN) {
+			/* Not in this delta (protected by tracking, or in a
+			 * chunk the arm protected): nothing to save. */
+			fault_release(snap, sr, page);
 			break;
 		}
 		if (st == PG_RELEASED) {

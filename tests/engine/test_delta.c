@@ -846,6 +846,44 @@ static void test_track_start(void **state)
 	chain_close(&c);
 }
 
+/*
+ * A delta without track ends the chain. Its pages are protected, and the
+ * others still were (tracking): the writers write a new set while it
+ * runs, pages outside the delta among them, and must all get through;
+ * the delta is still exact, and nothing stays protected after it.
+ */
+static void test_untracked_delta(void **state)
+{
+	struct ls_snapshot_opts o = {.delta = true};
+	struct mem_sink *s = mem_sink_new();
+	struct ls_snapshot *snap;
+	struct ls_stats st;
+	struct chain c;
+
+	(void)state;
+	chain_open(&c, MEM_ANON_4K);
+	chain_step(&c, false, LS_STRATEGY_AUTO, 10);
+	CHECK(!ls_snapshot_create(c.ctx, &s->base, &o, &snap), "create: %s",
+	      ls_ctx_error(c.ctx));
+	setw_pause(&c.w);
+	take_reference(&c);
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
+	setw_next(&c.w, 60, &c.seed);
+	setw_wait_swept(&c.w);
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	CHECK(!ls_snapshot_stats(snap, &st), "stats");
+	check_delta(&c, s, &st);
+	CHECK(!memcmp(c.image, c.ref, c.m.len),
+	      "base + delta differ from memory at begin");
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	setw_pause(&c.w);
+	CHECK(!ls_track_active(c.ctx, NULL), "tracking after an untracked delta");
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
+	      "pages protected after an untracked delta");
+	chain_close(&c);
+}
+
 static void test_refusals(void **state)
 {
 	struct ls_snapshot_opts full = {0}, delta = {.delta = true};
@@ -930,6 +968,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_failed_delta),
 		cmocka_unit_test(test_cancelled_delta),
 		cmocka_unit_test(test_track_start),
+		cmocka_unit_test(test_untracked_delta),
 		cmocka_unit_test(test_refusals),
 	};
 

@@ -96,7 +96,8 @@ class Qmp(SnapTest, unittest.TestCase):
             "x-livesnap-incremental": False,
             "x-livesnap-track-granule": 0,
             "x-livesnap-writer-idle": True,
-            "x-livesnap-track-async": True})
+            "x-livesnap-track-async": True,
+            "x-livesnap-track-dirty-log": True})
         self.v.qmp.cmd("migrate-set-parameters",
                        {"x-livesnap-strategy": "write-first"})
         self.assertEqual(self.v.qmp.cmd("query-migrate-parameters"),
@@ -106,6 +107,7 @@ class Qmp(SnapTest, unittest.TestCase):
                          ("x-livesnap-fault-spin-us", -5),
                          ("x-livesnap-copy-buffer-bytes", "big"),
                          ("x-livesnap-writer-idle", "yes"),
+                         ("x-livesnap-track-dirty-log", 0),
                          ("max-bandwidth", 1 << 30)]:
             with self.assertRaises(QMPError, msg=key) as cm:
                 self.v.qmp.cmd("migrate-set-parameters", {key: bad})

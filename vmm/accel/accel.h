@@ -115,6 +115,15 @@ struct accel_ops {
 	uint32_t (*measure_tsc_khz)(struct vm *vm);
 	/* Tells the guest's paravirtual clock it was stopped (optional). */
 	void (*notify_clock_paused)(struct vm *vm);
+	/*
+	 * Optional: the backend's own log of what the guest wrote to RAM
+	 * (KVM's dirty log), one bit per 4 KiB of vm->mem.host. With the
+	 * vCPUs paused: bitmap NULL stops logging; else the first call starts
+	 * it and returns 0 (bitmap untouched), and each later call fills
+	 * bitmap (mem.size / 4096 bits) with what was written since the call
+	 * before and returns 1. -errno with err set.
+	 */
+	int (*dirty_log)(struct vm *vm, uint64_t *bitmap, char *err);
 };
 
 extern const struct accel_ops accel_kvm_ops;

@@ -53,6 +53,7 @@ struct kvm_vm {
 	uint32_t *state_msrs;
 	unsigned n_state_msrs;
 	int irq_errno; /* first KVM_IRQ_LINE failure, reported once */
+	bool dirty_logging; /* KVM_MEM_LOG_DIRTY_PAGES on the RAM slots */
 };
 
 /* vcpu->accel_priv */

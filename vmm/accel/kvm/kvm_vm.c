@@ -16,6 +16,7 @@ static int set_slot(struct kvm_vm *k, uint32_t slot, uint64_t gpa,
 {
 	struct kvm_userspace_memory_region r = {
 	    .slot = slot,
+	    .flags = k->dirty_logging ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 	    .guest_phys_addr = gpa,
 	    .memory_size = size,
 	    .userspace_addr = (uint64_t)(uintptr_t)host,
@@ -83,6 +84,62 @@ static void kvm_vm_fini(struct vm *vm)
 	vm->accel_priv = NULL;
 }
 
+/* Guest RAM's slots, as they are now (logging or not). */
+static int set_ram_slots(struct kvm_vm *k, const struct vm_mem *m, char *err)
+{
+	int ret = set_slot(k, SLOT_RAM_LOW, 0, m->low_size, m->host, err);
+
+	if (!ret && m->high_size)
+		ret = set_slot(k, SLOT_RAM_HIGH, GPA_4G, m->high_size,
+			       m->host + m->low_size, err);
+	return ret;
+}
+
+static int get_dirty_log(struct kvm_vm *k, uint32_t slot, uint64_t *bits,
+			 char *err)
+{
+	struct kvm_dirty_log log = {.slot = slot, .dirty_bitmap = bits};
+	int ret = kvm_ioctl(k->fd, KVM_GET_DIRTY_LOG, &log);
+
+	if (ret < 0)
+		return vmm_fail(err, -ret, "ioctl(KVM_GET_DIRTY_LOG) slot %u",
+				slot);
+	return 0;
+}
+
+/*
+ * KVM's dirty log of guest RAM. Without KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+ * KVM_GET_DIRTY_LOG hands over the bits and write-protects those pages
+ * again, so each call starts the next interval. The high slot's bits
+ * follow the low slot's in host order (low_size is whole MiB: whole
+ * 64-bit words).
+ */
+static int kvm_dirty_log(struct vm *vm, uint64_t *bits, char *err)
+{
+	struct kvm_vm *k = KVM_VM(vm);
+	const struct vm_mem *m = &vm->mem;
+	int ret;
+
+	if (!bits || !k->dirty_logging) {
+		if (!bits == !k->dirty_logging)
+			return 0;
+		k->dirty_logging = bits != NULL;
+		ret = set_ram_slots(k, m, err);
+		if (ret)
+			k->dirty_logging = !k->dirty_logging;
+		return ret;
+	}
+	if (m->low_size % (64 * 4096))
+		return vmm_failx(err, EINVAL,
+				 "dirty log: RAM below the hole (%llu bytes) is not whole 256 KiB",
+				 (unsigned long long)m->low_size);
+	ret = get_dirty_log(k, SLOT_RAM_LOW, bits, err);
+	if (!ret && m->high_size)
+		ret = get_dirty_log(k, SLOT_RAM_HIGH,
+				    bits + m->low_size / 4096 / 64, err);
+	return ret ? ret : 1;
+}
+
 static int kvm_vm_init(struct vm *vm, char *err)
 {
 	struct vm_mem *m = &vm->mem;
@@ -97,10 +154,7 @@ static int kvm_vm_init(struct vm *vm, char *err)
 	vm->accel_priv = k;
 	ret = kvm_sys_open(&k->sys, err);
 	ret = ret ?: create_shell(k, err);
-	ret = ret ?: set_slot(k, SLOT_RAM_LOW, 0, m->low_size, m->host, err);
-	if (!ret && m->high_size)
-		ret = set_slot(k, SLOT_RAM_HIGH, GPA_4G, m->high_size,
-			       m->host + m->low_size, err);
+	ret = ret ?: set_ram_slots(k, m, err);
 	ret = ret ?: kvm_kick_signal_init(err);
 	vm->max_vcpus = k->sys.max_vcpus > 0 ? (unsigned)k->sys.max_vcpus : 1;
 	if (vm->max_vcpus > MAX_VCPUS)
@@ -169,4 +223,5 @@ const struct accel_ops accel_kvm_ops = {
     .cpuid = kvm_cpuid,
     .irq_line = kvm_irq_line,
     .notify_clock_paused = kvm_notify_clock_paused,
+    .dirty_log = kvm_dirty_log,
 };
