@@ -426,6 +426,16 @@ int ls_track_settle(struct ls_ctx *ctx);
 int ls_track_by_caller(struct ls_ctx *ctx);
 
 /*
+ * ls_track_start() with the caller's tracking from the start
+ * (ls_track_by_caller): nothing is protected, so it may be called while a
+ * lazy restore of the regions from `parent` runs (the pages that restore
+ * installs hold what the parent holds; what the application writes, the
+ * caller's log has). The next snapshot still waits for the restore's end.
+ */
+int ls_track_start_by_caller(struct ls_ctx *ctx,
+			     const uint8_t parent[LS_ID_BYTES]);
+
+/*
  * ls_track_dirty() for many pages at once: bit i of bitmap (bit i % 64 of
  * word i / 64) marks the 4 KiB page at addr + i * 4096, for i < n4k; the
  * range is 4 KiB aligned and inside one region. A huge page is marked when

@@ -436,28 +436,25 @@ static int guarded_source(struct vm_restore *r, struct ls_source **srcp)
 }
 
 /*
- * After an eager restore from a chain of deltas, the VM goes on tracking
- * writes from the restored instant, so that its next incremental snapshot
- * continues the chain (a delta of the file restored). Not after a lazy
- * restore: pages installed while the guest runs cannot be tracked, so the
- * next incremental snapshot there is a full one.
+ * After a restore from a file, the VM goes on tracking writes from the
+ * restored instant, so that its next incremental snapshot continues the
+ * chain (a delta of the file restored). After a lazy restore only with the
+ * accelerator's dirty log (KVM): else pages installed while the guest
+ * runs cannot be told from its writes, and the next incremental snapshot
+ * there is a full one.
  */
-static int track_from_here(struct vm_restore *r, struct vm_snap *s, char *err)
+static int track_from_here(struct vm_restore *r, struct vm_snap *s,
+			   bool lazy, char *err)
 {
 	struct ls_reader_info in;
-	struct ls_ctx *ctx = vm_snap_ctx(s);
 	char why[VMM_ERR_MAX];
 	int ret;
 
-	if (!r->chain || !ctx)
+	if (!r->chain || !vm_snap_ctx(s))
 		return 0;
 	ls_reader_get_info(r->reader, &in);
-	ret = ls_track_start(ctx, in.id);
-	if (ret)
-		return vmm_failx(err, -ret, "tracking writes after the restore: %s",
-				 ls_ctx_error(ctx));
-	/* The vCPUs do not run yet: the moment to hand tracking over. */
-	ret = vm_snap_track_restored(s, why);
+	/* The vCPUs do not run yet: the restored instant. */
+	ret = vm_snap_track_restored(s, in.id, lazy, why);
 	if (ret)
 		vmm_failx(err, -ret, "tracking writes after the restore: %s",
 			  why);
@@ -480,7 +477,7 @@ static int load_memory(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 					 vm->mem.host, vm->mem.size);
 		if (ret)
 			return reader_fail(r, err, ret, src_error(r));
-		return track_from_here(r, s, err);
+		return track_from_here(r, s, false, err);
 	}
 	if (!vm_snap_ctx(s))
 		return vmm_failx(err, ENOTSUP, "lazy restore: %s",
@@ -500,7 +497,7 @@ static int load_memory(struct vm_restore *r, struct vm *vm, struct vm_snap *s,
 	if (ret)
 		return vmm_failx(err, -ret, "lazy restore of %s: %s", r->src,
 				 ls_ctx_error(r->ctx));
-	return 0;
+	return track_from_here(r, s, true, err);
 }
 
 /* The blob `name`, which must be exactly `size` bytes. */

@@ -779,7 +779,8 @@ static void settle_tracking(struct vm_snap *s)
 			ls_ctx_error(s->ctx));
 }
 
-int vm_snap_track_restored(struct vm_snap *s, char *err)
+int vm_snap_track_restored(struct vm_snap *s, const uint8_t *parent,
+			   bool lazy, char *err)
 {
 	int (*log)(struct vm *, uint64_t *, char *) = s->vm->accel->dirty_log;
 	int ret;
@@ -790,13 +791,17 @@ int vm_snap_track_restored(struct vm_snap *s, char *err)
 		      log(s->vm, s->log_bits, err);
 		if (ret)
 			return ret;
-		ret = ls_track_by_caller(s->ctx);
+		ret = ls_track_start_by_caller(s->ctx, parent);
 		if (ret)
 			return vmm_failx(err, -ret, "%s", ls_ctx_error(s->ctx));
 		s->log_tracking = true;
 		return 0;
 	}
-	ret = ls_track_settle(s->ctx);
+	if (lazy) /* pages installed as the guest runs: not trackable */
+		return 0;
+	ret = ls_track_start(s->ctx, parent);
+	if (!ret)
+		ret = ls_track_settle(s->ctx);
 	if (ret && ret != -EOPNOTSUPP)
 		return vmm_failx(err, -ret, "%s", ls_ctx_error(s->ctx));
 	return 0;

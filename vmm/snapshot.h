@@ -136,12 +136,15 @@ struct vm_snap_params {
  * another snapshot runs.
  */
 /*
- * After a restore whose memory tracking restarted (ls_track_start), with
- * the vCPUs not yet running: tracking goes to the accelerator's dirty log
- * where it has one, else to the kernel's asynchronous write protection
- * where the kernel can (else it stays on write faults).
+ * After a restore of snapshot `parent` (its id), with the vCPUs not yet
+ * running: writes are tracked from here, so that the next incremental
+ * snapshot is a delta of it. By the accelerator's dirty log where it has
+ * one (also while a lazy restore installs pages: those hold the parent's
+ * content); else, after an eager restore only, by write faults settled on
+ * the kernel's asynchronous write protection where the kernel can.
  */
-int vm_snap_track_restored(struct vm_snap *s, char *err);
+int vm_snap_track_restored(struct vm_snap *s, const uint8_t *parent,
+			   bool lazy, char *err);
 
 int vm_snap_start(struct vm_snap *s, const char *uri,
 		  const struct vm_snap_params *p, char *err);

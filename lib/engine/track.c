@@ -152,20 +152,27 @@ static int protect_all(struct ls_ctx *ctx, bool protect)
 	return 0;
 }
 
-int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES])
+/*
+ * ls_track_start and ls_track_start_by_caller. By the caller nothing gets
+ * protected, so a lazy restore may run meanwhile: the pages it installs
+ * hold what the parent holds, and the caller's log has the writes.
+ */
+static int track_start(struct ls_ctx *ctx, const uint8_t *parent,
+		       bool by_caller)
 {
 	_Atomic uint64_t *sets[LS_MAX_REGIONS];
+	bool lift;
 	int ret, busy;
 
-	if (!ctx)
-		return -EINVAL;
 	pthread_mutex_lock(&ctx->lock);
+	/* tracked on faults until now: protected pages to lift */
+	lift = atomic_load(&ctx->track.on) && !ctx->track.caller;
 	busy = ls_ctx_restoring(ctx);
 	if (ctx->snap) {
 		ret = ls_err(ctx, EBUSY, "tracking: the context has a snapshot");
 		goto out;
 	}
-	if (busy >= 0) {
+	if (busy >= 0 && !by_caller) {
 		ret = ls_err(ctx, EBUSY,
 			     "tracking: region '%s' is still being restored lazily (ls_restore_wait first)",
 			     ctx->regions[busy].info.name);
@@ -185,7 +192,8 @@ int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES])
 			free((void *)sets[r]);
 		goto out;
 	}
-	ret = protect_all(ctx, true);
+	ret = by_caller ? (lift ? ls_track_lift(ctx) : 0)
+			: protect_all(ctx, true);
 	if (!ret)
 		ret = ls_track_note(ctx);
 	if (ret) {
@@ -193,12 +201,24 @@ int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES])
 		ls_track_off(ctx);
 		goto out;
 	}
+	ctx->track.caller = by_caller;
 	ctx->track.has_parent = parent != NULL;
 	if (parent)
 		memcpy(ctx->track.parent, parent, LS_ID_BYTES);
 out:
 	pthread_mutex_unlock(&ctx->lock);
 	return ret;
+}
+
+int ls_track_start(struct ls_ctx *ctx, const uint8_t parent[LS_ID_BYTES])
+{
+	return ctx ? track_start(ctx, parent, false) : -EINVAL;
+}
+
+int ls_track_start_by_caller(struct ls_ctx *ctx,
+			     const uint8_t parent[LS_ID_BYTES])
+{
+	return ctx ? track_start(ctx, parent, true) : -EINVAL;
 }
 
 int ls_track_stop(struct ls_ctx *ctx)

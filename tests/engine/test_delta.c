@@ -846,6 +846,40 @@ static void test_track_start(void **state)
 	chain_close(&c);
 }
 
+/* The same, tracked by the caller from the start: nothing protected. */
+static void test_track_start_by_caller(void **state)
+{
+	uint8_t given[LS_ID_BYTES], parent[LS_ID_BYTES];
+	struct chain c;
+	uint64_t seed = 12;
+
+	(void)state;
+	memset(given, 0x5a, sizeof(given));
+	chain_open(&c, MEM_MEMFD);
+	c.how = BY_CALLER;
+	setw_pause(&c.w);
+	CHECK(!ls_track_start(c.ctx, NULL), "ls_track_start: %s",
+	      ls_ctx_error(c.ctx));
+	/* restarted by the caller: what tracking protected is lifted */
+	CHECK(!ls_track_start_by_caller(c.ctx, given),
+	      "ls_track_start_by_caller: %s", ls_ctx_error(c.ctx));
+	CHECK(ls_track_active(c.ctx, parent) &&
+		      !memcmp(parent, given, LS_ID_BYTES),
+	      "ls_track_active after ls_track_start_by_caller");
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
+	      "ls_track_start_by_caller left pages protected");
+	memcpy(c.last_id, given, LS_ID_BYTES);
+	memcpy(c.image, c.m.addr, c.m.len);
+	c.expect = calloc(c.w.npages, 1);
+	c.expect_n = setw_next(&c.w, 15, &seed);
+	setw_wait_swept(&c.w);
+	memcpy(c.expect, c.w.want, c.w.npages);
+	chain_step(&c, true, LS_STRATEGY_AUTO, 15);
+	chain_step(&c, true, LS_STRATEGY_AUTO, 15);
+	setw_pause(&c.w);
+	chain_close(&c);
+}
+
 /*
  * A delta without track ends the chain. Its pages are protected, and the
  * others still were (tracking): the writers write a new set while it
@@ -968,6 +1002,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_failed_delta),
 		cmocka_unit_test(test_cancelled_delta),
 		cmocka_unit_test(test_track_start),
+		cmocka_unit_test(test_track_start_by_caller),
 		cmocka_unit_test(test_untracked_delta),
 		cmocka_unit_test(test_refusals),
 	};
