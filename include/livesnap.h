@@ -256,6 +256,13 @@ struct ls_snapshot_opts {
 	 */
 	bool track;
 	/*
+	 * With track: tracked by the caller from this begin on, as after
+	 * ls_track_by_caller(). The caller's own write log, running from
+	 * before the begin, has every later write: pages are released as in
+	 * an untracked snapshot, and nothing stays protected after it.
+	 */
+	bool track_by_caller;
+	/*
 	 * A delta against the previous tracked snapshot of this context (or
 	 * the instant given to ls_track_start()): holds exactly the pages
 	 * written since that snapshot's begin. Needs tracking on (-ENOENT).
@@ -420,8 +427,9 @@ int ls_track_settle(struct ls_ctx *ctx);
  * tracked begin and before this call are recorded here as well), so the
  * writers may run. It holds across snapshots (each tracked snapshot lifts
  * protection again at its end) until tracking stops or restarts
- * (ls_track_start, a full snapshot without track). -ENOENT when not
- * tracking, -EBUSY during a snapshot.
+ * (ls_track_start, a snapshot without track, a full one without
+ * track_by_caller). A snapshot can start it too (track_by_caller).
+ * -ENOENT when not tracking, -EBUSY during a snapshot.
  */
 int ls_track_by_caller(struct ls_ctx *ctx);
 

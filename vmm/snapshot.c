@@ -86,6 +86,7 @@ struct vm_snap {
 	 * each delta's pause hands the log to ls_track_dirty_bitmap().
 	 */
 	bool log_tracking;
+	bool log_next; /* the snapshot being taken: log_tracking after it */
 	uint64_t *log_bits; /* one bit per 4 KiB of guest RAM */
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	char error[VMM_ERR_MAX];
@@ -599,9 +600,7 @@ static int dirty_log_at_pause(struct vm_snap *s, bool delta, char *err)
 	if (!log)
 		return 0;
 	if (!delta)
-		s->log_tracking = s->params.incremental &&
-				  s->params.track_dirty_log &&
-				  !s->params.track_granule;
+		s->log_tracking = s->log_next;
 	if (!s->log_tracking)
 		return 0; /* a running log stops after the pause (log_stop) */
 	ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
@@ -922,6 +921,11 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	}
 	/* A delta of the last snapshot when writes were tracked since. */
 	opts.delta = p->incremental && ls_track_active(s->ctx, NULL);
+	/* KVM's dirty log tracks the chain this snapshot starts or goes on */
+	s->log_next = s->vm->accel->dirty_log && p->incremental &&
+		      (opts.delta ? s->log_tracking
+				  : p->track_dirty_log && !p->track_granule);
+	opts.track_by_caller = s->log_next;
 	snprintf(s->uri, sizeof(s->uri), "%s", uri);
 	free(s->test_copy_ram);
 	s->test_copy_ram = p->test_copy_ram ? strdup(p->test_copy_ram) : NULL;

@@ -275,6 +275,7 @@ static int snap_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	/* keep_thp releases 2 MiB at once: tracking needs each page's write */
 	snap->keep_thp = o->keep_thp && !o->track && !o->delta;
 	snap->track = o->track;
+	snap->by_caller = o->track && o->track_by_caller;
 	snap->writer_idle = o->writer_idle;
 	snap->delta = o->delta;
 	snap->granule = o->track_granule;
@@ -866,6 +867,7 @@ static void take_sets(struct ls_snapshot *snap, struct ls_ctx *ctx)
 		atomic_store(&ctx->track.granule, snap->granule);
 		atomic_store(&ctx->track.on, true);
 		atomic_store(&ctx->track.broken, false);
+		ctx->track.caller = snap->caller_after;
 		snap->tracker_ref = false; /* the context holds it now */
 		if (!was_on)
 			ctx->track.has_parent = false;
@@ -950,7 +952,10 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 		goto out;
 	files_note(snap);
 	/* The caller's tracking: the saved pages need not stay protected */
-	snap->track_faults = snap->track && !ctx->track.caller;
+	snap->caller_after = snap->track &&
+			     (snap->by_caller ||
+			      (snap->delta && ctx->track.caller));
+	snap->track_faults = snap->track && !snap->caller_after;
 	atomic_store(&ctx->svc.spin_ns, snap->spin_ns);
 	atomic_store(&ctx->armed, snap);
 	ret = ls_svc_get(ctx);
