@@ -822,24 +822,38 @@ static void test_cancelled_delta(void **state)
 	failed_delta(true);
 }
 
-/* ls_track_start after (say) a restore: the next delta's parent is given. */
-static void test_track_start(void **state)
+/*
+ * ls_track_start after (say) a restore, the next delta's parent given.
+ * Tracking started on memory as it is ("restored" from `given`), on write
+ * faults or by the caller; then deltas of it. By the caller, tracking
+ * that ran on faults before is taken over: what it protected is lifted.
+ */
+static void track_start_chain(enum mem_kind kind, bool by_caller,
+			      uint8_t fill, uint64_t seed)
 {
 	uint8_t given[LS_ID_BYTES], parent[LS_ID_BYTES];
 	struct chain c;
-	uint64_t seed = 11;
 
-	(void)state;
-	memset(given, 0xa5, sizeof(given));
-	chain_open(&c, MEM_ANON_THP);
+	memset(given, fill, sizeof(given));
+	chain_open(&c, kind);
 	CHECK(!ls_track_active(c.ctx, NULL), "tracking before any snapshot");
-	CHECK(!ls_track_start(c.ctx, given), "ls_track_start: %s",
+	if (by_caller) {
+		c.how = BY_CALLER;
+		setw_pause(&c.w);
+		CHECK(!ls_track_start(c.ctx, NULL), "ls_track_start: %s",
+		      ls_ctx_error(c.ctx));
+	}
+	CHECK(!(by_caller ? ls_track_start_by_caller(c.ctx, given)
+			  : ls_track_start(c.ctx, given)),
+	      "ls_track_start%s: %s", by_caller ? "_by_caller" : "",
 	      ls_ctx_error(c.ctx));
 	CHECK(ls_track_active(c.ctx, parent) &&
 		      !memcmp(parent, given, LS_ID_BYTES),
 	      "ls_track_active after ls_track_start");
-	CHECK(count_wp_pages(c.m.addr, c.m.len) == c.m.len / 4096,
-	      "ls_track_start left pages unprotected");
+	CHECK(count_wp_pages(c.m.addr, c.m.len) ==
+		      (by_caller ? 0 : c.m.len / 4096),
+	      "ls_track_start%s: wrong pages protected",
+	      by_caller ? "_by_caller" : "");
 	memcpy(c.last_id, given, LS_ID_BYTES);
 	memcpy(c.image, c.m.addr, c.m.len); /* "restored" memory */
 	c.expect = calloc(c.w.npages, 1);
@@ -852,38 +866,16 @@ static void test_track_start(void **state)
 	chain_close(&c);
 }
 
-/* The same, tracked by the caller from the start: nothing protected. */
+static void test_track_start(void **state)
+{
+	(void)state;
+	track_start_chain(MEM_ANON_THP, false, 0xa5, 11);
+}
+
 static void test_track_start_by_caller(void **state)
 {
-	uint8_t given[LS_ID_BYTES], parent[LS_ID_BYTES];
-	struct chain c;
-	uint64_t seed = 12;
-
 	(void)state;
-	memset(given, 0x5a, sizeof(given));
-	chain_open(&c, MEM_MEMFD);
-	c.how = BY_CALLER;
-	setw_pause(&c.w);
-	CHECK(!ls_track_start(c.ctx, NULL), "ls_track_start: %s",
-	      ls_ctx_error(c.ctx));
-	/* restarted by the caller: what tracking protected is lifted */
-	CHECK(!ls_track_start_by_caller(c.ctx, given),
-	      "ls_track_start_by_caller: %s", ls_ctx_error(c.ctx));
-	CHECK(ls_track_active(c.ctx, parent) &&
-		      !memcmp(parent, given, LS_ID_BYTES),
-	      "ls_track_active after ls_track_start_by_caller");
-	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
-	      "ls_track_start_by_caller left pages protected");
-	memcpy(c.last_id, given, LS_ID_BYTES);
-	memcpy(c.image, c.m.addr, c.m.len);
-	c.expect = calloc(c.w.npages, 1);
-	c.expect_n = setw_next(&c.w, 15, &seed);
-	setw_wait_swept(&c.w);
-	memcpy(c.expect, c.w.want, c.w.npages);
-	chain_step(&c, true, LS_STRATEGY_AUTO, 15);
-	chain_step(&c, true, LS_STRATEGY_AUTO, 15);
-	setw_pause(&c.w);
-	chain_close(&c);
+	track_start_chain(MEM_MEMFD, true, 0x5a, 12);
 }
 
 /*
