@@ -744,14 +744,10 @@ static void settle_tracking(struct vm_snap *s)
 	s->track_how = !s->params.incremental		? "none"
 		       : !ls_track_active(s->ctx, NULL) ? "none"
 							: "faults";
-	/* The dirty log runs: nothing to stop the vCPUs for. */
+	/* The dirty log runs, and the snapshot handed tracking to it
+	 * (track_by_caller): nothing to stop the vCPUs for. */
 	if (s->log_tracking && ls_track_active(s->ctx, NULL)) {
-		ret = ls_track_by_caller(s->ctx);
-		if (ret)
-			fprintf(stderr, "livesnap: tracking stays on write faults: %s\n",
-				ls_ctx_error(s->ctx));
-		else
-			s->track_how = "dirty-log";
+		s->track_how = "dirty-log";
 		return;
 	}
 	/*

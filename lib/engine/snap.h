@@ -108,9 +108,6 @@ struct ls_snapshot {
 	 */
 	bool track_faults;
 	bool by_caller; /* opts.track_by_caller (with track) */
-	/* Tracking after this begin is the caller's (ctx->track.caller):
-	 * asked for, or a delta that continues the caller's chain. */
-	bool caller_after;
 	size_t granule; /* opts.track_granule */
 	bool tracker_ref; /* begin took the fault service for tracking */
 	/*

@@ -867,7 +867,7 @@ static void take_sets(struct ls_snapshot *snap, struct ls_ctx *ctx)
 		atomic_store(&ctx->track.granule, snap->granule);
 		atomic_store(&ctx->track.on, true);
 		atomic_store(&ctx->track.broken, false);
-		ctx->track.caller = snap->caller_after;
+		ctx->track.caller = !snap->track_faults;
 		snap->tracker_ref = false; /* the context holds it now */
 		if (!was_on)
 			ctx->track.has_parent = false;
@@ -951,11 +951,13 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	if (ret)
 		goto out;
 	files_note(snap);
-	/* The caller's tracking: the saved pages need not stay protected */
-	snap->caller_after = snap->track &&
-			     (snap->by_caller ||
-			      (snap->delta && ctx->track.caller));
-	snap->track_faults = snap->track && !snap->caller_after;
+	/*
+	 * Tracking after this begin is the caller's when asked for, or in a
+	 * delta that goes on with the caller's chain: then the saved pages
+	 * need not stay protected.
+	 */
+	snap->track_faults = snap->track && !snap->by_caller &&
+			     !(snap->delta && ctx->track.caller);
 	atomic_store(&ctx->svc.spin_ns, snap->spin_ns);
 	atomic_store(&ctx->armed, snap);
 	ret = ls_svc_get(ctx);
