@@ -93,6 +93,45 @@ def wait_until(pred, timeout, what, interval=0.05):
                          % (timeout, what))
 
 
+def _read_proc(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        return "(%s)" % e.strerror
+
+
+def threads_report(pid):
+    """What each thread of a hung process is doing: name, state, where it
+    waits in the kernel (wchan, stack), and a user-space backtrace of all
+    threads when gdb is installed. For failure messages only: a hang in
+    CI cannot be attached to afterwards."""
+    out = []
+    tasks = "/proc/%d/task" % pid
+    for tid in sorted(os.listdir(tasks) if os.path.isdir(tasks) else [],
+                      key=int):
+        t = "%s/%s" % (tasks, tid)
+        stat = _read_proc(t + "/stat")
+        state = stat[stat.rfind(")") + 2:].split(" ", 1)[0] if ")" in stat \
+            else "?"
+        out.append("thread %s %s state %s wchan %s" % (
+            tid, _read_proc(t + "/comm"), state, _read_proc(t + "/wchan")))
+        out += ["    " + l for l in _read_proc(t + "/stack").splitlines()[:8]]
+    gdb = shutil.which("gdb")
+    if gdb:
+        try:
+            r = subprocess.run(
+                [gdb, "-batch", "-nx", "-p", str(pid),
+                 "-ex", "thread apply all bt 16"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                timeout=60, check=False)
+            out += [l for l in r.stdout.decode(errors="replace").splitlines()
+                    if l.startswith(("Thread ", "#"))]
+        except subprocess.TimeoutExpired:
+            out.append("(gdb timed out)")
+    return "\n".join(out)
+
+
 def accel_args():
     """The options that choose the accelerator of a VM-starting command
     (`livesnap run`, `livesnap restore`): --accel $LS_ACCEL, if set."""
@@ -234,7 +273,8 @@ class VM:
             try:
                 self.proc.wait(20 * TIME_SCALE)
             except subprocess.TimeoutExpired:
-                problem = "did not exit after quit"
+                problem = "did not exit after quit; its threads:\n%s\n" % (
+                    threads_report(self.proc.pid))
         self.kill()
         rc, self.proc = self.proc.returncode, None
         if problem is None and rc != 0:
@@ -331,7 +371,9 @@ class VM:
             if not str(e).startswith("timed out"):
                 raise
             raise AssertionError("VM %s: workload not progressing past %r "
-                                 "(now %r)" % (self.name, min_gens, last[0]))
+                                 "(now %r); its threads:\n%s" % (
+                                     self.name, min_gens, last[0],
+                                     threads_report(self.proc.pid)))
 
     # -- snapshots ----------------------------------------------------------
 
