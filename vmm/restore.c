@@ -439,7 +439,7 @@ static int guarded_source(struct vm_restore *r, struct ls_source **srcp)
  * After a restore from a file, the VM goes on tracking writes from the
  * restored instant, so that its next incremental snapshot continues the
  * chain (a delta of the file restored). After a lazy restore only with the
- * accelerator's dirty log (KVM): else pages installed while the guest
+ * accelerator's dirty log (KVM's, TCG's): else pages installed as the guest
  * runs cannot be told from its writes, and the next incremental snapshot
  * there is a full one.
  */

@@ -593,7 +593,7 @@ static int log_bits_alloc(struct vm_snap *s, char *err)
  */
 static int dirty_log_at_pause(struct vm_snap *s, bool delta, char *err)
 {
-	int (*log)(struct vm *, uint64_t *, char *) = s->vm->accel->dirty_log;
+	accel_dirty_log_fn *log = s->vm->accel->dirty_log;
 	uint64_t npages = s->vm->mem.size / 4096;
 	int ret;
 
@@ -777,7 +777,7 @@ static void settle_tracking(struct vm_snap *s)
 int vm_snap_track_restored(struct vm_snap *s, const uint8_t *parent,
 			   bool lazy, char *err)
 {
-	int (*log)(struct vm *, uint64_t *, char *) = s->vm->accel->dirty_log;
+	accel_dirty_log_fn *log = accel_dirty_log(s->vm->accel, s->vm);
 	int ret;
 
 	if (log) {
@@ -917,8 +917,8 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	}
 	/* A delta of the last snapshot when writes were tracked since. */
 	opts.delta = p->incremental && ls_track_active(s->ctx, NULL);
-	/* KVM's dirty log tracks the chain this snapshot starts or goes on */
-	s->log_next = s->vm->accel->dirty_log && p->incremental &&
+	/* The accelerator's dirty log tracks the chain this starts or goes on */
+	s->log_next = accel_dirty_log(s->vm->accel, s->vm) && p->incremental &&
 		      (opts.delta ? s->log_tracking
 				  : p->track_dirty_log && !p->track_granule);
 	opts.track_by_caller = s->log_next;

@@ -16,6 +16,15 @@ int accel_kvm_usable(void)
 	return 0;
 }
 
+accel_dirty_log_fn *accel_dirty_log(const struct accel_ops *ops,
+				    struct vm *vm)
+{
+	if (!ops->dirty_log ||
+	    (ops->dirty_log_ready && !ops->dirty_log_ready(vm)))
+		return NULL;
+	return ops->dirty_log;
+}
+
 static int select_backend(const char *name, const struct accel_ops **ops,
 			  char *why, char *err)
 {

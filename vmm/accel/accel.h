@@ -124,6 +124,8 @@ struct accel_ops {
 	 * before and returns 1. -errno with err set.
 	 */
 	int (*dirty_log)(struct vm *vm, uint64_t *bitmap, char *err);
+	/* Optional: false where dirty_log exists but cannot run here. */
+	bool (*dirty_log_ready)(struct vm *vm);
 };
 
 extern const struct accel_ops accel_kvm_ops;
@@ -138,5 +140,10 @@ int accel_select(const char *name, const struct accel_ops **ops,
 
 /* 0 if /dev/kvm can be opened read-write, else -errno. */
 int accel_kvm_usable(void);
+
+/* The backend's dirty log (accel_ops.dirty_log) if it runs here, or NULL. */
+typedef int accel_dirty_log_fn(struct vm *vm, uint64_t *bitmap, char *err);
+accel_dirty_log_fn *accel_dirty_log(const struct accel_ops *ops,
+				    struct vm *vm);
 
 #endif /* LS_VMM_ACCEL_H */

@@ -74,6 +74,12 @@ void tcg_uc_preload(void);
 int tcg_uc_ready(char *err);
 /* tcg_uc_store.c: Unicorn 2.0.1's store path (lib: the dlopen handle). */
 void tcg_uc_store_init(void *lib, unsigned int version);
+/* tcg_dirty.c: the dirty log (accel_ops.dirty_log) */
+void tcg_dirty_init(void *lib, bool store_path_known);
+void tcg_dirty_mark_ram(uint64_t start, uint64_t end);
+void tcg_dirty_check_engine(struct vm *vm, uc_engine *uc);
+bool tcg_dirty_log_ready(struct vm *vm);
+int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, char *err);
 
 /* tcg_engine.c */
 int tcg_engine_create(struct vcpu *vcpu, char *err);

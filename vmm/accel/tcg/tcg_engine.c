@@ -225,6 +225,7 @@ static int map_ram(struct vcpu *vcpu, uc_engine *uc, char *err)
 				   m->host + m->low_size);
 	if (e)
 		return uc_fail(err, e, "uc_mem_map_ptr(guest RAM)", vcpu->id);
+	tcg_dirty_check_engine(vcpu->vm, uc);
 	return 0;
 }
 

@@ -60,6 +60,7 @@ struct page_collection *page_collection_lock_x86_64(struct uc_struct *uc,
 						    uint64_t start,
 						    uint64_t end)
 {
+	tcg_dirty_mark_ram(start, end); /* every guest store to RAM */
 	if (store_fix.lock)
 		return store_fix.lock(uc, start, end);
 	return (struct page_collection *)&inert_collection;
@@ -78,7 +79,11 @@ void page_collection_unlock_x86_64(struct page_collection *set)
  */
 void tcg_uc_store_init(void *lib, unsigned int version)
 {
-	if ((version >> 8) == UC_INERT_COLLECTION_VERSION)
+	bool inert = (version >> 8) == UC_INERT_COLLECTION_VERSION;
+
+	/* Only there does every store come here: the dirty log needs it. */
+	tcg_dirty_init(lib, inert);
+	if (inert)
 		return;
 	store_fix.lock = (collection_lock_fn *)dlsym(
 	    lib, "page_collection_lock_x86_64");

@@ -221,4 +221,6 @@ const struct accel_ops accel_tcg_ops = {
     .cpuid = tcg_cpuid,
     .irq_line = tcg_irq_line,
     .measure_tsc_khz = tcg_measure_tsc_khz,
+    .dirty_log = tcg_dirty_log,
+    .dirty_log_ready = tcg_dirty_log_ready,
 };

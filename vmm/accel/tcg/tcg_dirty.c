@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A dirty log for TCG, as KVM's: one bit per 4 KiB of guest RAM that the
+ * guest wrote since the last harvest (accel_ops.dirty_log). An incremental
+ * snapshot chain then needs nothing write-protected between snapshots,
+ * no second stop and no fault per first write.
+ *
+ * Unicorn 2.0.1 stubs out QEMU's dirty bitmap, but every guest store to
+ * RAM still passes page_collection_lock() with its ram_addr (see
+ * tcg_uc_store.c, where the binary defines that function): that is where
+ * a store is logged. The CPU's own page-table walker sets accessed and
+ * dirty bits through x86_stl_phys_notdirty(), and a few helpers store
+ * through x86_st[bwlq]_phys(), both by guest-physical address and
+ * outside that path: the binary defines those too, logs, and calls the
+ * library's. Each is a call through the library's PLT (checked with
+ * objdump on 2.0.1), so the definitions here take precedence.
+ *
+ * ram_addr is the offset in Unicorn's RAM blocks. Guest RAM is mapped
+ * first in every engine (low RAM, then high RAM), so the blocks sit at
+ * 0 and low_size: the offset in vm->mem.host, checked for each engine
+ * with qemu_ram_addr_from_host() when its RAM is mapped. Any other
+ * Unicorn version, or an engine whose offsets differ, and the log is not
+ * offered: tracking falls back to write protection.
+ *
+ * Process-wide, like the library functions it stands in for (one VM per
+ * process). vCPUs run one at a time and the harvest runs with them
+ * paused; the bits are still set with atomics, for the thread sanitizer
+ * and for safety, but only on a page's first store of an interval.
+ */
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../layout.h"
+#include "../../vm.h"
+#include "tcg.h"
+
+struct CPUState; /* Unicorn's, opaque here */
+
+typedef void st_phys_fn(struct CPUState *cs, uint64_t addr, uint64_t val);
+
+static struct {
+	bool supported;		/* the version read at load */
+	bool mismatch;		/* an engine's RAM is not where assumed */
+	uint64_t *_Atomic bits; /* NULL: not logging */
+	uint64_t npages, low_size, high_size;
+	uint64_t (*ram_addr_from_host)(void *uc, void *ptr);
+	void (*stl_notdirty)(struct CPUState *cs, uint64_t a, uint32_t v);
+	void (*stb)(struct CPUState *cs, uint64_t a, uint8_t v);
+	void (*stw)(struct CPUState *cs, uint64_t a, uint32_t v);
+	void (*stl)(struct CPUState *cs, uint64_t a, uint32_t v);
+	void (*stq)(struct CPUState *cs, uint64_t a, uint64_t v);
+} dlog;
+
+static inline void mark_page(uint64_t *bits, uint64_t page)
+{
+	uint64_t bit = 1ull << (page % 64);
+
+	if (!(__atomic_load_n(&bits[page / 64], __ATOMIC_RELAXED) & bit))
+		__atomic_fetch_or(&bits[page / 64], bit, __ATOMIC_RELAXED);
+}
+
+void tcg_dirty_mark_ram(uint64_t start, uint64_t end)
+{
+	uint64_t *bits = __atomic_load_n(&dlog.bits, __ATOMIC_ACQUIRE);
+
+	if (!bits || start >= end)
+		return;
+	for (uint64_t p = start / 4096; p <= (end - 1) / 4096; p++)
+		if (p < dlog.npages) /* the stub page lies after RAM */
+			mark_page(bits, p);
+}
+
+static void mark_gpa(uint64_t gpa, unsigned size)
+{
+	uint64_t off;
+
+	if (gpa < dlog.low_size)
+		off = gpa;
+	else if (gpa >= GPA_4G && gpa - GPA_4G < dlog.high_size)
+		off = dlog.low_size + (gpa - GPA_4G);
+	else
+		return;
+	tcg_dirty_mark_ram(off, off + size);
+}
+
+/* The library's stores by guest-physical address: logged, then done. */
+#define PHYS_STORE(sym, field, type, size)                                    \
+	void sym(struct CPUState *cs, uint64_t addr, type val);               \
+	void sym(struct CPUState *cs, uint64_t addr, type val)                \
+	{                                                                     \
+		dlog.field(cs, addr, val);                                    \
+		mark_gpa(addr, size);                                         \
+	}
+PHYS_STORE(x86_stl_phys_notdirty_x86_64, stl_notdirty, uint32_t, 4)
+PHYS_STORE(x86_stb_phys_x86_64, stb, uint8_t, 1)
+PHYS_STORE(x86_stw_phys_x86_64, stw, uint32_t, 2)
+PHYS_STORE(x86_stl_phys_x86_64, stl, uint32_t, 4)
+PHYS_STORE(x86_stq_phys_x86_64, stq, uint64_t, 8)
+#undef PHYS_STORE
+
+/*
+ * At load (tcg_uc.c), before any engine: the library's own functions,
+ * which the definitions above call, and whether the log can be offered.
+ * The stores must resolve whatever the version: the library calls ours.
+ */
+void tcg_dirty_init(void *lib, bool store_path_known)
+{
+#define SYM(field, name) *(void **)&dlog.field = dlsym(lib, name)
+	SYM(stl_notdirty, "x86_stl_phys_notdirty_x86_64");
+	SYM(stb, "x86_stb_phys_x86_64");
+	SYM(stw, "x86_stw_phys_x86_64");
+	SYM(stl, "x86_stl_phys_x86_64");
+	SYM(stq, "x86_stq_phys_x86_64");
+	SYM(ram_addr_from_host, "qemu_ram_addr_from_host_x86_64");
+#undef SYM
+	dlog.supported = store_path_known && dlog.ram_addr_from_host &&
+			 dlog.stl_notdirty && dlog.stb && dlog.stw &&
+			 dlog.stl && dlog.stq;
+}
+
+/* Each engine, once guest RAM is mapped: are its blocks where assumed? */
+void tcg_dirty_check_engine(struct vm *vm, uc_engine *uc)
+{
+	const struct vm_mem *m = &vm->mem;
+
+	if (!dlog.supported)
+		return;
+	if (dlog.ram_addr_from_host(uc, m->host) != 0 ||
+	    (m->high_size &&
+	     dlog.ram_addr_from_host(uc, m->host + m->low_size) !=
+		 m->low_size))
+		dlog.mismatch = true;
+}
+
+bool tcg_dirty_log_ready(struct vm *vm)
+{
+	char err[VMM_ERR_MAX];
+
+	return !tcg_uc_ready(err) && dlog.supported && !dlog.mismatch;
+}
+
+/* The accel op: see accel.h. vCPUs are paused. */
+int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, char *err)
+{
+	uint64_t *bits = __atomic_load_n(&dlog.bits, __ATOMIC_ACQUIRE);
+	uint64_t words = (vm->mem.size / 4096 + 63) / 64;
+
+	if (!bitmap) {
+		__atomic_store_n(&dlog.bits, NULL, __ATOMIC_RELEASE);
+		free(bits);
+		return 0;
+	}
+	if (!tcg_dirty_log_ready(vm))
+		return vmm_failx(err, EOPNOTSUPP,
+				 "the tcg accelerator keeps no dirty log with "
+				 "this Unicorn");
+	if (!bits) {
+		bits = calloc(words, 8);
+		if (!bits)
+			return vmm_fail(err, ENOMEM, "tcg dirty log");
+		dlog.npages = vm->mem.size / 4096;
+		dlog.low_size = vm->mem.low_size;
+		dlog.high_size = vm->mem.high_size;
+		__atomic_store_n(&dlog.bits, bits, __ATOMIC_RELEASE);
+		return 0;
+	}
+	for (uint64_t w = 0; w < words; w++)
+		bitmap[w] = __atomic_load_n(&bits[w], __ATOMIC_RELAXED)
+				? __atomic_exchange_n(&bits[w], 0, __ATOMIC_RELAXED)
+				: 0;
+	return 1;
+}
