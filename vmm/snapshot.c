@@ -88,6 +88,7 @@ struct vm_snap {
 	bool log_tracking;
 	bool log_next; /* the snapshot being taken: log_tracking after it */
 	uint64_t *log_bits; /* one bit per 4 KiB of guest RAM */
+	uint64_t *log_early; /* taken before a delta's pause, not yet given */
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	char error[VMM_ERR_MAX];
 	char unavailable[2 * VMM_ERR_MAX]; /* why there is no ctx, or "" */
@@ -188,6 +189,7 @@ void vm_snap_destroy(struct vm_snap *s)
 		ls_ctx_destroy(s->ctx);
 	free(s->test_copy_ram);
 	free(s->log_bits);
+	free(s->log_early);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s);
@@ -578,11 +580,52 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 	return ret;
 }
 
+static uint64_t log_words(const struct vm_snap *s)
+{
+	return (s->vm->mem.size / 4096 + 63) / 64;
+}
+
 static int log_bits_alloc(struct vm_snap *s, char *err)
 {
 	if (!s->log_bits)
-		s->log_bits = calloc((s->vm->mem.size / 4096 + 63) / 64, 8);
+		s->log_bits = calloc(log_words(s), 8);
 	return s->log_bits ? 0 : vmm_fail(err, ENOMEM, "dirty log bitmap");
+}
+
+/*
+ * Before a delta's pause, with the vCPUs running: the log so far, so that
+ * the pause takes only what was written since. KVM_GET_DIRTY_LOG costs per
+ * dirty page (it write-protects each again): 0.7-0.9 ms of the pause of a
+ * 4 GiB guest with a 256 MiB working set on a nested host. The pause adds
+ * these bits to its own (dirty_log_at_pause); until then they wait here,
+ * also across a snapshot cancelled before its pause. A failure here is
+ * the pause's to report.
+ */
+static void dirty_log_early(struct vm_snap *s)
+{
+	accel_dirty_log_fn *log = s->vm->accel->dirty_log;
+	char err[VMM_ERR_MAX];
+	uint64_t n = log_words(s);
+
+	if (!log || !s->delta || !s->log_tracking)
+		return;
+	if (!s->log_early)
+		s->log_early = calloc(n, 8);
+	if (!s->log_early || log_bits_alloc(s, err) ||
+	    log(s->vm, s->log_bits, err) != 1)
+		return;
+	for (uint64_t w = 0; w < n; w++)
+		s->log_early[w] |= s->log_bits[w];
+}
+
+/* The bits taken early go with the pause's (delta), or are moot (full). */
+static void log_early_merge(struct vm_snap *s, bool delta)
+{
+	if (!s->log_early)
+		return;
+	for (uint64_t w = 0; delta && w < log_words(s); w++)
+		s->log_bits[w] |= s->log_early[w];
+	memset(s->log_early, 0, log_words(s) * 8);
 }
 
 /*
@@ -604,6 +647,8 @@ static int dirty_log_at_pause(struct vm_snap *s, bool delta, char *err)
 	if (!s->log_tracking)
 		return 0; /* a running log stops after the pause (log_stop) */
 	ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
+	if (ret >= 0)
+		log_early_merge(s, delta && ret == 1);
 	if (ret <= 0 || !delta)
 		return ret < 0 ? ret : 0;
 	ret = ls_track_dirty_bitmap(s->ctx, s->vm->mem.host, npages,
@@ -824,6 +869,7 @@ static void *snap_thread(void *arg)
 		ret = -ECANCELED;
 	pthread_mutex_unlock(&s->lock);
 	if (!ret) {
+		dirty_log_early(s);
 		ret = pause_and_arm(s, snap, err);
 		if (!ret)
 			set_status(s, VM_SNAP_ACTIVE);

@@ -117,11 +117,12 @@ struct accel_ops {
 	void (*notify_clock_paused)(struct vm *vm);
 	/*
 	 * Optional: the backend's own log of what the guest wrote to RAM
-	 * (KVM's dirty log), one bit per 4 KiB of vm->mem.host. With the
-	 * vCPUs paused: bitmap NULL stops logging; else the first call starts
-	 * it and returns 0 (bitmap untouched), and each later call fills
-	 * bitmap (mem.size / 4096 bits) with what was written since the call
-	 * before and returns 1. -errno with err set.
+	 * (KVM's dirty log), one bit per 4 KiB of vm->mem.host. Bitmap NULL
+	 * stops logging (the vCPUs paused or running); else the first call,
+	 * the vCPUs paused, starts it and returns 0 (bitmap untouched). Each
+	 * later call, which may also run while the vCPUs run, fills bitmap (mem.size / 4096 bits)
+	 * with what was written since the call before and returns 1 (a write
+	 * meanwhile is in this bitmap or the next). -errno with err set.
 	 */
 	int (*dirty_log)(struct vm *vm, uint64_t *bitmap, char *err);
 	/* Optional: false where dirty_log exists but cannot run here. */

@@ -43,6 +43,7 @@ static struct {
 	bool supported;		/* the version read at load */
 	bool mismatch;		/* an engine's RAM is not where assumed */
 	uint64_t *_Atomic bits; /* NULL: not logging */
+	uint64_t *spare;	/* the bitmap of a stopped log, for the next */
 	uint64_t npages, low_size, high_size;
 	uint64_t (*ram_addr_from_host)(void *uc, void *ptr);
 	void (*stl_notdirty)(struct CPUState *cs, uint64_t a, uint32_t v);
@@ -140,7 +141,11 @@ bool tcg_dirty_log_ready(struct vm *vm)
 	return !tcg_uc_ready(err) && dlog.supported && !dlog.mismatch;
 }
 
-/* The accel op: see accel.h. vCPUs are paused. */
+/*
+ * The accel op: see accel.h. A stop may come while the vCPUs run (after
+ * a snapshot's pause): one may still hold the bitmap it loaded, so it is
+ * kept, and cleared when the next log starts, with the vCPUs paused.
+ */
 int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, char *err)
 {
 	uint64_t *bits = __atomic_load_n(&dlog.bits, __ATOMIC_ACQUIRE);
@@ -148,7 +153,8 @@ int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, char *err)
 
 	if (!bitmap) {
 		__atomic_store_n(&dlog.bits, NULL, __ATOMIC_RELEASE);
-		free(bits);
+		if (bits)
+			dlog.spare = bits;
 		return 0;
 	}
 	if (!tcg_dirty_log_ready(vm))
@@ -156,9 +162,11 @@ int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, char *err)
 				 "the tcg accelerator keeps no dirty log with "
 				 "this Unicorn");
 	if (!bits) {
-		bits = calloc(words, 8);
+		bits = dlog.spare ? dlog.spare : calloc(words, 8);
 		if (!bits)
 			return vmm_fail(err, ENOMEM, "tcg dirty log");
+		dlog.spare = NULL;
+		memset(bits, 0, words * 8); /* one VM per process: same size */
 		dlog.npages = vm->mem.size / 4096;
 		dlog.low_size = vm->mem.low_size;
 		dlog.high_size = vm->mem.high_size;
