@@ -168,6 +168,7 @@ uint64_t ls_now_ns(void);
 /* uffd.c: ioctl wrappers; each returns 0 or -errno. */
 int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect);
 int ls_uffd_wake(int uffd, uint64_t start, uint64_t len);
+int ls_uffd_lift(int uffd, uint64_t start, uint64_t len, uint64_t ps);
 int ls_uffd_register(int uffd, uint64_t start, uint64_t len, uint64_t mode,
 		     uint64_t *ioctls);
 int ls_uffd_unregister(int uffd, uint64_t start, uint64_t len);
@@ -233,7 +234,8 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
  * just looked at them the same way). 0, or -errno with the message set.
  */
 int ls_track_rescan(struct ls_ctx *ctx, bool anon);
-/* Caller's tracking: protection off every region (ctx->lock held). */
+/* Protection off every region, and anyone blocked there woken (ctx->lock
+ * held); the first failure is the context's error. */
 int ls_track_lift(struct ls_ctx *ctx);
 /* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
 int ls_track_unsettle(struct ls_ctx *ctx, bool protect);

@@ -680,29 +680,13 @@ int ls_snapshot_add_blob(struct ls_snapshot *snap, const char *name,
  * follows is lifted piece by piece. Then every thread blocked in the range
  * is woken, also on pages that are gone (its retry meets the unmapping).
  */
-static int lift_region(int uffd, const struct snap_region *sr)
-{
-	uint64_t step = sr->ps > LS_HUGE_2M ? sr->ps : LS_HUGE_2M;
-	int ret = ls_uffd_wp(uffd, sr->base, sr->len, false);
-
-	for (uint64_t off = 0; ret && off < sr->len; off += step) {
-		uint64_t n = sr->len - off < step ? sr->len - off : step;
-
-		if (!ls_uffd_wp(uffd, sr->base + off, n, false))
-			continue;
-		for (uint64_t p = off; p < off + n; p += sr->ps)
-			(void)ls_uffd_wp(uffd, sr->base + p, sr->ps, false);
-	}
-	(void)ls_uffd_wake(uffd, sr->base, sr->len);
-	return ret;
-}
-
 /* Takes protection off every region (waking anyone blocked on it). */
 static void lift_all(struct ls_snapshot *snap, uint32_t nregions)
 {
 	for (uint32_t r = 0; r < nregions; r++) {
 		struct snap_region *sr = &snap->regions[r];
-		int ret = lift_region(snap->ctx->uffd, sr);
+		int ret = ls_uffd_lift(snap->ctx->uffd, sr->base, sr->len,
+					sr->ps);
 
 		if (ret)
 			snap_fail(snap, ret,

@@ -129,24 +129,23 @@ static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 #endif
 
 /* Protects every region (see populate_if_needed() in snapshot.c). */
-static int protect_all(struct ls_ctx *ctx, bool protect)
+static int protect_all(struct ls_ctx *ctx)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
 		struct ls_region_info *info = &ctx->regions[r].info;
 		int ret;
 
-		if (protect && info->type == LS_MEM_ANON &&
+		if (info->type == LS_MEM_ANON &&
 		    !(ctx->features & LS_FEAT_WP_UNPOPULATED) &&
 		    madvise(info->addr, info->len, MADV_POPULATE_READ))
 			return ls_err(ctx, errno,
 				      "tracking: madvise(MADV_POPULATE_READ) on region '%s': %s",
 				      info->name, strerror(errno));
 		ret = ls_uffd_wp(ctx->uffd, (uint64_t)(uintptr_t)info->addr,
-				 info->len, protect);
+				 info->len, true);
 		if (ret)
 			return ls_err(ctx, ret,
-				      "tracking: ioctl(UFFDIO_WRITEPROTECT) %s region '%s': %s",
-				      protect ? "arming" : "lifting",
+				      "tracking: ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
 				      info->name, strerror(-ret));
 	}
 	return 0;
@@ -193,11 +192,11 @@ static int track_start(struct ls_ctx *ctx, const uint8_t *parent,
 		goto out;
 	}
 	ret = by_caller ? (lift ? ls_track_lift(ctx) : 0)
-			: protect_all(ctx, true);
+			: protect_all(ctx);
 	if (!ret)
 		ret = ls_track_note(ctx);
 	if (ret) {
-		protect_all(ctx, false);
+		(void)ls_track_lift(ctx);
 		ls_track_off(ctx);
 		goto out;
 	}
@@ -231,7 +230,7 @@ int ls_track_stop(struct ls_ctx *ctx)
 	if (ctx->snap)
 		ret = ls_err(ctx, EBUSY, "tracking: the context has a snapshot");
 	else if (atomic_load(&ctx->track.on))
-		ret = ls_track_unsettle(ctx, false) ?: protect_all(ctx, false);
+		ret = ls_track_unsettle(ctx, false) ?: ls_track_lift(ctx);
 	if (!ret)
 		ls_track_off(ctx);
 	pthread_mutex_unlock(&ctx->lock);
@@ -743,12 +742,18 @@ out:
  */
 int ls_track_lift(struct ls_ctx *ctx)
 {
-	int ret = protect_all(ctx, false);
+	int ret = 0;
 
-	for (int r = 0; r < ctx->nregions; r++)
-		(void)ls_uffd_wake(ctx->uffd,
-				   (uint64_t)(uintptr_t)ctx->regions[r].info.addr,
-				   ctx->regions[r].info.len);
+	for (int r = 0; r < ctx->nregions; r++) {
+		const struct ls_region_info *info = &ctx->regions[r].info;
+		int err = ls_uffd_lift(ctx->uffd, (uint64_t)(uintptr_t)info->addr,
+				       info->len, info->page_size);
+
+		if (err && !ret)
+			ret = ls_err(ctx, err,
+				     "tracking: ioctl(UFFDIO_WRITEPROTECT) lifting region '%s': %s",
+				     info->name, strerror(-err));
+	}
 	return ret;
 }
 

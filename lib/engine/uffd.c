@@ -34,6 +34,31 @@ int ls_uffd_wake(int uffd, uint64_t start, uint64_t len)
 	return ioctl(uffd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
 }
 
+/*
+ * Takes write protection off [start, start + len) and wakes whoever is
+ * blocked there. Where the one ioctl fails (ENOMEM splitting page tables),
+ * it goes on by 2 MiB (or huge page), and where that fails page by page
+ * (ps), so that all that can be lifted is: the first error is returned.
+ * Every lift (a snapshot's end or failure, tracking stopped or handed to
+ * the caller) goes through here: nothing must stay protected by mistake.
+ */
+int ls_uffd_lift(int uffd, uint64_t start, uint64_t len, uint64_t ps)
+{
+	uint64_t step = ps > LS_HUGE_2M ? ps : LS_HUGE_2M;
+	int ret = ls_uffd_wp(uffd, start, len, false);
+
+	for (uint64_t off = 0; ret && off < len; off += step) {
+		uint64_t n = len - off < step ? len - off : step;
+
+		if (!ls_uffd_wp(uffd, start + off, n, false))
+			continue;
+		for (uint64_t p = off; p < off + n; p += ps)
+			(void)ls_uffd_wp(uffd, start + p, ps, false);
+	}
+	(void)ls_uffd_wake(uffd, start, len);
+	return ret;
+}
+
 int ls_uffd_register(int uffd, uint64_t start, uint64_t len, uint64_t mode,
 		     uint64_t *ioctls)
 {
