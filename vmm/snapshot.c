@@ -618,12 +618,25 @@ static void dirty_log_early(struct vm_snap *s)
 		s->log_early[w] |= s->log_bits[w];
 }
 
-/* The bits taken early go with the pause's (delta), or are moot (full). */
-static void log_early_merge(struct vm_snap *s, bool delta)
+/*
+ * A log (re)started where a chain starts (its first snapshot, a restore):
+ * what it held before, handed over or taken early, is moot.
+ */
+static int log_restart(struct vm_snap *s, accel_dirty_log_fn *log, char *err)
+{
+	int ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
+
+	if (ret >= 0 && s->log_early)
+		memset(s->log_early, 0, log_words(s) * 8);
+	return ret < 0 ? ret : 0;
+}
+
+/* A delta's pause: the bits taken early go with its own. */
+static void log_early_merge(struct vm_snap *s)
 {
 	if (!s->log_early)
 		return;
-	for (uint64_t w = 0; delta && w < log_words(s); w++)
+	for (uint64_t w = 0; w < log_words(s); w++)
 		s->log_bits[w] |= s->log_early[w];
 	memset(s->log_early, 0, log_words(s) * 8);
 }
@@ -646,11 +659,12 @@ static int dirty_log_at_pause(struct vm_snap *s, bool delta, char *err)
 		s->log_tracking = s->log_next;
 	if (!s->log_tracking)
 		return 0; /* a running log stops after the pause (log_stop) */
+	if (!delta)
+		return log_restart(s, log, err);
 	ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
-	if (ret >= 0)
-		log_early_merge(s, delta && ret == 1);
-	if (ret <= 0 || !delta)
-		return ret < 0 ? ret : 0;
+	if (ret <= 0)
+		return ret;
+	log_early_merge(s);
 	ret = ls_track_dirty_bitmap(s->ctx, s->vm->mem.host, npages,
 				    s->log_bits);
 	if (ret)
@@ -826,9 +840,7 @@ int vm_snap_track_restored(struct vm_snap *s, const uint8_t *parent,
 	int ret;
 
 	if (log) {
-		/* the log starts afresh (a first call with a bitmap) */
-		ret = log_bits_alloc(s, err) ?: log(s->vm, NULL, err) ?:
-		      log(s->vm, s->log_bits, err);
+		ret = log_restart(s, log, err);
 		if (ret)
 			return ret;
 		ret = ls_track_start_by_caller(s->ctx, parent);
