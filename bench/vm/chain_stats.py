@@ -10,33 +10,19 @@ copied aside and fault stalls. Markdown on stdout.
 usage: chain_stats.py [--build DIR] [--accel kvm|tcg] [--mem 4G]
                       [--ws-mib 256] [--deltas 3] [--interval 2]
 """
-import argparse
 import os
 import sys
-import tempfile
 import time
 import shutil
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "pylib"))
+import chainbench
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--accel", default="tcg")
-    ap.add_argument("--mem", default="4G")
-    ap.add_argument("--ws-mib", type=int, default=256)
+    ap = chainbench.parser()
     ap.add_argument("--deltas", type=int, default=3)
-    ap.add_argument("--interval", type=float, default=2.0)
-    ap.add_argument("--dir", default="/var/tmp")
     a = ap.parse_args()
-    os.environ["LIVESNAP"] = os.path.abspath(
-        os.path.join(a.build, "cli", "livesnap"))
-    os.environ["LS_ACCEL"] = a.accel
-    import lsvm  # after LIVESNAP is set
-
-    work = tempfile.mkdtemp(prefix="bench-stats-", dir=a.dir)
+    lsvm, work = chainbench.harness(a, "bench-stats-")
     v = lsvm.VM(*lsvm.run_args(mem=a.mem, ws_mib=a.ws_mib), workdir=work,
                 name="src")
     try:

@@ -27,40 +27,26 @@ Then restores of the chain ending at file 1, 4 and 16 (--restores),
 eager and lazy (to the last page), from query-livesnap-restore.
 Markdown on stdout.
 """
-import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "pylib"))
+import chainbench
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--mem", default="4G")
-    ap.add_argument("--ws-mib", type=int, default=256)
+    ap = chainbench.parser()
     ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--deltas", type=int, default=16)
     ap.add_argument("--full", type=int, default=3)
-    ap.add_argument("--interval", type=float, default=2.0)
     ap.add_argument("--granule", type=int, default=0)
-    ap.add_argument("--accel", default="tcg")
-    ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--no-track-async", action="store_true")
     ap.add_argument("--no-dirty-log", action="store_true")
     ap.add_argument("--restores", default="1,4,16",
                     help="chain lengths to restore from ('' for none)")
     a = ap.parse_args()
-    os.environ["LIVESNAP"] = os.path.abspath(
-        os.path.join(a.build, "cli", "livesnap"))
-    os.environ["LS_ACCEL"] = a.accel
-    import lsvm  # after LIVESNAP is set
-
-    work = tempfile.mkdtemp(prefix="bench-inc-", dir=a.dir)
+    lsvm, work = chainbench.harness(a, "bench-inc-")
     vms = []
 
     def vm(name, *args):
