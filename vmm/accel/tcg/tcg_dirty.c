@@ -42,7 +42,7 @@ typedef void st_phys_fn(struct CPUState *cs, uint64_t addr, uint64_t val);
 static struct {
 	bool supported;		/* the version read at load */
 	bool mismatch;		/* an engine's RAM is not where assumed */
-	uint64_t *_Atomic bits; /* NULL: not logging */
+	uint64_t *bits;		/* NULL: not logging (__atomic) */
 	uint64_t *spare;	/* the bitmap of a stopped log, for the next */
 	uint64_t npages, low_size, high_size;
 	uint64_t (*ram_addr_from_host)(void *uc, void *ptr);
