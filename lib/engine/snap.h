@@ -100,6 +100,16 @@ struct ls_snapshot {
 	enum ls_strategy strategy;
 	bool keep_thp;
 	bool writer_idle;
+	/*
+	 * writer_idle's guard (ls_snap_writer_guard, on the fault thread):
+	 * the writer bumps beats as it goes; one that has not for
+	 * LS_WRITER_STARVED_NS while it is SCHED_IDLE is starved and goes
+	 * back to SCHED_OTHER. guard_* belong to the fault thread.
+	 */
+	pthread_t writer;
+	atomic_bool writer_is_idle;
+	_Atomic uint64_t writer_beats;
+	uint64_t guard_beats, guard_ns;
 	bool track, delta;
 	/*
 	 * track, and the context records writes itself (not the caller's

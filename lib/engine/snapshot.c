@@ -541,7 +541,10 @@ static int snap_start_threads(struct ls_snapshot *snap, struct ls_ctx *ctx)
 			      strerror(ret));
 	}
 	pthread_setname_np(writer, "ls-writer");
+	snap->writer = writer;
+	snap->guard_beats = UINT64_MAX; /* the guard's first look: no beat */
 	ret = snap->writer_idle ? writer_set_idle(snap, writer) : 0;
+	atomic_store(&snap->writer_is_idle, snap->writer_idle && !ret);
 	if (ret) {
 		ls_svc_put(ctx);
 		return ls_err(ctx, ret,
@@ -990,6 +993,8 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	pthread_cond_broadcast(&snap->cond); /* the parked writer */
 	pthread_mutex_unlock(&snap->lock);
 	snap_svc_cool(snap, ctx);
+	if (atomic_load(&snap->writer_is_idle))
+		ls_svc_kick(ctx); /* its poll() now has a bound: the guard */
 	goto out;
 out_svc:
 	if (snap->tracker_ref)

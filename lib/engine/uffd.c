@@ -161,6 +161,26 @@ static void svc_dispatch(struct ls_ctx *ctx, const struct uffd_msg *msg,
 	atomic_fetch_sub(&ctx->svc.inflight, 1);
 }
 
+/* A kick (ls_svc_kick) or the stop: read, so that poll() blocks again. */
+static void drain_kick(struct ls_ctx *ctx)
+{
+	uint64_t n;
+
+	if (read(ctx->svc.stop_fd, &n, sizeof(n)) < 0) {
+		/* EAGAIN: a racing reader took it; nothing else can fail */
+	}
+}
+
+/* Wakes the fault thread to look again at how long it may block. */
+void ls_svc_kick(struct ls_ctx *ctx)
+{
+	uint64_t one = 1;
+
+	if (write(ctx->svc.stop_fd, &one, sizeof(one)) < 0) {
+		/* cannot fail on an eventfd below its maximum count */
+	}
+}
+
 /*
  * Faults come in bursts, and waking a thread blocked in poll() costs a
  * cross-CPU wake-up (60-90 us on small VMs). After each fault the thread
@@ -178,6 +198,7 @@ static void *svc_main(void *arg)
 	ssize_t n;
 
 	while (!atomic_load(&ctx->svc.stop)) {
+		ls_snap_writer_guard(ctx);
 		n = read(ctx->uffd, msgs, sizeof(msgs));
 		if (n > 0) {
 			now = ls_now_ns();
@@ -193,7 +214,9 @@ static void *svc_main(void *arg)
 			ls_cpu_relax();
 			continue;
 		}
-		poll(pfd, 2, -1);
+		if (poll(pfd, 2, ls_snap_guard_ms(ctx)) > 0 &&
+		    (pfd[1].revents & POLLIN))
+			drain_kick(ctx);
 	}
 	return NULL;
 }

@@ -610,6 +610,8 @@ static void wait_for_stragglers(struct ls_snapshot *snap)
 
 	while (!atomic_load(&snap->stop) &&
 	       atomic_load(&snap->pages_done) < snap->pages_total) {
+		atomic_fetch_add_explicit(&snap->writer_beats, 1,
+					  memory_order_relaxed);
 		if (drain_ring(snap))
 			continue;
 		pthread_mutex_lock(&snap->lock);
@@ -627,6 +629,50 @@ static void wait_for_stragglers(struct ls_snapshot *snap)
 }
 
 
+/*
+ * writer_idle's guarantee. A SCHED_IDLE writer runs only when nothing
+ * else wants its CPUs: where the caller's threads are confined to the
+ * CPU the writer has (a VMM pinned to one CPU, a busy vCPU), it would
+ * never run and the snapshot never end. The fault thread, which polls at
+ * most LS_WRITER_GUARD_MS while such a snapshot is armed, checks the
+ * writer's beats; silent for LS_WRITER_STARVED_NS, the writer goes back
+ * to SCHED_OTHER for the rest of the snapshot.
+ */
+#define LS_WRITER_GUARD_MS   25
+#define LS_WRITER_STARVED_NS (100 * 1000000ull)
+
+int ls_snap_guard_ms(struct ls_ctx *ctx)
+{
+	struct ls_snapshot *snap = atomic_load(&ctx->armed);
+
+	return snap && atomic_load(&snap->writer_is_idle) ? LS_WRITER_GUARD_MS
+							  : -1;
+}
+
+void ls_snap_writer_guard(struct ls_ctx *ctx)
+{
+	struct sched_param sp = {.sched_priority = 0};
+	struct ls_snapshot *snap;
+	uint64_t beats, now;
+
+	atomic_fetch_add(&ctx->svc.inflight, 1); /* snap_disarm waits */
+	snap = atomic_load(&ctx->armed);
+	if (snap && atomic_load(&snap->writer_is_idle)) {
+		beats = atomic_load_explicit(&snap->writer_beats,
+					     memory_order_relaxed);
+		now = ls_now_ns();
+		if (beats != snap->guard_beats) {
+			snap->guard_beats = beats;
+			snap->guard_ns = now;
+		} else if (now - snap->guard_ns >= LS_WRITER_STARVED_NS &&
+			   !pthread_setschedparam(snap->writer, SCHED_OTHER,
+						  &sp)) {
+			atomic_store(&snap->writer_is_idle, false);
+		}
+	}
+	atomic_fetch_sub(&ctx->svc.inflight, 1);
+}
+
 void *snap_writer_main(void *arg)
 {
 	struct ls_snapshot *snap = arg;
@@ -636,6 +682,8 @@ void *snap_writer_main(void *arg)
 		uint64_t page = 0, n;
 
 		while (page < sr->npages && !atomic_load(&snap->stop)) {
+			atomic_fetch_add_explicit(&snap->writer_beats, 1,
+						  memory_order_relaxed);
 			drain_ring(snap);
 			n = batch_pages(sr, page);
 			if (!snap->delta || batch_in_delta(sr, page, n))

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -414,6 +415,68 @@ static void test_writer_idle(void **state)
 	mem_unmap(&m);
 }
 
+static void *spin_hard(void *arg)
+{
+	atomic_bool *stop = arg;
+
+	/* nice -20: a SCHED_IDLE thread on this CPU gets ~0.003 % of it */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), -20);
+	while (!atomic_load(stop))
+		;
+	return NULL;
+}
+
+/*
+ * writer_idle where nothing else runs the writer: every thread of the
+ * snapshot on one CPU with a busy thread (a VMM pinned to one CPU with a
+ * busy vCPU). The starved writer goes back to SCHED_OTHER and the snapshot
+ * ends whole; without that guard it would not end (the test times out).
+ */
+static void test_writer_idle_starved(void **state)
+{
+	cpu_set_t one, all;
+	atomic_bool stop = false;
+	struct test_mem m;
+	pthread_t spinner;
+
+	(void)state;
+	CHECK(!sched_getaffinity(0, sizeof(all), &all), "sched_getaffinity");
+	CPU_ZERO(&one);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &all)) {
+			CPU_SET(c, &one);
+			break;
+		}
+	mem_map(&m, MEM_ANON_4K, 16 * MB);
+	fill_random(m.addr, m.len, 4096, 90, 12);
+	/* threads made from here on (fault thread, writer) inherit it */
+	CHECK(!sched_setaffinity(0, sizeof(one), &one), "sched_setaffinity");
+	{
+		struct ls_snapshot_opts o = {.writer_idle = true};
+		struct ls_ctx *ctx = ctx_new();
+		struct mem_sink *s = mem_sink_new();
+		struct ls_snapshot *snap;
+
+		CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
+		CHECK(!ls_snapshot_create(ctx, &s->base, &o, &snap),
+		      "create: %s", ls_ctx_error(ctx));
+		CHECK(!pthread_create(&spinner, NULL, spin_hard, &stop),
+		      "pthread_create");
+		CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
+		CHECK(!ls_snapshot_wait(snap), "wait: %s",
+		      ls_snapshot_error(snap));
+		atomic_store(&stop, true);
+		pthread_join(spinner, NULL);
+		CHECK(!sched_setaffinity(0, sizeof(all), &all),
+		      "sched_setaffinity");
+		mem_sink_expect(s, 0, m.addr, m.len);
+		ls_snapshot_destroy(snap);
+		mem_sink_free(s);
+		ls_ctx_destroy(ctx);
+	}
+	mem_unmap(&m);
+}
+
 /*
  * Bytes of this process's mappings marked MADV_HUGEPAGE ("hg" in smaps):
  * the engine's prefaulted buffers (lib/engine/util.c); the test memory
@@ -489,6 +552,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_idle_snapshot),
 		cmocka_unit_test(test_never_begun),
 		cmocka_unit_test(test_writer_idle),
+		cmocka_unit_test(test_writer_idle_starved),
 		cmocka_unit_test(test_buffers_reused),
 	};
 
