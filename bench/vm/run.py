@@ -587,6 +587,10 @@ class Vm:
         deadline = time.time() + timeout
         while True:
             self.alive_or_die()
+            # QMP may answer before a vCPU thread exists (thread-id 0,
+            # seen with 4 GiB of memfd): pin it once it does, before the
+            # first snapshot
+            self.pin()
             if self.status is None:
                 self.status = self.open_status()
             if self.status is not None:
