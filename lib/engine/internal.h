@@ -191,11 +191,11 @@ int ls_ctx_restoring(const struct ls_ctx *ctx);
 
 /* The fault path released a page alone at off (see snapshot.c). */
 void ls_note_split(struct ls_ctx *ctx, uint32_t region, uint64_t off);
-/* writer.c, on the fault thread: how long poll() may block (ms, -1: no
- * bound), and the writer_idle guard it bounds. */
-int ls_snap_guard_ms(struct ls_ctx *ctx);
-void ls_svc_kick(struct ls_ctx *ctx); /* uffd.c */
-void ls_snap_writer_guard(struct ls_ctx *ctx);
+/* writer.c, on the fault thread: the writer_idle guard; returns how long
+ * poll() may block (ms, -1: no bound). */
+int ls_snap_writer_guard(struct ls_ctx *ctx);
+/* uffd.c: wakes the fault thread to look again at that bound. */
+void ls_svc_kick(struct ls_ctx *ctx);
 /* writer.c: called by the fault service for a write-protect fault. */
 void ls_snap_wp_fault(struct ls_snapshot *snap, int region, uint64_t addr,
 		      uint64_t t_read);

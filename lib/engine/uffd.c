@@ -196,9 +196,10 @@ static void *svc_main(void *arg)
 		{.fd = ctx->svc.stop_fd, .events = POLLIN},
 	};
 	ssize_t n;
+	int bound;
 
 	while (!atomic_load(&ctx->svc.stop)) {
-		ls_snap_writer_guard(ctx);
+		bound = ls_snap_writer_guard(ctx);
 		n = read(ctx->uffd, msgs, sizeof(msgs));
 		if (n > 0) {
 			now = ls_now_ns();
@@ -214,7 +215,7 @@ static void *svc_main(void *arg)
 			ls_cpu_relax();
 			continue;
 		}
-		if (poll(pfd, 2, ls_snap_guard_ms(ctx)) > 0 &&
+		if (poll(pfd, 2, bound) > 0 &&
 		    (pfd[1].revents & POLLIN))
 			drain_kick(ctx);
 	}

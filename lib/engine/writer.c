@@ -633,27 +633,21 @@ static void wait_for_stragglers(struct ls_snapshot *snap)
  * writer_idle's guarantee. A SCHED_IDLE writer runs only when nothing
  * else wants its CPUs: where the caller's threads are confined to the
  * CPU the writer has (a VMM pinned to one CPU, a busy vCPU), it would
- * never run and the snapshot never end. The fault thread, which polls at
- * most LS_WRITER_GUARD_MS while such a snapshot is armed, checks the
- * writer's beats; silent for LS_WRITER_STARVED_NS, the writer goes back
- * to SCHED_OTHER for the rest of the snapshot.
+ * never run and the snapshot never end. The fault thread checks the
+ * writer's beats each time round its loop and, while such a snapshot is
+ * armed, blocks at most LS_WRITER_GUARD_MS (the return value: poll()'s
+ * bound, -1 for none); silent for LS_WRITER_STARVED_NS, the writer goes
+ * back to SCHED_OTHER for the rest of the snapshot.
  */
 #define LS_WRITER_GUARD_MS   25
 #define LS_WRITER_STARVED_NS (100 * 1000000ull)
 
-int ls_snap_guard_ms(struct ls_ctx *ctx)
-{
-	struct ls_snapshot *snap = atomic_load(&ctx->armed);
-
-	return snap && atomic_load(&snap->writer_is_idle) ? LS_WRITER_GUARD_MS
-							  : -1;
-}
-
-void ls_snap_writer_guard(struct ls_ctx *ctx)
+int ls_snap_writer_guard(struct ls_ctx *ctx)
 {
 	struct sched_param sp = {.sched_priority = 0};
 	struct ls_snapshot *snap;
 	uint64_t beats, now;
+	int bound = -1;
 
 	atomic_fetch_add(&ctx->svc.inflight, 1); /* snap_disarm waits */
 	snap = atomic_load(&ctx->armed);
@@ -669,8 +663,11 @@ void ls_snap_writer_guard(struct ls_ctx *ctx)
 						  &sp)) {
 			atomic_store(&snap->writer_is_idle, false);
 		}
+		if (atomic_load(&snap->writer_is_idle))
+			bound = LS_WRITER_GUARD_MS;
 	}
 	atomic_fetch_sub(&ctx->svc.inflight, 1);
+	return bound;
 }
 
 void *snap_writer_main(void *arg)
