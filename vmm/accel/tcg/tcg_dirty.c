@@ -37,11 +37,9 @@
 
 struct CPUState; /* Unicorn's, opaque here */
 
-typedef void st_phys_fn(struct CPUState *cs, uint64_t addr, uint64_t val);
-
 static struct {
 	bool supported;		/* the version read at load */
-	bool mismatch;		/* an engine's RAM is not where assumed */
+	bool mismatch;		/* __atomic: an engine's RAM is elsewhere */
 	uint64_t *bits;		/* NULL: not logging (__atomic) */
 	uint64_t *spare;	/* the bitmap of a stopped log, for the next */
 	uint64_t npages, low_size, high_size;
@@ -131,14 +129,15 @@ void tcg_dirty_check_engine(struct vm *vm, uc_engine *uc)
 	    (m->high_size &&
 	     dlog.ram_addr_from_host(uc, m->host + m->low_size) !=
 		 m->low_size))
-		dlog.mismatch = true;
+		__atomic_store_n(&dlog.mismatch, true, __ATOMIC_RELAXED);
 }
 
 bool tcg_dirty_log_ready(struct vm *vm)
 {
 	char err[VMM_ERR_MAX];
 
-	return !tcg_uc_ready(err) && dlog.supported && !dlog.mismatch;
+	return !tcg_uc_ready(err) && dlog.supported &&
+	       !__atomic_load_n(&dlog.mismatch, __ATOMIC_RELAXED);
 }
 
 /*
@@ -173,9 +172,11 @@ int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, char *err)
 		__atomic_store_n(&dlog.bits, bits, __ATOMIC_RELEASE);
 		return 0;
 	}
-	for (uint64_t w = 0; w < words; w++)
-		bitmap[w] = __atomic_load_n(&bits[w], __ATOMIC_RELAXED)
-				? __atomic_exchange_n(&bits[w], 0, __ATOMIC_RELAXED)
-				: 0;
+	for (uint64_t w = 0; w < words; w++) {
+		bitmap[w] = 0;
+		if (__atomic_load_n(&bits[w], __ATOMIC_RELAXED))
+			bitmap[w] = __atomic_exchange_n(&bits[w], 0,
+							__ATOMIC_RELAXED);
+	}
 	return 1;
 }
