@@ -67,6 +67,9 @@ struct ls_fault_svc {
 	_Atomic int64_t spin_ns;
 	/* Handlers running now: a user that detaches waits for zero. */
 	atomic_int inflight;
+	/* writer_idle snapshots whose writer lives: poll() is bounded (the
+	 * writer guard, writer.c) */
+	atomic_int guard_users;
 };
 
 /*

@@ -107,6 +107,7 @@ struct ls_snapshot {
 	 * back to SCHED_OTHER. guard_* belong to the fault thread.
 	 */
 	pthread_t writer;
+	struct ls_ctx *guard_ctx; /* counted in its guard_users, or NULL */
 	atomic_bool writer_is_idle;
 	_Atomic uint64_t writer_beats;
 	uint64_t guard_beats, guard_ns;

@@ -485,7 +485,11 @@ static void *snap_writer_wait(void *arg)
 		pthread_cond_wait(&snap->cond, &snap->lock);
 	cancelled = snap->setup_cancel;
 	pthread_mutex_unlock(&snap->lock);
-	return cancelled ? NULL : snap_writer_main(snap);
+	if (!cancelled)
+		snap_writer_main(snap);
+	if (snap->guard_ctx)
+		atomic_fetch_sub(&snap->guard_ctx->svc.guard_users, 1);
+	return NULL;
 }
 
 /*
@@ -545,6 +549,17 @@ static int snap_start_threads(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	snap->guard_beats = UINT64_MAX; /* the guard's first look: no beat */
 	ret = snap->writer_idle ? writer_set_idle(snap, writer) : 0;
 	atomic_store(&snap->writer_is_idle, snap->writer_idle && !ret);
+	if (snap->writer_idle && !ret) {
+		/*
+		 * The fault thread bounds its poll() from now on, for the
+		 * guard; told here, not in begin: a thread woken inside the
+		 * caller's pause can cost it a scheduler slice (3-5 ms
+		 * measured with the VMM's threads on one CPU).
+		 */
+		snap->guard_ctx = ctx;
+		atomic_fetch_add(&ctx->svc.guard_users, 1);
+		ls_svc_kick(ctx);
+	}
 	if (ret) {
 		ls_svc_put(ctx);
 		return ls_err(ctx, ret,
@@ -993,8 +1008,6 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	pthread_cond_broadcast(&snap->cond); /* the parked writer */
 	pthread_mutex_unlock(&snap->lock);
 	snap_svc_cool(snap, ctx);
-	if (atomic_load(&snap->writer_is_idle))
-		ls_svc_kick(ctx); /* its poll() now has a bound: the guard */
 	goto out;
 out_svc:
 	if (snap->tracker_ref)

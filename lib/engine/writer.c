@@ -634,10 +634,11 @@ static void wait_for_stragglers(struct ls_snapshot *snap)
  * else wants its CPUs: where the caller's threads are confined to the
  * CPU the writer has (a VMM pinned to one CPU, a busy vCPU), it would
  * never run and the snapshot never end. The fault thread checks the
- * writer's beats each time round its loop and, while such a snapshot is
- * armed, blocks at most LS_WRITER_GUARD_MS (the return value: poll()'s
- * bound, -1 for none); silent for LS_WRITER_STARVED_NS, the writer goes
- * back to SCHED_OTHER for the rest of the snapshot.
+ * writer's beats each time round its loop and, while such a snapshot's
+ * writer lives, blocks at most LS_WRITER_GUARD_MS (the return value:
+ * poll()'s bound, -1 for none); silent for LS_WRITER_STARVED_NS once the
+ * snapshot is armed, the writer goes back to SCHED_OTHER for the rest of
+ * the snapshot.
  */
 #define LS_WRITER_GUARD_MS   25
 #define LS_WRITER_STARVED_NS (100 * 1000000ull)
@@ -663,10 +664,10 @@ int ls_snap_writer_guard(struct ls_ctx *ctx)
 						  &sp)) {
 			atomic_store(&snap->writer_is_idle, false);
 		}
-		if (atomic_load(&snap->writer_is_idle))
-			bound = LS_WRITER_GUARD_MS;
 	}
 	atomic_fetch_sub(&ctx->svc.inflight, 1);
+	if (atomic_load(&ctx->svc.guard_users) > 0)
+		bound = LS_WRITER_GUARD_MS;
 	return bound;
 }
 
