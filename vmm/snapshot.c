@@ -585,6 +585,12 @@ static uint64_t log_words(const struct vm_snap *s)
 	return (s->vm->mem.size / 4096 + 63) / 64;
 }
 
+static void log_or(uint64_t *dst, const uint64_t *src, uint64_t words)
+{
+	for (uint64_t w = 0; w < words; w++)
+		dst[w] |= src[w];
+}
+
 static int log_bits_alloc(struct vm_snap *s, char *err)
 {
 	if (!s->log_bits)
@@ -614,8 +620,7 @@ static void dirty_log_early(struct vm_snap *s)
 	if (!s->log_early || log_bits_alloc(s, err) ||
 	    log(s->vm, s->log_bits, err) != 1)
 		return;
-	for (uint64_t w = 0; w < n; w++)
-		s->log_early[w] |= s->log_bits[w];
+	log_or(s->log_early, s->log_bits, n);
 }
 
 /*
@@ -636,8 +641,7 @@ static void log_early_merge(struct vm_snap *s)
 {
 	if (!s->log_early)
 		return;
-	for (uint64_t w = 0; w < log_words(s); w++)
-		s->log_bits[w] |= s->log_early[w];
+	log_or(s->log_bits, s->log_early, log_words(s));
 	memset(s->log_early, 0, log_words(s) * 8);
 }
 

@@ -194,8 +194,10 @@ int ls_ctx_restoring(const struct ls_ctx *ctx);
 
 /* The fault path released a page alone at off (see snapshot.c). */
 void ls_note_split(struct ls_ctx *ctx, uint32_t region, uint64_t off);
-/* writer.c, on the fault thread: the writer_idle guard; returns how long
- * poll() may block (ms, -1: no bound). */
+/* writer.c, on the fault thread: the writer_idle guard, at least every
+ * LS_WRITER_GUARD_MS; returns how long poll() may block (ms, -1: no
+ * bound). */
+#define LS_WRITER_GUARD_MS 25
 int ls_snap_writer_guard(struct ls_ctx *ctx);
 /* uffd.c: wakes the fault thread to look again at that bound. */
 void ls_svc_kick(struct ls_ctx *ctx);

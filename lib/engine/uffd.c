@@ -195,14 +195,17 @@ static void *svc_main(void *arg)
 		{.fd = ctx->uffd, .events = POLLIN},
 		{.fd = ctx->svc.stop_fd, .events = POLLIN},
 	};
+	uint64_t next_guard = 0;
 	ssize_t n;
-	int bound;
 
 	while (!atomic_load(&ctx->svc.stop)) {
-		bound = ls_snap_writer_guard(ctx);
 		n = read(ctx->uffd, msgs, sizeof(msgs));
+		now = ls_now_ns();
+		if (now >= next_guard) { /* not every turn of a busy loop */
+			(void)ls_snap_writer_guard(ctx);
+			next_guard = now + LS_WRITER_GUARD_MS * 1000000ull;
+		}
 		if (n > 0) {
-			now = ls_now_ns();
 			for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
 				svc_dispatch(ctx, &msgs[i], now);
 			last = now;
@@ -210,12 +213,11 @@ static void *svc_main(void *arg)
 		}
 		if (n < 0 && errno != EAGAIN && errno != EINTR)
 			break; /* the descriptor is broken: nothing to serve */
-		now = ls_now_ns();
 		if (now - last < (uint64_t)atomic_load(&ctx->svc.spin_ns)) {
 			ls_cpu_relax();
 			continue;
 		}
-		if (poll(pfd, 2, bound) > 0 &&
+		if (poll(pfd, 2, ls_snap_writer_guard(ctx)) > 0 &&
 		    (pfd[1].revents & POLLIN))
 			drain_kick(ctx);
 	}

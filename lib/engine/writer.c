@@ -640,7 +640,6 @@ static void wait_for_stragglers(struct ls_snapshot *snap)
  * snapshot is armed, the writer goes back to SCHED_OTHER for the rest of
  * the snapshot.
  */
-#define LS_WRITER_GUARD_MS   25
 #define LS_WRITER_STARVED_NS (100 * 1000000ull)
 
 int ls_snap_writer_guard(struct ls_ctx *ctx)
