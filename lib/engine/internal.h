@@ -72,6 +72,13 @@ struct ls_fault_svc {
 	atomic_int guard_users;
 };
 
+enum ls_prep {
+	LS_PREP_NONE,	 /* begin arms every region whole */
+	LS_PREP_TRACKED, /* tracked by faults: protected but for the sets */
+	LS_PREP_CALLER,	 /* the caller's tracking, by faults until begin */
+	LS_PREP_OWN,	 /* tracking started by prepare, for its snapshot */
+};
+
 /*
  * Write tracking between snapshots (track.c): while on, every page not in
  * a region's dirty set is write-protected, and the fault service records a
@@ -106,6 +113,13 @@ struct ls_track {
 	 * protection at its end.
 	 */
 	bool caller;
+	/*
+	 * ls_snapshot_prepare(): how the context's snapshot may arm at its
+	 * begin (ls_track_prepare()); prep_granule: the granule to put back
+	 * when prepare started tracking for itself.
+	 */
+	enum ls_prep prep;
+	uint64_t prep_granule;
 };
 
 /*
@@ -247,6 +261,15 @@ int ls_track_rescan(struct ls_ctx *ctx, bool anon);
 /* Protection off every region, and anyone blocked there woken (ctx->lock
  * held); the first failure is the context's error. */
 int ls_track_lift(struct ls_ctx *ctx);
+/*
+ * ls_snapshot_prepare() (ctx->lock held): protects the shmem and hugetlbfs
+ * regions now, the writers running, and sets ctx->track.prep; what is
+ * written until begin is recorded in the dirty sets. 0 or -errno with the
+ * message set (then nothing changed).
+ */
+int ls_track_prepare(struct ls_ctx *ctx);
+/* Undoes a prepare whose snapshot never armed (ctx->lock held). */
+void ls_track_unprepare(struct ls_ctx *ctx);
 /* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
 int ls_track_unsettle(struct ls_ctx *ctx, bool protect);
 /* At a tracked full begin or ls_track_start: notes the reference only. */

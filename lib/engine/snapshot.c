@@ -808,43 +808,93 @@ static bool chunk_dirty(const _Atomic uint64_t *set, uint64_t first,
 	return false;
 }
 
+static int arm_dirty_region(struct ls_snapshot *snap, struct ls_ctx *ctx,
+			    uint32_t r)
+{
+	struct snap_region *sr = &snap->regions[r];
+	_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
+	uint64_t per = sr->ps >= LS_HUGE_2M ? 1 : LS_HUGE_2M / sr->ps;
+	uint64_t nchunks = (sr->npages + per - 1) / per, first, end;
+	int64_t start = -1;
+	int ret;
+
+	for (uint64_t c = 0; c <= nchunks; c++) {
+		first = c * per;
+		if (c < nchunks &&
+		    chunk_dirty(set, first,
+				per < sr->npages - first ? per
+							 : sr->npages - first)) {
+			if (start < 0)
+				start = (int64_t)first;
+			continue;
+		}
+		if (start < 0)
+			continue;
+		end = first < sr->npages ? first : sr->npages;
+		ret = ls_uffd_wp(ctx->uffd, sr->base + (uint64_t)start * sr->ps,
+				 (end - (uint64_t)start) * sr->ps, true);
+		if (ret)
+			return ls_err(ctx, ret,
+				      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s' at +0x%llx: %s",
+				      snap_name(snap, r),
+				      (unsigned long long)((uint64_t)start *
+							   sr->ps),
+				      strerror(-ret));
+		start = -1;
+	}
+	return 0;
+}
+
 static int arm_dirty(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
 	for (uint32_t r = 0; r < snap->nregions; r++) {
-		struct snap_region *sr = &snap->regions[r];
-		_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
-		uint64_t per = sr->ps >= LS_HUGE_2M ? 1 : LS_HUGE_2M / sr->ps;
-		uint64_t nchunks = (sr->npages + per - 1) / per, first, end;
-		int64_t start = -1;
-		int ret;
+		int ret = arm_dirty_region(snap, ctx, r);
 
-		for (uint64_t c = 0; c <= nchunks; c++) {
-			first = c * per;
-			if (c < nchunks &&
-			    chunk_dirty(set, first,
-					per < sr->npages - first ? per
-								 : sr->npages - first)) {
-				if (start < 0)
-					start = (int64_t)first;
-				continue;
-			}
-			if (start < 0)
-				continue;
-			end = first < sr->npages ? first : sr->npages;
-			ret = ls_uffd_wp(ctx->uffd,
-					 sr->base + (uint64_t)start * sr->ps,
-					 (end - (uint64_t)start) * sr->ps, true);
-			if (ret)
-				return ls_err(ctx, ret,
-					      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s' at +0x%llx: %s",
-					      snap_name(snap, r),
-					      (unsigned long long)((uint64_t)start *
-								   sr->ps),
-					      strerror(-ret));
-			start = -1;
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * A prepared full snapshot (ls_track_prepare()): its shmem and hugetlbfs
+ * regions are protected but for what was written since, which arm_dirty
+ * re-protects; anonymous regions are armed whole. A failure lifts it all
+ * and undoes the prepare (a begin again arms every region whole).
+ */
+static int arm_prepared(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		struct snap_region *sr = &snap->regions[r];
+		int ret = sr->type != LS_MEM_ANON
+				  ? arm_dirty_region(snap, ctx, r)
+				  : ls_uffd_wp(ctx->uffd, sr->base, sr->len, true);
+
+		if (ret && sr->type == LS_MEM_ANON)
+			ls_err(ctx, ret,
+			       "ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
+			       snap_name(snap, r), strerror(-ret));
+		if (ret) {
+			lift_all(snap, snap->nregions);
+			ls_track_unprepare(ctx);
+			return ret;
 		}
 	}
 	return 0;
+}
+
+/* Begin arms as prepared: a prepare that started tracking ends here. */
+static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	int ret;
+
+	if (ctx->track.prep == LS_PREP_NONE)
+		return arm_all(snap, ctx);
+	ret = arm_prepared(snap, ctx);
+	if (!ret && ctx->track.prep == LS_PREP_OWN)
+		atomic_store(&ctx->track.granule, ctx->track.prep_granule);
+	ctx->track.prep = LS_PREP_NONE;
+	return ret;
 }
 
 /*
@@ -921,18 +971,44 @@ static void files_check(struct ls_snapshot *snap)
 	}
 }
 
-static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx)
+static int begin_check(struct ls_snapshot *snap, struct ls_ctx *ctx,
+		       const char *fn)
 {
 	int busy = ls_ctx_restoring(ctx);
 
 	if (atomic_load(&snap->state) != LS_SNAP_SETUP)
 		return ls_err(ctx, EINVAL,
-			      "snapshot: begin called twice or after the end");
+			      "snapshot: %s called after begin or the end", fn);
 	if (busy >= 0)
 		return ls_err(ctx, EBUSY,
 			      "snapshot: region '%s' is still being restored lazily (ls_restore_wait first)",
 			      ctx->regions[busy].info.name);
 	return 0;
+}
+
+int ls_snapshot_prepare(struct ls_snapshot *snap)
+{
+	struct ls_ctx *ctx = snap ? snap->ctx : NULL;
+	int ret;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	ret = begin_check(snap, ctx, "prepare");
+	/* A delta arms only its own pages already. */
+	if (!ret && !snap->delta)
+		ret = ls_track_prepare(ctx);
+	pthread_mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+/* A snapshot that never armed gives its prepare back. */
+static void snap_unprepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->snap == snap)
+		ls_track_unprepare(ctx);
+	pthread_mutex_unlock(&ctx->lock);
 }
 
 int ls_snapshot_begin(struct ls_snapshot *snap)
@@ -945,7 +1021,7 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	if (!ctx)
 		return -EINVAL;
 	pthread_mutex_lock(&ctx->lock);
-	ret = begin_check(snap, ctx);
+	ret = begin_check(snap, ctx, "begin");
 	if (!ret)
 		ret = populate_if_needed(snap, ctx);
 	if (!ret)
@@ -989,9 +1065,9 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 		delta_pending(snap, ctx);
 	}
 	if (!settled)
-		ret = snap->delta ? arm_dirty(snap, ctx) : arm_all(snap, ctx);
+		ret = snap->delta ? arm_dirty(snap, ctx) : arm_full(snap, ctx);
 	if (ret) {
-		if (!snap->delta) /* arm_all lifted what it had armed */
+		if (!snap->delta) /* arm_full lifted what it had armed */
 			atomic_store(&ctx->track.broken, true);
 		goto out_svc;
 	}
@@ -1172,9 +1248,13 @@ void ls_snapshot_cancel(struct ls_snapshot *snap)
 		ended = true;
 	}
 	pthread_mutex_unlock(&snap->lock);
-	if (!ended)
+	if (!ended) {
 		snap_fail(snap, -ECANCELED, "snapshot cancelled");
-	else if (snap->sink_started)
+		return;
+	}
+	if (snap->ctx)
+		snap_unprepare(snap, snap->ctx);
+	if (snap->sink_started)
 		snap->sink->ops->abort(snap->sink);
 }
 
@@ -1279,6 +1359,7 @@ void ls_snapshot_detach(struct ls_snapshot *snap)
 
 	if (!ctx)
 		return;
+	snap_unprepare(snap, ctx);
 	pthread_mutex_lock(&ctx->lock);
 	if (ctx->snap == snap)
 		ctx->snap = NULL;

@@ -152,6 +152,95 @@ static int protect_all(struct ls_ctx *ctx)
 }
 
 /*
+ * ls_snapshot_prepare(): a full snapshot's arm walks every page table entry
+ * of its memory, in the caller's pause: 8-21 ms for 1-4 GiB of memfd in
+ * 4 KiB pages. Prepare protects the shmem and hugetlbfs regions before the
+ * pause, the writers running, and tracks what they write until begin (by
+ * faults, one per 2 MiB block); begin then re-protects only those blocks.
+ * These kinds keep a write-protect marker where a page is discarded, so
+ * nothing loses its protection unseen meanwhile. Anonymous memory loses it
+ * with the page, and only a walk in the pause would find that: begin arms
+ * anonymous regions whole, as without prepare (cheap where THP maps them).
+ */
+static int protect_files(struct ls_ctx *ctx)
+{
+	for (int r = 0; r < ctx->nregions; r++) {
+		struct ls_region_info *info = &ctx->regions[r].info;
+		int ret;
+
+		if (info->type == LS_MEM_ANON)
+			continue;
+		ret = ls_uffd_wp(ctx->uffd, (uint64_t)(uintptr_t)info->addr,
+				 info->len, true);
+		if (ret)
+			return ls_err(ctx, ret,
+				      "snapshot: prepare: ioctl(UFFDIO_WRITEPROTECT) on region '%s': %s",
+				      info->name, strerror(-ret));
+	}
+	return 0;
+}
+
+static bool has_files(const struct ls_ctx *ctx)
+{
+	for (int r = 0; r < ctx->nregions; r++)
+		if (ctx->regions[r].info.type != LS_MEM_ANON)
+			return true;
+	return false;
+}
+
+int ls_track_prepare(struct ls_ctx *ctx)
+{
+	_Atomic uint64_t *sets[LS_MAX_REGIONS];
+	bool on = atomic_load(&ctx->track.on);
+	int ret;
+
+	/* Settled: the begin protects everything again anyway. */
+	if (ctx->track.prep != LS_PREP_NONE || ctx->track.async ||
+	    !has_files(ctx))
+		return 0;
+	if (on && !ctx->track.caller) {
+		if (!atomic_load(&ctx->track.broken))
+			ctx->track.prep = LS_PREP_TRACKED;
+		return 0;
+	}
+	if (!on) {
+		if (!alloc_sets(ctx, sets))
+			return ls_err(ctx, ENOMEM, "snapshot: prepare: out of memory");
+		ret = ls_track_on(ctx, sets);
+		if (ret) {
+			for (int r = 0; r < ctx->nregions; r++)
+				free((void *)sets[r]);
+			return ret;
+		}
+		ctx->track.has_parent = false;
+		ctx->track.prep_granule = atomic_load(&ctx->track.granule);
+		atomic_store(&ctx->track.granule, LS_HUGE_2M);
+	}
+	ctx->track.caller = false;
+	ctx->track.prep = on ? LS_PREP_CALLER : LS_PREP_OWN;
+	ret = protect_files(ctx);
+	if (ret)
+		ls_track_unprepare(ctx);
+	return ret;
+}
+
+void ls_track_unprepare(struct ls_ctx *ctx)
+{
+	enum ls_prep prep = ctx->track.prep;
+
+	ctx->track.prep = LS_PREP_NONE;
+	if (prep == LS_PREP_NONE || prep == LS_PREP_TRACKED)
+		return;
+	(void)ls_track_lift(ctx);
+	if (prep == LS_PREP_CALLER) {
+		ctx->track.caller = true;
+		return;
+	}
+	atomic_store(&ctx->track.granule, ctx->track.prep_granule);
+	ls_track_off(ctx);
+}
+
+/*
  * ls_track_start and ls_track_start_by_caller. By the caller nothing gets
  * protected, so a lazy restore may run meanwhile: the pages it installs
  * hold what the parent holds, and the caller's log has the writes.
@@ -697,8 +786,9 @@ int ls_track_settle(struct ls_ctx *ctx)
 		ret = ls_err(ctx, ENOENT, "ls_track_settle: writes are not tracked");
 		goto out;
 	}
-	if (atomic_load(&ctx->armed)) {
-		ret = ls_err(ctx, EBUSY, "ls_track_settle: a snapshot is active");
+	if (atomic_load(&ctx->armed) || ctx->track.prep != LS_PREP_NONE) {
+		ret = ls_err(ctx, EBUSY, "ls_track_settle: a snapshot is %s",
+			     atomic_load(&ctx->armed) ? "active" : "prepared");
 		goto out;
 	}
 	if (ctx->track.async)
@@ -767,9 +857,9 @@ int ls_track_by_caller(struct ls_ctx *ctx)
 	if (!atomic_load(&ctx->track.on))
 		ret = ls_err(ctx, ENOENT,
 			     "ls_track_by_caller: writes are not tracked");
-	else if (atomic_load(&ctx->armed))
-		ret = ls_err(ctx, EBUSY,
-			     "ls_track_by_caller: a snapshot is active");
+	else if (atomic_load(&ctx->armed) || ctx->track.prep != LS_PREP_NONE)
+		ret = ls_err(ctx, EBUSY, "ls_track_by_caller: a snapshot is %s",
+			     atomic_load(&ctx->armed) ? "active" : "prepared");
 	else if (!ctx->track.caller && !(ret = ls_track_unsettle(ctx, false))) {
 		/* Even if the lift fails part way: the pages still protected
 		 * record their writes as before. */

@@ -193,6 +193,7 @@ struct chain {
 	bool write_after; /* the next set is written after the snapshot */
 	enum track_how how; /* between snapshots */
 	bool by_caller_opt; /* BY_CALLER through opts.track_by_caller */
+	bool prepare; /* full snapshots call ls_snapshot_prepare() */
 	uint64_t extra;	/* pages a granule added to deltas */
 	/* Pages known to be zero that the reference copy must not touch. */
 	const uint8_t *zeroed;
@@ -329,6 +330,46 @@ static void report_set(struct chain *c)
 	free(bits);
 }
 
+/* A shmem or hugetlbfs kind: the ones ls_snapshot_prepare() protects. */
+static bool kind_is_file(enum mem_kind kind)
+{
+	return mem_kind_type(kind) != LS_MEM_ANON;
+}
+
+/*
+ * ls_snapshot_prepare() before a full snapshot, the threads stopped: file
+ * kinds are then protected whole, except (tracked by faults already) the
+ * pages written since the last begin; anonymous ones as they were. Then
+ * the threads run again and the test itself writes every 3rd page, so
+ * that begin must re-protect what was written since the prepare.
+ */
+static void chain_prepare(struct chain *c, struct ls_snapshot *snap)
+{
+	uint64_t all = c->m.len / 4096, before, after;
+	bool faults = ls_track_active(c->ctx, NULL) && c->how == BY_FAULTS;
+
+	setw_pause(&c->w);
+	before = count_wp_pages(c->m.addr, c->m.len);
+	CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare: %s",
+	      ls_ctx_error(c->ctx));
+	CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare twice: %s",
+	      ls_ctx_error(c->ctx));
+	after = count_wp_pages(c->m.addr, c->m.len);
+	if (!kind_is_file(c->m.kind) || faults)
+		CHECK(after == before,
+		      "snapshot %u: prepare changed the protection of %s memory (%llu -> %llu pages)",
+		      c->n, mem_kind_name(c->m.kind),
+		      (unsigned long long)before, (unsigned long long)after);
+	else
+		CHECK(after == all,
+		      "snapshot %u: prepare protected %llu of %llu pages",
+		      c->n, (unsigned long long)after, (unsigned long long)all);
+	atomic_store(&c->w.pause_req, 0);
+	for (uint64_t p = 0; p < c->w.npages; p += 3)
+		if (!c->zeroed || !c->zeroed[p])
+			c->m.addr[p * c->m.page_size + 8]++;
+}
+
 /*
  * One snapshot of the chain: stop the threads, take the reference, begin,
  * give the threads their next set, wait, check.
@@ -350,6 +391,8 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	ret = ls_snapshot_create(c->ctx, &s->base, &o, &snap);
 	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(c->ctx));
 	CHECK(s->started, "sink not started");
+	if (c->prepare && !delta)
+		chain_prepare(c, snap);
 	setw_pause(&c->w);
 	take_reference(c);
 	if (c->how == BY_CALLER && delta)
@@ -523,6 +566,104 @@ static void test_chain_memfd_huge(void **state)
 {
 	(void)state;
 	run_chain(MEM_MEMFD_HUGE, CHAIN_SHORT);
+}
+
+/*
+ * Prepared full snapshots (ls_snapshot_prepare()), every memory kind, by
+ * faults and by the caller: the first from no tracking (prepare tracks
+ * for itself), one in the middle of the chain (tracking already on); both
+ * must equal memory at begin, though the threads and the test wrote
+ * between the prepare and the begin and the threads go on writing during
+ * the snapshot; the deltas after them hold exactly the sets.
+ */
+static void run_prepared(enum mem_kind kind, enum track_how how)
+{
+	struct chain c;
+
+	chain_open(&c, kind);
+	c.how = how;
+	c.by_caller_opt = how == BY_CALLER && kind % 2;
+	c.prepare = true;
+	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
+	chain_step(&c, true, LS_STRATEGY_COPY, 20);
+	chain_step(&c, false, LS_STRATEGY_WRITE_FIRST, 30);
+	chain_step(&c, true, LS_STRATEGY_AUTO, 10);
+	setw_pause(&c.w);
+	chain_close(&c);
+}
+
+static void test_prepared(void **state)
+{
+	(void)state;
+	for (int k = 0; k < MEM_NKINDS; k++) {
+		run_prepared((enum mem_kind)k, BY_FAULTS);
+		run_prepared((enum mem_kind)k, BY_CALLER);
+	}
+}
+
+/* Prepares that never begin give the protection back; the refusals. */
+static void test_prepare_undo(void **state)
+{
+	struct ls_snapshot_opts full = {.track = true}, delta = {.delta = true};
+	uint64_t all;
+	struct ls_snapshot *snap;
+	struct mem_sink *s;
+	struct chain c;
+	int ret;
+
+	(void)state;
+	chain_open(&c, MEM_MEMFD);
+	setw_pause(&c.w);
+	all = c.m.len / 4096;
+	/* No tracking: destroyed, then cancelled, before begin. */
+	for (int i = 0; i < 2; i++) {
+		s = mem_sink_new();
+		CHECK(!ls_snapshot_create(c.ctx, &s->base, &full, &snap), "create");
+		CHECK(!ls_snapshot_prepare(snap), "prepare: %s", ls_ctx_error(c.ctx));
+		CHECK(count_wp_pages(c.m.addr, c.m.len) == all, "not prepared");
+		ret = ls_track_settle(c.ctx);
+		CHECK(ret == -EBUSY && strstr(ls_ctx_error(c.ctx), "prepared"),
+		      "settle while prepared: %d %s", ret, ls_ctx_error(c.ctx));
+		if (i)
+			ls_snapshot_cancel(snap);
+		else
+			ls_snapshot_destroy(snap);
+		CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
+		      "still protected after a prepared snapshot was %s",
+		      i ? "cancelled" : "destroyed");
+		if (i)
+			ls_snapshot_destroy(snap);
+		mem_sink_free(s);
+		CHECK(!ls_track_active(c.ctx, NULL), "tracking after an undone prepare");
+	}
+	/* The caller's tracking: refusals, a delta, then undone. */
+	c.how = BY_CALLER;
+	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
+	setw_pause(&c.w);
+	s = mem_sink_new();
+	CHECK(!ls_snapshot_create(c.ctx, &s->base, &full, &snap), "create");
+	CHECK(!ls_snapshot_prepare(snap), "prepare: %s", ls_ctx_error(c.ctx));
+	ret = ls_track_by_caller(c.ctx);
+	CHECK(ret == -EBUSY && strstr(ls_ctx_error(c.ctx), "prepared"),
+	      "by_caller while prepared: %d %s", ret, ls_ctx_error(c.ctx));
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
+	      "protected under the caller's tracking after an undone prepare");
+	CHECK(ls_track_active(c.ctx, NULL), "the chain lost its parent");
+	/* A delta's prepare does nothing; after begin it is refused. */
+	s = mem_sink_new();
+	CHECK(!ls_snapshot_create(c.ctx, &s->base, &delta, &snap), "create delta");
+	CHECK(!ls_snapshot_prepare(snap), "prepare a delta: %s", ls_ctx_error(c.ctx));
+	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0, "a delta's prepare protected");
+	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
+	ret = ls_snapshot_prepare(snap);
+	CHECK(ret == -EINVAL && strstr(ls_ctx_error(c.ctx), "after begin"),
+	      "prepare after begin: %d %s", ret, ls_ctx_error(c.ctx));
+	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	chain_close(&c);
 }
 
 /* ---------------- discards between snapshots ---------------- */
@@ -992,6 +1133,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_granule),
 		cmocka_unit_test(test_chain_settled),
 		cmocka_unit_test(test_chain_by_caller),
+		cmocka_unit_test(test_prepared),
+		cmocka_unit_test(test_prepare_undo),
 		cmocka_unit_test(test_discards_between),
 		cmocka_unit_test(test_discards_settled),
 		cmocka_unit_test(test_settle_refusals),
