@@ -10,7 +10,8 @@
  *   query-migrate-parameters
  *   migrate                   uri file:PATH | exec:CMD; our arguments
  *                             x-livesnap-strategy and (tests only)
- *                             x-test-copy-ram: PATH
+ *                             x-test-copy-ram: PATH,
+ *                             x-test-prepare-wait-ms: N
  *   query-migrate             QEMU's fields plus an x-livesnap object
  *   migrate_cancel
  *   query-livesnap-restore    how this VM was restored (if it was)
@@ -330,11 +331,12 @@ static json_t *cmd_query_params(struct qmp_req *req, json_t *args, void *opaque)
 static json_t *cmd_migrate(struct qmp_req *req, json_t *args, void *opaque)
 {
 	static const char *const own[] = {"uri", "detach", "x-test-copy-ram",
-					  NULL};
+					  "x-test-prepare-wait-ms", NULL};
 	struct qmp_migrate *q = opaque;
 	struct vm_snap_params p = q->defaults;
 	const char *uri = json_string_value(json_object_get(args, "uri"));
 	json_t *copy = json_object_get(args, "x-test-copy-ram");
+	json_t *wait = json_object_get(args, "x-test-prepare-wait-ms");
 	char err[VMM_ERR_MAX];
 	int ret;
 
@@ -351,6 +353,12 @@ static json_t *cmd_migrate(struct qmp_req *req, json_t *args, void *opaque)
 			      "x-test-copy-ram must be a path");
 		return NULL;
 	}
+	if (wait && (!json_is_integer(wait) || json_integer_value(wait) < 0 ||
+		     json_integer_value(wait) > 10000)) {
+		qmp_req_error(req, QMP_ERR_GENERIC,
+			      "x-test-prepare-wait-ms must be 0..10000");
+		return NULL;
+	}
 	if (!q->background) {
 		qmp_req_error(req, QMP_ERR_GENERIC,
 			      "livesnap only takes background snapshots: set "
@@ -359,6 +367,8 @@ static json_t *cmd_migrate(struct qmp_req *req, json_t *args, void *opaque)
 		return NULL;
 	}
 	p.test_copy_ram = json_string_value(copy);
+	p.test_prepare_wait_ms =
+	    wait ? (unsigned)json_integer_value(wait) : 0;
 	ret = vm_snap_start(q->snap, uri, &p, err);
 	if (ret) {
 		qmp_req_error(req, QMP_ERR_GENERIC, "%s", err);

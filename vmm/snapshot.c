@@ -71,6 +71,7 @@ struct vm_snap {
 	uint64_t t_start, t_paused, t_end; /* monotonic ns */
 	uint64_t downtime_ns;
 	uint64_t stop_ns, capture_ns, begin_ns; /* parts of the pause */
+	uint64_t prepare_ns; /* before it: ls_snapshot_prepare() */
 	bool have_stats;
 	struct ls_stats stats;
 	struct guest_watch gw;
@@ -624,6 +625,28 @@ static void dirty_log_early(struct vm_snap *s)
 }
 
 /*
+ * Before the pause, with the vCPUs running: memfd and hugetlbfs RAM is
+ * write-protected now (ls_snapshot_prepare), so that the pause re-protects
+ * only the 2 MiB blocks the guest writes meanwhile. Arming 4 GiB of memfd
+ * RAM, 4 KiB page table entries, took 15-21 ms of the pause. Anonymous RAM
+ * is left to the pause (its huge pages arm in ~0.2 ms). A failure only
+ * costs that time: begin then arms everything.
+ */
+static void prepare_early(struct vm_snap *s, struct ls_snapshot *snap)
+{
+	uint64_t t0 = vmm_now_ns();
+
+	if (ls_snapshot_prepare(snap))
+		fprintf(stderr, "livesnap: preparing the snapshot (arming in the pause instead): %s\n",
+			ls_ctx_error(s->ctx));
+	pthread_mutex_lock(&s->lock);
+	s->prepare_ns = vmm_now_ns() - t0;
+	pthread_mutex_unlock(&s->lock);
+	if (s->params.test_prepare_wait_ms)
+		usleep(s->params.test_prepare_wait_ms * 1000u);
+}
+
+/*
  * A log (re)started where a chain starts (its first snapshot, a restore):
  * what it held before, handed over or taken early, is moot.
  */
@@ -886,6 +909,7 @@ static void *snap_thread(void *arg)
 	pthread_mutex_unlock(&s->lock);
 	if (!ret) {
 		dirty_log_early(s);
+		prepare_early(s, snap);
 		ret = pause_and_arm(s, snap, err);
 		if (!ret)
 			set_status(s, VM_SNAP_ACTIVE);
@@ -994,6 +1018,7 @@ int vm_snap_start(struct vm_snap *s, const char *uri,
 	s->gw = (struct guest_watch){0};
 	s->error[0] = 0;
 	s->downtime_ns = s->stop_ns = s->capture_ns = s->begin_ns = 0;
+	s->prepare_ns = 0;
 	s->track_how = NULL;
 	s->t_start = vmm_now_ns();
 	s->t_paused = s->t_end = 0;
@@ -1118,6 +1143,8 @@ static json_t *x_livesnap_json(struct vm_snap *s, const struct ls_stats *st,
 	    (json_int_t)(s->t_paused ? s->t_paused - s->t_start : 0),
 	    "total-ns", (json_int_t)elapsed_ns);
 
+	json_object_set_new(x, "prepare-ns",
+			    json_integer((json_int_t)s->prepare_ns));
 	json_object_set_new(x, "keep-thp", json_boolean(s->params.keep_thp));
 	json_object_set_new(x, "writer-idle",
 			    json_boolean(s->params.writer_idle));

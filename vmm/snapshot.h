@@ -126,6 +126,11 @@ struct vm_snap_params {
 	 * (NULL: no copy), so a test can compare it with the snapshot.
 	 */
 	const char *test_copy_ram;
+	/*
+	 * Test only: the guest runs this long between the prepare and the
+	 * pause, so that a test sees it write there.
+	 */
+	unsigned test_prepare_wait_ms;
 };
 
 /*

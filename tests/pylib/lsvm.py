@@ -139,14 +139,17 @@ def accel_args():
 
 
 def run_args(cpus=None, mem="256M", ws_mib=16, restore=None, mode=None,
-             incoming=None):
+             incoming=None, backend=None):
     """`livesnap run` options for the default guest: a fresh boot with a
-    ws_mib working set, or a restore (--restore or --incoming)."""
+    ws_mib working set, or a restore (--restore or --incoming); backend:
+    --mem-backend."""
     args = []
     if cpus is not None:
         args += ["--cpus", str(cpus)]
     if mem is not None:
         args += ["--mem", mem]
+    if backend is not None:
+        args += ["--mem-backend", backend]
     if restore:
         args += ["--restore", restore]
     if incoming:

@@ -3,8 +3,9 @@
 """Exactness at VM level: the memory in a live snapshot equals, byte for
 byte, a copy of all guest RAM the VMM made during the pause
 (x-test-copy-ram), with 1 and with 4 vCPUs writing, for every strategy
-(and with whole-huge-page capture); and every workload page in it is
-whole."""
+(and with whole-huge-page capture), on anonymous RAM and on memfd RAM
+(write-protected before the pause, ls_snapshot_prepare); and every
+workload page in it is whole."""
 import os
 import unittest
 
@@ -17,10 +18,10 @@ VARIANTS = (("auto", False), ("copy", False), ("write-first", False),
 
 
 class Exact(SnapTest, unittest.TestCase):
-    def matrix(self, cpus):
-        vm = self.vm("vm%d" % cpus, cpus=cpus, ws_mib=16)
+    def matrix(self, cpus, backend=None, variants=VARIANTS, extra=None):
+        vm = self.vm("vm%d" % cpus, cpus=cpus, ws_mib=16, backend=backend)
         vm.wait_guest(min_gens=[5000] * cpus)
-        for strategy, keep_thp in VARIANTS:
+        for strategy, keep_thp in variants:
             with self.subTest(cpus=cpus, strategy=strategy,
                               keep_thp=keep_thp):
                 snap = self.path("%d-%s.snap" % (cpus, strategy))
@@ -28,7 +29,8 @@ class Exact(SnapTest, unittest.TestCase):
                 before = vm.counters()
                 vm.migrate("file:" + snap, strategy=strategy,
                            copy_ram=dump,
-                           extra={"x-livesnap-keep-thp": keep_thp})
+                           extra=dict(extra or {},
+                                      **{"x-livesnap-keep-thp": keep_thp}))
                 info = vm.wait_migration()
                 self.assert_completed(info)
                 self.assertEqual(info["x-livesnap"]["strategy"], strategy)
@@ -52,6 +54,12 @@ class Exact(SnapTest, unittest.TestCase):
 
     def test_4_vcpus(self):
         self.matrix(4)
+
+    def test_memfd(self):
+        """The guest writes between the prepare and the pause and while
+        the snapshot runs: the pause must protect what it wrote."""
+        self.matrix(2, "memfd", VARIANTS[:3],
+                    extra={"x-test-prepare-wait-ms": 50})
 
 
 if __name__ == "__main__":
