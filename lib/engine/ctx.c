@@ -260,6 +260,7 @@ void ls_ctx_destroy(struct ls_ctx *ctx)
 		ls_restore_detach(r);
 	}
 	ls_track_stop(ctx);
+	ls_track_free_held(ctx);
 	while (ctx->nregions)
 		ls_region_remove(ctx, ctx->nregions - 1);
 	if (ctx->uffd >= 0)

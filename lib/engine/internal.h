@@ -248,6 +248,8 @@ void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page);
 void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr);
 /* Drops the tracker (ctx->lock held): sets freed, fault service put. */
 void ls_track_off(struct ls_ctx *ctx);
+/* Frees the shmem/hugetlbfs page maps of the last tracked begin. */
+void ls_track_free_held(struct ls_ctx *ctx);
 /* Turns tracking on with the given (fresh) sets (ctx->lock held). */
 int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
 /*

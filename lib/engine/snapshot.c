@@ -925,6 +925,7 @@ static void take_sets(struct ls_snapshot *snap, struct ls_ctx *ctx)
 			ctx->track.has_parent = false;
 	} else if (was_on) {
 		atomic_store(&ctx->track.on, false);
+		ls_track_free_held(ctx); /* a delta's rescan renewed them */
 		ctx->track.has_parent = false;
 		ctx->track.caller = false;
 		ls_svc_put(ctx); /* the snapshot holds its own */

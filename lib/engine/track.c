@@ -90,7 +90,7 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 	return 0;
 }
 
-static void free_held(struct ls_ctx *ctx)
+void ls_track_free_held(struct ls_ctx *ctx)
 {
 	for (int r = 0; r < LS_MAX_REGIONS; r++) {
 		free(ctx->track.held[r]);
@@ -104,7 +104,7 @@ void ls_track_off(struct ls_ctx *ctx)
 		return;
 	atomic_store(&ctx->track.on, false);
 	swap_sets(ctx, NULL);
-	free_held(ctx);
+	ls_track_free_held(ctx);
 	ctx->track.has_parent = false;
 	ctx->track.caller = false;
 	ls_svc_put(ctx);
