@@ -13,7 +13,13 @@
  * bandwidth of the file sink for the same memory, written without a
  * snapshot, is measured in the same run.
  *
- * Usage: bench_engine [-q] [-d DIR]   (-q: the 1 GiB part only)
+ * With -m, the memory is a memfd (MAP_SHARED, 4 KiB pages) of 1 and 4 GiB,
+ * each snapshot taken once with ls_snapshot_prepare() before the writers
+ * are quiesced and once without: the arm column is then the pause's arm
+ * (the prepare's own time is in the strategy column; the writers ran
+ * through it).
+ *
+ * Usage: bench_engine [-q] [-m] [-d DIR]   (-q: the 1 GiB part only)
  * Output: one markdown table row per configuration on stdout.
  */
 #include <errno.h>
@@ -48,6 +54,8 @@ struct config {
 	enum pattern pattern;
 	int writers;
 	bool keep_thp;
+	bool memfd;   /* a memfd, MAP_SHARED, instead of anonymous memory */
+	bool prepare; /* ls_snapshot_prepare() before the writers stop */
 };
 
 /* ---------------- writers ---------------- */
@@ -329,7 +337,7 @@ static double rearm_ms(struct ls_ctx *ctx)
 	return (double)st.arm_ns / 1e6;
 }
 
-static void bench_map(struct bench *b, uint64_t bytes, bool thp);
+static void bench_map(struct bench *b, uint64_t bytes, bool thp, bool memfd);
 static void bench_unmap(struct bench *b);
 
 static void run(struct bench *b, const struct config *c)
@@ -339,13 +347,14 @@ static void run(struct bench *b, const struct config *c)
 				     .keep_thp = c->keep_thp};
 	uint64_t ops0, t_before, t0, t1, ops1, ops2, wh[64] = {0}, wmax = 0;
 	double before, during, mbps, sink_mbps = 0, thp;
-	char err[LS_ERRMSG_MAX], path[256] = "", sinkcol[64];
+	char err[LS_ERRMSG_MAX], path[256] = "", sinkcol[64], strat[64];
+	double prep_ms = 0;
 	struct ls_snapshot *snap;
 	struct ls_ctx *ctx;
 	struct ls_stats st;
 	int ret;
 
-	bench_map(b, c->bytes, c->thp);
+	bench_map(b, c->bytes, c->thp, c->memfd);
 	thp = thp_percent(b);
 	if (ls_ctx_create(&ctx, err, sizeof(err)) ||
 	    ls_region_add(ctx, "ram", b->mem, b->len) < 0) {
@@ -376,6 +385,16 @@ static void run(struct bench *b, const struct config *c)
 			       &o, &snap)) {
 		fprintf(stderr, "create: %s\n", ls_ctx_error(ctx));
 		exit(1);
+	}
+	if (c->prepare) {
+		uint64_t tp = now_ns();
+
+		if (ls_snapshot_prepare(snap)) {
+			fprintf(stderr, "prepare: %s\n", ls_ctx_error(ctx));
+			exit(1);
+		}
+		prep_ms = (double)(now_ns() - tp) / 1e6;
+		usleep(20000); /* writes between the prepare and the pause */
 	}
 	writers_pause(b);
 	for (int i = 0; i < b->nwriters; i++) {
@@ -412,10 +431,14 @@ static void run(struct bench *b, const struct config *c)
 	}
 	during = (double)(ops2 - ops1) * 1e9 / (double)(t1 - t0);
 	mbps = (double)st.bytes_written / 1e6 / ((double)st.total_ns / 1e9);
+	snprintf(strat, sizeof(strat), "%s", strategy_name(c->strategy, c->keep_thp));
+	if (c->prepare)
+		snprintf(strat, sizeof(strat), "%s, prepared (%.1f ms)",
+			 strategy_name(c->strategy, c->keep_thp), prep_ms);
 	printf("| %llu GiB | %s %.0f%% | %s | %s | %s | %d | %s | %.3f | %.3f | %.0f |",
-	       (unsigned long long)(c->bytes / GiB), c->thp ? "THP" : "4K", thp,
-	       c->pattern == PAT_HOTCOLD ? "hot/cold" : "uniform",
-	       strategy_name(c->strategy, c->keep_thp),
+	       (unsigned long long)(c->bytes / GiB),
+	       c->memfd ? "memfd 4K" : c->thp ? "THP" : "4K", thp,
+	       c->pattern == PAT_HOTCOLD ? "hot/cold" : "uniform", strat,
 	       c->file_sink ? "file" : "discard",
 	       c->writers,
 	       c->spin_us < 0 ? "block" : c->spin_us ? "spin" : "default",
@@ -455,11 +478,24 @@ static void header(void)
 }
 
 /* Maps and fills the memory once per size and page kind. */
-static void bench_map(struct bench *b, uint64_t bytes, bool thp)
+static void bench_map(struct bench *b, uint64_t bytes, bool thp, bool memfd)
 {
+	int fd = -1;
+
 	b->len = bytes;
+	if (memfd) {
+		fd = memfd_create("bench", MFD_CLOEXEC);
+		if (fd < 0 || ftruncate(fd, (off_t)(bytes + 2 * MiB))) {
+			perror("memfd_create/ftruncate");
+			exit(1);
+		}
+	}
 	b->map = mmap(NULL, bytes + 2 * MiB, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		      memfd ? MAP_SHARED
+			    : MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		      fd, 0);
+	if (fd >= 0)
+		close(fd);
 	if (b->map == MAP_FAILED) {
 		perror("mmap");
 		exit(1);
@@ -534,6 +570,24 @@ static void run_plan(struct bench *b, const struct size_plan *p)
 	}
 }
 
+/* -m: memfd memory, each snapshot without and with a prepare. */
+static void run_memfd(struct bench *b)
+{
+	struct config c = {.strategy = LS_STRATEGY_COPY, .writers = 1,
+			   .memfd = true};
+	const uint64_t gib[] = {1, 4};
+
+	for (int i = 0; i < 2; i++) {
+		c.bytes = gib[i] * GiB;
+		for (int rep = 0; rep < 2; rep++) {
+			c.prepare = false;
+			run(b, &c);
+			c.prepare = true;
+			run(b, &c);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static const struct size_plan full[] = {
@@ -549,20 +603,27 @@ int main(int argc, char **argv)
 	const struct size_plan *plan = full;
 	size_t nplan = sizeof(full) / sizeof(full[0]);
 	static struct bench b;
+	bool memfd = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "qd:")) != -1) {
-		if (opt == 'q') {
+	while ((opt = getopt(argc, argv, "qmd:")) != -1) {
+		if (opt == 'm') {
+			memfd = true;
+		} else if (opt == 'q') {
 			plan = quick;
 			nplan = 1;
 		} else if (opt == 'd') {
 			bench_dir = optarg;
 		} else {
-			fprintf(stderr, "usage: %s [-q] [-d DIR]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-q] [-m] [-d DIR]\n", argv[0]);
 			return 2;
 		}
 	}
 	header();
+	if (memfd) {
+		run_memfd(&b);
+		return 0;
+	}
 	for (size_t i = 0; i < nplan; i++)
 		run_plan(&b, &plan[i]);
 	return 0;
