@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -496,6 +497,36 @@ void fill_random(unsigned char *mem, size_t len, size_t page_size,
 		for (size_t i = 0; i < page_size; i += 8)
 			*(uint64_t *)(mem + off + i) = xorshift(&s);
 	}
+}
+
+static int threads_now(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	CHECK(d, "opendir /proc/self/task: %s", strerror(errno));
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+int threads_settled(int want)
+{
+	int n = threads_now(), still = 0;
+
+	for (int i = 0; i < 5000; i++) {
+		if (want >= 0 ? n == want : still >= 20)
+			break;
+		int m;
+
+		usleep(1000);
+		m = threads_now();
+		still = m == n ? still + 1 : 0;
+		n = m;
+	}
+	return n;
 }
 
 uint64_t count_wp_pages(const void *addr, size_t len)

@@ -155,6 +155,14 @@ bool mincore_any(void *addr, size_t len);
 
 /* Number of pages of [addr, addr+len) that are userfaultfd write-protected. */
 uint64_t count_wp_pages(const void *addr, size_t len);
+/*
+ * Threads of this process (/proc/self/task). A joined thread can still be
+ * listed for a moment after pthread_join() returned (the kernel wakes the
+ * joiner before it reaps the task), so: with want >= 0, the count once it
+ * is want (or after 5 s, whatever it is); with want < 0, once it has held
+ * still for 20 ms.
+ */
+int threads_settled(int want);
 
 /* ---------------- one live snapshot ---------------- */
 

@@ -276,19 +276,6 @@ static void test_idle_snapshot(void **state)
 	mem_unmap(&sh);
 }
 
-static int threads_now(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int n = 0;
-
-	CHECK(d, "opendir /proc/self/task");
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 /*
  * A snapshot starts its writer and fault threads at create (out of the
  * caller's pause, see snap_start_threads); one that never begins must
@@ -302,7 +289,7 @@ static void test_never_begun(void **state)
 
 	(void)state;
 	mem_map(&m, MEM_ANON_4K, 2 * MB);
-	base = threads_now();
+	base = threads_settled(-1);
 	for (int way = 0; way < 3; way++) {
 		struct ls_ctx *ctx = ctx_new();
 		struct mem_sink *s = mem_sink_new();
@@ -311,7 +298,7 @@ static void test_never_begun(void **state)
 		CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
 		CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap),
 		      "create: %s", ls_ctx_error(ctx));
-		CHECK(threads_now() > base, "create started no thread");
+		CHECK(threads_settled(-1) > base, "create started no thread");
 		if (way == 1) {
 			ls_snapshot_cancel(snap);
 			CHECK(ls_snapshot_begin(snap) == -EINVAL,
@@ -320,15 +307,15 @@ static void test_never_begun(void **state)
 		}
 		if (way == 2) { /* the context goes first */
 			ls_ctx_destroy(ctx);
-			CHECK(threads_now() == base,
+			CHECK(threads_settled(base) == base,
 			      "ls_ctx_destroy left %d threads",
-			      threads_now() - base);
+			      threads_settled(base) - base);
 			ls_snapshot_destroy(snap);
 		} else {
 			ls_snapshot_destroy(snap);
-			CHECK(threads_now() == base,
+			CHECK(threads_settled(base) == base,
 			      "way %d: destroy left %d threads", way,
-			      threads_now() - base);
+			      threads_settled(base) - base);
 			ls_ctx_destroy(ctx);
 		}
 		CHECK(s->aborted && !s->committed && s->destroyed,

@@ -469,7 +469,7 @@ static void test_hygiene(void **state)
 		cycle(ctx, &m, true, test_strategies[i % NSTRATEGIES]);
 	}
 	fds = count_dir("/proc/self/fd");
-	threads = count_dir("/proc/self/task");
+	threads = threads_settled(-1);
 	rss = rss_kb();
 	for (int i = 0; i < CYCLES; i++)
 		cycle(ctx, &m, false, test_strategies[i % NSTRATEGIES]);
@@ -477,7 +477,7 @@ static void test_hygiene(void **state)
 		cancelled += cycle(ctx, &m, true,
 				   test_strategies[i % NSTRATEGIES]) != 0;
 	d_fds = count_dir("/proc/self/fd") - fds;
-	d_threads = count_dir("/proc/self/task") - threads;
+	d_threads = threads_settled((int)threads) - threads;
 	d_rss = rss_kb() - rss;
 	if (getenv("LS_TEST_VERBOSE"))
 		fprintf(stderr,
