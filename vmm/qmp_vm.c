@@ -118,7 +118,7 @@ static json_t *cmd_query_kvm(struct qmp_req *req, json_t *args, void *opaque)
 
 	return json_pack("{s:b,s:b}", "enabled",
 			 q->vm->accel == &accel_kvm_ops, "present",
-			 accel_kvm_usable() == 0);
+			 accel_kvm_usable(NULL) == 0);
 }
 
 static json_t *cmd_query_commands(struct qmp_req *req, json_t *args,

@@ -62,6 +62,42 @@ class CLI(unittest.TestCase):
                           '--cmdline', 'ls.runtime_s=1')
             self.assertEqual(rc, 0, err)
 
+    def auto_line(self, hide_kvm=False):
+        """What `run --accel auto` says it chose (its first stderr line),
+        from the built-in guest run for a second. hide_kvm: an empty
+        file bind-mounted over /dev/kvm in a mount namespace of its own,
+        a /dev/kvm that opens but is no KVM."""
+        cmd = [lsvm.LIVESNAP, 'run', '--accel', 'auto', '--mem', '64M',
+               '--console', os.devnull, '--cmdline', 'ls.runtime_s=1']
+        with tempfile.NamedTemporaryFile() as empty:
+            if hide_kvm:
+                cmd = ['unshare', '-m', 'sh', '-c',
+                       'mount --bind "$0" /dev/kvm && exec "$@"',
+                       empty.name] + cmd
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=120,
+                               preexec_fn=lsvm.die_with_test)
+        err = p.stderr.decode(errors='replace')
+        self.assertEqual(p.returncode, 0, err)
+        return err.splitlines()[0]
+
+    def test_accel_auto(self):
+        # KVM where it works (meson registers the kvm tests where
+        # /dev/kvm exists), else TCG with the reason; a /dev/kvm that is
+        # there but does not work is no reason to fail.
+        if os.path.exists('/dev/kvm'):
+            self.assertEqual(self.auto_line(),
+                             'livesnap: accelerator kvm (/dev/kvm usable)')
+            self.assertEqual(self.auto_line(hide_kvm=True),
+                             'livesnap: accelerator tcg (emulated vCPUs): '
+                             'KVM not usable: /dev/kvm: API version -1, '
+                             'need 12')
+        else:
+            self.assertEqual(self.auto_line(),
+                             'livesnap: accelerator tcg (emulated vCPUs): '
+                             'KVM not usable: open /dev/kvm: No such file '
+                             'or directory')
+
     def test_restore_alias(self):
         # `livesnap restore FILE ...` is `livesnap run --restore FILE ...`.
         p = subprocess.run([lsvm.LIVESNAP, 'restore'], capture_output=True,

@@ -1,19 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* Choosing the accelerator: --accel kvm|tcg|auto, as QEMU's -accel. */
-#include <fcntl.h>
-#include <unistd.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "../util.h"
 #include "accel.h"
 
-int accel_kvm_usable(void)
+int accel_kvm_usable(char *why)
 {
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	char err[VMM_ERR_MAX] = "";
+	int ret = accel_kvm_ops.probe(err);
 
-	if (fd < 0)
-		return -errno;
-	close(fd);
-	return 0;
+	if (why)
+		snprintf(why, VMM_ERR_MAX, "%s", err);
+	return ret ? (ret < 0 ? ret : -ret) : 0;
 }
 
 accel_dirty_log_fn *accel_dirty_log(const struct accel_ops *ops,
@@ -28,7 +28,7 @@ accel_dirty_log_fn *accel_dirty_log(const struct accel_ops *ops,
 static int select_backend(const char *name, const struct accel_ops **ops,
 			  char *why, char *err)
 {
-	int kvm;
+	char kvm_err[VMM_ERR_MAX];
 
 	why[0] = 0;
 	if (!strcmp(name, "kvm")) {
@@ -44,15 +44,14 @@ static int select_backend(const char *name, const struct accel_ops **ops,
 				 "--accel %s: unknown accelerator (kvm, tcg "
 				 "or auto)",
 				 name);
-	kvm = accel_kvm_usable();
-	if (!kvm) {
+	if (!accel_kvm_usable(kvm_err)) {
 		*ops = &accel_kvm_ops;
 		snprintf(why, VMM_ERR_MAX, "accelerator kvm (/dev/kvm usable)");
 	} else {
 		*ops = &accel_tcg_ops;
 		snprintf(why, VMM_ERR_MAX,
-			 "accelerator tcg (emulated vCPUs): /dev/kvm: %s",
-			 strerror(-kvm));
+			 "accelerator tcg (emulated vCPUs): KVM not usable: %.*s",
+			 VMM_ERR_MAX - 64, kvm_err);
 	}
 	return 0;
 }

@@ -133,14 +133,19 @@ extern const struct accel_ops accel_kvm_ops;
 extern const struct accel_ops accel_tcg_ops;
 
 /*
- * "kvm", "tcg" or "auto" (KVM when /dev/kvm can be opened, else TCG).
+ * "kvm", "tcg" or "auto" (KVM when it works here, accel_kvm_usable(),
+ * else TCG).
  * With auto, *why says what was chosen and why (for stderr).
  */
 int accel_select(const char *name, const struct accel_ops **ops,
 		 char *why, char *err);
 
-/* 0 if /dev/kvm can be opened read-write, else -errno. */
-int accel_kvm_usable(void);
+/*
+ * 0 if KVM works here (the KVM backend's probe: /dev/kvm opens, speaks API
+ * 12 with the capabilities the VMM needs, and creates a VM), else -errno
+ * and, if why is not NULL, why (VMM_ERR_MAX bytes).
+ */
+int accel_kvm_usable(char *why);
 
 /* The backend's dirty log (accel_ops.dirty_log) if it runs here, or NULL. */
 typedef int accel_dirty_log_fn(struct vm *vm, uint64_t *bitmap, char *err);

@@ -146,13 +146,23 @@ int kvm_sys_open(struct kvm_sys *kvm, char *err)
 	return ret;
 }
 
+/*
+ * KVM works here: /dev/kvm as kvm_sys_open() wants it, and a VM can be
+ * created (a /dev/kvm without virtualization under it fails there).
+ */
 int kvm_sys_probe(char *err)
 {
 	struct kvm_sys kvm;
-	int ret = kvm_sys_open(&kvm, err);
+	int ret = kvm_sys_open(&kvm, err), vm;
 
-	if (!ret)
-		kvm_sys_close(&kvm);
+	if (ret)
+		return ret;
+	vm = kvm_ioctl(kvm.fd, KVM_CREATE_VM, 0);
+	if (vm < 0)
+		ret = vmm_fail(err, -vm, "ioctl(KVM_CREATE_VM)");
+	else
+		close(vm);
+	kvm_sys_close(&kvm);
 	return ret;
 }
 
