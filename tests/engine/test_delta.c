@@ -366,8 +366,10 @@ static void chain_prepare(struct chain *c, struct ls_snapshot *snap)
 		      c->n, (unsigned long long)after, (unsigned long long)all);
 	atomic_store(&c->w.pause_req, 0);
 	for (uint64_t p = 0; p < c->w.npages; p += 3)
-		if (!c->zeroed || !c->zeroed[p])
-			c->m.addr[p * c->m.page_size + 8]++;
+		if (!c->zeroed || !c->zeroed[p]) /* the threads write words too */
+			__atomic_fetch_add((uint64_t *)(c->m.addr +
+							p * c->m.page_size + 8),
+					   1, __ATOMIC_RELAXED);
 }
 
 /*
