@@ -128,27 +128,41 @@ static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 #define MADV_POPULATE_READ 22
 #endif
 
-/* Protects every region (see populate_if_needed() in snapshot.c). */
-static int protect_all(struct ls_ctx *ctx)
+/*
+ * Protects every region (see populate_if_needed() in snapshot.c), or with
+ * files_only the shmem and hugetlbfs ones; `who` starts the messages.
+ */
+static int protect_regions(struct ls_ctx *ctx, bool files_only,
+			   const char *who)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
 		struct ls_region_info *info = &ctx->regions[r].info;
+		bool anon = info->type == LS_MEM_ANON;
 		int ret;
 
-		if (info->type == LS_MEM_ANON &&
-		    !(ctx->features & LS_FEAT_WP_UNPOPULATED) &&
+		if (anon && files_only)
+			continue;
+		if (anon && !(ctx->features & LS_FEAT_WP_UNPOPULATED) &&
 		    madvise(info->addr, info->len, MADV_POPULATE_READ))
 			return ls_err(ctx, errno,
-				      "tracking: madvise(MADV_POPULATE_READ) on region '%s': %s",
-				      info->name, strerror(errno));
+				      "%s: madvise(MADV_POPULATE_READ) on region '%s': %s",
+				      who, info->name, strerror(errno));
 		ret = ls_uffd_wp(ctx->uffd, (uint64_t)(uintptr_t)info->addr,
 				 info->len, true);
 		if (ret)
 			return ls_err(ctx, ret,
-				      "tracking: ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
-				      info->name, strerror(-ret));
+				      "%s: ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
+				      who, info->name, strerror(-ret));
 	}
 	return 0;
+}
+
+static bool has_files(const struct ls_ctx *ctx)
+{
+	for (int r = 0; r < ctx->nregions; r++)
+		if (ctx->regions[r].info.type != LS_MEM_ANON)
+			return true;
+	return false;
 }
 
 /*
@@ -162,32 +176,6 @@ static int protect_all(struct ls_ctx *ctx)
  * with the page, and only a walk in the pause would find that: begin arms
  * anonymous regions whole, as without prepare (cheap where THP maps them).
  */
-static int protect_files(struct ls_ctx *ctx)
-{
-	for (int r = 0; r < ctx->nregions; r++) {
-		struct ls_region_info *info = &ctx->regions[r].info;
-		int ret;
-
-		if (info->type == LS_MEM_ANON)
-			continue;
-		ret = ls_uffd_wp(ctx->uffd, (uint64_t)(uintptr_t)info->addr,
-				 info->len, true);
-		if (ret)
-			return ls_err(ctx, ret,
-				      "snapshot: prepare: ioctl(UFFDIO_WRITEPROTECT) on region '%s': %s",
-				      info->name, strerror(-ret));
-	}
-	return 0;
-}
-
-static bool has_files(const struct ls_ctx *ctx)
-{
-	for (int r = 0; r < ctx->nregions; r++)
-		if (ctx->regions[r].info.type != LS_MEM_ANON)
-			return true;
-	return false;
-}
-
 int ls_track_prepare(struct ls_ctx *ctx)
 {
 	_Atomic uint64_t *sets[LS_MAX_REGIONS];
@@ -218,7 +206,7 @@ int ls_track_prepare(struct ls_ctx *ctx)
 	}
 	ctx->track.caller = false;
 	ctx->track.prep = on ? LS_PREP_CALLER : LS_PREP_OWN;
-	ret = protect_files(ctx);
+	ret = protect_regions(ctx, true, "snapshot: prepare");
 	if (ret)
 		ls_track_unprepare(ctx);
 	return ret;
@@ -281,7 +269,7 @@ static int track_start(struct ls_ctx *ctx, const uint8_t *parent,
 		goto out;
 	}
 	ret = by_caller ? (lift ? ls_track_lift(ctx) : 0)
-			: protect_all(ctx);
+			: protect_regions(ctx, false, "tracking");
 	if (!ret)
 		ret = ls_track_note(ctx);
 	if (ret) {
