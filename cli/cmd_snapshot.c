@@ -315,6 +315,7 @@ struct mig_info {
 	uint64_t total_ms;
 	/* x-livesnap extension */
 	uint64_t downtime_ns, setup_ns, total_ns;
+	uint64_t stop_ns, capture_ns, arm_ns, prepare_ns; /* the pause's parts */
 	uint64_t faults, faults_write_first, copied_pages;
 	uint64_t stall_p50_ns, stall_p99_ns, stall_max_ns;
 	char strategy[32];
@@ -360,6 +361,10 @@ static void mig_info_parse(json_t *r, struct mig_info *mi)
 	mi->downtime_ns = jget_u64(x, "downtime-ns");
 	mi->setup_ns = jget_u64(x, "setup-ns");
 	mi->total_ns = jget_u64(x, "total-ns");
+	mi->stop_ns = jget_u64(x, "stop-ns");
+	mi->capture_ns = jget_u64(x, "capture-ns");
+	mi->arm_ns = jget_u64(x, "arm-ns");
+	mi->prepare_ns = jget_u64(x, "prepare-ns");
 	mi->faults = jget_u64(x, "faults");
 	mi->faults_write_first = jget_u64(x, "faults-write-first");
 	mi->copied_pages = jget_u64(x, "copied-pages");
@@ -494,14 +499,23 @@ static void print_summary(const char *target, const struct mig_info *mi)
 {
 	double secs = mi->total_ns / 1e9;
 	uint64_t bytes = mi->ram_transferred;
-	char down[32], p50[32], p99[32], max[32];
+	char down[32], p50[32], p99[32], max[32], stop[32], cap[32], arm[32];
 
 	fmt_ns(down, sizeof(down), mi->downtime_ns);
+	fmt_ns(stop, sizeof(stop), mi->stop_ns);
+	fmt_ns(cap, sizeof(cap), mi->capture_ns);
+	fmt_ns(arm, sizeof(arm), mi->arm_ns);
 	fmt_ns(p50, sizeof(p50), mi->stall_p50_ns);
 	fmt_ns(p99, sizeof(p99), mi->stall_p99_ns);
 	fmt_ns(max, sizeof(max), mi->stall_max_ns);
 	printf("snapshot %s: completed\n", target);
-	printf("  pause (downtime)    %s\n", down);
+	printf("  pause (downtime)    %s: vCPUs stopped in %s, state %s, "
+	       "write protection %s\n",
+	       down, stop, cap, arm);
+	fmt_ns(arm, sizeof(arm), mi->prepare_ns);
+	printf("  prepare             %s, before the pause, vCPUs running "
+	       "(memfd/hugetlb RAM armed early)\n",
+	       arm);
 	printf("  total time          %.3f s\n", secs);
 	printf("  RAM                 %.1f MiB, %.1f MiB written, "
 	       "%llu zero pages\n",
