@@ -17,7 +17,9 @@ process however that ends (a meson timeout, SIGKILL, a crash); tearDown,
 addCleanup and an atexit hook stop them in the ordinary case.
 """
 import atexit
+import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -136,6 +138,63 @@ def accel_args():
     """The options that choose the accelerator of a VM-starting command
     (`livesnap run`, `livesnap restore`): --accel $LS_ACCEL, if set."""
     return ["--accel", ACCEL] if ACCEL else []
+
+
+# Every change of the huge page pool is made under this lock, by the C
+# tests (tests/hugetlb_pool.h) and scripts/run-tests.sh too.
+HUGETLB_POOL_LOCK = "/run/livesnap-hugetlb.lock"
+NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+
+
+def meminfo(key):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/meminfo" % key)
+
+
+@contextlib.contextmanager
+def hugetlb_pool_lock():
+    """Holds the pool lock: a test elsewhere that checks the pool and then
+    maps its pages does both while no one else grows or shrinks it."""
+    fd = os.open(HUGETLB_POOL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _set_nr_hugepages(n):
+    with open(NR_HUGEPAGES, "w") as f:
+        f.write(str(n))
+
+
+@contextlib.contextmanager
+def hugetlb_pages(test, need):
+    """Under the pool lock, with `need` free 2 MiB pages: the pool is grown
+    if short (scripts/run-tests.sh sizes it so that it is not) and put back
+    by a cleanup of `test`, if nobody changed it meanwhile. Start the
+    hugetlb VM inside: its pages are reserved before the lock goes."""
+    with hugetlb_pool_lock():
+        with open(NR_HUGEPAGES) as f:
+            old = int(f.read())
+        spare = meminfo("HugePages_Free") - meminfo("HugePages_Rsvd")
+        if spare < need:
+            mine = old + need - spare
+            _set_nr_hugepages(mine)
+
+            def restore():
+                with hugetlb_pool_lock(), open(NR_HUGEPAGES) as f:
+                    if int(f.read()) == mine:
+                        _set_nr_hugepages(old)
+            test.addCleanup(restore)
+            test.assertGreaterEqual(
+                meminfo("HugePages_Free") - meminfo("HugePages_Rsvd"), need,
+                "the kernel could not reserve %d huge pages" % need)
+        yield
 
 
 def run_args(cpus=None, mem="256M", ws_mib=16, restore=None, mode=None,

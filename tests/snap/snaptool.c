@@ -141,6 +141,35 @@ static int load_slots(struct snap *s)
 	return s->nslots ? 0 : die("%s: vm-config has no slots", s->path);
 }
 
+/*
+ * len bytes at byte offset off of a region, whose pages may be larger
+ * than the guest's 4 KiB (hugetlb RAM: the huge pages around them).
+ */
+static int read_region_bytes(struct snap *s, uint32_t region, uint64_t off,
+			     void *buf, uint64_t len)
+{
+	struct ls_reader_region info;
+	uint64_t first, n;
+	char *bounce;
+	int rc;
+
+	if (ls_reader_region(s->r, region, &info) || !info.page_size)
+		return -EINVAL;
+	if (off % info.page_size == 0 && len % info.page_size == 0)
+		return read_region(s, region, off / info.page_size, buf,
+				   len / info.page_size);
+	first = off / info.page_size;
+	n = (off + len - 1) / info.page_size - first + 1;
+	bounce = malloc(n * info.page_size);
+	if (!bounce)
+		return -ENOMEM;
+	rc = read_region(s, region, first, bounce, n);
+	if (!rc)
+		memcpy(buf, bounce + (off - first * info.page_size), len);
+	free(bounce);
+	return rc;
+}
+
 /* Reads npages guest pages from gpa (page aligned, within one slot). */
 static int read_gpa(struct snap *s, uint64_t gpa, void *buf, uint64_t npages)
 {
@@ -151,9 +180,8 @@ static int read_gpa(struct snap *s, uint64_t gpa, void *buf, uint64_t npages)
 
 		if (gpa < sl->gpa || end > sl->gpa + sl->size)
 			continue;
-		rc = read_region(s, sl->region,
-				 (sl->offset + gpa - sl->gpa) / LSG_PAGE_SIZE,
-				 buf, npages);
+		rc = read_region_bytes(s, sl->region, sl->offset + gpa - sl->gpa,
+				       buf, npages * LSG_PAGE_SIZE);
 		if (rc)
 			return die("%s: reading GPA 0x%llx: %s", s->path,
 				   (unsigned long long)gpa,

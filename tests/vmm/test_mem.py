@@ -1,8 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Every guest RAM backend boots the guest: anon (THP), memfd, hugetlb."""
-import contextlib
-import fcntl
 import os
 import subprocess
 import unittest
@@ -10,20 +8,6 @@ import unittest
 import lsvm
 
 MEM_MIB = 128
-NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages'
-# Every change of the huge page pool is made under this lock, by the C
-# tests (tests/hugetlb_pool.h) and scripts/run-tests.sh too.
-HUGETLB_POOL_LOCK = '/run/livesnap-hugetlb.lock'
-
-
-def meminfo(key):
-    with open('/proc/meminfo') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1])
-    raise AssertionError('no %s in /proc/meminfo' % key)
-
-
 def hugetlb_mapped_kib(pid):
     """KiB of the process's mappings that are hugetlb (its own smaps: the
     machine-wide counts move with every other user of the pool, the
@@ -36,24 +20,6 @@ def hugetlb_mapped_kib(pid):
             elif line.startswith('VmFlags:') and ' ht' in line:
                 total += size
     return total
-
-
-def set_nr_hugepages(n):
-    with open(NR_HUGEPAGES, 'w') as f:
-        f.write(str(n))
-
-
-@contextlib.contextmanager
-def hugetlb_pool_lock():
-    """Holds the pool lock: a test elsewhere that checks the pool and then
-    maps its pages does both while no one else grows or shrinks it."""
-    fd = os.open(HUGETLB_POOL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class Backends(unittest.TestCase):
@@ -82,27 +48,10 @@ class Backends(unittest.TestCase):
         self.boot('memfd')
 
     def test_hugetlb(self):
-        need = MEM_MIB // 2
-        # Grow the pool if short and start the VM, up to its RAM's pages
-        # being reserved, under the pool lock; shrink back under it too.
-        # (scripts/run-tests.sh sizes the pool for this test: then it
-        # changes nothing.)
-        with hugetlb_pool_lock():
-            with open(NR_HUGEPAGES) as f:
-                old = int(f.read())
-            spare = meminfo('HugePages_Free') - meminfo('HugePages_Rsvd')
-            if spare < need:
-                mine = old + need - spare
-                set_nr_hugepages(mine)
-
-                def restore():
-                    # only if nobody changed it meanwhile
-                    with hugetlb_pool_lock(), open(NR_HUGEPAGES) as f:
-                        if int(f.read()) == mine:
-                            set_nr_hugepages(old)
-                self.addCleanup(restore)
-                self.assertGreaterEqual(meminfo('HugePages_Free') - meminfo('HugePages_Rsvd'),
-                                        need, 'the kernel could not reserve %d huge pages' % need)
+        # The pool grown if short (given back after), and the VM started
+        # under its lock: its RAM's pages are reserved before anyone else
+        # looks at the pool.
+        with lsvm.hugetlb_pages(self, MEM_MIB // 2):
             vm = self.start('hugetlb')
             self.boot('hugetlb', vm)
         # the VM's RAM really is a hugetlb mapping of the process
