@@ -58,7 +58,7 @@ os.close(fd)
 #   suite lib, all at once: engine-ctx 4, engine-exact 8, engine-fail 8,
 #     engine-restore 8, engine-delta 8, engine-kernel 4, engine-discard 4,
 #     engine-process 4, format-roundtrip 4: 52
-#   vm-mem-* (128 MiB of guest RAM; they run alone): 64
+#   vm-mem-*, snap-exact-* (128 MiB of guest RAM; they run alone): 64
 # the larger, plus 16 spare. Pages reserved elsewhere on the machine are
 # not counted as ours. The pool is left as it is afterwards: that is only
 # memory set aside, and the next run wants it again.
