@@ -44,6 +44,7 @@ struct run_opts {
 	const char *qmp;
 	const char *console;
 	bool stdin_input;
+	bool prealloc; /* --mem-prealloc */
 	/* snapshot.h: restore instead of boot */
 	const char *restore; /* --restore FILE or --incoming exec:CMD */
 	enum vm_restore_mode restore_mode;
@@ -165,7 +166,8 @@ enum {
 	OPT_RESTORE,
 	OPT_RESTORE_MODE,
 	OPT_INCOMING,
-	OPT_ACCEL
+	OPT_ACCEL,
+	OPT_PREALLOC
 };
 
 #define STR_(x) #x
@@ -192,6 +194,9 @@ enum {
 
 static const struct cli_opt run_opts[] = {
     VM_OPTS,
+    {"mem-prealloc", OPT_PREALLOC, NULL,
+     "allocate all guest RAM before the guest starts (QEMU's\n"
+     "-mem-prealloc): no host page faults on first touch"},
     {"kernel", OPT_KERNEL, "FILE", "boot this bzImage instead of the built-in "
 				   "guest"},
     {"initrd", OPT_INITRD, "FILE", "initial ramdisk"},
@@ -250,6 +255,9 @@ static int parse_opt(const struct cli_cmd *cmd, struct run_opts *o, int c,
 	case OPT_STDIN:
 		o->stdin_input = true;
 		return 0;
+	case OPT_PREALLOC:
+		o->prealloc = true;
+		return 0;
 	case OPT_ACCEL:
 		if (strcmp(arg, "kvm") && strcmp(arg, "tcg") &&
 		    strcmp(arg, "auto"))
@@ -285,6 +293,10 @@ static int parse_args(const struct cli_cmd *cmd, int argc, char **argv,
 	if (!ret && o->restore && (o->kernel || o->initrd || o->cmdline[0]))
 		ret = cli_usage_error(cmd, "--kernel, --initrd and --cmdline "
 				      "do not go with a restore");
+	if (!ret && o->restore && o->prealloc)
+		ret = cli_usage_error(cmd, "--mem-prealloc does not go with a "
+				      "restore (it fills guest RAM itself; a "
+				      "lazy one must find it empty)");
 	if (!ret && o->restore && !strncmp(o->restore, "exec:", 5))
 		o->restore_mode = VM_RESTORE_EAGER; /* a stream: no choice */
 	return ret;
@@ -637,6 +649,7 @@ static int run_run(const struct cli_cmd *cmd, int argc, char **argv)
 		    .ncpus = r.o.ncpus,
 		    .mem_bytes = r.o.mem,
 		    .backend = r.o.backend,
+		    .prealloc = r.o.prealloc,
 		    .console_fd = r.console_fd,
 		    .accel = r.accel,
 		};

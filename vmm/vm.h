@@ -37,6 +37,7 @@ struct vm_config {
 	unsigned ncpus;
 	uint64_t mem_bytes;
 	enum mem_backend backend;
+	bool prealloc;  /* all of RAM allocated now (MADV_POPULATE_WRITE) */
 	int console_fd; /* serial output; -1 discards it */
 	const struct accel_ops *accel; /* NULL: TCG */
 };

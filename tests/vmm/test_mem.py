@@ -22,6 +22,20 @@ def hugetlb_mapped_kib(pid):
     return total
 
 
+def ram_rss_kib(pid, size_kib):
+    """Rss of the process's guest RAM mapping (the one of size_kib)."""
+    size, found = None, None
+    with open('/proc/%d/smaps' % pid) as f:
+        for line in f:
+            if line.startswith('Size:'):
+                size = int(line.split()[1])
+            elif line.startswith('Rss:') and size == size_kib:
+                found = int(line.split()[1])
+    if found is None:
+        raise AssertionError('no %d KiB mapping in pid %d' % (size_kib, pid))
+    return found
+
+
 class Backends(unittest.TestCase):
     def start(self, backend):
         vm = lsvm.VM('--mem', '%dM' % MEM_MIB, '--mem-backend', backend,
@@ -59,6 +73,33 @@ class Backends(unittest.TestCase):
                                 MEM_MIB * 1024)
         vm.qmp.cmd('quit')
         self.assertEqual(vm.wait_exit(), 0)
+
+    def test_prealloc(self):
+        # --mem-prealloc: all of guest RAM is resident before the guest
+        # runs; without it, only what the guest touched (a 4 MiB working
+        # set, its kernel and tables).
+        for backend, prealloc in (('anon', True), ('memfd', True),
+                                  ('anon', False)):
+            with self.subTest(backend=backend, prealloc=prealloc):
+                vm = lsvm.VM('--mem', '%dM' % MEM_MIB, '--mem-backend',
+                             backend, '--cmdline', 'ls.print_s=0 ls.ws_mib=4',
+                             *(['--mem-prealloc'] if prealloc else [])).start()
+                self.addCleanup(vm.close)
+                vm.wait_workload(1)
+                rss = ram_rss_kib(vm.proc.pid, MEM_MIB * 1024)
+                if prealloc:
+                    self.assertEqual(rss, MEM_MIB * 1024)
+                else:
+                    self.assertLess(rss, MEM_MIB * 1024 // 2)
+                vm.qmp.cmd('quit')
+                self.assertEqual(vm.wait_exit(), 0)
+        p = subprocess.run([lsvm.LIVESNAP, 'run'] + lsvm.accel_args() +
+                           ['--mem-prealloc', '--restore', '/nonexistent'],
+                           capture_output=True, timeout=60,
+                           preexec_fn=lsvm.die_with_test)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn('--mem-prealloc does not go with a restore',
+                      p.stderr.decode())
 
     def test_hugetlb_size_check(self):
         p = subprocess.run([lsvm.LIVESNAP, 'run'] + lsvm.accel_args() +
