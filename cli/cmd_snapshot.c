@@ -500,11 +500,13 @@ static void print_summary(const char *target, const struct mig_info *mi)
 	double secs = mi->total_ns / 1e9;
 	uint64_t bytes = mi->ram_transferred;
 	char down[32], p50[32], p99[32], max[32], stop[32], cap[32], arm[32];
+	char prep[32];
 
 	fmt_ns(down, sizeof(down), mi->downtime_ns);
 	fmt_ns(stop, sizeof(stop), mi->stop_ns);
 	fmt_ns(cap, sizeof(cap), mi->capture_ns);
 	fmt_ns(arm, sizeof(arm), mi->arm_ns);
+	fmt_ns(prep, sizeof(prep), mi->prepare_ns);
 	fmt_ns(p50, sizeof(p50), mi->stall_p50_ns);
 	fmt_ns(p99, sizeof(p99), mi->stall_p99_ns);
 	fmt_ns(max, sizeof(max), mi->stall_max_ns);
@@ -512,10 +514,9 @@ static void print_summary(const char *target, const struct mig_info *mi)
 	printf("  pause (downtime)    %s: vCPUs stopped in %s, state %s, "
 	       "write protection %s\n",
 	       down, stop, cap, arm);
-	fmt_ns(arm, sizeof(arm), mi->prepare_ns);
 	printf("  prepare             %s, before the pause, vCPUs running "
 	       "(memfd/hugetlb RAM armed early)\n",
-	       arm);
+	       prep);
 	printf("  total time          %.3f s\n", secs);
 	printf("  RAM                 %.1f MiB, %.1f MiB written, "
 	       "%llu zero pages\n",

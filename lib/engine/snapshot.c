@@ -736,22 +736,6 @@ static int populate_if_needed(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	return 0;
 }
 
-static int arm_all(struct ls_snapshot *snap, struct ls_ctx *ctx)
-{
-	for (uint32_t r = 0; r < snap->nregions; r++) {
-		struct snap_region *sr = &snap->regions[r];
-		int ret = ls_uffd_wp(ctx->uffd, sr->base, sr->len, true);
-
-		if (ret) {
-			lift_all(snap, r);
-			return ls_err(ctx, ret,
-				      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
-				      snap_name(snap, r), strerror(-ret));
-		}
-	}
-	return 0;
-}
-
 static bool set_test(const _Atomic uint64_t *set, uint64_t page)
 {
 	return atomic_load_explicit(&set[page / 64], memory_order_relaxed) &
@@ -856,42 +840,46 @@ static int arm_dirty(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	return 0;
 }
 
-/*
- * A prepared full snapshot (ls_track_prepare()): its shmem and hugetlbfs
- * regions are protected but for what was written since, which arm_dirty
- * re-protects; anonymous regions are armed whole. A failure lifts it all
- * and undoes the prepare (a begin again arms every region whole).
- */
-static int arm_prepared(struct ls_snapshot *snap, struct ls_ctx *ctx)
+static int arm_whole(struct ls_snapshot *snap, struct ls_ctx *ctx,
+		     uint32_t r)
 {
-	for (uint32_t r = 0; r < snap->nregions; r++) {
-		struct snap_region *sr = &snap->regions[r];
-		int ret = sr->type != LS_MEM_ANON
-				  ? arm_dirty_region(snap, ctx, r)
-				  : ls_uffd_wp(ctx->uffd, sr->base, sr->len, true);
+	struct snap_region *sr = &snap->regions[r];
+	int ret = ls_uffd_wp(ctx->uffd, sr->base, sr->len, true);
 
-		if (ret && sr->type == LS_MEM_ANON)
-			ls_err(ctx, ret,
-			       "ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
-			       snap_name(snap, r), strerror(-ret));
-		if (ret) {
-			lift_all(snap, snap->nregions);
-			ls_track_unprepare(ctx);
-			return ret;
-		}
-	}
+	if (ret)
+		return ls_err(ctx, ret,
+			      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s': %s",
+			      snap_name(snap, r), strerror(-ret));
 	return 0;
 }
 
-/* Begin arms as prepared: a prepare that started tracking ends here. */
+/*
+ * A full snapshot's arm: every region whole, except after a prepare
+ * (ls_track_prepare()), where its shmem and hugetlbfs regions are
+ * protected but for what was written since, which arm_dirty_region()
+ * re-protects. A failure lifts what this arm, or the prepare, protected
+ * (a begin again arms every region whole); a prepare that started
+ * tracking for itself ends here either way.
+ */
 static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
-	int ret;
+	bool prepared = ctx->track.prep != LS_PREP_NONE;
+	int ret = 0;
 
-	if (ctx->track.prep == LS_PREP_NONE)
-		return arm_all(snap, ctx);
-	ret = arm_prepared(snap, ctx);
-	if (!ret && ctx->track.prep == LS_PREP_OWN)
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		ret = prepared && snap->regions[r].type != LS_MEM_ANON
+			      ? arm_dirty_region(snap, ctx, r)
+			      : arm_whole(snap, ctx, r);
+		if (ret) {
+			lift_all(snap, prepared ? snap->nregions : r);
+			break;
+		}
+	}
+	if (!prepared)
+		return ret;
+	if (ret)
+		ls_track_unprepare(ctx);
+	else if (ctx->track.prep == LS_PREP_OWN)
 		atomic_store(&ctx->track.granule, ctx->track.prep_granule);
 	ctx->track.prep = LS_PREP_NONE;
 	return ret;

@@ -13,7 +13,7 @@ int accel_kvm_usable(char *why)
 
 	if (why)
 		snprintf(why, VMM_ERR_MAX, "%s", err);
-	return ret ? (ret < 0 ? ret : -ret) : 0;
+	return ret; /* probe's contract: 0 or -errno */
 }
 
 accel_dirty_log_fn *accel_dirty_log(const struct accel_ops *ops,
