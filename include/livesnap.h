@@ -283,7 +283,9 @@ struct ls_snapshot_opts {
 	 * preempts it at once, instead of waiting out the writer's scheduler
 	 * slice (up to ~10 ms measured with a vCPU sharing the writer's CPU).
 	 * The price: on CPUs kept busy by other threads the writer gets
-	 * little time and the snapshot lasts longer.
+	 * little time and the snapshot lasts longer. Without it the writer
+	 * runs SCHED_BATCH (it never preempts the caller that begin wakes it
+	 * from, inside the caller's pause).
 	 */
 	bool writer_idle;
 };

@@ -505,11 +505,20 @@ static bool vm_readv_works(int pid)
 	return process_vm_readv(pid, &l, 1, &r, 1, 0) == sizeof(to) && to == 1;
 }
 
-/* writer_idle; on failure the parked writer is ended and joined. */
-static int writer_set_idle(struct ls_snapshot *snap, pthread_t writer)
+/*
+ * SCHED_IDLE with writer_idle, else SCHED_BATCH: the writer, parked
+ * until begin, is woken inside the caller's pause, and a SCHED_OTHER
+ * thread woken after a long sleep preempts its waker at once, so the
+ * caller's begin returned a scheduler slice late (2-3 ms in half of the
+ * begins of bench_track, whose writers keep both CPUs busy). A batch
+ * thread gets the same share of the CPU but does not preempt on wakeup.
+ * On failure the parked writer is ended and joined.
+ */
+static int writer_set_policy(struct ls_snapshot *snap, pthread_t writer)
 {
 	struct sched_param sp = {.sched_priority = 0};
-	int ret = pthread_setschedparam(writer, SCHED_IDLE, &sp);
+	int ret = pthread_setschedparam(
+	    writer, snap->writer_idle ? SCHED_IDLE : SCHED_BATCH, &sp);
 
 	if (ret) {
 		pthread_mutex_lock(&snap->lock);
@@ -547,7 +556,7 @@ static int snap_start_threads(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	pthread_setname_np(writer, "ls-writer");
 	snap->writer = writer;
 	snap->guard_beats = UINT64_MAX; /* the guard's first look: no beat */
-	ret = snap->writer_idle ? writer_set_idle(snap, writer) : 0;
+	ret = writer_set_policy(snap, writer);
 	atomic_store(&snap->writer_is_idle, snap->writer_idle && !ret);
 	if (snap->writer_idle && !ret) {
 		/*
@@ -563,8 +572,8 @@ static int snap_start_threads(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	if (ret) {
 		ls_svc_put(ctx);
 		return ls_err(ctx, ret,
-			      "snapshot: writer_idle: pthread_setschedparam "
-			      "SCHED_IDLE: %s",
+			      "snapshot: pthread_setschedparam(%s) for the writer: %s",
+			      snap->writer_idle ? "SCHED_IDLE" : "SCHED_BATCH",
 			      strerror(ret));
 	}
 	snap->svc_warm = true;

@@ -368,7 +368,8 @@ static void finish_whole(struct ls_ctx *ctx, struct ls_snapshot *snap,
 
 /*
  * writer_idle: the writer (named, like the fault thread) runs SCHED_IDLE
- * from create on, and the snapshot is whole; without it, SCHED_OTHER.
+ * from create on, and the snapshot is whole; without it, SCHED_BATCH (it
+ * must not preempt the caller that wakes it in its pause).
  */
 static void test_writer_idle(void **state)
 {
@@ -393,7 +394,7 @@ static void test_writer_idle(void **state)
 		CHECK(thread_named("ls-faults") > 0,
 		      "no thread named ls-faults");
 		policy = sched_getscheduler(writer);
-		CHECK(policy == (idle ? SCHED_IDLE : SCHED_OTHER),
+		CHECK(policy == (idle ? SCHED_IDLE : SCHED_BATCH),
 		      "writer_idle %d: the writer's policy is %d", idle,
 		      policy);
 		finish_whole(ctx, snap, s, &m);
