@@ -77,6 +77,7 @@ enum ls_prep {
 	LS_PREP_TRACKED, /* tracked by faults: protected but for the sets */
 	LS_PREP_CALLER,	 /* the caller's tracking, by faults until begin */
 	LS_PREP_OWN,	 /* tracking started by prepare, for its snapshot */
+	LS_PREP_DELTA,	 /* a delta's pages until prepare are in prep_sets */
 };
 
 /*
@@ -120,6 +121,9 @@ struct ls_track {
 	 */
 	enum ls_prep prep;
 	uint64_t prep_granule;
+	/* LS_PREP_DELTA: the dirty sets as prepare found them (protected
+	 * again); the sets in `dirty` take what is written after. */
+	_Atomic uint64_t *prep_sets[LS_MAX_REGIONS];
 };
 
 /*
@@ -257,9 +261,10 @@ int ls_track_on(struct ls_ctx *ctx, _Atomic uint64_t **sets);
  * are taken: adds to the dirty sets the pages that changed without a write
  * fault (discards) since the last tracked begin, and makes now the new
  * reference. Anonymous regions only if `anon` (ls_track_unsettle() has
- * just looked at them the same way). 0, or -errno with the message set.
+ * just looked at them the same way). scan[r], if not NULL, is region r's
+ * bitmap to work in (anonymous). 0, or -errno with the message set.
  */
-int ls_track_rescan(struct ls_ctx *ctx, bool anon);
+int ls_track_rescan(struct ls_ctx *ctx, bool anon, uint64_t *const *scan);
 /* Protection off every region, and anyone blocked there woken (ctx->lock
  * held); the first failure is the context's error. */
 int ls_track_lift(struct ls_ctx *ctx);
@@ -272,6 +277,20 @@ int ls_track_lift(struct ls_ctx *ctx);
 int ls_track_prepare(struct ls_ctx *ctx);
 /* Undoes a prepare whose snapshot never armed (ctx->lock held). */
 void ls_track_unprepare(struct ls_ctx *ctx);
+/*
+ * A delta's prepare, tracked by faults (ctx->lock held): the dirty sets
+ * move to ctx->track.prep_sets, fresh ones record what is written from now
+ * on (LS_PREP_DELTA); the caller then protects the pages of prep_sets
+ * again. Otherwise nothing (the begin does it all). 0 or -ENOMEM.
+ */
+int ls_track_prepare_delta(struct ls_ctx *ctx);
+/*
+ * At a prepared delta's begin (ctx->lock held, writers quiesced), after
+ * ls_track_rescan(): the sets come together again in ctx->track.dirty;
+ * news[r] (the caller frees it) gets the set of what was written (or
+ * discarded) since the prepare: what the begin must still protect.
+ */
+void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news);
 /* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
 int ls_track_unsettle(struct ls_ctx *ctx, bool protect);
 /* At a tracked full begin or ls_track_start: notes the reference only. */

@@ -154,8 +154,15 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 				return -ENOMEM;
 			sr->zero_unheld = ctx->regions[r].anon_huge;
 		}
-		if (snap->delta)
+		if (snap->delta) {
 			memset((void *)sr->state, PG_CLEAN, sr->npages);
+			sr->rescan = info->type == LS_MEM_ANON
+					   ? ls_alloc_prefaulted(
+						 ls_bitmap_bytes(sr->npages))
+					   : NULL;
+			if (info->type == LS_MEM_ANON && !sr->rescan)
+				return -ENOMEM;
+		}
 		if (snap->track) {
 			sr->fresh = calloc(1, ls_bitmap_bytes(sr->npages));
 			if (!sr->fresh)
@@ -231,6 +238,9 @@ static void snap_free(struct ls_snapshot *snap)
 		free((void *)snap->regions[r].fresh);
 		free((void *)snap->regions[r].prev);
 		free(snap->regions[r].held);
+		free((void *)snap->regions[r].later);
+		ls_free_prefaulted(snap->regions[r].rescan,
+				   ls_bitmap_bytes(snap->regions[r].npages));
 	}
 	while ((b = snap->blobs)) {
 		snap->blobs = b->next;
@@ -752,28 +762,28 @@ static bool set_test(const _Atomic uint64_t *set, uint64_t page)
 }
 
 /*
- * A delta's pages: those of the context's dirty sets (the writers are
- * quiesced, so the sets hold still). The others stay CLEAN.
+ * A delta's pages: those of a set of region r that holds still (the
+ * writers quiesced, or the set put aside by prepare) become PENDING,
+ * counted once (a prepared delta's begin adds a second set). The others
+ * stay CLEAN.
  */
-static void delta_pending(struct ls_snapshot *snap, struct ls_ctx *ctx)
+static void pending_add(struct ls_snapshot *snap, uint32_t r,
+			const _Atomic uint64_t *set)
 {
-	snap->pages_total = 0;
-	for (uint32_t r = 0; r < snap->nregions; r++) {
-		struct snap_region *sr = &snap->regions[r];
-		_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
+	struct snap_region *sr = &snap->regions[r];
 
-		for (uint64_t w = 0; w < (sr->npages + 63) / 64; w++) {
-			uint64_t bits = atomic_load_explicit(
-				&set[w], memory_order_relaxed);
+	for (uint64_t w = 0; w < (sr->npages + 63) / 64; w++) {
+		uint64_t bits =
+		    atomic_load_explicit(&set[w], memory_order_relaxed);
 
-			while (bits) {
-				uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+		while (bits) {
+			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
 
-				bits &= bits - 1;
-				atomic_store_explicit(&sr->state[p], PG_PENDING,
-						      memory_order_relaxed);
+			bits &= bits - 1;
+			if (atomic_exchange_explicit(&sr->state[p], PG_PENDING,
+						     memory_order_relaxed) !=
+			    PG_PENDING)
 				snap->pages_total++;
-			}
 		}
 	}
 }
@@ -802,10 +812,9 @@ static bool chunk_dirty(const _Atomic uint64_t *set, uint64_t first,
 }
 
 static int arm_dirty_region(struct ls_snapshot *snap, struct ls_ctx *ctx,
-			    uint32_t r)
+			    uint32_t r, const _Atomic uint64_t *set)
 {
 	struct snap_region *sr = &snap->regions[r];
-	_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
 	uint64_t per = sr->ps >= LS_HUGE_2M ? 1 : LS_HUGE_2M / sr->ps;
 	uint64_t nchunks = (sr->npages + per - 1) / per, first, end;
 	int64_t start = -1;
@@ -838,13 +847,67 @@ static int arm_dirty_region(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	return 0;
 }
 
-static int arm_dirty(struct ls_snapshot *snap, struct ls_ctx *ctx)
+/*
+ * A delta's pages and its arm, in the pause, after the look for discarded
+ * pages: every page of the sets, or after a prepare (which marked and
+ * protected the sets as they were then) what was written since. There the
+ * look must come first: it skips what the sets hold, and a page that
+ * prepare protected again may have been discarded since. Settled tracking
+ * protected everything again already.
+ */
+static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
+		     bool settled)
 {
-	for (uint32_t r = 0; r < snap->nregions; r++) {
-		int ret = arm_dirty_region(snap, ctx, r);
+	_Atomic uint64_t *news[LS_MAX_REGIONS] = {NULL};
+	uint64_t *scan[LS_MAX_REGIONS];
+	bool prepared = ctx->track.prep == LS_PREP_DELTA;
+	int ret;
 
-		if (ret)
+	for (uint32_t r = 0; r < snap->nregions; r++)
+		scan[r] = snap->regions[r].rescan;
+	/* The caller's tracking: its reports are the anonymous changes */
+	ret = ls_track_rescan(ctx, !settled && !ctx->track.caller, scan);
+	if (prepared)
+		ls_track_prepared_merge(ctx, news);
+	else
+		snap->pages_total = 0;
+	for (uint32_t r = 0; !ret && r < snap->nregions; r++) {
+		const _Atomic uint64_t *set =
+		    prepared ? news[r] : atomic_load(&ctx->track.dirty[r]);
+
+		pending_add(snap, r, set);
+		if (!settled)
+			ret = arm_dirty_region(snap, ctx, r, set);
+	}
+	for (uint32_t r = 0; prepared && r < snap->nregions; r++) {
+		free((void *)snap->regions[r].later); /* a begin again */
+		snap->regions[r].later = news[r];    /* free()s munmap: later */
+	}
+	return ret;
+}
+
+/*
+ * A delta's prepare, tracked by faults (ls_track_prepare_delta()): its
+ * pages so far are marked and protected again now, the writers running.
+ * On failure the sets come back together; what was protected stays so.
+ */
+static int delta_prepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
+{
+	int ret;
+
+	if (ctx->track.prep != LS_PREP_NONE)
+		return 0;
+	ret = ls_track_prepare_delta(ctx);
+	if (ret || ctx->track.prep != LS_PREP_DELTA)
+		return ret;
+	snap->pages_total = 0;
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		pending_add(snap, r, ctx->track.prep_sets[r]);
+		ret = arm_dirty_region(snap, ctx, r, ctx->track.prep_sets[r]);
+		if (ret) {
+			ls_track_unprepare(ctx);
 			return ret;
+		}
 	}
 	return 0;
 }
@@ -877,7 +940,8 @@ static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
 
 	for (uint32_t r = 0; r < snap->nregions; r++) {
 		ret = prepared && snap->regions[r].type != LS_MEM_ANON
-			      ? arm_dirty_region(snap, ctx, r)
+			      ? arm_dirty_region(snap, ctx, r,
+						 atomic_load(&ctx->track.dirty[r]))
 			      : arm_whole(snap, ctx, r);
 		if (ret) {
 			lift_all(snap, prepared ? snap->nregions : r);
@@ -993,9 +1057,9 @@ int ls_snapshot_prepare(struct ls_snapshot *snap)
 		return -EINVAL;
 	pthread_mutex_lock(&ctx->lock);
 	ret = begin_check(snap, ctx, "prepare");
-	/* A delta arms only its own pages already. */
-	if (!ret && !snap->delta)
-		ret = ls_track_prepare(ctx);
+	if (!ret)
+		ret = snap->delta ? delta_prepare(snap, ctx)
+				  : ls_track_prepare(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 	return ret;
 }
@@ -1056,18 +1120,15 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	if (ret)
 		goto out_svc;
 	if (snap->delta) {
-		/* The caller's tracking: its reports are the anonymous changes */
-		ret = ls_track_rescan(ctx, !settled && !ctx->track.caller);
+		ret = delta_arm(snap, ctx, settled);
 		if (ret)
 			goto out_svc;
-		delta_pending(snap, ctx);
-	}
-	if (!settled)
-		ret = snap->delta ? arm_dirty(snap, ctx) : arm_full(snap, ctx);
-	if (ret) {
-		if (!snap->delta) /* arm_full lifted what it had armed */
+	} else if (!settled) {
+		ret = arm_full(snap, ctx);
+		if (ret) { /* arm_full lifted what it had armed */
 			atomic_store(&ctx->track.broken, true);
-		goto out_svc;
+			goto out_svc;
+		}
 	}
 	if (snap->track || snap->delta || atomic_load(&ctx->track.on))
 		take_sets(snap, ctx);

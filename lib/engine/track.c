@@ -212,11 +212,80 @@ int ls_track_prepare(struct ls_ctx *ctx)
 	return ret;
 }
 
+/*
+ * A delta's prepare. Its pages so far are known: protecting them again
+ * before the pause leaves the pause only what is written after (and the
+ * look for discarded anonymous pages, which cannot leave it). The sets
+ * must change before the protection does: a page released after it must
+ * land in the new sets, or the begin would not protect it again.
+ */
+int ls_track_prepare_delta(struct ls_ctx *ctx)
+{
+	_Atomic uint64_t *sets[LS_MAX_REGIONS];
+
+	if (ctx->track.prep != LS_PREP_NONE || ctx->track.async ||
+	    ctx->track.caller || !atomic_load(&ctx->track.on) ||
+	    atomic_load(&ctx->track.broken))
+		return 0;
+	if (!alloc_sets(ctx, sets))
+		return ls_err(ctx, ENOMEM, "snapshot: prepare: out of memory");
+	for (int r = 0; r < ctx->nregions; r++)
+		ctx->track.prep_sets[r] =
+		    atomic_exchange(&ctx->track.dirty[r], sets[r]);
+	ls_svc_quiesce(ctx); /* nobody marks the old sets any more */
+	ctx->track.prep = LS_PREP_DELTA;
+	return 0;
+}
+
+/*
+ * Both sets back in one, the prepare's; `news`, if given, keeps the later
+ * one. That is replaced before it is read, so no fault still marks it.
+ */
+static void prep_sets_join(struct ls_ctx *ctx, _Atomic uint64_t **news)
+{
+	_Atomic uint64_t *later[LS_MAX_REGIONS];
+
+	for (int r = 0; r < ctx->nregions; r++)
+		later[r] = atomic_exchange(&ctx->track.dirty[r],
+					   ctx->track.prep_sets[r]);
+	ls_svc_quiesce(ctx);
+	for (int r = 0; r < ctx->nregions; r++) {
+		_Atomic uint64_t *set = ctx->track.prep_sets[r];
+		uint64_t words = ls_bitmap_bytes(ctx->regions[r].npages) / 8;
+
+		for (uint64_t w = 0; w < words; w++) {
+			uint64_t add = atomic_load_explicit(
+			    &later[r][w], memory_order_relaxed);
+
+			if (add)
+				atomic_fetch_or_explicit(&set[w], add,
+							 memory_order_relaxed);
+		}
+		ctx->track.prep_sets[r] = NULL;
+		if (news)
+			news[r] = later[r];
+		else
+			free((void *)later[r]);
+	}
+}
+
+void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news)
+{
+	prep_sets_join(ctx, news);
+	ctx->track.prep = LS_PREP_NONE;
+}
+
 void ls_track_unprepare(struct ls_ctx *ctx)
 {
 	enum ls_prep prep = ctx->track.prep;
 
 	ctx->track.prep = LS_PREP_NONE;
+	if (prep == LS_PREP_DELTA) {
+		/* What prepare protected again stays so: its pages are in
+		 * the sets, and a write there is recorded once more. */
+		prep_sets_join(ctx, NULL);
+		return;
+	}
 	if (prep == LS_PREP_NONE || prep == LS_PREP_TRACKED)
 		return;
 	(void)ls_track_lift(ctx);
@@ -654,13 +723,14 @@ static int anon_unprotected(struct ls_ctx *ctx, const struct ls_region *reg,
 	return 0;
 }
 
-int ls_track_rescan(struct ls_ctx *ctx, bool with_anon)
+int ls_track_rescan(struct ls_ctx *ctx, bool with_anon,
+		    uint64_t *const *scan)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
 		const struct ls_region *reg = &ctx->regions[r];
 		_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[r]);
 		uint64_t *held = ctx->track.held[r], *now, words;
-		bool anon = reg->info.type == LS_MEM_ANON;
+		bool anon = reg->info.type == LS_MEM_ANON, mine;
 		int ret;
 
 		if (!set || (anon && !with_anon))
@@ -670,13 +740,15 @@ int ls_track_rescan(struct ls_ctx *ctx, bool with_anon)
 				      "tracking: region '%s' has no record of its pages at the last snapshot; take a full snapshot",
 				      reg->info.name);
 		words = ls_bitmap_bytes(reg->npages) / 8;
-		now = calloc(words, 8);
+		mine = anon && scan && scan[r];
+		now = mine ? memset(scan[r], 0, words * 8) : calloc(words, 8);
 		if (!now)
 			return ls_err(ctx, ENOMEM, "tracking: out of memory");
 		ret = anon ? anon_unprotected(ctx, reg, set, now)
 			   : region_held(ctx, reg, now);
 		if (ret) {
-			free(now);
+			if (!mine)
+				free(now);
 			return scan_failed(ctx, reg, ret);
 		}
 		for (uint64_t w = 0; w < words; w++) {
@@ -687,7 +759,8 @@ int ls_track_rescan(struct ls_ctx *ctx, bool with_anon)
 							 memory_order_relaxed);
 		}
 		if (anon) {
-			free(now);
+			if (!mine)
+				free(now);
 		} else {
 			free(held);
 			ctx->track.held[r] = now;

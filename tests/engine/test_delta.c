@@ -193,7 +193,10 @@ struct chain {
 	bool write_after; /* the next set is written after the snapshot */
 	enum track_how how; /* between snapshots */
 	bool by_caller_opt; /* BY_CALLER through opts.track_by_caller */
-	bool prepare; /* full snapshots call ls_snapshot_prepare() */
+	bool prepare; /* each snapshot calls ls_snapshot_prepare() */
+	/* called before a delta's prepare (threads stopped) and after it */
+	void (*before_prepare)(struct chain *c);
+	void (*after_prepare)(struct chain *c);
 	uint64_t extra;	/* pages a granule added to deltas */
 	/* Pages known to be zero that the reference copy must not touch. */
 	const uint8_t *zeroed;
@@ -337,25 +340,32 @@ static bool kind_is_file(enum mem_kind kind)
 }
 
 /*
- * ls_snapshot_prepare() before a full snapshot, the threads stopped: file
- * kinds are then protected whole, except (tracked by faults already) the
- * pages written since the last begin; anonymous ones as they were. Then
- * the threads run again and the test itself writes every 3rd page, so
- * that begin must re-protect what was written since the prepare.
+ * ls_snapshot_prepare() before a snapshot, the threads stopped. A full
+ * one: file kinds are then protected whole, except (tracked by faults
+ * already) the pages written since the last begin; anonymous ones as they
+ * were. A delta tracked by faults: every page is protected again (the
+ * delta's pages so far too); by the caller, nothing changes. Then the
+ * threads run again and the test itself writes every 3rd page, so that
+ * begin must re-protect what was written since the prepare (a delta must
+ * hold those pages too).
  */
-static void chain_prepare(struct chain *c, struct ls_snapshot *snap)
+static void chain_prepare(struct chain *c, struct ls_snapshot *snap,
+			  bool delta)
 {
 	uint64_t all = c->m.len / 4096, before, after;
 	bool faults = ls_track_active(c->ctx, NULL) && c->how == BY_FAULTS;
+	bool all_now = delta ? faults : kind_is_file(c->m.kind) && !faults;
 
 	setw_pause(&c->w);
+	if (delta && c->before_prepare)
+		c->before_prepare(c);
 	before = count_wp_pages(c->m.addr, c->m.len);
 	CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare: %s",
 	      ls_ctx_error(c->ctx));
 	CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare twice: %s",
 	      ls_ctx_error(c->ctx));
 	after = count_wp_pages(c->m.addr, c->m.len);
-	if (!kind_is_file(c->m.kind) || faults)
+	if (!all_now)
 		CHECK(after == before,
 		      "snapshot %u: prepare changed the protection of %s memory (%llu -> %llu pages)",
 		      c->n, mem_kind_name(c->m.kind),
@@ -365,11 +375,20 @@ static void chain_prepare(struct chain *c, struct ls_snapshot *snap)
 		      "snapshot %u: prepare protected %llu of %llu pages",
 		      c->n, (unsigned long long)after, (unsigned long long)all);
 	atomic_store(&c->w.pause_req, 0);
-	for (uint64_t p = 0; p < c->w.npages; p += 3)
-		if (!c->zeroed || !c->zeroed[p]) /* the threads write words too */
-			__atomic_fetch_add((uint64_t *)(c->m.addr +
-							p * c->m.page_size + 8),
-					   1, __ATOMIC_RELAXED);
+	for (uint64_t p = 0; p < c->w.npages; p += 3) {
+		if (c->zeroed && c->zeroed[p])
+			continue;
+		/* the threads write words too */
+		__atomic_fetch_add((uint64_t *)(c->m.addr +
+						p * c->m.page_size + 8),
+				   1, __ATOMIC_RELAXED);
+		if (delta && !c->expect[p]) {
+			c->expect[p] = 1;
+			c->expect_n++;
+		}
+	}
+	if (delta && c->after_prepare)
+		c->after_prepare(c);
 }
 
 /*
@@ -393,8 +412,8 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	ret = ls_snapshot_create(c->ctx, &s->base, &o, &snap);
 	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(c->ctx));
 	CHECK(s->started, "sink not started");
-	if (c->prepare && !delta)
-		chain_prepare(c, snap);
+	if (c->prepare)
+		chain_prepare(c, snap, delta);
 	setw_pause(&c->w);
 	take_reference(c);
 	if (c->how == BY_CALLER && delta)
@@ -668,6 +687,52 @@ static void test_prepare_undo(void **state)
 	chain_close(&c);
 }
 
+/*
+ * A prepared delta tracked by faults that never begins: destroyed, then
+ * cancelled. Its pages so far and those written after its prepare stay in
+ * the sets: the next delta holds exactly all of them.
+ */
+static void test_prepare_delta_undo(void **state)
+{
+	struct ls_snapshot_opts delta = {.delta = true, .track = true};
+	struct chain c;
+
+	(void)state;
+	chain_open(&c, MEM_ANON_THP);
+	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
+	for (uint64_t i = 0; i < 2; i++) {
+		struct mem_sink *s = mem_sink_new();
+		struct ls_snapshot *snap;
+		int ret;
+
+		setw_pause(&c.w);
+		CHECK(!ls_snapshot_create(c.ctx, &s->base, &delta, &snap),
+		      "create: %s", ls_ctx_error(c.ctx));
+		CHECK(!ls_snapshot_prepare(snap), "prepare: %s",
+		      ls_ctx_error(c.ctx));
+		CHECK(count_wp_pages(c.m.addr, c.m.len) == c.m.len / 4096,
+		      "a delta's prepare left pages unprotected");
+		ret = ls_track_settle(c.ctx);
+		CHECK(ret == -EBUSY && strstr(ls_ctx_error(c.ctx), "prepared"),
+		      "settle while a delta is prepared: %d %s", ret,
+		      ls_ctx_error(c.ctx));
+		/* written after the prepare: recorded in the later sets */
+		for (uint64_t p = 1 + i; p < c.w.npages; p += 7) {
+			c.m.addr[p * c.m.page_size + 24] ^= 0x5a;
+			c.expect_n += !c.expect[p];
+			c.expect[p] = 1;
+		}
+		if (i)
+			ls_snapshot_cancel(snap);
+		ls_snapshot_destroy(snap);
+		mem_sink_free(s);
+		atomic_store(&c.w.pause_req, 0);
+	}
+	chain_step(&c, true, LS_STRATEGY_AUTO, 10);
+	setw_pause(&c.w);
+	chain_close(&c);
+}
+
 /* ---------------- discards between snapshots ---------------- */
 
 /*
@@ -795,6 +860,93 @@ static void test_discards_settled(void **state)
 {
 	(void)state;
 	all_discards_between(true);
+}
+
+/*
+ * Prepared deltas tracked by faults, every memory kind: each prepare
+ * protects the delta's pages so far again, then the threads and the test
+ * write (chain_prepare) and one page that the delta did not hold yet and
+ * that holds data is discarded: the discard must be found in the begin,
+ * not in the prepare. Anonymous: pages 128-191 are also written whole
+ * before the prepare (a full word of its set), and one of them discarded
+ * after it: the begin must look there too, though the set holds it.
+ * Each delta holds exactly its set, base + deltas equal memory at begin.
+ */
+static unsigned prep_discards;
+
+static void fill_word_before_prepare(struct chain *c)
+{
+	if (mem_kind_type(c->m.kind) != LS_MEM_ANON)
+		return;
+	for (uint64_t p = 128; p < 192; p++) {
+		memset(c->m.addr + p * c->m.page_size + 512, 0x33, 8);
+		c->expect_n += !c->expect[p];
+		c->expect[p] = 1;
+	}
+}
+
+static void discard_after_prepare(struct chain *c)
+{
+	enum discard how = mem_kind_type(c->m.kind) == LS_MEM_ANON ||
+				   c->m.kind == MEM_HUGETLB
+			       ? DONTNEED
+			       : PUNCH;
+
+	size_t ps = c->m.page_size;
+
+	/*
+	 * A page that holds data (a discarded hole or zero page changes
+	 * nothing); a hole is not read (that would allocate it).
+	 */
+	for (uint64_t p = 1 + c->n % 5; p < c->w.npages; p++) {
+		unsigned char *a = c->m.addr + p * ps;
+
+		if (p % 3 && !c->expect[p] && mincore_any(a, ps) &&
+		    (a[0] || memcmp(a, a + 1, ps - 1))) {
+			discard(c, p, how, (uint8_t *)c->zeroed);
+			prep_discards++;
+			break;
+		}
+	}
+	/* one the threads do not write (they would put data back) */
+	for (uint64_t p = 128; mem_kind_type(c->m.kind) == LS_MEM_ANON &&
+			       p < 192; p++) {
+		if (p % 3 == 0 || c->w.want[p])
+			continue;
+		CHECK(!madvise(c->m.addr + p * ps, ps, MADV_DONTNEED),
+		      "madvise: %s", strerror(errno));
+		((uint8_t *)c->zeroed)[p] = 1;
+		break;
+	}
+}
+
+static void test_prepared_deltas(void **state)
+{
+	(void)state;
+	for (int k = 0; k < MEM_NKINDS; k++) {
+		struct chain c;
+		uint8_t *zeroed;
+
+		chain_open(&c, (enum mem_kind)k);
+		zeroed = calloc(c.w.npages, 1);
+		CHECK(zeroed, "out of memory");
+		c.prepare = true;
+		c.before_prepare = fill_word_before_prepare;
+		c.after_prepare = discard_after_prepare;
+		prep_discards = 0;
+		for (unsigned i = 0; i < 4; i++) {
+			c.zeroed = zeroed;
+			chain_step(&c, i > 0, test_strategies[i % NSTRATEGIES],
+				   20);
+			memset(zeroed, 0, c.w.npages);
+		}
+		CHECK(prep_discards > 0, "%s: no page to discard",
+		      mem_kind_name(c.m.kind));
+		c.zeroed = NULL;
+		setw_pause(&c.w);
+		chain_close(&c);
+		free(zeroed);
+	}
 }
 
 /* ls_track_settle's refusals, and tracking that stops while settled. */
@@ -1137,8 +1289,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_by_caller),
 		cmocka_unit_test(test_prepared),
 		cmocka_unit_test(test_prepare_undo),
+		cmocka_unit_test(test_prepare_delta_undo),
 		cmocka_unit_test(test_discards_between),
 		cmocka_unit_test(test_discards_settled),
+		cmocka_unit_test(test_prepared_deltas),
 		cmocka_unit_test(test_settle_refusals),
 		cmocka_unit_test(test_track_dirty_refusals),
 		cmocka_unit_test(test_by_caller_refusals),
