@@ -930,6 +930,11 @@ static void test_prepared_deltas(void **state)
 		chain_open(&c, (enum mem_kind)k);
 		zeroed = calloc(c.w.npages, 1);
 		CHECK(zeroed, "out of memory");
+		/* data to discard in every page (a hugetlb region has few) */
+		setw_pause(&c.w);
+		for (uint64_t p = 0; p < c.w.npages; p++)
+			memset(c.m.addr + p * c.m.page_size + 64, 0x77, 8);
+		atomic_store(&c.w.pause_req, 0);
 		c.prepare = true;
 		c.before_prepare = fill_word_before_prepare;
 		c.after_prepare = discard_after_prepare;
