@@ -39,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -134,6 +136,8 @@ static const struct ls_sink_ops null_ops = {
 /* Tracking armed by a tracked snapshot with this granule. */
 static int spin_us;
 static bool settle; /* -a */
+static bool prepare; /* -p: ls_snapshot_prepare() before the writers stop */
+static bool sleepy; /* -z: quiesced writers sleep instead of spinning */
 
 static void track_by_snapshot(struct ls_ctx *ctx, size_t granule)
 {
@@ -226,8 +230,13 @@ static void *writer(void *arg)
 			n = 0;
 			atomic_fetch_add(&b->paused, 1);
 			while (atomic_load(&b->pause_req) &&
-			       !atomic_load(&b->quit))
-				sched_yield();
+			       !atomic_load(&b->quit)) {
+				if (sleepy)
+					syscall(SYS_futex, &b->pause_req,
+						FUTEX_WAIT_PRIVATE, 1, NULL);
+				else
+					sched_yield();
+			}
 			atomic_fetch_sub(&b->paused, 1);
 			continue;
 		}
@@ -247,6 +256,13 @@ static void pause_all(struct bench *b)
 		sched_yield();
 }
 
+static void resume_all(struct bench *b)
+{
+	atomic_store(&b->pause_req, 0);
+	if (sleepy)
+		syscall(SYS_futex, &b->pause_req, FUTEX_WAKE_PRIVATE, INT_MAX);
+}
+
 static void sleep_ms(unsigned ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
@@ -259,7 +275,7 @@ struct row {
 	double control_mops;  /* the interval before that (see below) */
 	double interval_mops; /* writer stores/s in the interval before */
 	double during_mops;   /* and during the snapshot */
-	double pause_ms, arm_ms, total_ms;
+	double prepare_ms, pause_ms, arm_ms, total_ms;
 	uint64_t bytes;
 };
 
@@ -277,13 +293,17 @@ static void snapshot(struct ls_ctx *ctx, struct bench *b, const char *path,
 		die(path, err);
 	if (ls_snapshot_create(ctx, sink, o, &snap))
 		die("ls_snapshot_create", ls_ctx_error(ctx));
+	t0 = now_ns();
+	if (prepare && ls_snapshot_prepare(snap))
+		die("ls_snapshot_prepare", ls_ctx_error(ctx));
+	row->prepare_ms = (double)(now_ns() - t0) / 1e6;
 	pause_all(b);
 	t0 = now_ns();
 	if (ls_snapshot_begin(snap))
 		die("ls_snapshot_begin", ls_ctx_error(ctx));
 	row->pause_ms = (double)(now_ns() - t0) / 1e6;
 	o0 = atomic_load(&b->ops);
-	atomic_store(&b->pause_req, 0);
+	resume_all(b);
 	if (ls_snapshot_wait(snap))
 		die("snapshot", ls_snapshot_error(snap));
 	row->during_mops = (double)(atomic_load(&b->ops) - o0) * 1e3 /
@@ -295,7 +315,7 @@ static void snapshot(struct ls_ctx *ctx, struct bench *b, const char *path,
 		if (ls_track_settle(ctx))
 			die("ls_track_settle", ls_ctx_error(ctx));
 		row->settle_ms = (double)(now_ns() - t0) / 1e6;
-		atomic_store(&b->pause_req, 0);
+		resume_all(b);
 	}
 	ls_snapshot_stats(snap, &st);
 	row->arm_ms = (double)st.arm_ns / 1e6;
@@ -315,8 +335,9 @@ static double interval(struct bench *b, unsigned ms)
 
 static void print_row(const char *what, int k, const struct row *r)
 {
-	printf("| %s %d | %.3f | %.3f | %.3f | %.0f | %.1f | %.2f | %.2f | %.2f |\n",
-	       what, k, r->pause_ms, r->arm_ms, r->settle_ms, r->total_ms,
+	printf("| %s %d | %.3f | %.3f | %.3f | %.3f | %.0f | %.1f | %.2f | %.2f | %.2f |\n",
+	       what, k, r->prepare_ms, r->pause_ms, r->arm_ms, r->settle_ms,
+	       r->total_ms,
 	       (double)r->bytes / (double)MiB, r->control_mops,
 	       r->interval_mops, r->during_mops);
 }
@@ -388,7 +409,7 @@ int main(int argc, char **argv)
 	struct ls_ctx *ctx;
 	struct row row, sum_full = {0}, sum_inc = {0};
 
-	while ((c = getopt(argc, argv, "m:w:t:i:f:n:d:g:s:4a")) != -1) {
+	while ((c = getopt(argc, argv, "m:w:t:i:f:n:d:g:s:4apz")) != -1) {
 		switch (c) {
 		case 'm': mib = strtoull(optarg, NULL, 0); break;
 		case 'w': ws_mib = strtoull(optarg, NULL, 0); break;
@@ -401,18 +422,22 @@ int main(int argc, char **argv)
 		case 's': spin_us = atoi(optarg); break;
 		case '4': thp = false; break;
 		case 'a': settle = true; break;
+		case 'p': prepare = true; break;
+		case 'z': sleepy = true; break;
 		default:
-			fprintf(stderr, "usage: bench_track [-m MiB] [-w MiB] [-t threads] [-i ms] [-f full] [-n deltas] [-d DIR] [-g bytes] [-s spin_us] [-4] [-a]\n");
+			fprintf(stderr, "usage: bench_track [-m MiB] [-w MiB] [-t threads] [-i ms] [-f full] [-n deltas] [-d DIR] [-g bytes] [-s spin_us] [-4] [-a] [-p] [-z]\n");
 			return 2;
 		}
 	}
 	if (b.nthreads < 1 || b.nthreads > 8 || ws_mib > mib || !ws_mib ||
 	    ndelta < 0 || ndelta >= MAX_CHAIN || nfull < 1)
 		die("options", "1-8 threads, 0 < working set <= memory, 0-63 deltas");
-	printf("memory %llu MiB (%s, all non-zero), working set %llu MiB, %d writer threads, interval %u ms, track granule %zu, fault spin %d us, %s between snapshots, files in %s\n\n",
+	printf("memory %llu MiB (%s, all non-zero), working set %llu MiB, %d writer threads, interval %u ms, track granule %zu, fault spin %d us, %s between snapshots, %s, %s, files in %s\n\n",
 	       (unsigned long long)mib, thp ? "THP" : "4 KiB pages",
 	       (unsigned long long)ws_mib, b.nthreads, ival, granule, spin_us,
 	       settle ? "settled (asynchronous) tracking" : "write faults",
+	       prepare ? "each snapshot prepared (ls_snapshot_prepare) before the writers stop" : "no prepare",
+	       sleepy ? "quiesced writers sleep (futex)" : "quiesced writers spin (sched_yield)",
 	       dir);
 
 	printf("| first write to a page (%llu MiB, one thread) | ns/page |\n|---|---:|\n",
@@ -439,7 +464,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < b.nthreads; i++)
 		pthread_create(&b.th[i], NULL, writer, &b);
 	pause_all(&b);
-	atomic_store(&b.pause_req, 0);
+	resume_all(&b);
 
 	/*
 	 * Each snapshot: a control interval, then the interval before it,
@@ -448,7 +473,7 @@ int main(int argc, char **argv)
 	 * free there (every block already released): the two rates differ by
 	 * what tracking costs, under the same background load.
 	 */
-	printf("| snapshot | pause ms | arm ms | settle ms | total ms | MiB written | Mstores/s control | before | during |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("| snapshot | prepare ms | pause ms | arm ms | settle ms | total ms | MiB written | Mstores/s control | before | during |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	snprintf(fpath, sizeof(fpath), "%s/bench-track-full.snap", dir);
 	for (int k = 0; k < nfull; k++) {
 		struct ls_snapshot_opts o = {.fault_spin_us = spin_us};
@@ -483,7 +508,23 @@ int main(int argc, char **argv)
 			sum_inc.pause_ms += row.pause_ms;
 		}
 	}
+	/*
+	 * A full snapshot at the chain's end: the same memory as the last
+	 * delta's (a working set that per-page tracking left in 4 KiB
+	 * entries), which is what a delta's pause compares with.
+	 */
+	if (ndelta) {
+		struct ls_snapshot_opts o = {.track = true,
+					     .fault_spin_us = spin_us};
+
+		row.interval_mops = interval(&b, ival);
+		row.control_mops = interval(&b, ival);
+		snapshot(ctx, &b, fpath, &o, &row);
+		print_row("full after the chain", ndelta + 1, &row);
+		unlink(fpath);
+	}
 	atomic_store(&b.quit, true);
+	resume_all(&b);
 	for (int i = 0; i < b.nthreads; i++)
 		pthread_join(b.th[i], NULL);
 	ls_ctx_destroy(ctx);
