@@ -275,6 +275,12 @@ int ls_track_lift(struct ls_ctx *ctx);
  * message set (then nothing changed).
  */
 int ls_track_prepare(struct ls_ctx *ctx);
+/*
+ * Protects again the 2 MiB blocks (huge pages) of region r that hold a
+ * page of `set` (ctx->lock held); 0 or -errno with the message set.
+ */
+int ls_track_protect_blocks(struct ls_ctx *ctx, int r,
+			    const _Atomic uint64_t *set);
 /* Undoes a prepare whose snapshot never armed (ctx->lock held). */
 void ls_track_unprepare(struct ls_ctx *ctx);
 /*

@@ -755,12 +755,6 @@ static int populate_if_needed(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	return 0;
 }
 
-static bool set_test(const _Atomic uint64_t *set, uint64_t page)
-{
-	return atomic_load_explicit(&set[page / 64], memory_order_relaxed) &
-	       (1ull << (page % 64));
-}
-
 /*
  * A delta's pages: those of a set of region r that holds still (the
  * writers quiesced, or the set put aside by prepare) become PENDING,
@@ -786,65 +780,6 @@ static void pending_add(struct ls_snapshot *snap, uint32_t r,
 				snap->pages_total++;
 		}
 	}
-}
-
-/*
- * A delta arms only what its pages need: with tracking on, every page not
- * in the dirty set is still protected, so protecting the dirty pages again
- * protects everything. One ioctl per run of 2 MiB chunks (or huge pages)
- * that hold a dirty page: re-protecting a clean page is harmless, and the
- * ioctl count stays bounded however scattered the writes were.
- */
-static bool chunk_dirty(const _Atomic uint64_t *set, uint64_t first,
-			uint64_t n)
-{
-	for (uint64_t p = first; p < first + n; p++) {
-		if (p % 64 == 0 && first + n - p >= 64) {
-			if (atomic_load_explicit(&set[p / 64],
-						 memory_order_relaxed))
-				return true;
-			p += 63;
-		} else if (set_test(set, p)) {
-			return true;
-		}
-	}
-	return false;
-}
-
-static int arm_dirty_region(struct ls_snapshot *snap, struct ls_ctx *ctx,
-			    uint32_t r, const _Atomic uint64_t *set)
-{
-	struct snap_region *sr = &snap->regions[r];
-	uint64_t per = sr->ps >= LS_HUGE_2M ? 1 : LS_HUGE_2M / sr->ps;
-	uint64_t nchunks = (sr->npages + per - 1) / per, first, end;
-	int64_t start = -1;
-	int ret;
-
-	for (uint64_t c = 0; c <= nchunks; c++) {
-		first = c * per;
-		if (c < nchunks &&
-		    chunk_dirty(set, first,
-				per < sr->npages - first ? per
-							 : sr->npages - first)) {
-			if (start < 0)
-				start = (int64_t)first;
-			continue;
-		}
-		if (start < 0)
-			continue;
-		end = first < sr->npages ? first : sr->npages;
-		ret = ls_uffd_wp(ctx->uffd, sr->base + (uint64_t)start * sr->ps,
-				 (end - (uint64_t)start) * sr->ps, true);
-		if (ret)
-			return ls_err(ctx, ret,
-				      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s' at +0x%llx: %s",
-				      snap_name(snap, r),
-				      (unsigned long long)((uint64_t)start *
-							   sr->ps),
-				      strerror(-ret));
-		start = -1;
-	}
-	return 0;
 }
 
 /*
@@ -877,7 +812,7 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 
 		pending_add(snap, r, set);
 		if (!settled)
-			ret = arm_dirty_region(snap, ctx, r, set);
+			ret = ls_track_protect_blocks(ctx, (int)r, set);
 	}
 	for (uint32_t r = 0; prepared && r < snap->nregions; r++) {
 		free((void *)snap->regions[r].later); /* a begin again */
@@ -903,7 +838,7 @@ static int delta_prepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	snap->pages_total = 0;
 	for (uint32_t r = 0; r < snap->nregions; r++) {
 		pending_add(snap, r, ctx->track.prep_sets[r]);
-		ret = arm_dirty_region(snap, ctx, r, ctx->track.prep_sets[r]);
+		ret = ls_track_protect_blocks(ctx, (int)r, ctx->track.prep_sets[r]);
 		if (ret) {
 			ls_track_unprepare(ctx);
 			return ret;
@@ -928,8 +863,8 @@ static int arm_whole(struct ls_snapshot *snap, struct ls_ctx *ctx,
 /*
  * A full snapshot's arm: every region whole, except after a prepare
  * (ls_track_prepare()), where its shmem and hugetlbfs regions are
- * protected but for what was written since, which arm_dirty_region()
- * re-protects. A failure lifts what this arm, or the prepare, protected
+ * protected but for what was written since, which
+ * ls_track_protect_blocks() re-protects. A failure lifts what this arm, or the prepare, protected
  * (a begin again arms every region whole); a prepare that started
  * tracking for itself ends here either way.
  */
@@ -940,7 +875,7 @@ static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
 
 	for (uint32_t r = 0; r < snap->nregions; r++) {
 		ret = prepared && snap->regions[r].type != LS_MEM_ANON
-			      ? arm_dirty_region(snap, ctx, r,
+			      ? ls_track_protect_blocks(ctx, (int)r,
 						 atomic_load(&ctx->track.dirty[r]))
 			      : arm_whole(snap, ctx, r);
 		if (ret) {

@@ -110,6 +110,71 @@ void ls_track_off(struct ls_ctx *ctx)
 	ls_svc_put(ctx);
 }
 
+static bool set_test(const _Atomic uint64_t *set, uint64_t page)
+{
+	return atomic_load_explicit(&set[page / 64], memory_order_relaxed) &
+	       (1ull << (page % 64));
+}
+
+static bool chunk_dirty(const _Atomic uint64_t *set, uint64_t first,
+			uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++) {
+		if (p % 64 == 0 && first + n - p >= 64) {
+			if (atomic_load_explicit(&set[p / 64],
+						 memory_order_relaxed))
+				return true;
+			p += 63;
+		} else if (set_test(set, p)) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * A delta arms only what its pages need: with tracking on, every page not
+ * in the dirty set is still protected, so protecting the dirty pages again
+ * protects everything. One ioctl per run of 2 MiB chunks (or huge pages)
+ * that hold a dirty page: re-protecting a clean page is harmless, and the
+ * ioctl count stays bounded however scattered the writes were.
+ */
+int ls_track_protect_blocks(struct ls_ctx *ctx, int r,
+			    const _Atomic uint64_t *set)
+{
+	const struct ls_region *reg = &ctx->regions[r];
+	uint64_t ps = reg->info.page_size, npages = reg->npages;
+	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
+	uint64_t per = ps >= LS_HUGE_2M ? 1 : LS_HUGE_2M / ps;
+	uint64_t nchunks = (npages + per - 1) / per, first, end;
+	int64_t start = -1;
+	int ret;
+
+	for (uint64_t c = 0; c <= nchunks; c++) {
+		first = c * per;
+		if (c < nchunks &&
+		    chunk_dirty(set, first,
+				per < npages - first ? per : npages - first)) {
+			if (start < 0)
+				start = (int64_t)first;
+			continue;
+		}
+		if (start < 0)
+			continue;
+		end = first < npages ? first : npages;
+		ret = ls_uffd_wp(ctx->uffd, base + (uint64_t)start * ps,
+				 (end - (uint64_t)start) * ps, true);
+		if (ret)
+			return ls_err(ctx, ret,
+				      "ioctl(UFFDIO_WRITEPROTECT) arming region '%s' at +0x%llx: %s",
+				      reg->info.name,
+				      (unsigned long long)((uint64_t)start * ps),
+				      strerror(-ret));
+		start = -1;
+	}
+	return 0;
+}
+
 /* Empty dirty sets for every region; false if out of memory. */
 static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 {
