@@ -121,9 +121,12 @@ struct ls_track {
 	 */
 	enum ls_prep prep;
 	uint64_t prep_granule;
-	/* LS_PREP_DELTA: the dirty sets as prepare found them (protected
-	 * again); the sets in `dirty` take what is written after. */
+	/* LS_PREP_DELTA, or `refined`: the dirty sets as prepare found them
+	 * (protected again); the sets in `dirty` take what is written after,
+	 * page by page; refined: the granule to put back then. */
 	_Atomic uint64_t *prep_sets[LS_MAX_REGIONS];
+	bool refined;
+	uint64_t refine_granule;
 };
 
 /*
@@ -276,10 +279,11 @@ int ls_track_lift(struct ls_ctx *ctx);
  */
 int ls_track_prepare(struct ls_ctx *ctx);
 /*
- * Protects again the 2 MiB blocks (huge pages) of region r that hold a
- * page of `set` (ctx->lock held); 0 or -errno with the message set.
+ * Protects again the pages of region r in `set` (a few runs of them), or
+ * the 2 MiB blocks (huge pages) that hold one (ctx->lock held); 0 or
+ * -errno with the message set.
  */
-int ls_track_protect_blocks(struct ls_ctx *ctx, int r,
+int ls_track_protect_set(struct ls_ctx *ctx, int r,
 			    const _Atomic uint64_t *set);
 /* Undoes a prepare whose snapshot never armed (ctx->lock held). */
 void ls_track_unprepare(struct ls_ctx *ctx);
@@ -297,6 +301,12 @@ int ls_track_prepare_delta(struct ls_ctx *ctx);
  * discarded) since the prepare: what the begin must still protect.
  */
 void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news);
+/*
+ * After a full snapshot's prepared arm (success or not): the sets of a
+ * refined prepare come together again (`news` as above), its granule is
+ * put back.
+ */
+void ls_track_refine_end(struct ls_ctx *ctx, _Atomic uint64_t **news);
 /* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
 int ls_track_unsettle(struct ls_ctx *ctx, bool protect);
 /* At a tracked full begin or ls_track_start: notes the reference only. */

@@ -812,7 +812,7 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 
 		pending_add(snap, r, set);
 		if (!settled)
-			ret = ls_track_protect_blocks(ctx, (int)r, set);
+			ret = ls_track_protect_set(ctx, (int)r, set);
 	}
 	for (uint32_t r = 0; prepared && r < snap->nregions; r++) {
 		free((void *)snap->regions[r].later); /* a begin again */
@@ -838,7 +838,7 @@ static int delta_prepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	snap->pages_total = 0;
 	for (uint32_t r = 0; r < snap->nregions; r++) {
 		pending_add(snap, r, ctx->track.prep_sets[r]);
-		ret = ls_track_protect_blocks(ctx, (int)r, ctx->track.prep_sets[r]);
+		ret = ls_track_protect_set(ctx, (int)r, ctx->track.prep_sets[r]);
 		if (ret) {
 			ls_track_unprepare(ctx);
 			return ret;
@@ -864,18 +864,19 @@ static int arm_whole(struct ls_snapshot *snap, struct ls_ctx *ctx,
  * A full snapshot's arm: every region whole, except after a prepare
  * (ls_track_prepare()), where its shmem and hugetlbfs regions are
  * protected but for what was written since, which
- * ls_track_protect_blocks() re-protects. A failure lifts what this arm, or the prepare, protected
- * (a begin again arms every region whole); a prepare that started
- * tracking for itself ends here either way.
+ * ls_track_protect_set() re-protects. A failure lifts what this arm, or
+ * the prepare, protected (a begin again arms every region whole); a
+ * prepare that started tracking for itself ends here either way.
  */
 static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
 	bool prepared = ctx->track.prep != LS_PREP_NONE;
+	_Atomic uint64_t *news[LS_MAX_REGIONS] = {NULL};
 	int ret = 0;
 
 	for (uint32_t r = 0; r < snap->nregions; r++) {
 		ret = prepared && snap->regions[r].type != LS_MEM_ANON
-			      ? ls_track_protect_blocks(ctx, (int)r,
+			      ? ls_track_protect_set(ctx, (int)r,
 						 atomic_load(&ctx->track.dirty[r]))
 			      : arm_whole(snap, ctx, r);
 		if (ret) {
@@ -885,6 +886,11 @@ static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	}
 	if (!prepared)
 		return ret;
+	ls_track_refine_end(ctx, news);
+	for (uint32_t r = 0; r < snap->nregions; r++) {
+		free((void *)snap->regions[r].later);
+		snap->regions[r].later = news[r]; /* free()s munmap: later */
+	}
 	if (ret)
 		ls_track_unprepare(ctx);
 	else if (ctx->track.prep == LS_PREP_OWN)

@@ -194,6 +194,7 @@ struct chain {
 	enum track_how how; /* between snapshots */
 	bool by_caller_opt; /* BY_CALLER through opts.track_by_caller */
 	bool prepare; /* each snapshot calls ls_snapshot_prepare() */
+	bool prepare_running; /* ... with the threads writing meanwhile */
 	/* called before a delta's prepare (threads stopped) and after it */
 	void (*before_prepare)(struct chain *c);
 	void (*after_prepare)(struct chain *c);
@@ -202,13 +203,13 @@ struct chain {
 	const uint8_t *zeroed;
 };
 
-static void chain_open(struct chain *c, enum mem_kind kind)
+static void chain_open_len(struct chain *c, enum mem_kind kind, size_t len)
 {
 	char err[LS_ERRMSG_MAX];
 
 	memset(c, 0, sizeof(*c));
 	c->seed = 0x1234567ull + (uint64_t)kind;
-	mem_map(&c->m, kind, REGION);
+	mem_map(&c->m, kind, len);
 	fill_random(c->m.addr, c->m.len, c->m.page_size, 50, (unsigned)kind);
 	CHECK(!ls_ctx_create(&c->ctx, err, sizeof(err)), "ls_ctx_create: %s",
 	      err);
@@ -219,6 +220,11 @@ static void chain_open(struct chain *c, enum mem_kind kind)
 	c->image = calloc(1, c->m.len);
 	CHECK(c->ref && c->image, "out of memory");
 	setw_start(&c->w, &c->m);
+}
+
+static void chain_open(struct chain *c, enum mem_kind kind)
+{
+	chain_open_len(c, kind, REGION);
 }
 
 static void chain_close(struct chain *c)
@@ -356,6 +362,11 @@ static void chain_prepare(struct chain *c, struct ls_snapshot *snap,
 	bool faults = ls_track_active(c->ctx, NULL) && c->how == BY_FAULTS;
 	bool all_now = delta ? faults : kind_is_file(c->m.kind) && !faults;
 
+	if (c->prepare_running) {
+		CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare: %s",
+		      ls_ctx_error(c->ctx));
+		return;
+	}
 	setw_pause(&c->w);
 	if (delta && c->before_prepare)
 		c->before_prepare(c);
@@ -619,6 +630,39 @@ static void test_prepared(void **state)
 	for (int k = 0; k < MEM_NKINDS; k++) {
 		run_prepared((enum mem_kind)k, BY_FAULTS);
 		run_prepared((enum mem_kind)k, BY_CALLER);
+	}
+}
+
+/*
+ * Prepares while the threads write (their sets, 30 % of the pages, again
+ * and again): on file kinds a full snapshot's prepare protects whole,
+ * then protects again the blocks written meanwhile, after which writes
+ * are released page by page (its second pass); begin protects only what
+ * was written after that. Fulls from no tracking and under the caller's
+ * tracking, deltas prepared too; each equals memory at begin. The memfd
+ * region is large enough (its first protect a few ms) for the threads to
+ * write into it meanwhile; a small region gets through before they do.
+ */
+static void test_prepared_running(void **state)
+{
+	(void)state;
+	for (int k = 0; k < MEM_NKINDS; k++) {
+		for (int how = 0; how < 2; how++) {
+			struct chain c;
+
+			if (!kind_is_file((enum mem_kind)k))
+				continue;
+			chain_open_len(&c, (enum mem_kind)k,
+				       k == MEM_MEMFD ? 16 * REGION : REGION);
+			c.how = how ? BY_CALLER : BY_FAULTS;
+			c.prepare = c.prepare_running = true;
+			chain_step(&c, false, LS_STRATEGY_AUTO, 30);
+			chain_step(&c, true, LS_STRATEGY_COPY, 30);
+			chain_step(&c, false, LS_STRATEGY_WRITE_FIRST, 30);
+			chain_step(&c, true, LS_STRATEGY_AUTO, 30);
+			setw_pause(&c.w);
+			chain_close(&c);
+		}
 	}
 }
 
@@ -1293,6 +1337,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_settled),
 		cmocka_unit_test(test_chain_by_caller),
 		cmocka_unit_test(test_prepared),
+		cmocka_unit_test(test_prepared_running),
 		cmocka_unit_test(test_prepare_undo),
 		cmocka_unit_test(test_prepare_delta_undo),
 		cmocka_unit_test(test_discards_between),
