@@ -606,16 +606,21 @@ static void test_chain_memfd_huge(void **state)
  * for itself), one in the middle of the chain (tracking already on); both
  * must equal memory at begin, though the threads and the test wrote
  * between the prepare and the begin and the threads go on writing during
- * the snapshot; the deltas after them hold exactly the sets.
+ * the snapshot; the deltas after them hold exactly the sets. `running`:
+ * the threads write through each prepare (test_prepared_running).
  */
-static void run_prepared(enum mem_kind kind, enum track_how how)
+static void run_prepared(enum mem_kind kind, enum track_how how,
+			 bool running)
 {
 	struct chain c;
 
-	chain_open(&c, kind);
+	/* a memfd large enough for its first protect to take a few ms */
+	chain_open_len(&c, kind,
+		       running && kind == MEM_MEMFD ? 16 * REGION : REGION);
 	c.how = how;
 	c.by_caller_opt = how == BY_CALLER && kind % 2;
 	c.prepare = true;
+	c.prepare_running = running;
 	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
 	chain_step(&c, true, LS_STRATEGY_COPY, 20);
 	chain_step(&c, false, LS_STRATEGY_WRITE_FIRST, 30);
@@ -628,8 +633,8 @@ static void test_prepared(void **state)
 {
 	(void)state;
 	for (int k = 0; k < MEM_NKINDS; k++) {
-		run_prepared((enum mem_kind)k, BY_FAULTS);
-		run_prepared((enum mem_kind)k, BY_CALLER);
+		run_prepared((enum mem_kind)k, BY_FAULTS, false);
+		run_prepared((enum mem_kind)k, BY_CALLER, false);
 	}
 }
 
@@ -647,22 +652,10 @@ static void test_prepared_running(void **state)
 {
 	(void)state;
 	for (int k = 0; k < MEM_NKINDS; k++) {
-		for (int how = 0; how < 2; how++) {
-			struct chain c;
-
-			if (!kind_is_file((enum mem_kind)k))
-				continue;
-			chain_open_len(&c, (enum mem_kind)k,
-				       k == MEM_MEMFD ? 16 * REGION : REGION);
-			c.how = how ? BY_CALLER : BY_FAULTS;
-			c.prepare = c.prepare_running = true;
-			chain_step(&c, false, LS_STRATEGY_AUTO, 30);
-			chain_step(&c, true, LS_STRATEGY_COPY, 30);
-			chain_step(&c, false, LS_STRATEGY_WRITE_FIRST, 30);
-			chain_step(&c, true, LS_STRATEGY_AUTO, 30);
-			setw_pause(&c.w);
-			chain_close(&c);
-		}
+		if (!kind_is_file((enum mem_kind)k))
+			continue;
+		run_prepared((enum mem_kind)k, BY_FAULTS, true);
+		run_prepared((enum mem_kind)k, BY_CALLER, true);
 	}
 }
 
