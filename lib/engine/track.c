@@ -140,7 +140,7 @@ static int protect_failed(struct ls_ctx *ctx, const struct ls_region *reg,
 		      reg->info.name, (unsigned long long)off, strerror(-ret));
 }
 
-/* Past this many runs of pages, protect_set() goes by 2 MiB blocks. */
+/* Past this many runs of pages, ls_track_protect_set() goes by blocks. */
 #define PROTECT_MAX_RUNS 256
 
 /*
@@ -338,7 +338,8 @@ void ls_track_refine_end(struct ls_ctx *ctx, _Atomic uint64_t **news)
  * of its memory, in the caller's pause: 8-21 ms for 1-4 GiB of memfd in
  * 4 KiB pages. Prepare protects the shmem and hugetlbfs regions before the
  * pause, the writers running, and tracks what they write until begin (by
- * faults, one per 2 MiB block); begin then re-protects only those blocks.
+ * faults: one per 2 MiB block, then, after prepare_refine(), one per
+ * page); begin then re-protects only those pages.
  * These kinds keep a write-protect marker where a page is discarded, so
  * nothing loses its protection unseen meanwhile. Anonymous memory loses it
  * with the page, and only a walk in the pause would find that: begin arms
