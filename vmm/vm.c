@@ -129,10 +129,6 @@ static int mem_alloc(struct vm_mem *m, uint64_t size, enum mem_backend b,
 	return ret;
 }
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
 /*
  * --mem-prealloc: every page of guest RAM allocated (and zeroed) now, so
  * that the guest's first touch of a page costs no host page fault: on a

@@ -23,10 +23,6 @@
 #define AUTO_COPY_MIN (4ul << 20)
 #define DEFAULT_SPIN_US 0
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-
 static const char *snap_name(const struct ls_snapshot *snap, uint32_t r)
 {
 	return snap->layout[r].name;
@@ -774,10 +770,14 @@ static void pending_add(struct ls_snapshot *snap, uint32_t r,
 			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
 
 			bits &= bits - 1;
-			if (atomic_exchange_explicit(&sr->state[p], PG_PENDING,
-						     memory_order_relaxed) !=
+			/* nobody else changes states before begin ends */
+			if (atomic_load_explicit(&sr->state[p],
+						 memory_order_relaxed) ==
 			    PG_PENDING)
-				snap->pages_total++;
+				continue;
+			atomic_store_explicit(&sr->state[p], PG_PENDING,
+					      memory_order_relaxed);
+			snap->pages_total++;
 		}
 	}
 }

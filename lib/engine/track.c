@@ -251,10 +251,6 @@ static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 	return true;
 }
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-
 /*
  * Protects every region (see populate_if_needed() in snapshot.c), or with
  * files_only the shmem and hugetlbfs ones; `who` starts the messages.
