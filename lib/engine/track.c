@@ -291,6 +291,23 @@ static bool has_files(const struct ls_ctx *ctx)
 static void prep_sets_join(struct ls_ctx *ctx, _Atomic uint64_t **news);
 
 /*
+ * The dirty sets go aside to prep_sets, fresh ones take what is written
+ * from now on (prep_sets_join() undoes it). 0 or -ENOMEM.
+ */
+static int prep_sets_take(struct ls_ctx *ctx)
+{
+	_Atomic uint64_t *sets[LS_MAX_REGIONS];
+
+	if (!alloc_sets(ctx, sets))
+		return ls_err(ctx, ENOMEM, "snapshot: prepare: out of memory");
+	for (int r = 0; r < ctx->nregions; r++)
+		ctx->track.prep_sets[r] =
+		    atomic_exchange(&ctx->track.dirty[r], sets[r]);
+	ls_svc_quiesce(ctx); /* nobody marks the old sets any more */
+	return 0;
+}
+
+/*
  * A prepare's second pass. Protecting 4 GiB of memfd in 4 KiB pages takes
  * 15-20 ms, and a busy writer touches most of its working set's 2 MiB
  * blocks meanwhile, each released whole at its first write: begin would
@@ -302,16 +319,14 @@ static void prep_sets_join(struct ls_ctx *ctx, _Atomic uint64_t **news);
  */
 static int prepare_refine(struct ls_ctx *ctx)
 {
-	_Atomic uint64_t *sets[LS_MAX_REGIONS];
-	int ret = 0;
+	uint64_t granule = atomic_exchange(&ctx->track.granule, 0);
+	int ret = prep_sets_take(ctx);
 
-	if (!alloc_sets(ctx, sets))
-		return ls_err(ctx, ENOMEM, "snapshot: prepare: out of memory");
-	ctx->track.refine_granule = atomic_exchange(&ctx->track.granule, 0);
-	for (int r = 0; r < ctx->nregions; r++)
-		ctx->track.prep_sets[r] =
-		    atomic_exchange(&ctx->track.dirty[r], sets[r]);
-	ls_svc_quiesce(ctx);
+	if (ret) {
+		atomic_store(&ctx->track.granule, granule);
+		return ret;
+	}
+	ctx->track.refine_granule = granule;
 	ctx->track.refined = true;
 	for (int r = 0; !ret && r < ctx->nregions; r++)
 		if (ctx->regions[r].info.type != LS_MEM_ANON)
@@ -387,20 +402,16 @@ int ls_track_prepare(struct ls_ctx *ctx)
  */
 int ls_track_prepare_delta(struct ls_ctx *ctx)
 {
-	_Atomic uint64_t *sets[LS_MAX_REGIONS];
+	int ret;
 
 	if (ctx->track.prep != LS_PREP_NONE || ctx->track.async ||
 	    ctx->track.caller || !atomic_load(&ctx->track.on) ||
 	    atomic_load(&ctx->track.broken))
 		return 0;
-	if (!alloc_sets(ctx, sets))
-		return ls_err(ctx, ENOMEM, "snapshot: prepare: out of memory");
-	for (int r = 0; r < ctx->nregions; r++)
-		ctx->track.prep_sets[r] =
-		    atomic_exchange(&ctx->track.dirty[r], sets[r]);
-	ls_svc_quiesce(ctx); /* nobody marks the old sets any more */
-	ctx->track.prep = LS_PREP_DELTA;
-	return 0;
+	ret = prep_sets_take(ctx);
+	if (!ret)
+		ctx->track.prep = LS_PREP_DELTA;
+	return ret;
 }
 
 /*
