@@ -232,6 +232,9 @@ static int gather(struct feature *fs)
 	check_bit(&h, &fs[n++], LS_FEAT_MISSING_SHMEM, "Linux 4.11");
 	F("missing-hugetlbfs", "lazy restore into hugetlbfs", NEED_NO);
 	check_bit(&h, &fs[n++], LS_FEAT_MISSING_HUGETLB, "Linux 4.11");
+	F("discard-events", "discards reported (UFFD_FEATURE_EVENT_REMOVE): "
+	  "no look for them in a delta's pause", NEED_NO);
+	check_bit(&h, &fs[n++], LS_FEAT_EVENT_REMOVE, "Linux 4.11");
 	F("thp", "transparent huge pages", NEED_NO);
 	check_thp(&fs[n++]);
 	F("hugetlb-pool", "hugetlb pool", NEED_NO);
@@ -244,7 +247,7 @@ static int gather(struct feature *fs)
 	return n;
 }
 
-#define NFEATURES 13
+#define NFEATURES 14
 
 /* "WP_ASYNC" and "wp-async" name the same feature. */
 static bool same_name(const char *a, const char *b)
@@ -404,8 +407,8 @@ static const struct cli_opt check_opts[] = {
      "check only this feature (again for more): userfaultfd,\n"
      "wp-anon (anon), wp-shmem (shmem), wp-hugetlbfs (hugetlbfs),\n"
      "wp-unpopulated, wp-async, pagemap-scan, missing-shmem,\n"
-     "missing-hugetlbfs, thp, hugetlb-pool, kvm, tcg; '_' for '-'\n"
-     "and any case do too (WP_ASYNC)"},
+     "missing-hugetlbfs, discard-events, thp, hugetlb-pool, kvm, tcg;\n"
+     "'_' for '-' and any case do too (WP_ASYNC)"},
     {0},
 };
 

@@ -78,6 +78,9 @@ enum {
 	LS_FEAT_PAGEMAP_SCAN = 1u << 4,
 	LS_FEAT_MISSING_SHMEM = 1u << 5,  /* lazy restore into shmem */
 	LS_FEAT_MISSING_HUGETLB = 1u << 6, /* lazy restore into hugetlbfs */
+	/* discards (MADV_DONTNEED, MADV_FREE, MADV_REMOVE) reported: a delta
+	 * needs no look for discarded anonymous pages in its pause */
+	LS_FEAT_EVENT_REMOVE = 1u << 7,
 };
 
 /*

@@ -157,6 +157,8 @@ static unsigned features_from_uffd(uint64_t f)
 		out |= LS_FEAT_MISSING_SHMEM;
 	if (f & UFFD_FEATURE_MISSING_HUGETLBFS)
 		out |= LS_FEAT_MISSING_HUGETLB;
+	if (f & UFFD_FEATURE_EVENT_REMOVE)
+		out |= LS_FEAT_EVENT_REMOVE;
 	return out;
 }
 
@@ -168,7 +170,8 @@ static int ctx_open_uffd(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 				UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
 				UFFD_FEATURE_WP_UNPOPULATED |
 				UFFD_FEATURE_MISSING_SHMEM |
-				UFFD_FEATURE_MISSING_HUGETLBFS;
+				UFFD_FEATURE_MISSING_HUGETLBFS |
+				UFFD_FEATURE_EVENT_REMOVE;
 	struct uffdio_api api = {.api = UFFD_API};
 	uint64_t have = 0;
 	int ret;
@@ -199,6 +202,29 @@ static int ctx_open_uffd(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 	return 0;
 }
 
+/*
+ * With discard events, a madvise(MADV_DONTNEED, MADV_FREE, MADV_REMOVE)
+ * over a registered region waits until the event is read: the fault thread
+ * runs for as long as the context does, not only while someone needs
+ * faults served.
+ */
+static int ctx_start_events(struct ls_ctx *ctx, char *errbuf, size_t errlen)
+{
+	int ret;
+
+	if (!(ctx->uffd_features & UFFD_FEATURE_EVENT_REMOVE))
+		return 0;
+	ctx->events = true; /* before the thread, which reads it */
+	pthread_mutex_lock(&ctx->lock);
+	ret = ls_svc_get(ctx);
+	pthread_mutex_unlock(&ctx->lock);
+	if (ret) {
+		ctx->events = false;
+		errbuf_set(errbuf, errlen, "%s", ctx->err);
+	}
+	return ret;
+}
+
 int ls_ctx_create(struct ls_ctx **ctxp, char *errbuf, size_t errlen)
 {
 	struct ls_ctx *ctx;
@@ -221,7 +247,10 @@ int ls_ctx_create(struct ls_ctx **ctxp, char *errbuf, size_t errlen)
 	ctx->svc.stop_fd = -1;
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_mutex_init(&ctx->errlock, NULL);
+	pthread_rwlock_init(&ctx->regions_rw, NULL);
 	ret = ctx_open_uffd(ctx, errbuf, errlen);
+	if (!ret)
+		ret = ctx_start_events(ctx, errbuf, errlen);
 	if (ret) {
 		ls_ctx_destroy(ctx);
 		return ret;
@@ -263,6 +292,11 @@ void ls_ctx_destroy(struct ls_ctx *ctx)
 	ls_track_free_held(ctx);
 	while (ctx->nregions)
 		ls_region_remove(ctx, ctx->nregions - 1);
+	if (ctx->events) { /* nothing is registered: no event can come */
+		pthread_mutex_lock(&ctx->lock);
+		ls_svc_put(ctx);
+		pthread_mutex_unlock(&ctx->lock);
+	}
 	if (ctx->uffd >= 0)
 		close(ctx->uffd);
 	if (ctx->pagemap_fd >= 0)
@@ -272,6 +306,7 @@ void ls_ctx_destroy(struct ls_ctx *ctx)
 	ls_bufs_free(ctx);
 	pthread_mutex_destroy(&ctx->lock);
 	pthread_mutex_destroy(&ctx->errlock);
+	pthread_rwlock_destroy(&ctx->regions_rw);
 	free(ctx);
 }
 

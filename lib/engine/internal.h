@@ -70,6 +70,10 @@ struct ls_fault_svc {
 	/* writer_idle snapshots whose writer lives: poll() is bounded (the
 	 * writer guard, writer.c) */
 	atomic_int guard_users;
+	/* Faults read by an ioctl's wait for a discard event (uffd.c), to
+	 * be served next; the fault thread's own. */
+	struct uffd_msg *backlog;
+	size_t nbacklog, backlog_cap;
 };
 
 enum ls_prep {
@@ -148,6 +152,9 @@ struct ls_ctx {
 	unsigned features;      /* LS_FEAT_* */
 	uint64_t uffd_features; /* what UFFDIO_API granted */
 	pthread_mutex_t lock;   /* regions, snap, restores, svc users */
+	/* Written under both: the fault thread reads regions[] under it,
+	 * without lock (which a caller may hold while it waits for faults). */
+	pthread_rwlock_t regions_rw;
 	struct ls_region regions[LS_MAX_REGIONS];
 	int nregions;
 	struct ls_snapshot *snap; /* the one snapshot (created..destroyed) */
@@ -156,6 +163,10 @@ struct ls_ctx {
 	struct ls_restore *restores[LS_MAX_REGIONS];
 	int nrestores;
 	struct ls_fault_svc svc;
+	/* UFFD_FEATURE_EVENT_REMOVE: discards of anonymous pages are marked
+	 * in the tracking sets as they happen (ls_track_discarded()); the
+	 * fault thread runs from create to destroy. */
+	bool events;
 	struct ls_track track; /* under lock, but dirty[] and on: atomics */
 	struct ls_buf bufs[LS_BUF_CACHE]; /* under lock: see ls_buf_take */
 	pthread_mutex_t errlock;
@@ -202,6 +213,8 @@ int ls_uffd_new(char *errbuf, size_t errlen);
 int ls_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len,
 		 uint64_t *done);
 int ls_uffd_zeropage(int uffd, uint64_t dst, uint64_t len);
+/* An ioctl met EAGAIN: lets a discard event be read (see uffd.c). */
+void ls_uffd_eagain(void);
 
 /* fault service (uffd.c) */
 int ls_svc_get(struct ls_ctx *ctx); /* ctx->lock held */
@@ -253,6 +266,10 @@ int ls_seek_data(int fd, uint64_t start, uint64_t npages, uint64_t ps,
 void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page);
 /* A write fault while only tracking: record, un-protect (wakes). */
 void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr);
+/* Discard events (fault thread): the sets now, and a discard's marks. */
+void ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets);
+void ls_track_discarded(struct ls_ctx *ctx, _Atomic uint64_t *const *sets,
+			uint64_t start, uint64_t end);
 /* Drops the tracker (ctx->lock held): sets freed, fault service put. */
 void ls_track_off(struct ls_ctx *ctx);
 /* Frees the shmem/hugetlbfs page maps of the last tracked begin. */

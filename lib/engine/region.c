@@ -345,6 +345,7 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 			     register_hint(ctx, info.type));
 		goto out;
 	}
+	pthread_rwlock_wrlock(&ctx->regions_rw); /* the fault thread looks */
 	idx = ctx->nregions++;
 	reg = &ctx->regions[idx];
 	memset(reg, 0, sizeof(*reg));
@@ -366,6 +367,7 @@ int ls_region_add(struct ls_ctx *ctx, const char *name, void *addr,
 	if (reg->thp_zero)
 		reg->split = calloc(len / LS_HUGE_2M / 8 + 1, 1);
 	reg->thp_zero = reg->split != NULL;
+	pthread_rwlock_unlock(&ctx->regions_rw);
 	ret = idx;
 out:
 	pthread_mutex_unlock(&ctx->lock);
@@ -406,9 +408,11 @@ int ls_region_remove(struct ls_ctx *ctx, int region)
 	if (ctx->regions[region].file_fd >= 0)
 		close(ctx->regions[region].file_fd);
 	free((void *)ctx->regions[region].split);
+	pthread_rwlock_wrlock(&ctx->regions_rw);
 	memmove(&ctx->regions[region], &ctx->regions[region + 1],
 		(size_t)(ctx->nregions - region - 1) * sizeof(ctx->regions[0]));
 	ctx->nregions--;
+	pthread_rwlock_unlock(&ctx->regions_rw);
 out:
 	pthread_mutex_unlock(&ctx->lock);
 	return ret;

@@ -151,12 +151,13 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 			sr->zero_unheld = ctx->regions[r].anon_huge;
 		}
 		if (snap->delta) {
+			bool look = info->type == LS_MEM_ANON && !ctx->events;
+
 			memset((void *)sr->state, PG_CLEAN, sr->npages);
-			sr->rescan = info->type == LS_MEM_ANON
-					   ? ls_alloc_prefaulted(
-						 ls_bitmap_bytes(sr->npages))
-					   : NULL;
-			if (info->type == LS_MEM_ANON && !sr->rescan)
+			sr->rescan = look ? ls_alloc_prefaulted(
+						ls_bitmap_bytes(sr->npages))
+					  : NULL;
+			if (look && !sr->rescan)
 				return -ENOMEM;
 		}
 		if (snap->track) {
@@ -800,8 +801,14 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 
 	for (uint32_t r = 0; r < snap->nregions; r++)
 		scan[r] = snap->regions[r].rescan;
-	/* The caller's tracking: its reports are the anonymous changes */
-	ret = ls_track_rescan(ctx, !settled && !ctx->track.caller, scan);
+	/*
+	 * Anonymous discards: marked as they happen with discard events;
+	 * the caller's tracking reports them; settled tracking's scan saw
+	 * them. Else the look walks the regions' page tables.
+	 */
+	ret = ls_track_rescan(ctx,
+			      !settled && !ctx->track.caller && !ctx->events,
+			      scan);
 	if (prepared)
 		ls_track_prepared_merge(ctx, news);
 	else

@@ -36,6 +36,49 @@ void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page)
 					 memory_order_relaxed);
 }
 
+/* The tracking sets as they are now (all NULL when nothing is tracked). */
+void ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets)
+{
+	bool on = ctx->events && atomic_load(&ctx->track.on);
+
+	/* Regions are neither added nor removed while tracking is on. */
+	for (int r = 0; r < LS_MAX_REGIONS; r++)
+		sets[r] = on && r < ctx->nregions
+			      ? atomic_load(&ctx->track.dirty[r])
+			      : NULL;
+}
+
+/*
+ * A discard event: the anonymous pages of [start, end) change (they read
+ * zero from now on) without a write fault. Marked in sets, which were
+ * loaded before the event was read (svc_read()). Shared memory keeps its
+ * pages in its file (a hole punched is found by each begin's look), so
+ * only anonymous regions are marked: a delta holds exactly what changed.
+ */
+void ls_track_discarded(struct ls_ctx *ctx, _Atomic uint64_t *const *sets,
+			uint64_t start, uint64_t end)
+{
+	/* A set only where tracking is on: the regions are stable then. */
+	for (int r = 0; r < LS_MAX_REGIONS; r++) {
+		const struct ls_region_info *info = &ctx->regions[r].info;
+		uint64_t base, s, e;
+
+		if (!sets[r] || info->type != LS_MEM_ANON)
+			continue;
+		base = (uint64_t)(uintptr_t)info->addr;
+		s = start > base ? start : base;
+		e = end < base + info->len ? end : base + info->len;
+		if (s >= e)
+			continue;
+		for (uint64_t p = (s - base) / info->page_size;
+		     p < (e - base + info->page_size - 1) / info->page_size;
+		     p++)
+			atomic_fetch_or_explicit(&sets[r][p / 64],
+						 1ull << (p % 64),
+						 memory_order_relaxed);
+	}
+}
+
 void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr)
 {
 	const struct ls_region_info *info = &ctx->regions[region].info;

@@ -6,11 +6,35 @@
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+/*
+ * The context whose fault thread this is (NULL on any other thread): set
+ * by svc_main, read by the wait for a discard event.
+ */
+static __thread struct ls_ctx *svc_self;
+
+static void svc_read_nested(struct ls_ctx *ctx);
+
+/*
+ * COPY, ZEROPAGE and WRITEPROTECT fail with EAGAIN while the address space
+ * changes: a discard event (UFFD_FEATURE_EVENT_REMOVE) not read yet, among
+ * others. Only the fault thread reads events, so there it reads what is
+ * queued (faults wait in its backlog); anywhere else it lets the fault
+ * thread run.
+ */
+void ls_uffd_eagain(void)
+{
+	if (svc_self)
+		svc_read_nested(svc_self);
+	else
+		sched_yield();
+}
 
 int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect)
 {
@@ -19,9 +43,10 @@ int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect)
 		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
 
-	/* EAGAIN: the address space was changing under us; try again. */
 	while (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
-		if (errno != EAGAIN && errno != EINTR)
+		if (errno == EAGAIN)
+			ls_uffd_eagain();
+		else if (errno != EINTR)
 			return -errno;
 	}
 	return 0;
@@ -90,22 +115,32 @@ int ls_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len,
 		.len = len,
 	};
 
+	int err;
+
 	*done = 0;
 	if (ioctl(uffd, UFFDIO_COPY, &copy) == 0) {
 		*done = len;
 		return 0;
 	}
+	err = errno;
 	/* A partial copy reports -EAGAIN and the bytes done in .copy. */
 	if (copy.copy > 0)
 		*done = (uint64_t)copy.copy;
-	return -errno;
+	else if (err == EAGAIN)
+		ls_uffd_eagain(); /* nothing done: the caller tries again */
+	return -err;
 }
 
 int ls_uffd_zeropage(int uffd, uint64_t dst, uint64_t len)
 {
 	struct uffdio_zeropage zp = {.range = {.start = dst, .len = len}};
 
-	return ioctl(uffd, UFFDIO_ZEROPAGE, &zp) < 0 ? -errno : 0;
+	while (ioctl(uffd, UFFDIO_ZEROPAGE, &zp) < 0) {
+		if (errno != EAGAIN)
+			return -errno;
+		ls_uffd_eagain();
+	}
+	return 0;
 }
 
 int ls_region_find(const struct ls_ctx *ctx, uint64_t addr)
@@ -119,46 +154,126 @@ int ls_region_find(const struct ls_ctx *ctx, uint64_t addr)
 	return -1;
 }
 
-/* Hands one fault to its owner; a fault nobody owns is just woken. */
+/*
+ * Hands one fault to its owner; a fault nobody owns is just woken. The
+ * region is looked up under regions_rw: the fault thread runs while
+ * regions are added and removed (a stray fault on a page protected
+ * before). An owner keeps regions as they are (adding and removing are
+ * refused) and waits for inflight before it lets go.
+ */
 static void svc_dispatch(struct ls_ctx *ctx, const struct uffd_msg *msg,
 			 uint64_t t_read)
 {
-	uint64_t addr = msg->arg.pagefault.address;
-	struct ls_snapshot *snap;
-	struct ls_restore *r;
+	uint64_t addr = msg->arg.pagefault.address, ps = LS_SMALL_PAGE;
+	struct ls_snapshot *snap = NULL;
+	struct ls_restore *r = NULL;
+	bool wp = msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP;
+	bool track = false;
 	int idx;
 
 	if (msg->event != UFFD_EVENT_PAGEFAULT)
 		return;
+	pthread_rwlock_rdlock(&ctx->regions_rw);
 	idx = ls_region_find(ctx, addr);
-	if (idx < 0) {
-		ls_uffd_wake(ctx->uffd, addr & ~(LS_SMALL_PAGE - 1),
-			     LS_SMALL_PAGE);
-		return;
+	if (idx >= 0) {
+		ps = ctx->regions[idx].info.page_size;
+		atomic_fetch_add(&ctx->svc.inflight, 1);
+		if (wp) {
+			snap = atomic_load(&ctx->armed);
+			track = !snap && atomic_load(&ctx->track.on);
+		} else {
+			r = atomic_load(&ctx->regions[idx].restore);
+		}
 	}
+	pthread_rwlock_unlock(&ctx->regions_rw);
+	if (snap)
+		ls_snap_wp_fault(snap, idx, addr, t_read);
+	else if (track)
+		ls_track_fault(ctx, idx, addr);
+	else if (r)
+		ls_restore_fault(r, addr);
+	else
+		ls_uffd_wake(ctx->uffd, addr & ~(ps - 1), ps);
+	if (idx >= 0)
+		atomic_fetch_sub(&ctx->svc.inflight, 1);
+}
+
+/*
+ * Reads up to max messages into msgs; returns how many are faults (moved
+ * to the front), 0 if none was there, -1 if the descriptor is broken.
+ * Discard events are handled here, into the tracking sets loaded *before*
+ * the read: the kernel zaps the pages only once the event is read, so a
+ * discard read before a begin took the sets is in them (the begin's
+ * quiesce waits for inflight, which covers the read and the marks), and
+ * one read after it is zapped after that begin, in the next sets.
+ */
+static ssize_t svc_read(struct ls_ctx *ctx, struct uffd_msg *msgs,
+			size_t max)
+{
+	_Atomic uint64_t *sets[LS_MAX_REGIONS];
+	size_t faults = 0;
+	ssize_t n;
+
 	atomic_fetch_add(&ctx->svc.inflight, 1);
-	if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
-		snap = atomic_load(&ctx->armed);
-		if (snap)
-			ls_snap_wp_fault(snap, idx, addr, t_read);
-		else if (atomic_load(&ctx->track.on))
-			ls_track_fault(ctx, idx, addr);
-		else
-			ls_uffd_wake(ctx->uffd,
-				     addr & ~(ctx->regions[idx].info.page_size -
-					      1),
-				     ctx->regions[idx].info.page_size);
-	} else {
-		r = atomic_load(&ctx->regions[idx].restore);
-		if (r)
-			ls_restore_fault(r, addr);
-		else
-			ls_uffd_wake(ctx->uffd,
-				     addr & ~(ctx->regions[idx].info.page_size -
-					      1),
-				     ctx->regions[idx].info.page_size);
+	ls_track_sets_now(ctx, sets);
+	n = read(ctx->uffd, msgs, max * sizeof(*msgs));
+	for (size_t i = 0; n > 0 && i < (size_t)n / sizeof(*msgs); i++) {
+		if (msgs[i].event == UFFD_EVENT_REMOVE)
+			ls_track_discarded(ctx, sets, msgs[i].arg.remove.start,
+					   msgs[i].arg.remove.end);
+		else if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+			msgs[faults++] = msgs[i];
 	}
 	atomic_fetch_sub(&ctx->svc.inflight, 1);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -1;
+	return (ssize_t)faults;
+}
+
+/*
+ * On the fault thread, inside a handler whose ioctl met EAGAIN: reads
+ * what is queued, so that a discard event waiting there is read; faults
+ * go to the backlog, served after this one. Out of memory, they stay in
+ * the kernel's queue. The EAGAIN lasts until the discarding thread has
+ * run again after the read: with nothing to read, let it.
+ */
+static void svc_read_nested(struct ls_ctx *ctx)
+{
+	struct ls_fault_svc *s = &ctx->svc;
+	ssize_t n;
+
+	if (s->nbacklog + 16 > s->backlog_cap) {
+		size_t cap = s->backlog_cap ? 2 * s->backlog_cap : 64;
+		struct uffd_msg *b = realloc(s->backlog, cap * sizeof(*b));
+
+		if (!b) {
+			sched_yield();
+			return;
+		}
+		s->backlog = b;
+		s->backlog_cap = cap;
+	}
+	n = svc_read(ctx, s->backlog + s->nbacklog, 16);
+	if (n > 0)
+		s->nbacklog += (size_t)n;
+	else
+		sched_yield();
+}
+
+/* Serves the faults that waited in the backlog; true if there were any. */
+static bool svc_backlog(struct ls_ctx *ctx, uint64_t now)
+{
+	struct uffd_msg msg;
+	bool any = false;
+
+	while (ctx->svc.nbacklog) {
+		msg = ctx->svc.backlog[0];
+		memmove(ctx->svc.backlog, ctx->svc.backlog + 1,
+			--ctx->svc.nbacklog * sizeof(msg));
+		svc_dispatch(ctx, &msg, now);
+		any = true;
+	}
+	return any;
 }
 
 /* A kick (ls_svc_kick) or the stop: read, so that poll() blocks again. */
@@ -198,20 +313,23 @@ static void *svc_main(void *arg)
 	uint64_t next_guard = 0;
 	ssize_t n;
 
+	svc_self = ctx;
 	while (!atomic_load(&ctx->svc.stop)) {
-		n = read(ctx->uffd, msgs, sizeof(msgs));
+		n = svc_read(ctx, msgs, sizeof(msgs) / sizeof(msgs[0]));
 		now = ls_now_ns();
 		if (now >= next_guard) { /* not every turn of a busy loop */
 			(void)ls_snap_writer_guard(ctx);
 			next_guard = now + LS_WRITER_GUARD_MS * 1000000ull;
 		}
 		if (n > 0) {
-			for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
+			for (ssize_t i = 0; i < n; i++) {
 				svc_dispatch(ctx, &msgs[i], now);
+				svc_backlog(ctx, now);
+			}
 			last = now;
 			continue;
 		}
-		if (n < 0 && errno != EAGAIN && errno != EINTR)
+		if (n < 0)
 			break; /* the descriptor is broken: nothing to serve */
 		if (now - last < (uint64_t)atomic_load(&ctx->svc.spin_ns)) {
 			ls_cpu_relax();
@@ -262,6 +380,9 @@ void ls_svc_put(struct ls_ctx *ctx)
 	pthread_join(ctx->svc.thread, NULL);
 	close(ctx->svc.stop_fd);
 	ctx->svc.stop_fd = -1;
+	free(ctx->svc.backlog); /* left over: their threads were woken */
+	ctx->svc.backlog = NULL;
+	ctx->svc.nbacklog = ctx->svc.backlog_cap = 0;
 }
 
 /* Waits until no fault handler runs (after its owner pointer was cleared). */

@@ -43,7 +43,7 @@ _livesnap()
 	--restore-mode) COMPREPLY=($(compgen -W "eager lazy" -- "$cur")); return ;;
 	--mem-backend) COMPREPLY=($(compgen -W "anon memfd hugetlb" -- "$cur")); return ;;
 	--feature | -f)
-		COMPREPLY=($(compgen -W "userfaultfd wp-anon wp-shmem wp-hugetlbfs wp-unpopulated wp-async pagemap-scan missing-shmem missing-hugetlbfs thp hugetlb-pool kvm tcg" -- "$cur"))
+		COMPREPLY=($(compgen -W "userfaultfd wp-anon wp-shmem wp-hugetlbfs wp-unpopulated wp-async pagemap-scan missing-shmem missing-hugetlbfs discard-events thp hugetlb-pool kvm tcg" -- "$cur"))
 		return ;;
 	esac
 	if [[ $cur == -* ]]; then

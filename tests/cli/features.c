@@ -21,6 +21,7 @@ int main(void)
 	    {LS_FEAT_PAGEMAP_SCAN, "pagemap-scan"},
 	    {LS_FEAT_MISSING_SHMEM, "missing-shmem"},
 	    {LS_FEAT_MISSING_HUGETLB, "missing-hugetlbfs"},
+	    {LS_FEAT_EVENT_REMOVE, "discard-events"},
 	};
 	char err[LS_ERRMSG_MAX];
 	struct ls_ctx *ctx;

@@ -16,7 +16,8 @@ import unittest
 LIVESNAP = FEATURES = None
 ALL = ["userfaultfd", "wp-anon", "wp-shmem", "wp-hugetlbfs",
        "wp-unpopulated", "wp-async", "pagemap-scan", "missing-shmem",
-       "missing-hugetlbfs", "thp", "hugetlb-pool", "kvm", "tcg"]
+       "missing-hugetlbfs", "discard-events", "thp", "hugetlb-pool", "kvm",
+       "tcg"]
 
 
 def run(*args):
@@ -48,7 +49,7 @@ class Check(unittest.TestCase):
         out = subprocess.run([FEATURES], capture_output=True, text=True,
                              check=True).stdout
         lib = dict(line.split() for line in out.splitlines())
-        self.assertEqual(len(lib), 8)
+        self.assertEqual(len(lib), 9)
         for name, have in lib.items():
             self.assertEqual(self.feat[name]["ok"], have == "yes", name)
 

@@ -48,7 +48,7 @@ static void test_features(void **state)
 	const unsigned want = LS_FEAT_WP | LS_FEAT_WP_SHMEM_HUGETLB |
 			      LS_FEAT_WP_UNPOPULATED | LS_FEAT_WP_ASYNC |
 			      LS_FEAT_PAGEMAP_SCAN | LS_FEAT_MISSING_SHMEM |
-			      LS_FEAT_MISSING_HUGETLB;
+			      LS_FEAT_MISSING_HUGETLB | LS_FEAT_EVENT_REMOVE;
 	struct ls_ctx *ctx = ctx_new();
 
 	(void)state;
@@ -59,6 +59,42 @@ static void test_features(void **state)
 	CHECK(!strcmp(ls_ctx_error(ctx), ""), "error set after create");
 	CHECK(ls_region_count(ctx) == 0, "fresh context has regions");
 	ls_ctx_destroy(ctx);
+}
+
+/*
+ * Discard events: a madvise(MADV_DONTNEED) or MADV_REMOVE over a region
+ * waits until the event is read. With no snapshot, tracking or restore
+ * ever started, the context's fault thread must still read it: each
+ * returns (else the alarm ends the test).
+ */
+static void test_discard_idle(void **state)
+{
+	static const enum mem_kind kinds[] = {MEM_ANON_4K, MEM_ANON_THP,
+					      MEM_MEMFD};
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		struct ls_ctx *ctx = ctx_new();
+		struct test_mem m;
+
+		mem_map(&m, kinds[k], 4 * MB);
+		memset(m.addr, 0x5a, m.len);
+		CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
+		      ls_ctx_error(ctx));
+		alarm(60);
+		for (int i = 0; i < 64; i++)
+			CHECK(!madvise(m.addr + (size_t)i * 4096, 4096,
+				       kinds[k] == MEM_MEMFD ? MADV_REMOVE
+							     : MADV_DONTNEED),
+			      "%s: madvise: %s", mem_kind_name(kinds[k]),
+			      strerror(errno));
+		alarm(0);
+		CHECK(m.addr[0] == 0 && m.addr[64 * 4096] == 0x5a,
+		      "%s: the discards did not happen",
+		      mem_kind_name(kinds[k]));
+		ls_ctx_destroy(ctx);
+		mem_unmap(&m);
+	}
 }
 
 static void test_region_types(void **state)
@@ -280,21 +316,26 @@ static void test_idle_snapshot(void **state)
  * A snapshot starts its writer and fault threads at create (out of the
  * caller's pause, see snap_start_threads); one that never begins must
  * still end them: destroyed, cancelled then destroyed, or left to
- * ls_ctx_destroy, and a begin after a cancel is refused.
+ * ls_ctx_destroy, and a begin after a cancel is refused. The context's
+ * own fault thread (discard events) ends with the context.
  */
 static void test_never_begun(void **state)
 {
 	struct test_mem m;
-	int base;
+	int none, base;
 
 	(void)state;
 	mem_map(&m, MEM_ANON_4K, 2 * MB);
-	base = threads_settled(-1);
+	none = threads_settled(-1);
 	for (int way = 0; way < 3; way++) {
 		struct ls_ctx *ctx = ctx_new();
 		struct mem_sink *s = mem_sink_new();
 		struct ls_snapshot *snap;
 
+		base = threads_settled(-1);
+		CHECK(base == none + !!(ls_ctx_features(ctx) &
+					LS_FEAT_EVENT_REMOVE),
+		      "a context started %d threads", base - none);
 		CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add");
 		CHECK(!ls_snapshot_create(ctx, &s->base, NULL, &snap),
 		      "create: %s", ls_ctx_error(ctx));
@@ -307,9 +348,9 @@ static void test_never_begun(void **state)
 		}
 		if (way == 2) { /* the context goes first */
 			ls_ctx_destroy(ctx);
-			CHECK(threads_settled(base) == base,
+			CHECK(threads_settled(none) == none,
 			      "ls_ctx_destroy left %d threads",
-			      threads_settled(base) - base);
+			      threads_settled(none) - none);
 			ls_snapshot_destroy(snap);
 		} else {
 			ls_snapshot_destroy(snap);
@@ -317,6 +358,9 @@ static void test_never_begun(void **state)
 			      "way %d: destroy left %d threads", way,
 			      threads_settled(base) - base);
 			ls_ctx_destroy(ctx);
+			CHECK(threads_settled(none) == none,
+			      "way %d: ls_ctx_destroy left %d threads", way,
+			      threads_settled(none) - none);
 		}
 		CHECK(s->aborted && !s->committed && s->destroyed,
 		      "way %d: sink aborted %d committed %d", way, s->aborted,
@@ -533,6 +577,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_features),
+		cmocka_unit_test(test_discard_idle),
 		cmocka_unit_test(test_region_types),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_mixed_types),

@@ -201,7 +201,84 @@ struct chain {
 	uint64_t extra;	/* pages a granule added to deltas */
 	/* Pages known to be zero that the reference copy must not touch. */
 	const uint8_t *zeroed;
+	struct discarder *disc; /* discards between snapshots, or NULL */
 };
+
+/*
+ * A thread that discards random pages (MADV_DONTNEED) between snapshots,
+ * while the writers fault: each discard is a UFFD_EVENT_REMOVE the fault
+ * thread must read while it serves those faults (its un-protects meet
+ * EAGAIN until it has). Stopped from before each begin until the
+ * snapshot has ended (a pending page discarded would fail it); what it
+ * discarded joins the delta's expected set then.
+ */
+struct discarder {
+	unsigned char *mem;
+	size_t ps;
+	uint64_t npages;
+	_Atomic uint8_t *hit; /* discarded since the last begin */
+	pthread_t th[1];
+	atomic_bool quit;
+	atomic_int pause_req, paused;
+	_Atomic uint64_t discards;
+};
+
+static void *discarder_main(void *p)
+{
+	struct thread_arg *a = p;
+	struct discarder *d = a->owner;
+	uint64_t seed = 0xd15ca4dull;
+
+	free(a);
+	while (!atomic_load(&d->quit)) {
+		uint64_t page;
+
+		if (pause_point(&d->pause_req, &d->paused, &d->quit))
+			continue;
+		page = rnd(&seed) % d->npages;
+		CHECK(!madvise(d->mem + page * d->ps, d->ps, MADV_DONTNEED),
+		      "madvise(MADV_DONTNEED): %s", strerror(errno));
+		atomic_store(&d->hit[page], 1);
+		atomic_fetch_add(&d->discards, 1);
+		sched_yield(); /* a few hundred a snapshot, not a flood */
+	}
+	return NULL;
+}
+
+static void discarder_start(struct discarder *d, struct test_mem *m)
+{
+	memset(d, 0, sizeof(*d));
+	d->mem = m->addr;
+	d->ps = m->page_size;
+	d->npages = m->len / m->page_size;
+	d->hit = calloc(d->npages, 1);
+	CHECK(d->hit, "out of memory");
+	atomic_store(&d->pause_req, 1);
+	threads_start(d->th, 1, discarder_main, d);
+	while (atomic_load(&d->paused) < 1)
+		sched_yield();
+}
+
+/* Stops it and adds what it discarded to the expected set. */
+static void discarder_pause(struct discarder *d, struct chain *c)
+{
+	atomic_store(&d->pause_req, 1);
+	while (atomic_load(&d->paused) < 1)
+		sched_yield();
+	for (uint64_t p = 0; p < d->npages; p++) {
+		if (!atomic_exchange(&d->hit[p], 0))
+			continue;
+		c->expect_n += !c->expect[p];
+		c->expect[p] = 1;
+	}
+}
+
+static void discarder_stop(struct discarder *d)
+{
+	atomic_store(&d->quit, true);
+	pthread_join(d->th[0], NULL);
+	free((void *)d->hit);
+}
 
 static void chain_open_len(struct chain *c, enum mem_kind kind, size_t len)
 {
@@ -425,6 +502,8 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	CHECK(s->started, "sink not started");
 	if (c->prepare)
 		chain_prepare(c, snap, delta);
+	if (c->disc)
+		discarder_pause(c->disc, c);
 	setw_pause(&c->w);
 	take_reference(c);
 	if (c->how == BY_CALLER && delta)
@@ -439,6 +518,8 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 	if (!c->write_after)
 		next_n = setw_next(&c->w, percent, &c->seed);
 	ret = ls_snapshot_wait(snap);
+	if (c->disc)
+		atomic_store(&c->disc->pause_req, 0);
 	if (c->how == SETTLED) {
 		/* Running threads go on writing the set after a stop for this;
 		 * with write_after they are still stopped. */
@@ -522,6 +603,37 @@ static void run_chain_granule(enum mem_kind kind, unsigned len,
 static void run_chain(enum mem_kind kind, unsigned len)
 {
 	run_chain_granule(kind, len, 0, false);
+}
+
+/*
+ * Anonymous memory, tracked by faults, with a thread discarding random
+ * pages between snapshots while the writers fault: each delta holds
+ * exactly the pages written or discarded since the last begin, and base
+ * + deltas equal memory at each begin.
+ */
+static void test_chain_discards_racing(void **state)
+{
+	static const enum mem_kind kinds[] = {MEM_ANON_4K, MEM_ANON_THP};
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		struct discarder d;
+		struct chain c;
+		uint64_t seed = 5;
+
+		chain_open(&c, kinds[k]);
+		discarder_start(&d, &c.m);
+		c.disc = &d;
+		chain_step(&c, false, LS_STRATEGY_AUTO, 20);
+		for (unsigned i = 1; i < CHAIN_SHORT; i++)
+			chain_step(&c, true, test_strategies[i % NSTRATEGIES],
+				   (unsigned)(rnd(&seed) % 40));
+		CHECK(atomic_load(&d.discards) > 0, "no page was discarded");
+		discarder_pause(&d, &c);
+		discarder_stop(&d);
+		setw_pause(&c.w);
+		chain_close(&c);
+	}
 }
 
 /*
@@ -1328,6 +1440,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_memfd_huge),
 		cmocka_unit_test(test_chain_granule),
 		cmocka_unit_test(test_chain_settled),
+		cmocka_unit_test(test_chain_discards_racing),
 		cmocka_unit_test(test_chain_by_caller),
 		cmocka_unit_test(test_prepared),
 		cmocka_unit_test(test_prepared_running),
