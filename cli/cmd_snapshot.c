@@ -515,7 +515,7 @@ static void print_summary(const char *target, const struct mig_info *mi)
 	       "write protection %s\n",
 	       down, stop, cap, arm);
 	printf("  prepare             %s, before the pause, vCPUs running "
-	       "(memfd/hugetlb RAM armed early)\n",
+	       "(RAM write-protected early)\n",
 	       prep);
 	printf("  total time          %.3f s\n", secs);
 	printf("  RAM                 %.1f MiB, %.1f MiB written, "

@@ -295,6 +295,8 @@ int ls_track_lift(struct ls_ctx *ctx);
  * message set (then nothing changed).
  */
 int ls_track_prepare(struct ls_ctx *ctx);
+/* Whether a full snapshot's prepare protects region r (track.c). */
+bool ls_track_preparable(const struct ls_ctx *ctx, int r);
 /*
  * Protects again the pages of region r in `set` (a few runs of them), or
  * the 2 MiB blocks (huge pages) that hold one (ctx->lock held); 0 or

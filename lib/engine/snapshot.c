@@ -869,8 +869,8 @@ static int arm_whole(struct ls_snapshot *snap, struct ls_ctx *ctx,
 
 /*
  * A full snapshot's arm: every region whole, except after a prepare
- * (ls_track_prepare()), where its shmem and hugetlbfs regions are
- * protected but for what was written since, which
+ * (ls_track_prepare()), where the regions it protected are protected but
+ * for what was written (or, anonymous, discarded) since, which
  * ls_track_protect_set() re-protects. A failure lifts what this arm, or
  * the prepare, protected (a begin again arms every region whole); a
  * prepare that started tracking for itself ends here either way.
@@ -882,7 +882,7 @@ static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	int ret = 0;
 
 	for (uint32_t r = 0; r < snap->nregions; r++) {
-		ret = prepared && snap->regions[r].type != LS_MEM_ANON
+		ret = prepared && ls_track_preparable(ctx, (int)r)
 			      ? ls_track_protect_set(ctx, (int)r,
 						 atomic_load(&ctx->track.dirty[r]))
 			      : arm_whole(snap, ctx, r);

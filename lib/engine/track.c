@@ -295,8 +295,20 @@ static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 }
 
 /*
+ * Whether prepare protects region r: shmem and hugetlbfs keep a
+ * write-protect marker where a page is discarded, so nothing there loses
+ * its protection unseen between prepare and begin. Anonymous memory loses
+ * it with the page: only with discard events, which mark the page, is it
+ * prepared too (else begin arms it whole).
+ */
+bool ls_track_preparable(const struct ls_ctx *ctx, int r)
+{
+	return ctx->regions[r].info.type != LS_MEM_ANON || ctx->events;
+}
+
+/*
  * Protects every region (see populate_if_needed() in snapshot.c), or with
- * files_only the shmem and hugetlbfs ones; `who` starts the messages.
+ * files_only the ones prepare protects; `who` starts the messages.
  */
 static int protect_regions(struct ls_ctx *ctx, bool files_only,
 			   const char *who)
@@ -306,7 +318,7 @@ static int protect_regions(struct ls_ctx *ctx, bool files_only,
 		bool anon = info->type == LS_MEM_ANON;
 		int ret;
 
-		if (anon && files_only)
+		if (files_only && !ls_track_preparable(ctx, r))
 			continue;
 		if (anon && !(ctx->features & LS_FEAT_WP_UNPOPULATED) &&
 		    madvise(info->addr, info->len, MADV_POPULATE_READ))
@@ -323,10 +335,10 @@ static int protect_regions(struct ls_ctx *ctx, bool files_only,
 	return 0;
 }
 
-static bool has_files(const struct ls_ctx *ctx)
+static bool has_preparable(const struct ls_ctx *ctx)
 {
 	for (int r = 0; r < ctx->nregions; r++)
-		if (ctx->regions[r].info.type != LS_MEM_ANON)
+		if (ls_track_preparable(ctx, r))
 			return true;
 	return false;
 }
@@ -372,7 +384,7 @@ static int prepare_refine(struct ls_ctx *ctx)
 	ctx->track.refine_granule = granule;
 	ctx->track.refined = true;
 	for (int r = 0; !ret && r < ctx->nregions; r++)
-		if (ctx->regions[r].info.type != LS_MEM_ANON)
+		if (ls_track_preparable(ctx, r))
 			ret = ls_track_protect_set(ctx, r,
 						      ctx->track.prep_sets[r]);
 	return ret;
@@ -390,14 +402,11 @@ void ls_track_refine_end(struct ls_ctx *ctx, _Atomic uint64_t **news)
 /*
  * ls_snapshot_prepare(): a full snapshot's arm walks every page table entry
  * of its memory, in the caller's pause: 8-21 ms for 1-4 GiB of memfd in
- * 4 KiB pages. Prepare protects the shmem and hugetlbfs regions before the
- * pause, the writers running, and tracks what they write until begin (by
- * faults: one per 2 MiB block, then, after prepare_refine(), one per
- * page); begin then re-protects only those pages.
- * These kinds keep a write-protect marker where a page is discarded, so
- * nothing loses its protection unseen meanwhile. Anonymous memory loses it
- * with the page, and only a walk in the pause would find that: begin arms
- * anonymous regions whole, as without prepare (cheap where THP maps them).
+ * 4 KiB pages. Prepare protects the regions ls_track_preparable() names
+ * before the pause, the writers running, and tracks what they write until
+ * begin (by faults: one per 2 MiB block, then, after prepare_refine(), one
+ * per page; discards by their events); begin then re-protects only those
+ * pages, and arms the other regions whole, as without prepare.
  */
 int ls_track_prepare(struct ls_ctx *ctx)
 {
@@ -407,7 +416,7 @@ int ls_track_prepare(struct ls_ctx *ctx)
 
 	/* Settled: the begin protects everything again anyway. */
 	if (ctx->track.prep != LS_PREP_NONE || ctx->track.async ||
-	    !has_files(ctx))
+	    !has_preparable(ctx))
 		return 0;
 	if (on && !ctx->track.caller) {
 		if (!atomic_load(&ctx->track.broken))

@@ -198,6 +198,7 @@ struct chain {
 	/* called before a delta's prepare (threads stopped) and after it */
 	void (*before_prepare)(struct chain *c);
 	void (*after_prepare)(struct chain *c);
+	void (*after_full_prepare)(struct chain *c); /* a full one's */
 	uint64_t extra;	/* pages a granule added to deltas */
 	/* Pages known to be zero that the reference copy must not touch. */
 	const uint8_t *zeroed;
@@ -416,17 +417,34 @@ static void report_set(struct chain *c)
 	free(bits);
 }
 
-/* A shmem or hugetlbfs kind: the ones ls_snapshot_prepare() protects. */
-static bool kind_is_file(enum mem_kind kind)
+/* Whether the kernel reports discards (LS_FEAT_EVENT_REMOVE). */
+static bool discard_events(void)
 {
-	return mem_kind_type(kind) != LS_MEM_ANON;
+	char err[LS_ERRMSG_MAX];
+	struct ls_ctx *ctx;
+	bool have;
+
+	CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "ls_ctx_create: %s",
+	      err);
+	have = ls_ctx_features(ctx) & LS_FEAT_EVENT_REMOVE;
+	ls_ctx_destroy(ctx);
+	return have;
+}
+
+/*
+ * The kinds a full snapshot's ls_snapshot_prepare() protects: shmem and
+ * hugetlbfs, and anonymous memory where discards are reported.
+ */
+static bool kind_prepared(enum mem_kind kind)
+{
+	return mem_kind_type(kind) != LS_MEM_ANON || discard_events();
 }
 
 /*
  * ls_snapshot_prepare() before a snapshot, the threads stopped. A full
- * one: file kinds are then protected whole, except (tracked by faults
- * already) the pages written since the last begin; anonymous ones as they
- * were. A delta tracked by faults: every page is protected again (the
+ * one: the kinds it prepares are then protected whole, except (tracked by
+ * faults already) the pages written since the last begin; the others as
+ * they were. A delta tracked by faults: every page is protected again (the
  * delta's pages so far too); by the caller, nothing changes. Then the
  * threads run again and the test itself writes every 3rd page, so that
  * begin must re-protect what was written since the prepare (a delta must
@@ -437,7 +455,7 @@ static void chain_prepare(struct chain *c, struct ls_snapshot *snap,
 {
 	uint64_t all = c->m.len / 4096, before, after;
 	bool faults = ls_track_active(c->ctx, NULL) && c->how == BY_FAULTS;
-	bool all_now = delta ? faults : kind_is_file(c->m.kind) && !faults;
+	bool all_now = delta ? faults : kind_prepared(c->m.kind) && !faults;
 
 	if (c->prepare_running) {
 		CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare: %s",
@@ -475,8 +493,8 @@ static void chain_prepare(struct chain *c, struct ls_snapshot *snap,
 			c->expect_n++;
 		}
 	}
-	if (delta && c->after_prepare)
-		c->after_prepare(c);
+	if (delta ? c->after_prepare : c->after_full_prepare)
+		(delta ? c->after_prepare : c->after_full_prepare)(c);
 }
 
 /*
@@ -764,10 +782,70 @@ static void test_prepared_running(void **state)
 {
 	(void)state;
 	for (int k = 0; k < MEM_NKINDS; k++) {
-		if (!kind_is_file((enum mem_kind)k))
+		if (!kind_prepared((enum mem_kind)k))
 			continue;
 		run_prepared((enum mem_kind)k, BY_FAULTS, true);
 		run_prepared((enum mem_kind)k, BY_CALLER, true);
+	}
+}
+
+/*
+ * A full snapshot's prepare of anonymous memory (with discard events): a
+ * page discarded between prepare and begin loses its protection with its
+ * content, in a 2 MiB block nothing else was written in (so begin's
+ * re-protect of the written pages does not cover it by chance). Begin
+ * must protect it again, as its event marked it: the test writes it right
+ * after begin, and the snapshot must hold it zero, as it was at begin.
+ */
+static void test_prepared_discard(void **state)
+{
+	static const enum mem_kind kinds[] = {MEM_ANON_4K, MEM_ANON_THP};
+
+	(void)state;
+	if (!discard_events())
+		fail_msg("no discard events: anonymous memory is not prepared");
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		struct mem_sink *s = mem_sink_new();
+		struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_COPY};
+		char err[LS_ERRMSG_MAX];
+		struct ls_snapshot *snap;
+		struct test_mem m;
+		struct ls_ctx *ctx;
+		unsigned char *ref;
+		uint64_t victim;
+
+		mem_map(&m, kinds[k], REGION);
+		fill_random(m.addr, m.len, m.page_size, 100, 7);
+		victim = m.len / m.page_size - 3;
+		CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "create: %s", err);
+		CHECK(!ls_region_add(ctx, "ram", m.addr, m.len), "add: %s",
+		      ls_ctx_error(ctx));
+		CHECK(!ls_snapshot_create(ctx, &s->base, &o, &snap),
+		      "ls_snapshot_create: %s", ls_ctx_error(ctx));
+		CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare: %s",
+		      ls_ctx_error(ctx));
+		CHECK(count_wp_pages(m.addr, m.len) == m.len / 4096,
+		      "%s: prepare left pages unprotected",
+		      mem_kind_name(kinds[k]));
+		for (uint64_t p = 1; p < 10; p += 4) /* a few, far from it */
+			m.addr[p * m.page_size] ^= 1;
+		CHECK(!madvise(m.addr + victim * m.page_size, m.page_size,
+			       MADV_DONTNEED),
+		      "madvise: %s", strerror(errno));
+		ref = malloc(m.len);
+		CHECK(ref, "out of memory");
+		memcpy(ref, m.addr, m.len);
+		CHECK(!ls_snapshot_begin(snap), "ls_snapshot_begin: %s",
+		      ls_ctx_error(ctx));
+		m.addr[victim * m.page_size + 8] = 0x42;
+		CHECK(!ls_snapshot_wait(snap), "%s: snapshot: %s",
+		      mem_kind_name(kinds[k]), ls_snapshot_error(snap));
+		mem_sink_expect(s, 0, ref, m.len);
+		ls_snapshot_destroy(snap);
+		mem_sink_free(s);
+		ls_ctx_destroy(ctx);
+		free(ref);
+		mem_unmap(&m);
 	}
 }
 
@@ -1020,6 +1098,8 @@ static void test_discards_settled(void **state)
  * before the prepare (a full word of its set), and one of them discarded
  * after it: the begin must look there too, though the set holds it.
  * Each delta holds exactly its set, base + deltas equal memory at begin.
+ * The chain's full snapshots (the first, and one tracked by faults) are
+ * prepared too, with an anonymous page discarded after their prepare.
  */
 static unsigned prep_discards;
 
@@ -1069,6 +1149,28 @@ static void discard_after_prepare(struct chain *c)
 	}
 }
 
+/*
+ * After a full snapshot's prepare, anonymous memory: a page that holds
+ * data (and that the threads do not write back) is discarded, and its
+ * protection goes with it; the snapshot must still equal memory at begin.
+ * (test_prepared_discard checks that begin protects it again.)
+ */
+static void discard_after_full_prepare(struct chain *c)
+{
+	size_t ps = c->m.page_size;
+
+	if (mem_kind_type(c->m.kind) != LS_MEM_ANON)
+		return;
+	for (uint64_t p = c->w.npages - 1 - c->n % 7; p > 0; p--) {
+		if (c->w.want[p])
+			continue;
+		CHECK(!madvise(c->m.addr + p * ps, ps, MADV_DONTNEED),
+		      "madvise: %s", strerror(errno));
+		prep_discards++;
+		break;
+	}
+}
+
 static void test_prepared_deltas(void **state)
 {
 	(void)state;
@@ -1087,10 +1189,12 @@ static void test_prepared_deltas(void **state)
 		c.prepare = true;
 		c.before_prepare = fill_word_before_prepare;
 		c.after_prepare = discard_after_prepare;
+		c.after_full_prepare = discard_after_full_prepare;
 		prep_discards = 0;
+		/* full from no tracking, delta, full tracked by faults, delta */
 		for (unsigned i = 0; i < 4; i++) {
 			c.zeroed = zeroed;
-			chain_step(&c, i > 0, test_strategies[i % NSTRATEGIES],
+			chain_step(&c, i % 2, test_strategies[i % NSTRATEGIES],
 				   20);
 			memset(zeroed, 0, c.w.npages);
 		}
@@ -1449,6 +1553,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_discards_between),
 		cmocka_unit_test(test_discards_settled),
 		cmocka_unit_test(test_prepared_deltas),
+		cmocka_unit_test(test_prepared_discard),
 		cmocka_unit_test(test_settle_refusals),
 		cmocka_unit_test(test_track_dirty_refusals),
 		cmocka_unit_test(test_by_caller_refusals),
