@@ -163,7 +163,8 @@ static unsigned features_from_uffd(uint64_t f)
 }
 
 /* Opens the context's descriptor with every feature the engine uses. */
-static int ctx_open_uffd(struct ls_ctx *ctx, char *errbuf, size_t errlen)
+static int ctx_open_uffd(struct ls_ctx *ctx, bool no_events, char *errbuf,
+			 size_t errlen)
 {
 	/* WP_ASYNC is only probed: it would resolve faults behind our back. */
 	const uint64_t wanted = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
@@ -174,6 +175,7 @@ static int ctx_open_uffd(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 				UFFD_FEATURE_EVENT_REMOVE;
 	struct uffdio_api api = {.api = UFFD_API};
 	uint64_t have = 0;
+	bool events;
 	int ret;
 
 	ret = uffd_supported(&have, errbuf, errlen);
@@ -190,6 +192,10 @@ static int ctx_open_uffd(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 	if (ctx->uffd < 0)
 		return ctx->uffd;
 	api.features = have & wanted;
+	if (no_events)
+		api.features &= ~(uint64_t)UFFD_FEATURE_EVENT_REMOVE;
+	/* What is asked for: UFFDIO_API answers with all it supports. */
+	events = api.features & UFFD_FEATURE_EVENT_REMOVE;
 	if (ioctl(ctx->uffd, UFFDIO_API, &api) < 0) {
 		ret = -errno;
 		errbuf_set(errbuf, errlen,
@@ -199,6 +205,7 @@ static int ctx_open_uffd(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 	}
 	ctx->uffd_features = api.features;
 	ctx->features = features_from_uffd(have);
+	ctx->events = events;
 	return 0;
 }
 
@@ -212,9 +219,8 @@ static int ctx_start_events(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 {
 	int ret;
 
-	if (!(ctx->uffd_features & UFFD_FEATURE_EVENT_REMOVE))
+	if (!ctx->events) /* set before the thread, which reads it */
 		return 0;
-	ctx->events = true; /* before the thread, which reads it */
 	pthread_mutex_lock(&ctx->lock);
 	ret = ls_svc_get(ctx);
 	pthread_mutex_unlock(&ctx->lock);
@@ -227,6 +233,35 @@ static int ctx_start_events(struct ls_ctx *ctx, char *errbuf, size_t errlen)
 
 int ls_ctx_create(struct ls_ctx **ctxp, char *errbuf, size_t errlen)
 {
+	return ls_ctx_create_opts(ctxp, NULL, errbuf, errlen);
+}
+
+static int check_ctx_opts(const struct ls_ctx_opts *o, char *errbuf,
+			  size_t errlen)
+{
+	if (!o)
+		return 0;
+	if (o->flags & ~(uint32_t)LS_CTX_NO_DISCARD_EVENTS) {
+		errbuf_set(errbuf, errlen,
+			   "ls_ctx_create_opts: unknown flags 0x%x",
+			   (unsigned)(o->flags &
+				      ~(uint32_t)LS_CTX_NO_DISCARD_EVENTS));
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]);
+	     i++)
+		if (o->reserved[i]) {
+			errbuf_set(errbuf, errlen,
+				   "ls_ctx_create_opts: reserved[%zu] is not zero",
+				   i);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+int ls_ctx_create_opts(struct ls_ctx **ctxp, const struct ls_ctx_opts *opts,
+		       char *errbuf, size_t errlen)
+{
 	struct ls_ctx *ctx;
 	int ret;
 
@@ -236,6 +271,9 @@ int ls_ctx_create(struct ls_ctx **ctxp, char *errbuf, size_t errlen)
 		return -EINVAL;
 	}
 	*ctxp = NULL;
+	ret = check_ctx_opts(opts, errbuf, errlen);
+	if (ret)
+		return ret;
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx) {
 		errbuf_set(errbuf, errlen, "ls_ctx_create: out of memory");
@@ -248,7 +286,8 @@ int ls_ctx_create(struct ls_ctx **ctxp, char *errbuf, size_t errlen)
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_mutex_init(&ctx->errlock, NULL);
 	pthread_rwlock_init(&ctx->regions_rw, NULL);
-	ret = ctx_open_uffd(ctx, errbuf, errlen);
+	ret = ctx_open_uffd(ctx, opts && (opts->flags & LS_CTX_NO_DISCARD_EVENTS),
+			    errbuf, errlen);
 	if (!ret)
 		ret = ctx_start_events(ctx, errbuf, errlen);
 	if (ret) {

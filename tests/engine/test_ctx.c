@@ -97,6 +97,47 @@ static void test_discard_idle(void **state)
 	}
 }
 
+/*
+ * ls_ctx_create_opts: LS_CTX_NO_DISCARD_EVENTS leaves the context without
+ * its own fault thread (nothing waits for a madvise); bad flags and
+ * reserved words are refused with a message.
+ */
+static void test_ctx_opts(void **state)
+{
+	struct ls_ctx_opts o = {.flags = LS_CTX_NO_DISCARD_EVENTS};
+	char err[LS_ERRMSG_MAX];
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	int none, ret;
+
+	(void)state;
+	none = threads_settled(-1);
+	CHECK(!ls_ctx_create_opts(&ctx, &o, err, sizeof(err)), "create: %s",
+	      err);
+	CHECK(threads_settled(none) == none,
+	      "a context without discard events started %d threads",
+	      threads_settled(none) - none);
+	mem_map(&m, MEM_ANON_4K, 2 * MB);
+	CHECK(ls_region_add(ctx, "ram", m.addr, m.len) == 0, "add: %s",
+	      ls_ctx_error(ctx));
+	CHECK(!madvise(m.addr, m.len, MADV_DONTNEED), "madvise: %s",
+	      strerror(errno));
+	ls_ctx_destroy(ctx);
+	mem_unmap(&m);
+	CHECK(!ls_ctx_create_opts(&ctx, NULL, err, sizeof(err)),
+	      "create (NULL options): %s", err);
+	ls_ctx_destroy(ctx);
+	o.flags = 1u << 9;
+	ret = ls_ctx_create_opts(&ctx, &o, err, sizeof(err));
+	CHECK(ret == -EINVAL && !ctx && strstr(err, "unknown flags 0x200"),
+	      "unknown flag: %d '%s'", ret, err);
+	o.flags = 0;
+	o.reserved[3] = 1;
+	ret = ls_ctx_create_opts(&ctx, &o, err, sizeof(err));
+	CHECK(ret == -EINVAL && !ctx && strstr(err, "reserved[3]"),
+	      "reserved word: %d '%s'", ret, err);
+}
+
 static void test_region_types(void **state)
 {
 	struct test_mem m[MEM_NKINDS];
@@ -578,6 +619,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_features),
 		cmocka_unit_test(test_discard_idle),
+		cmocka_unit_test(test_ctx_opts),
 		cmocka_unit_test(test_region_types),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_mixed_types),

@@ -281,16 +281,24 @@ static void discarder_stop(struct discarder *d)
 	free((void *)d->hit);
 }
 
+/*
+ * The chains' contexts: with discard events (the default), or without
+ * (LS_CTX_NO_DISCARD_EVENTS: the look for anonymous discards in begin,
+ * anonymous regions not prepared), for the tests that run both ways.
+ */
+static uint32_t ctx_flags;
+
 static void chain_open_len(struct chain *c, enum mem_kind kind, size_t len)
 {
+	struct ls_ctx_opts co = {.flags = ctx_flags};
 	char err[LS_ERRMSG_MAX];
 
 	memset(c, 0, sizeof(*c));
 	c->seed = 0x1234567ull + (uint64_t)kind;
 	mem_map(&c->m, kind, len);
 	fill_random(c->m.addr, c->m.len, c->m.page_size, 50, (unsigned)kind);
-	CHECK(!ls_ctx_create(&c->ctx, err, sizeof(err)), "ls_ctx_create: %s",
-	      err);
+	CHECK(!ls_ctx_create_opts(&c->ctx, &co, err, sizeof(err)),
+	      "ls_ctx_create_opts: %s", err);
 	CHECK(ls_region_add(c->ctx, "ram", c->m.addr, c->m.len) == 0,
 	      "ls_region_add(%s): %s", mem_kind_name(kind),
 	      ls_ctx_error(c->ctx));
@@ -417,7 +425,7 @@ static void report_set(struct chain *c)
 	free(bits);
 }
 
-/* Whether the kernel reports discards (LS_FEAT_EVENT_REMOVE). */
+/* Whether the chains' contexts have discard events. */
 static bool discard_events(void)
 {
 	char err[LS_ERRMSG_MAX];
@@ -428,7 +436,7 @@ static bool discard_events(void)
 	      err);
 	have = ls_ctx_features(ctx) & LS_FEAT_EVENT_REMOVE;
 	ls_ctx_destroy(ctx);
-	return have;
+	return have && !(ctx_flags & LS_CTX_NO_DISCARD_EVENTS);
 }
 
 /*
@@ -1082,6 +1090,15 @@ static void test_discards_between(void **state)
 	all_discards_between(false);
 }
 
+/* Without discard events: begin's walk must find the anonymous ones. */
+static void test_discards_between_no_events(void **state)
+{
+	(void)state;
+	ctx_flags = LS_CTX_NO_DISCARD_EVENTS;
+	all_discards_between(false);
+	ctx_flags = 0;
+}
+
 /* The same discards after ls_track_settle(): PAGEMAP_SCAN must see them. */
 static void test_discards_settled(void **state)
 {
@@ -1171,9 +1188,8 @@ static void discard_after_full_prepare(struct chain *c)
 	}
 }
 
-static void test_prepared_deltas(void **state)
+static void prepared_deltas(void)
 {
-	(void)state;
 	for (int k = 0; k < MEM_NKINDS; k++) {
 		struct chain c;
 		uint8_t *zeroed;
@@ -1205,6 +1221,27 @@ static void test_prepared_deltas(void **state)
 		chain_close(&c);
 		free(zeroed);
 	}
+}
+
+static void test_prepared_deltas(void **state)
+{
+	(void)state;
+	prepared_deltas();
+}
+
+/*
+ * Without discard events: anonymous regions are armed whole by a full
+ * snapshot's begin, and a delta's begin walks for discards.
+ */
+static void test_prepared_deltas_no_events(void **state)
+{
+	(void)state;
+	ctx_flags = LS_CTX_NO_DISCARD_EVENTS;
+	prepared_deltas();
+	for (int k = 0; k < MEM_NKINDS; k++) /* prepare leaves anon alone */
+		if (mem_kind_type((enum mem_kind)k) == LS_MEM_ANON)
+			run_prepared((enum mem_kind)k, BY_FAULTS, false);
+	ctx_flags = 0;
 }
 
 /* ls_track_settle's refusals, and tracking that stops while settled. */
@@ -1551,8 +1588,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_prepare_undo),
 		cmocka_unit_test(test_prepare_delta_undo),
 		cmocka_unit_test(test_discards_between),
+		cmocka_unit_test(test_discards_between_no_events),
 		cmocka_unit_test(test_discards_settled),
 		cmocka_unit_test(test_prepared_deltas),
+		cmocka_unit_test(test_prepared_deltas_no_events),
 		cmocka_unit_test(test_prepared_discard),
 		cmocka_unit_test(test_settle_refusals),
 		cmocka_unit_test(test_track_dirty_refusals),
