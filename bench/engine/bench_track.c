@@ -15,6 +15,9 @@
  *    the pause (ls_snapshot_begin() with the writers stopped), bytes
  *    written, snapshot time, and the writers' store rate during the
  *    snapshot and in the interval before it.
+ *    Also madvise(MADV_DONTNEED) of a page, ns per call: plain memory and
+ *    a region of a context (discard events: each call waits for the
+ *    context's fault thread to read its event).
  * 3. Restore of the chain ending at file 1, 4 and 16 (or what was taken):
  *    eager (ls_chain_restore_region) and lazy (to the end of the prefetch).
  *
@@ -195,6 +198,38 @@ static double first_write(uint64_t len, bool thp, int how)
 		ls_ctx_destroy(ctx);
 	if (fd >= 0)
 		close(fd);
+	munmap(p, len);
+	return ns;
+}
+
+/*
+ * madvise(MADV_DONTNEED) of one 4 KiB page that holds data, ns per call,
+ * over len bytes page by page: plain memory, or a region of a context
+ * (with discard events each call waits until the fault thread has read
+ * its event; tracking on or off, the same).
+ */
+static double discard_cost(uint64_t len, bool thp, bool registered)
+{
+	unsigned char *p = map_mem(len, thp);
+	char err[LS_ERRMSG_MAX];
+	struct ls_ctx *ctx = NULL;
+	uint64_t t0;
+	double ns;
+
+	fill(p, len);
+	if (registered) {
+		if (ls_ctx_create(&ctx, err, sizeof(err)))
+			die("ls_ctx_create", err);
+		if (ls_region_add(ctx, "ram", p, len) < 0)
+			die("ls_region_add", ls_ctx_error(ctx));
+	}
+	t0 = now_ns();
+	for (uint64_t off = 0; off < len; off += PAGE)
+		if (madvise(p + off, PAGE, MADV_DONTNEED))
+			die("madvise", strerror(errno));
+	ns = (double)(now_ns() - t0) / (double)(len / PAGE);
+	if (ctx)
+		ls_ctx_destroy(ctx);
 	munmap(p, len);
 	return ns;
 }
@@ -450,6 +485,11 @@ int main(int argc, char **argv)
 	       first_write(ws_mib * MiB, thp, 3));
 	printf("| raw WP_ASYNC descriptor (kernel resolves) | %.0f |\n\n",
 	       first_write(ws_mib * MiB, thp, 2));
+	printf("| madvise(MADV_DONTNEED) of one 4 KiB page (64 MiB, one thread) | ns/call |\n|---|---:|\n");
+	printf("| plain memory | %.0f |\n", discard_cost(64 * MiB, thp, false));
+	printf("| a region of a context (%s) | %.0f |\n\n",
+	       "discard events: waits for the fault thread",
+	       discard_cost(64 * MiB, thp, true));
 	fflush(stdout);
 
 	b.len = mib * MiB;
