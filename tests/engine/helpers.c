@@ -322,6 +322,18 @@ void mem_sink_expect(struct mem_sink *s, uint32_t region,
 	}
 }
 
+void expect_and_close(struct mem_sink *s, struct ls_snapshot *snap,
+		      struct ls_ctx *ctx, unsigned char *ref,
+		      struct test_mem *m)
+{
+	mem_sink_expect(s, 0, ref, m->len);
+	ls_snapshot_destroy(snap);
+	mem_sink_free(s);
+	ls_ctx_destroy(ctx);
+	free(ref);
+	mem_unmap(m);
+}
+
 /* ---------------- in-memory source ---------------- */
 
 static int msrc_read(struct ls_source *src, uint32_t region,

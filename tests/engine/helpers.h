@@ -85,6 +85,13 @@ void mem_sink_free(struct mem_sink *s);
 /* Asserts the sink holds exactly ref (zero pages left as holes). */
 void mem_sink_expect(struct mem_sink *s, uint32_t region,
 		     const unsigned char *ref, size_t len);
+/*
+ * A one-region snapshot's end: asserts the sink holds ref (m->len bytes),
+ * then frees the snapshot, the sink, the context, ref and the memory.
+ */
+void expect_and_close(struct mem_sink *s, struct ls_snapshot *snap,
+		      struct ls_ctx *ctx, unsigned char *ref,
+		      struct test_mem *m);
 
 /* ---------------- in-memory source ---------------- */
 

@@ -848,12 +848,7 @@ static void test_prepared_discard(void **state)
 		m.addr[victim * m.page_size + 8] = 0x42;
 		CHECK(!ls_snapshot_wait(snap), "%s: snapshot: %s",
 		      mem_kind_name(kinds[k]), ls_snapshot_error(snap));
-		mem_sink_expect(s, 0, ref, m.len);
-		ls_snapshot_destroy(snap);
-		mem_sink_free(s);
-		ls_ctx_destroy(ctx);
-		free(ref);
-		mem_unmap(&m);
+		expect_and_close(s, snap, ctx, ref, &m);
 	}
 }
 

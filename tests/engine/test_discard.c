@@ -320,12 +320,7 @@ static void test_punch_before_begin(void **state)
 	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(ctx));
 	CHECK(!ls_snapshot_wait(snap), "a hole punched before begin: %s",
 	      ls_snapshot_error(snap));
-	mem_sink_expect(s, 0, ref, m.len);
-	ls_snapshot_destroy(snap);
-	mem_sink_free(s);
-	ls_ctx_destroy(ctx);
-	free(ref);
-	mem_unmap(&m);
+	expect_and_close(s, snap, ctx, ref, &m);
 }
 
 /*
