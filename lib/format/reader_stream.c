@@ -230,15 +230,27 @@ static int rd_pages_rec(struct ls_reader *r, const struct lss_rec *rec,
 			       rec->index, r->nregions);
 	reg = &r->regions[rec->index];
 	ps = reg->info.page_size;
+	/* count * ps must not wrap: a count of 2^52 pages "of 0 bytes" */
 	if (rec->count == 0 || rec->first >= reg->npages ||
 	    rec->count > reg->npages - rec->first ||
-	    rec->len != rec->count * ps)
+	    rec->count > UINT64_MAX / ps || rec->len != rec->count * ps)
 		return rd_fail(r, -EBADMSG,
 			       "region '%s': pages record out of "
 			       "range (pages %llu+%llu, %llu bytes)",
 			       reg->info.name, (unsigned long long)rec->first,
 			       (unsigned long long)rec->count,
 			       (unsigned long long)rec->len);
+	if (addrs && addrs[rec->index])
+		dst = (char *)addrs[rec->index] + rec->first * ps;
+	/*
+	 * The payload first: the pages are marked only once their bytes
+	 * were there, so a record that claims more pages than the stream
+	 * holds ends at its end, not after a walk of its count. A page sent
+	 * twice is found after its bytes were read: the read fails then.
+	 */
+	ret = rd_payload(r, rec, dst, scratch, "pages record");
+	if (ret)
+		return ret;
 	for (uint64_t p = rec->first; p < rec->first + rec->count; p++) {
 		if (reg->seen[p / 64] & (1ull << (p % 64)))
 			return rd_fail(r, -EBADMSG,
@@ -246,11 +258,6 @@ static int rd_pages_rec(struct ls_reader *r, const struct lss_rec *rec,
 				       reg->info.name, (unsigned long long)p);
 		reg->seen[p / 64] |= 1ull << (p % 64);
 	}
-	if (addrs && addrs[rec->index])
-		dst = (char *)addrs[rec->index] + rec->first * ps;
-	ret = rd_payload(r, rec, dst, scratch, "pages record");
-	if (ret)
-		return ret;
 	reg->info.pages_nonzero += rec->count;
 	r->info.pages_nonzero += rec->count;
 	r->pages += rec->count;

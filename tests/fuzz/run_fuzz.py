@@ -40,7 +40,8 @@ def main():
                      for f in os.listdir(a.regress)
                      if not f.startswith("."))
     if regress:
-        r = subprocess.run([a.fuzzer, *regress], env=env,
+        # -timeout: an input that hangs again fails here, as in fuzzing
+        r = subprocess.run([a.fuzzer, "-timeout=20", *regress], env=env,
                            capture_output=True, text=True)
         if r.returncode:
             sys.stderr.write(r.stderr[-4000:])
