@@ -262,14 +262,22 @@ static inline void ls_bits_set(uint64_t *bits, uint64_t a, uint64_t b)
  */
 int ls_seek_data(int fd, uint64_t start, uint64_t npages, uint64_t ps,
 		 uint64_t max_runs, uint64_t *bits);
-/* Records the write of page `page` of region `region`. */
+/* Sets pages [first, end) of a set, a word at a time. */
+void ls_set_mark_range(_Atomic uint64_t *set, uint64_t first, uint64_t end);
+/* a |= b over npages pages (the fault service may be marking a). */
+void ls_set_merge(_Atomic uint64_t *a, const _Atomic uint64_t *b,
+		  uint64_t npages);
+/* Records the write of pages [first, end) (or `page`) of a region. */
+void ls_track_mark_range(struct ls_ctx *ctx, uint32_t region, uint64_t first,
+			 uint64_t end);
 void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page);
 /* A write fault while only tracking: record, un-protect (wakes). */
 void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr);
-/* Discard events (fault thread): the sets now, and a discard's marks. */
-void ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets);
+/* Discard events (fault thread): the sets now (their count), and a
+ * discard's marks in them. */
+int ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets);
 void ls_track_discarded(struct ls_ctx *ctx, _Atomic uint64_t *const *sets,
-			uint64_t start, uint64_t end);
+			int nsets, uint64_t start, uint64_t end);
 /* Drops the tracker (ctx->lock held): sets freed, fault service put. */
 void ls_track_off(struct ls_ctx *ctx);
 /* Frees the shmem/hugetlbfs page maps of the last tracked begin. */

@@ -1148,19 +1148,6 @@ static void snap_disarm(struct ls_snapshot *snap)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-/* ORs set b into the live set a (the fault service may be marking a). */
-static void set_merge(_Atomic uint64_t *a, const _Atomic uint64_t *b,
-		      uint64_t npages)
-{
-	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
-		uint64_t bits = atomic_load_explicit(&b[w], memory_order_relaxed);
-
-		if (bits)
-			atomic_fetch_or_explicit(&a[w], bits,
-						 memory_order_relaxed);
-	}
-}
-
 /*
  * Tracking after a tracked snapshot: success makes it the parent of the
  * next delta; a failure gives its sets back, so that the next delta still
@@ -1195,7 +1182,7 @@ static void track_end(struct ls_snapshot *snap, int result)
 				had = false;
 				continue;
 			}
-			set_merge(atomic_load(&ctx->track.dirty[r]), sr->prev,
+			ls_set_merge(atomic_load(&ctx->track.dirty[r]), sr->prev,
 				  sr->npages);
 		}
 		if (!had)

@@ -27,25 +27,60 @@
 
 #include "internal.h"
 
-void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page)
+void ls_set_mark_range(_Atomic uint64_t *set, uint64_t first, uint64_t end)
+{
+	while (first < end) {
+		uint64_t w = first / 64, lo = first % 64;
+		uint64_t hi = end - w * 64 < 64 ? end - w * 64 : 64;
+		uint64_t bits = (hi == 64 ? ~0ull : (1ull << hi) - 1) &
+				~((1ull << lo) - 1);
+
+		atomic_fetch_or_explicit(&set[w], bits, memory_order_relaxed);
+		first = w * 64 + hi;
+	}
+}
+
+void ls_set_merge(_Atomic uint64_t *a, const _Atomic uint64_t *b,
+		  uint64_t npages)
+{
+	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+		uint64_t bits = atomic_load_explicit(&b[w], memory_order_relaxed);
+
+		if (bits)
+			atomic_fetch_or_explicit(&a[w], bits,
+						 memory_order_relaxed);
+	}
+}
+
+void ls_track_mark_range(struct ls_ctx *ctx, uint32_t region, uint64_t first,
+			 uint64_t end)
 {
 	_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[region]);
 
 	if (set)
-		atomic_fetch_or_explicit(&set[page / 64], 1ull << (page % 64),
-					 memory_order_relaxed);
+		ls_set_mark_range(set, first, end);
 }
 
-/* The tracking sets as they are now (all NULL when nothing is tracked). */
-void ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets)
+void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page)
 {
-	bool on = ctx->events && atomic_load(&ctx->track.on);
+	ls_track_mark_range(ctx, region, page, page + 1);
+}
 
+/*
+ * The tracking sets as they are now: their count (0 when nothing is
+ * tracked, without a look at the regions, which may be changing then).
+ */
+int ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets)
+{
+	int n;
+
+	if (!ctx->events || !atomic_load(&ctx->track.on))
+		return 0;
 	/* Regions are neither added nor removed while tracking is on. */
-	for (int r = 0; r < LS_MAX_REGIONS; r++)
-		sets[r] = on && r < ctx->nregions
-			      ? atomic_load(&ctx->track.dirty[r])
-			      : NULL;
+	n = ctx->nregions;
+	for (int r = 0; r < n; r++)
+		sets[r] = atomic_load(&ctx->track.dirty[r]);
+	return n;
 }
 
 /*
@@ -56,26 +91,20 @@ void ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets)
  * only anonymous regions are marked: a delta holds exactly what changed.
  */
 void ls_track_discarded(struct ls_ctx *ctx, _Atomic uint64_t *const *sets,
-			uint64_t start, uint64_t end)
+			int nsets, uint64_t start, uint64_t end)
 {
-	/* A set only where tracking is on: the regions are stable then. */
-	for (int r = 0; r < LS_MAX_REGIONS; r++) {
+	/* Sets only while tracking is on: the regions are stable then. */
+	for (int r = 0; r < nsets; r++) {
 		const struct ls_region_info *info = &ctx->regions[r].info;
-		uint64_t base, s, e;
+		uint64_t base = (uint64_t)(uintptr_t)info->addr, ps;
+		uint64_t s = start > base ? start : base;
+		uint64_t e = end < base + info->len ? end : base + info->len;
 
-		if (!sets[r] || info->type != LS_MEM_ANON)
+		if (!sets[r] || info->type != LS_MEM_ANON || s >= e)
 			continue;
-		base = (uint64_t)(uintptr_t)info->addr;
-		s = start > base ? start : base;
-		e = end < base + info->len ? end : base + info->len;
-		if (s >= e)
-			continue;
-		for (uint64_t p = (s - base) / info->page_size;
-		     p < (e - base + info->page_size - 1) / info->page_size;
-		     p++)
-			atomic_fetch_or_explicit(&sets[r][p / 64],
-						 1ull << (p % 64),
-						 memory_order_relaxed);
+		ps = info->page_size;
+		ls_set_mark_range(sets[r], (s - base) / ps,
+				  (e - base + ps - 1) / ps);
 	}
 }
 
@@ -94,9 +123,9 @@ void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr)
 		start = base;
 	if (end > base + info->len)
 		end = base + info->len;
-	for (uint64_t p = (start - base) / info->page_size;
-	     p < (end - base) / info->page_size; p++)
-		ls_track_mark(ctx, (uint32_t)region, p);
+	ls_track_mark_range(ctx, (uint32_t)region,
+			    (start - base) / info->page_size,
+			    (end - base) / info->page_size);
 	if (ls_uffd_wp(ctx->uffd, start, end - start, false)) {
 		/* The writer must not hang; the sets are lost. */
 		atomic_store(&ctx->track.broken, true);
@@ -197,10 +226,11 @@ static int protect_failed(struct ls_ctx *ctx, const struct ls_region *reg,
 
 /*
  * The runs of pages of a set, if there are at most PROTECT_MAX_RUNS:
- * their count, else -1. Words without a page are skipped whole.
+ * their count, else -1. A run that starts less than `gap` pages after the
+ * last one ends extends it. Words without a page are skipped whole.
  */
 static int page_runs(const _Atomic uint64_t *set, uint64_t npages,
-		     uint64_t (*runs)[2])
+		     uint64_t gap, uint64_t (*runs)[2])
 {
 	int n = 0;
 	bool in = false;
@@ -215,9 +245,12 @@ static int page_runs(const _Atomic uint64_t *set, uint64_t npages,
 			bool on = bits & (1ull << (p % 64));
 
 			if (on && !in) {
-				if (n == PROTECT_MAX_RUNS)
+				if (n && p - runs[n - 1][1] < gap)
+					n--; /* the last run goes on */
+				else if (n == PROTECT_MAX_RUNS)
 					return -1;
-				runs[n][0] = p;
+				else
+					runs[n][0] = p;
 			} else if (!on && in) {
 				runs[n++][1] = p;
 			}
@@ -299,16 +332,8 @@ int ls_track_protect_set(struct ls_ctx *ctx, int r,
 	uint64_t ps = reg->info.page_size, npages = reg->npages;
 	uint64_t base = (uint64_t)(uintptr_t)reg->info.addr;
 	uint64_t runs[PROTECT_MAX_RUNS][2];
-	int nruns = page_runs(set, npages, runs), n = 0;
+	int nruns = page_runs(set, npages, PROTECT_MERGE_GAP / ps, runs);
 
-	/* runs close together: one ioctl (PROTECT_MERGE_GAP) */
-	for (int i = 0; i < nruns; i++) {
-		if (n && (runs[i][0] - runs[n - 1][1]) * ps < PROTECT_MERGE_GAP)
-			runs[n - 1][1] = runs[i][1];
-		else
-			memmove(runs[n++], runs[i], sizeof(runs[0]));
-	}
-	nruns = nruns < 0 ? nruns : n;
 	for (int i = 0; i < nruns; i++) {
 		int ret = ls_uffd_wp(ctx->uffd, base + runs[i][0] * ps,
 				     (runs[i][1] - runs[i][0]) * ps, true);
@@ -518,17 +543,8 @@ static void prep_sets_join(struct ls_ctx *ctx, _Atomic uint64_t **news)
 					   ctx->track.prep_sets[r]);
 	ls_svc_quiesce(ctx);
 	for (int r = 0; r < ctx->nregions; r++) {
-		_Atomic uint64_t *set = ctx->track.prep_sets[r];
-		uint64_t words = ls_bitmap_bytes(ctx->regions[r].npages) / 8;
-
-		for (uint64_t w = 0; w < words; w++) {
-			uint64_t add = atomic_load_explicit(
-			    &later[r][w], memory_order_relaxed);
-
-			if (add)
-				atomic_fetch_or_explicit(&set[w], add,
-							 memory_order_relaxed);
-		}
+		ls_set_merge(ctx->track.prep_sets[r], later[r],
+			     ctx->regions[r].npages);
 		ctx->track.prep_sets[r] = NULL;
 		if (news)
 			news[r] = later[r];
@@ -694,8 +710,8 @@ int ls_track_dirty(struct ls_ctx *ctx, const void *addr, size_t len)
 	if (r >= 0) {
 		ps = ctx->regions[r].info.page_size;
 		off = start - (uint64_t)(uintptr_t)ctx->regions[r].info.addr;
-		for (uint64_t p = off / ps; p < (off + len) / ps; p++)
-			ls_track_mark(ctx, (uint32_t)r, p);
+		ls_track_mark_range(ctx, (uint32_t)r, off / ps,
+				    (off + len) / ps);
 	}
 	pthread_mutex_unlock(&ctx->lock);
 	return r < 0 ? r : 0;

@@ -114,7 +114,6 @@ int ls_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len,
 		.src = (uint64_t)(uintptr_t)src,
 		.len = len,
 	};
-
 	int err;
 
 	*done = 0;
@@ -213,13 +212,15 @@ static ssize_t svc_read(struct ls_ctx *ctx, struct uffd_msg *msgs,
 	_Atomic uint64_t *sets[LS_MAX_REGIONS];
 	size_t faults = 0;
 	ssize_t n;
+	int nsets;
 
 	atomic_fetch_add(&ctx->svc.inflight, 1);
-	ls_track_sets_now(ctx, sets);
+	nsets = ls_track_sets_now(ctx, sets);
 	n = read(ctx->uffd, msgs, max * sizeof(*msgs));
 	for (size_t i = 0; n > 0 && i < (size_t)n / sizeof(*msgs); i++) {
 		if (msgs[i].event == UFFD_EVENT_REMOVE)
-			ls_track_discarded(ctx, sets, msgs[i].arg.remove.start,
+			ls_track_discarded(ctx, sets, nsets,
+					   msgs[i].arg.remove.start,
 					   msgs[i].arg.remove.end);
 		else if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
 			msgs[faults++] = msgs[i];
@@ -260,20 +261,17 @@ static void svc_read_nested(struct ls_ctx *ctx)
 		sched_yield();
 }
 
-/* Serves the faults that waited in the backlog; true if there were any. */
-static bool svc_backlog(struct ls_ctx *ctx, uint64_t now)
+/* Serves the faults that waited in the backlog. */
+static void svc_backlog(struct ls_ctx *ctx, uint64_t now)
 {
 	struct uffd_msg msg;
-	bool any = false;
 
 	while (ctx->svc.nbacklog) {
 		msg = ctx->svc.backlog[0];
 		memmove(ctx->svc.backlog, ctx->svc.backlog + 1,
 			--ctx->svc.nbacklog * sizeof(msg));
 		svc_dispatch(ctx, &msg, now);
-		any = true;
 	}
-	return any;
 }
 
 /* A kick (ls_svc_kick) or the stop: read, so that poll() blocks again. */

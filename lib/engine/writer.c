@@ -937,8 +937,7 @@ static void fault_release_block(struct ls_snapshot *snap,
 		}
 		for (run = p + 1; run < end && !pg_busy(sr, run); run++)
 			;
-		for (uint64_t q = p; q < run; q++)
-			ls_track_mark(snap->ctx, sr->idx, q);
+		ls_track_mark_range(snap->ctx, sr->idx, p, run);
 		ret = ls_uffd_wp(snap->ctx->uffd, sr->base + p * sr->ps,
 				 (run - p) * sr->ps, false);
 		if (ret) {

@@ -424,6 +424,13 @@ bool pause_point(atomic_int *pause_req, atomic_int *paused,
 	return true;
 }
 
+void threads_pause(atomic_int *pause_req, atomic_int *paused, int n)
+{
+	atomic_store(pause_req, 1);
+	while (atomic_load(paused) < n)
+		sched_yield();
+}
+
 /* ---------------- writer threads ---------------- */
 
 static uint64_t xorshift(uint64_t *s)
@@ -471,9 +478,7 @@ void writers_start(struct writers *w, unsigned char *mem, size_t len,
 
 void writers_pause(struct writers *w)
 {
-	atomic_store(&w->pause_req, 1);
-	while (atomic_load(&w->paused) < w->n)
-		sched_yield();
+	threads_pause(&w->pause_req, &w->paused, w->n);
 }
 
 void writers_resume(struct writers *w)

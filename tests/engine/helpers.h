@@ -128,6 +128,8 @@ void threads_start(pthread_t *th, int n, void *(*fn)(void *), void *owner);
  */
 bool pause_point(atomic_int *pause_req, atomic_int *paused,
 		 atomic_bool *quit);
+/* The other side: sets *pause_req and waits until n threads are paused. */
+void threads_pause(atomic_int *pause_req, atomic_int *paused, int n);
 
 /* ---------------- writer threads ---------------- */
 

@@ -125,15 +125,12 @@ static void setw_start(struct setw *w, struct test_mem *m)
 	CHECK(w->want, "out of memory");
 	atomic_store(&w->pause_req, 1);
 	threads_start(w->th, NWRITERS, setw_main, w);
-	while (atomic_load(&w->paused) < NWRITERS)
-		sched_yield();
+	threads_pause(&w->pause_req, &w->paused, NWRITERS);
 }
 
 static void setw_pause(struct setw *w)
 {
-	atomic_store(&w->pause_req, 1);
-	while (atomic_load(&w->paused) < NWRITERS)
-		sched_yield();
+	threads_pause(&w->pause_req, &w->paused, NWRITERS);
 }
 
 /* While paused: a new random set (percent of the pages), then resume. */
@@ -256,16 +253,13 @@ static void discarder_start(struct discarder *d, struct test_mem *m)
 	CHECK(d->hit, "out of memory");
 	atomic_store(&d->pause_req, 1);
 	threads_start(d->th, 1, discarder_main, d);
-	while (atomic_load(&d->paused) < 1)
-		sched_yield();
+	threads_pause(&d->pause_req, &d->paused, 1);
 }
 
 /* Stops it and adds what it discarded to the expected set. */
 static void discarder_pause(struct discarder *d, struct chain *c)
 {
-	atomic_store(&d->pause_req, 1);
-	while (atomic_load(&d->paused) < 1)
-		sched_yield();
+	threads_pause(&d->pause_req, &d->paused, 1);
 	for (uint64_t p = 0; p < d->npages; p++) {
 		if (!atomic_exchange(&d->hit[p], 0))
 			continue;
