@@ -82,6 +82,8 @@ enum ls_prep {
 	LS_PREP_CALLER,	 /* the caller's tracking, by faults until begin */
 	LS_PREP_OWN,	 /* tracking started by prepare, for its snapshot */
 	LS_PREP_DELTA,	 /* a delta's pages until prepare are in prep_sets */
+	LS_PREP_CALLER_DELTA, /* the caller's reports go to prep_sets, the
+			       * faults since prepare to the dirty sets */
 };
 
 /*
@@ -127,7 +129,9 @@ struct ls_track {
 	uint64_t prep_granule;
 	/* LS_PREP_DELTA, or `refined`: the dirty sets as prepare found them
 	 * (protected again); the sets in `dirty` take what is written after,
-	 * page by page; refined: the granule to put back then. */
+	 * page by page; refined: the granule to put back then.
+	 * LS_PREP_CALLER_DELTA: every page the caller reported (the delta's
+	 * pages); refine_granule as for `refined`. */
 	_Atomic uint64_t *prep_sets[LS_MAX_REGIONS];
 	bool refined;
 	uint64_t refine_granule;
@@ -315,17 +319,21 @@ int ls_track_protect_set(struct ls_ctx *ctx, int r,
 /* Undoes a prepare whose snapshot never armed (ctx->lock held). */
 void ls_track_unprepare(struct ls_ctx *ctx);
 /*
- * A delta's prepare, tracked by faults (ctx->lock held): the dirty sets
+ * A delta's prepare (ctx->lock held). Tracked by faults: the dirty sets
  * move to ctx->track.prep_sets, fresh ones record what is written from now
  * on (LS_PREP_DELTA); the caller then protects the pages of prep_sets
- * again. Otherwise nothing (the begin does it all). 0 or -ENOMEM.
+ * again. By the caller: the regions ls_track_preparable() names are
+ * protected whole (LS_PREP_CALLER_DELTA; see track.c). Otherwise nothing
+ * (the begin does it all). 0 or -errno with the message set (then nothing
+ * changed).
  */
 int ls_track_prepare_delta(struct ls_ctx *ctx);
 /*
  * At a prepared delta's begin (ctx->lock held, writers quiesced), after
  * ls_track_rescan(): the sets come together again in ctx->track.dirty;
  * news[r] (the caller frees it) gets the set of what was written (or
- * discarded) since the prepare: what the begin must still protect.
+ * discarded) since the prepare: what the begin must still protect in the
+ * regions the prepare protected.
  */
 void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news);
 /*

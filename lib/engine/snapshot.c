@@ -789,18 +789,24 @@ static void pending_add(struct ls_snapshot *snap, uint32_t r,
  * protected the sets as they were then) what was written since. There the
  * look must come first: it skips what the sets hold, and a page that
  * prepare protected again may have been discarded since. Settled tracking
- * protected everything again already.
+ * protected everything again already. Prepared under the caller's
+ * tracking: the delta is every page reported, and what was written since
+ * the prepare is protected again (where the prepare protected).
  */
 static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 		     bool settled)
 {
 	_Atomic uint64_t *news[LS_MAX_REGIONS] = {NULL};
 	uint64_t *scan[LS_MAX_REGIONS];
-	bool prepared = ctx->track.prep == LS_PREP_DELTA;
+	bool by_caller = ctx->track.prep == LS_PREP_CALLER_DELTA;
+	bool prepared = ctx->track.prep == LS_PREP_DELTA || by_caller;
 	int ret;
 
 	for (uint32_t r = 0; r < snap->nregions; r++)
 		scan[r] = snap->regions[r].rescan;
+	/* By the caller: the look's finds join its reports. */
+	if (by_caller)
+		ls_track_prepared_merge(ctx, news);
 	/*
 	 * Anonymous discards: marked as they happen with discard events;
 	 * the caller's tracking reports them; settled tracking's scan saw
@@ -809,15 +815,17 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 	ret = ls_track_rescan(ctx,
 			      !settled && !ctx->track.caller && !ctx->events,
 			      scan);
-	if (prepared)
+	if (prepared && !by_caller)
 		ls_track_prepared_merge(ctx, news);
-	else
+	if (!prepared || by_caller)
 		snap->pages_total = 0;
 	for (uint32_t r = 0; !ret && r < snap->nregions; r++) {
-		const _Atomic uint64_t *set =
-		    prepared ? news[r] : atomic_load(&ctx->track.dirty[r]);
+		const _Atomic uint64_t *all = atomic_load(&ctx->track.dirty[r]);
+		const _Atomic uint64_t *set = prepared ? news[r] : all;
 
-		pending_add(snap, r, set);
+		pending_add(snap, r, by_caller ? all : set);
+		if (by_caller && !ls_track_preparable(ctx, (int)r))
+			set = all;
 		if (!settled)
 			ret = ls_track_protect_set(ctx, (int)r, set);
 	}
@@ -1198,8 +1206,13 @@ void snap_finish(struct ls_snapshot *snap)
 
 	if (!atomic_load(&snap->stop))
 		files_check(snap);
-	/* Tracked: what is still protected is what nobody wrote; keep it. */
-	if (atomic_load(&snap->stop) &&
+	/*
+	 * Tracked: what is still protected is what nobody wrote; keep it.
+	 * An untracked delta ends tracking, which left the pages outside it
+	 * protected (the writer releases only batches that hold the delta's
+	 * pages): lifted here, before the fault thread lets go.
+	 */
+	if ((atomic_load(&snap->stop) || snap->delta) &&
 	    (!snap->track || atomic_load(&snap->ctx->track.broken)))
 		lift_all(snap, snap->nregions);
 	snap_disarm(snap);

@@ -154,7 +154,19 @@ int ls_region_find(const struct ls_ctx *ctx, uint64_t addr)
 }
 
 /*
- * Hands one fault to its owner; a fault nobody owns is just woken. The
+ * A write fault in a region that neither a snapshot nor tracking owns:
+ * protection left behind by mistake. Lifted (which wakes the writer),
+ * since a wake alone would only fault again, for ever.
+ */
+static void lift_stray(struct ls_ctx *ctx, uint64_t addr, uint64_t len)
+{
+	if (ls_uffd_wp(ctx->uffd, addr, len, false))
+		ls_uffd_wake(ctx->uffd, addr, len);
+}
+
+/*
+ * Hands one fault to its owner; a fault nobody owns is just woken (a write
+ * fault with its page's protection lifted). The
  * region is looked up under regions_rw: the fault thread runs while
  * regions are added and removed (a stray fault on a page protected
  * before). An owner keeps regions as they are (adding and removing are
@@ -191,6 +203,8 @@ static void svc_dispatch(struct ls_ctx *ctx, const struct uffd_msg *msg,
 		ls_track_fault(ctx, idx, addr);
 	else if (r)
 		ls_restore_fault(r, addr);
+	else if (wp && idx >= 0)
+		lift_stray(ctx, addr & ~(ps - 1), ps);
 	else
 		ls_uffd_wake(ctx->uffd, addr & ~(ps - 1), ps);
 	if (idx >= 0)

@@ -192,6 +192,7 @@ struct chain {
 	bool by_caller_opt; /* BY_CALLER through opts.track_by_caller */
 	bool prepare; /* each snapshot calls ls_snapshot_prepare() */
 	bool prepare_running; /* ... with the threads writing meanwhile */
+	bool reported; /* BY_CALLER: the next delta's set is reported already */
 	/* called before a delta's prepare (threads stopped) and after it */
 	void (*before_prepare)(struct chain *c);
 	void (*after_prepare)(struct chain *c);
@@ -447,7 +448,8 @@ static bool kind_prepared(enum mem_kind kind)
  * one: the kinds it prepares are then protected whole, except (tracked by
  * faults already) the pages written since the last begin; the others as
  * they were. A delta tracked by faults: every page is protected again (the
- * delta's pages so far too); by the caller, nothing changes. Then the
+ * delta's pages so far too); by the caller, the kinds a full snapshot's
+ * prepare protects are protected whole. Then the
  * threads run again and the test itself writes every 3rd page, so that
  * begin must re-protect what was written since the prepare (a delta must
  * hold those pages too).
@@ -457,7 +459,9 @@ static void chain_prepare(struct chain *c, struct ls_snapshot *snap,
 {
 	uint64_t all = c->m.len / 4096, before, after;
 	bool faults = ls_track_active(c->ctx, NULL) && c->how == BY_FAULTS;
-	bool all_now = delta ? faults : kind_prepared(c->m.kind) && !faults;
+	bool all_now = delta ? faults || (c->how == BY_CALLER &&
+					  kind_prepared(c->m.kind))
+			     : kind_prepared(c->m.kind) && !faults;
 
 	if (c->prepare_running) {
 		CHECK(!ls_snapshot_prepare(snap), "ls_snapshot_prepare: %s",
@@ -526,8 +530,9 @@ static void chain_step(struct chain *c, bool delta, enum ls_strategy strat,
 		discarder_pause(c->disc, c);
 	setw_pause(&c->w);
 	take_reference(c);
-	if (c->how == BY_CALLER && delta)
+	if (c->how == BY_CALLER && delta && !c->reported)
 		report_set(c);
+	c->reported = false;
 	ret = ls_snapshot_begin(snap);
 	CHECK(!ret, "ls_snapshot_begin: %s", ls_ctx_error(c->ctx));
 	/*
@@ -850,6 +855,7 @@ static void test_prepared_discard(void **state)
 static void test_prepare_undo(void **state)
 {
 	struct ls_snapshot_opts full = {.track = true}, delta = {.delta = true};
+	struct ls_snapshot_opts delta_tracked = {.delta = true, .track = true};
 	uint64_t all;
 	struct ls_snapshot *snap;
 	struct mem_sink *s;
@@ -896,11 +902,38 @@ static void test_prepare_undo(void **state)
 	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
 	      "protected under the caller's tracking after an undone prepare");
 	CHECK(ls_track_active(c.ctx, NULL), "the chain lost its parent");
-	/* A delta's prepare does nothing; after begin it is refused. */
+	/*
+	 * A delta's prepare protects the memory whole. Undone, nothing stays
+	 * protected, and what the caller reported before it and while it was
+	 * prepared stays the next delta's (not reported again: the delta
+	 * holds exactly the set written since the last begin).
+	 */
+	for (int i = 0; i < 2; i++) {
+		s = mem_sink_new();
+		CHECK(!ls_snapshot_create(c.ctx, &s->base, &delta_tracked,
+					  &snap),
+		      "create delta");
+		if (i)
+			report_set(&c);
+		CHECK(!ls_snapshot_prepare(snap), "prepare a delta: %s",
+		      ls_ctx_error(c.ctx));
+		CHECK(count_wp_pages(c.m.addr, c.m.len) == all,
+		      "a delta's prepare under the caller's tracking left pages unprotected");
+		if (!i)
+			report_set(&c);
+		ls_snapshot_destroy(snap);
+		mem_sink_free(s);
+		CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
+		      "protected under the caller's tracking after an undone delta prepare");
+		c.reported = true;
+		atomic_store(&c.w.pause_req, 0);
+		chain_step(&c, true, LS_STRATEGY_AUTO, 20);
+		setw_pause(&c.w);
+	}
+	/* After begin a prepare is refused. */
 	s = mem_sink_new();
 	CHECK(!ls_snapshot_create(c.ctx, &s->base, &delta, &snap), "create delta");
 	CHECK(!ls_snapshot_prepare(snap), "prepare a delta: %s", ls_ctx_error(c.ctx));
-	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0, "a delta's prepare protected");
 	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
 	ret = ls_snapshot_prepare(snap);
 	CHECK(ret == -EINVAL && strstr(ls_ctx_error(c.ctx), "after begin"),
@@ -1459,11 +1492,13 @@ static void test_track_start_by_caller(void **state)
 
 /*
  * A delta without track ends the chain. Its pages are protected, and the
- * others still were (tracking): the writers write a new set while it
- * runs, pages outside the delta among them, and must all get through;
- * the delta is still exact, and nothing stays protected after it.
+ * others still were (tracking by faults; under the caller's, by the
+ * delta's prepare): the writers write a new set while it runs, pages
+ * outside the delta among them, and must all get through; the delta is
+ * still exact, and nothing stays protected after it, also where no page
+ * of the delta is near (an empty delta).
  */
-static void test_untracked_delta(void **state)
+static void untracked_delta(enum track_how how, unsigned percent)
 {
 	struct ls_snapshot_opts o = {.delta = true};
 	struct mem_sink *s = mem_sink_new();
@@ -1471,12 +1506,17 @@ static void test_untracked_delta(void **state)
 	struct ls_stats st;
 	struct chain c;
 
-	(void)state;
 	chain_open(&c, MEM_ANON_4K);
-	chain_step(&c, false, LS_STRATEGY_AUTO, 10);
+	c.how = how;
+	chain_step(&c, false, LS_STRATEGY_AUTO, percent);
 	CHECK(!ls_snapshot_create(c.ctx, &s->base, &o, &snap), "create: %s",
 	      ls_ctx_error(c.ctx));
 	setw_pause(&c.w);
+	if (how == BY_CALLER) {
+		CHECK(!ls_snapshot_prepare(snap), "prepare: %s",
+		      ls_ctx_error(c.ctx));
+		report_set(&c);
+	}
 	take_reference(&c);
 	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
 	setw_next(&c.w, 60, &c.seed);
@@ -1491,8 +1531,19 @@ static void test_untracked_delta(void **state)
 	setw_pause(&c.w);
 	CHECK(!ls_track_active(c.ctx, NULL), "tracking after an untracked delta");
 	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
-	      "pages protected after an untracked delta");
+	      "%llu pages protected after an untracked delta (%u %%, %s)",
+	      (unsigned long long)count_wp_pages(c.m.addr, c.m.len), percent,
+	      how == BY_CALLER ? "prepared, by the caller" : "by faults");
 	chain_close(&c);
+}
+
+static void test_untracked_delta(void **state)
+{
+	(void)state;
+	untracked_delta(BY_FAULTS, 10);
+	untracked_delta(BY_FAULTS, 0);
+	untracked_delta(BY_CALLER, 10);
+	untracked_delta(BY_CALLER, 0);
 }
 
 static void test_refusals(void **state)
