@@ -32,10 +32,14 @@ def kernel_tracks_async():
 class Incremental(SnapTest, unittest.TestCase):
     def take(self, vm, name, strategy=None, granule=0, dirty_log=True):
         snap, dump = self.path(name), self.path(name + ".ram")
+        # The guest writes for 50 ms between the prepare (which protects
+        # RAM, deltas tracked by the dirty log too) and the pause: the
+        # pause must protect again what it wrote meanwhile.
         vm.migrate("file:" + snap, strategy=strategy, copy_ram=dump,
                    extra=dict(INC, **{"x-livesnap-track-granule": granule,
                                       "x-livesnap-track-dirty-log":
-                                      dirty_log}))
+                                      dirty_log,
+                                      "x-test-prepare-wait-ms": 50}))
         info = vm.wait_migration()
         self.assert_completed(info)
         rc, out, err = run_tool(SNAPTOOL, "compare", snap, dump)
