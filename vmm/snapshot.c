@@ -90,6 +90,7 @@ struct vm_snap {
 	bool log_next; /* the snapshot being taken: log_tracking after it */
 	uint64_t *log_bits; /* one bit per 4 KiB of guest RAM */
 	uint64_t *log_early; /* taken before a delta's pause, not yet given */
+	bool log_early_any;  /* log_early has a bit set */
 	uint8_t id[LS_ID_BYTES], parent[LS_ID_BYTES];
 	char error[VMM_ERR_MAX];
 	char unavailable[2 * VMM_ERR_MAX]; /* why there is no ctx, or "" */
@@ -600,13 +601,14 @@ static int log_bits_alloc(struct vm_snap *s, char *err)
 }
 
 /*
- * Before a delta's pause, with the vCPUs running: the log so far, so that
- * the pause takes only what was written since. KVM_GET_DIRTY_LOG costs per
- * dirty page (it write-protects each again): 0.7-0.9 ms of the pause of a
- * 4 GiB guest with a 256 MiB working set on a nested host. The pause adds
- * these bits to its own (dirty_log_at_pause); until then they wait here,
- * also across a snapshot cancelled before its pause. A failure here is
- * the pause's to report.
+ * Before a delta's pause and its prepare, with the vCPUs running: the log
+ * so far, so that the pause takes only what was written since.
+ * KVM_GET_DIRTY_LOG costs per dirty page (it write-protects each again):
+ * 0.7-0.9 ms of the pause of a 4 GiB guest with a 256 MiB working set on
+ * a nested host. Handed to liblivesnap now: the prepare makes those pages
+ * pending, outside the pause. Should it refuse them, they wait here for
+ * the pause (dirty_log_at_pause), also across a snapshot cancelled before
+ * its pause. A failure here is the pause's to report.
  */
 static void dirty_log_early(struct vm_snap *s)
 {
@@ -621,7 +623,11 @@ static void dirty_log_early(struct vm_snap *s)
 	if (!s->log_early || log_bits_alloc(s, err) ||
 	    log(s->vm, s->log_bits, err) != 1)
 		return;
-	log_or(s->log_early, s->log_bits, n);
+	if (ls_track_dirty_bitmap(s->ctx, s->vm->mem.host,
+				  s->vm->mem.size / 4096, s->log_bits)) {
+		log_or(s->log_early, s->log_bits, n);
+		s->log_early_any = true;
+	}
 }
 
 /*
@@ -629,9 +635,10 @@ static void dirty_log_early(struct vm_snap *s)
  * (ls_snapshot_prepare), so that the pause re-protects only the pages the
  * guest writes meanwhile. Arming 4 GiB of memfd RAM, 4 KiB page table
  * entries, took 15-21 ms of the pause; 8 GiB of anonymous RAM 1.6-1.7 ms
- * (prepared where the kernel reports discards). A delta tracked by faults
- * marks and protects its pages so far. A failure only costs that time:
- * begin then arms everything.
+ * (prepared where the kernel reports discards). A delta marks its pages
+ * so far (tracked by faults it protects them again; by the dirty log,
+ * all of RAM is protected, as for a full one). A failure only costs that
+ * time: begin then arms what the delta needs.
  */
 static void prepare_early(struct vm_snap *s, struct ls_snapshot *snap)
 {
@@ -655,18 +662,21 @@ static int log_restart(struct vm_snap *s, accel_dirty_log_fn *log, char *err)
 {
 	int ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
 
-	if (ret >= 0 && s->log_early)
+	if (ret >= 0 && s->log_early_any)
 		memset(s->log_early, 0, log_words(s) * 8);
+	if (ret >= 0)
+		s->log_early_any = false;
 	return ret < 0 ? ret : 0;
 }
 
 /* A delta's pause: the bits taken early go with its own. */
 static void log_early_merge(struct vm_snap *s)
 {
-	if (!s->log_early)
+	if (!s->log_early_any)
 		return;
 	log_or(s->log_bits, s->log_early, log_words(s));
 	memset(s->log_early, 0, log_words(s) * 8);
+	s->log_early_any = false;
 }
 
 /*

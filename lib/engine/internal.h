@@ -130,9 +130,11 @@ struct ls_track {
 	/* LS_PREP_DELTA, or `refined`: the dirty sets as prepare found them
 	 * (protected again); the sets in `dirty` take what is written after,
 	 * page by page; refined: the granule to put back then.
-	 * LS_PREP_CALLER_DELTA: every page the caller reported (the delta's
-	 * pages); refine_granule as for `refined`. */
+	 * LS_PREP_CALLER_DELTA: what the caller reported before the prepare
+	 * (the delta's pages so far); late_sets what it reports after, until
+	 * begin; refine_granule as for `refined`. */
 	_Atomic uint64_t *prep_sets[LS_MAX_REGIONS];
+	_Atomic uint64_t *late_sets[LS_MAX_REGIONS];
 	bool refined;
 	uint64_t refine_granule;
 };
@@ -336,6 +338,13 @@ int ls_track_prepare_delta(struct ls_ctx *ctx);
  * regions the prepare protected.
  */
 void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news);
+/*
+ * LS_PREP_CALLER_DELTA's begin, before the look for holes: the caller's
+ * late reports become the dirty sets (the look adds to them; the begin
+ * makes their pages pending), news[r] gets what was written since the
+ * prepare; then ls_track_prepared_merge(ctx, NULL) joins all reports.
+ */
+void ls_track_late_swap(struct ls_ctx *ctx, _Atomic uint64_t **news);
 /*
  * After a full snapshot's prepared arm (success or not): the sets of a
  * refined prepare come together again (`news` as above), its granule is

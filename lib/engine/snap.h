@@ -71,6 +71,7 @@ struct snap_region {
 	 */
 	uint64_t *rescan;
 	_Atomic uint64_t *later;
+	_Atomic uint64_t *late; /* the caller's reports after a prepare */
 };
 
 /*

@@ -236,6 +236,7 @@ static void snap_free(struct ls_snapshot *snap)
 		free((void *)snap->regions[r].prev);
 		free(snap->regions[r].held);
 		free((void *)snap->regions[r].later);
+		free((void *)snap->regions[r].late);
 		ls_free_prefaulted(snap->regions[r].rescan,
 				   ls_bitmap_bytes(snap->regions[r].npages));
 	}
@@ -797,6 +798,7 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 		     bool settled)
 {
 	_Atomic uint64_t *news[LS_MAX_REGIONS] = {NULL};
+	_Atomic uint64_t *late[LS_MAX_REGIONS] = {NULL};
 	uint64_t *scan[LS_MAX_REGIONS];
 	bool by_caller = ctx->track.prep == LS_PREP_CALLER_DELTA;
 	bool prepared = ctx->track.prep == LS_PREP_DELTA || by_caller;
@@ -804,9 +806,9 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 
 	for (uint32_t r = 0; r < snap->nregions; r++)
 		scan[r] = snap->regions[r].rescan;
-	/* By the caller: the look's finds join its reports. */
+	/* By the caller: the look's finds join its late reports. */
 	if (by_caller)
-		ls_track_prepared_merge(ctx, news);
+		ls_track_late_swap(ctx, news);
 	/*
 	 * Anonymous discards: marked as they happen with discard events;
 	 * the caller's tracking reports them; settled tracking's scan saw
@@ -817,29 +819,38 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 			      scan);
 	if (prepared && !by_caller)
 		ls_track_prepared_merge(ctx, news);
-	if (!prepared || by_caller)
+	else if (!prepared)
 		snap->pages_total = 0;
+	for (uint32_t r = 0; by_caller && r < snap->nregions; r++)
+		pending_add(snap, r, atomic_load(&ctx->track.dirty[r]));
+	if (by_caller)
+		ls_track_prepared_merge(ctx, late); /* every report */
 	for (uint32_t r = 0; !ret && r < snap->nregions; r++) {
 		const _Atomic uint64_t *all = atomic_load(&ctx->track.dirty[r]);
 		const _Atomic uint64_t *set = prepared ? news[r] : all;
 
-		pending_add(snap, r, by_caller ? all : set);
-		if (by_caller && !ls_track_preparable(ctx, (int)r))
+		if (!by_caller)
+			pending_add(snap, r, set);
+		else if (!ls_track_preparable(ctx, (int)r))
 			set = all;
 		if (!settled)
 			ret = ls_track_protect_set(ctx, (int)r, set);
 	}
 	for (uint32_t r = 0; prepared && r < snap->nregions; r++) {
-		free((void *)snap->regions[r].later); /* a begin again */
-		snap->regions[r].later = news[r];    /* free()s munmap: later */
+		/* a begin again frees the old; free()s munmap: later */
+		free((void *)snap->regions[r].later);
+		free((void *)snap->regions[r].late);
+		snap->regions[r].later = news[r];
+		snap->regions[r].late = late[r];
 	}
 	return ret;
 }
 
 /*
- * A delta's prepare, tracked by faults (ls_track_prepare_delta()): its
- * pages so far are marked and protected again now, the writers running.
- * On failure the sets come back together; what was protected stays so.
+ * A delta's prepare (ls_track_prepare_delta()): its pages so far become
+ * pending now, the writers running; tracked by faults they are protected
+ * again. On failure the sets come back together; what was protected
+ * stays so.
  */
 static int delta_prepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
 {
@@ -848,11 +859,13 @@ static int delta_prepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	if (ctx->track.prep != LS_PREP_NONE)
 		return 0;
 	ret = ls_track_prepare_delta(ctx);
-	if (ret || ctx->track.prep != LS_PREP_DELTA)
+	if (ret || ctx->track.prep == LS_PREP_NONE)
 		return ret;
 	snap->pages_total = 0;
 	for (uint32_t r = 0; r < snap->nregions; r++) {
 		pending_add(snap, r, ctx->track.prep_sets[r]);
+		if (ctx->track.prep == LS_PREP_CALLER_DELTA)
+			continue; /* it protected the memory whole */
 		ret = ls_track_protect_set(ctx, (int)r, ctx->track.prep_sets[r]);
 		if (ret) {
 			ls_track_unprepare(ctx);

@@ -345,6 +345,14 @@ int ls_track_protect_set(struct ls_ctx *ctx, int r,
 }
 
 /* Empty dirty sets for every region; false if out of memory. */
+static void free_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
+{
+	for (int r = 0; r < ctx->nregions; r++) {
+		free((void *)sets[r]);
+		sets[r] = NULL;
+	}
+}
+
 static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
@@ -548,9 +556,10 @@ int ls_track_prepare_delta(struct ls_ctx *ctx)
  * that releases 2 MiB blocks, then those blocks again, page by page from
  * then on), and the faults from now on only say what begin must protect
  * again. The caller's reports still make the delta: what it reported so
- * far goes to prep_sets, and so do its reports until begin (each such page
- * was written before its protection, or faulted since). A discarded
- * anonymous page's event marks the dirty sets, which begin protects.
+ * far goes to prep_sets (its pages become pending now), its reports until
+ * begin to late_sets (each such page was written before its protection,
+ * or faulted since). A discarded anonymous page's event marks the dirty
+ * sets, which begin protects.
  */
 static int prepare_caller_delta(struct ls_ctx *ctx)
 {
@@ -559,9 +568,13 @@ static int prepare_caller_delta(struct ls_ctx *ctx)
 
 	if (!has_preparable(ctx))
 		return 0;
+	if (!alloc_sets(ctx, ctx->track.late_sets))
+		return ls_err(ctx, ENOMEM, "snapshot: prepare: out of memory");
 	ret = prep_sets_take(ctx);
-	if (ret)
+	if (ret) {
+		free_sets(ctx, ctx->track.late_sets);
 		return ret;
+	}
 	ctx->track.prep = LS_PREP_CALLER_DELTA;
 	ctx->track.refine_granule =
 	    atomic_exchange(&ctx->track.granule, LS_HUGE_2M);
@@ -574,8 +587,7 @@ static int prepare_caller_delta(struct ls_ctx *ctx)
 		for (int r = 0; !ret && r < ctx->nregions; r++)
 			if (ls_track_preparable(ctx, r))
 				ret = ls_track_protect_set(ctx, r, blocks[r]);
-		for (int r = 0; r < ctx->nregions; r++)
-			free((void *)blocks[r]);
+		free_sets(ctx, blocks);
 	}
 	if (ret)
 		ls_track_unprepare(ctx);
@@ -611,12 +623,20 @@ static void prep_sets_join(struct ls_ctx *ctx, _Atomic uint64_t **news,
 
 void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news)
 {
-	bool by_caller = ctx->track.prep == LS_PREP_CALLER_DELTA;
-
-	prep_sets_join(ctx, news, !by_caller);
-	if (by_caller)
+	prep_sets_join(ctx, news, true);
+	if (ctx->track.prep == LS_PREP_CALLER_DELTA)
 		atomic_store(&ctx->track.granule, ctx->track.refine_granule);
 	ctx->track.prep = LS_PREP_NONE;
+}
+
+void ls_track_late_swap(struct ls_ctx *ctx, _Atomic uint64_t **news)
+{
+	for (int r = 0; r < ctx->nregions; r++) {
+		news[r] = atomic_exchange(&ctx->track.dirty[r],
+					  ctx->track.late_sets[r]);
+		ctx->track.late_sets[r] = NULL;
+	}
+	ls_svc_quiesce(ctx);
 }
 
 void ls_track_unprepare(struct ls_ctx *ctx)
@@ -636,6 +656,11 @@ void ls_track_unprepare(struct ls_ctx *ctx)
 		 * reports so far stay the next delta's. */
 		(void)ls_track_lift(ctx);
 		prep_sets_join(ctx, NULL, false);
+		for (int r = 0; r < ctx->nregions; r++)
+			ls_set_merge(atomic_load(&ctx->track.dirty[r]),
+				     ctx->track.late_sets[r],
+				     ctx->regions[r].npages);
+		free_sets(ctx, ctx->track.late_sets);
 		atomic_store(&ctx->track.granule, ctx->track.refine_granule);
 		return;
 	}
@@ -768,13 +793,12 @@ static int dirty_region(struct ls_ctx *ctx, const char *fn, uint64_t start,
 
 /*
  * Where the caller's reports for region r go: the dirty set, or while a
- * delta is prepared under its tracking, the set put aside by the prepare.
- * ctx->lock held.
+ * delta is prepared under its tracking, the late set. ctx->lock held.
  */
 static _Atomic uint64_t *reported_set(struct ls_ctx *ctx, int r)
 {
 	if (ctx->track.prep == LS_PREP_CALLER_DELTA)
-		return ctx->track.prep_sets[r];
+		return ctx->track.late_sets[r];
 	return atomic_load(&ctx->track.dirty[r]);
 }
 

@@ -193,6 +193,7 @@ struct chain {
 	bool prepare; /* each snapshot calls ls_snapshot_prepare() */
 	bool prepare_running; /* ... with the threads writing meanwhile */
 	bool reported; /* BY_CALLER: the next delta's set is reported already */
+	uint8_t *early; /* BY_CALLER: pages reported before the prepare */
 	/* called before a delta's prepare (threads stopped) and after it */
 	void (*before_prepare)(struct chain *c);
 	void (*after_prepare)(struct chain *c);
@@ -404,6 +405,8 @@ static void report_set(struct chain *c)
 
 	CHECK(bits, "out of memory");
 	for (uint64_t p = 0; p < c->w.npages; p++) {
+		if (c->early && c->early[p])
+			continue; /* reported before the prepare */
 		if (c->expect[p])
 			bits[p * per / 64] |= 1ull << (p * per % 64);
 		else if (!b && (!c->zeroed || !c->zeroed[p]))
@@ -418,6 +421,21 @@ static void report_set(struct chain *c)
 	CHECK(!ls_track_dirty_bitmap(c->ctx, c->m.addr, n4k, bits),
 	      "ls_track_dirty_bitmap: %s", ls_ctx_error(c->ctx));
 	free(bits);
+	free(c->early);
+	c->early = NULL;
+}
+
+/*
+ * A delta's pages so far reported before its prepare (as the VMM hands
+ * over the dirty log taken early); the report before begin leaves them
+ * out, so that the delta holds them only if those reports count.
+ */
+static void report_before_prepare(struct chain *c)
+{
+	report_set(c);
+	c->early = malloc(c->w.npages);
+	CHECK(c->early, "out of memory");
+	memcpy(c->early, c->expect, c->w.npages);
 }
 
 /* Whether the chains' contexts have discard events. */
@@ -758,6 +776,8 @@ static void run_prepared(enum mem_kind kind, enum track_how how,
 	c.by_caller_opt = how == BY_CALLER && kind % 2;
 	c.prepare = true;
 	c.prepare_running = running;
+	if (how == BY_CALLER && !running)
+		c.before_prepare = report_before_prepare;
 	chain_step(&c, false, LS_STRATEGY_AUTO, 20);
 	chain_step(&c, true, LS_STRATEGY_COPY, 20);
 	chain_step(&c, false, LS_STRATEGY_WRITE_FIRST, 30);
