@@ -76,6 +76,8 @@ struct ls_fault_svc {
 	size_t nbacklog, backlog_cap;
 };
 
+#define LS_DISC_LOG 64
+
 enum ls_prep {
 	LS_PREP_NONE,	 /* begin arms every region whole */
 	LS_PREP_TRACKED, /* tracked by faults: protected but for the sets */
@@ -135,6 +137,21 @@ struct ls_track {
 	 * begin; refine_granule as for `refined`. */
 	_Atomic uint64_t *prep_sets[LS_MAX_REGIONS];
 	_Atomic uint64_t *late_sets[LS_MAX_REGIONS];
+	/*
+	 * The discards read since the last begin, while tracking
+	 * (ls_track_discarded on the fault thread appends, the begin reads
+	 * with the writers quiesced). The kernel zaps an anonymous page only
+	 * after its event was read, so a prepare may protect the page in
+	 * between, and the zap then drops that protection: a prepared begin
+	 * protects these ranges again, every zap done by then. Past
+	 * LS_DISC_LOG ranges, `disc_over`: it protects the anonymous regions
+	 * whole.
+	 */
+	atomic_bool disc_over;
+	atomic_uint ndisc;
+	struct {
+		uint64_t start, end;
+	} disc[LS_DISC_LOG];
 	bool refined;
 	uint64_t refine_granule;
 };
@@ -321,6 +338,13 @@ int ls_track_protect_set(struct ls_ctx *ctx, int r,
 /* Undoes a prepare whose snapshot never armed (ctx->lock held). */
 void ls_track_unprepare(struct ls_ctx *ctx);
 /*
+ * In every begin, after its arm (ctx->lock held, writers quiesced): if
+ * `prepared`, the anonymous ranges discarded since the last begin are
+ * protected again; 0 or -errno with the message set. Starts the record
+ * afresh either way.
+ */
+int ls_track_discards_reprotect(struct ls_ctx *ctx, bool prepared);
+/*
  * A delta's prepare (ctx->lock held). Tracked by faults: the dirty sets
  * move to ctx->track.prep_sets, fresh ones record what is written from now
  * on (LS_PREP_DELTA); the caller then protects the pages of prep_sets
@@ -353,6 +377,8 @@ void ls_track_late_swap(struct ls_ctx *ctx, _Atomic uint64_t **news);
 void ls_track_refine_end(struct ls_ctx *ctx, _Atomic uint64_t **news);
 /* Back from asynchronous tracking (ls_track_settle); ctx->lock held. */
 int ls_track_unsettle(struct ls_ctx *ctx, bool protect);
+/* Whether page `page` of a region is write-protected now (pagemap). */
+bool ls_page_protected(struct ls_ctx *ctx, int region, uint64_t page);
 /* At a tracked full begin or ls_track_start: notes the reference only. */
 int ls_track_note(struct ls_ctx *ctx);
 /*

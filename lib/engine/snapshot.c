@@ -1045,7 +1045,7 @@ static void snap_unprepare(struct ls_snapshot *snap, struct ls_ctx *ctx)
 int ls_snapshot_begin(struct ls_snapshot *snap)
 {
 	struct ls_ctx *ctx = snap ? snap->ctx : NULL;
-	bool settled;
+	bool settled, prepared;
 	uint64_t t0;
 	int ret;
 
@@ -1085,6 +1085,7 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 	 * protected again, which is all the arm has to do.
 	 */
 	settled = ctx->track.async;
+	prepared = ctx->track.prep != LS_PREP_NONE;
 	ret = ls_track_unsettle(ctx, true);
 	if (ret)
 		goto out_svc;
@@ -1098,6 +1099,12 @@ int ls_snapshot_begin(struct ls_snapshot *snap)
 			atomic_store(&ctx->track.broken, true);
 			goto out_svc;
 		}
+	}
+	ret = ls_track_discards_reprotect(ctx, prepared);
+	if (ret) {
+		lift_all(snap, snap->nregions);
+		atomic_store(&ctx->track.broken, true);
+		goto out_svc;
 	}
 	if (snap->track || snap->delta || atomic_load(&ctx->track.on))
 		take_sets(snap, ctx);

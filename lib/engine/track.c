@@ -90,9 +90,60 @@ int ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets)
  * pages in its file (a hole punched is found by each begin's look), so
  * only anonymous regions are marked: a delta holds exactly what changed.
  */
+/* A discard read while tracking: recorded for the begin (see ls_track). */
+static void disc_record(struct ls_ctx *ctx, uint64_t start, uint64_t end)
+{
+	unsigned n;
+
+	n = atomic_load_explicit(&ctx->track.ndisc, memory_order_relaxed);
+	if (n == LS_DISC_LOG) {
+		atomic_store(&ctx->track.disc_over, true);
+		return;
+	}
+	ctx->track.disc[n].start = start;
+	ctx->track.disc[n].end = end;
+	atomic_store_explicit(&ctx->track.ndisc, n + 1, memory_order_release);
+}
+
+int ls_track_discards_reprotect(struct ls_ctx *ctx, bool prepared)
+{
+	unsigned n = atomic_load_explicit(&ctx->track.ndisc,
+					  memory_order_acquire);
+	bool over = atomic_load(&ctx->track.disc_over);
+	int ret = 0;
+
+	atomic_store(&ctx->track.ndisc, 0);
+	atomic_store(&ctx->track.disc_over, false);
+	if (!prepared || (!n && !over))
+		return 0;
+	for (int r = 0; !ret && r < ctx->nregions; r++) {
+		const struct ls_region_info *info = &ctx->regions[r].info;
+		uint64_t base = (uint64_t)(uintptr_t)info->addr;
+
+		if (info->type != LS_MEM_ANON)
+			continue;
+		for (unsigned i = 0; !ret && i < (over ? 1 : n); i++) {
+			uint64_t s = over ? base : ctx->track.disc[i].start;
+			uint64_t e = over ? base + info->len : ctx->track.disc[i].end;
+
+			s = s > base ? s : base;
+			e = e < base + info->len ? e : base + info->len;
+			if (s < e)
+				ret = ls_uffd_wp(ctx->uffd, s, e - s, true);
+		}
+		if (ret)
+			ret = ls_err(ctx, ret,
+				     "ioctl(UFFDIO_WRITEPROTECT) protecting pages of region '%s' discarded since the prepare: %s",
+				     info->name, strerror(-ret));
+	}
+	return ret;
+}
+
 void ls_track_discarded(struct ls_ctx *ctx, _Atomic uint64_t *const *sets,
 			int nsets, uint64_t start, uint64_t end)
 {
+	if (nsets)
+		disc_record(ctx, start, end);
 	/* Sets only while tracking is on: the regions are stable then. */
 	for (int r = 0; r < nsets; r++) {
 		const struct ls_region_info *info = &ctx->regions[r].info;
@@ -1008,6 +1059,15 @@ static int pages_matching(struct ls_ctx *ctx, const struct ls_region *reg,
 static bool present(uint64_t cat)
 {
 	return cat & PAGE_IS_PRESENT;
+}
+
+bool ls_page_protected(struct ls_ctx *ctx, int region, uint64_t page)
+{
+	uint64_t out = 0;
+
+	return !pages_matching(ctx, &ctx->regions[region], page, 1,
+			       unprotected, &out) &&
+	       !(out & 1);
 }
 
 int ls_pages_present(struct ls_ctx *ctx, int region, uint64_t first,

@@ -154,14 +154,26 @@ int ls_region_find(const struct ls_ctx *ctx, uint64_t addr)
 }
 
 /*
- * A write fault in a region that neither a snapshot nor tracking owns:
- * protection left behind by mistake. Lifted (which wakes the writer),
- * since a wake alone would only fault again, for ever.
+ * A write fault in region idx that neither a snapshot nor tracking owns.
+ * Mostly one read just before its owner let go, and released since: a
+ * wake is all it needs. Still protected, it is protection left behind by
+ * mistake, and a wake alone would only fault again, for ever: lifted,
+ * with its whole 2 MiB block (a 4 KiB lift would split a huge page).
  */
-static void lift_stray(struct ls_ctx *ctx, uint64_t addr, uint64_t len)
+static void lift_stray(struct ls_ctx *ctx, int idx, uint64_t addr)
 {
-	if (ls_uffd_wp(ctx->uffd, addr, len, false))
-		ls_uffd_wake(ctx->uffd, addr, len);
+	const struct ls_region_info *info = &ctx->regions[idx].info;
+	uint64_t base = (uint64_t)(uintptr_t)info->addr, ps = info->page_size;
+	uint64_t start = addr & ~(LS_HUGE_2M - 1), end = start + LS_HUGE_2M;
+
+	if (!ls_page_protected(ctx, idx, (addr - base) / ps)) {
+		ls_uffd_wake(ctx->uffd, addr & ~(ps - 1), ps);
+		return;
+	}
+	start = start > base ? start : base;
+	end = end < base + info->len ? end : base + info->len;
+	if (ls_uffd_wp(ctx->uffd, start, end - start, false))
+		ls_uffd_wake(ctx->uffd, addr & ~(ps - 1), ps);
 }
 
 /*
@@ -192,6 +204,9 @@ static void svc_dispatch(struct ls_ctx *ctx, const struct uffd_msg *msg,
 		if (wp) {
 			snap = atomic_load(&ctx->armed);
 			track = !snap && atomic_load(&ctx->track.on);
+			/* nobody keeps the region: only under the lock */
+			if (!snap && !track)
+				lift_stray(ctx, idx, addr);
 		} else {
 			r = atomic_load(&ctx->regions[idx].restore);
 		}
@@ -203,9 +218,7 @@ static void svc_dispatch(struct ls_ctx *ctx, const struct uffd_msg *msg,
 		ls_track_fault(ctx, idx, addr);
 	else if (r)
 		ls_restore_fault(r, addr);
-	else if (wp && idx >= 0)
-		lift_stray(ctx, addr & ~(ps - 1), ps);
-	else
+	else if (idx < 0 || !wp)
 		ls_uffd_wake(ctx->uffd, addr & ~(ps - 1), ps);
 	if (idx >= 0)
 		atomic_fetch_sub(&ctx->svc.inflight, 1);

@@ -823,6 +823,9 @@ static void test_prepared_running(void **state)
  * re-protect of the written pages does not cover it by chance). Begin
  * must protect it again, as its event marked it: the test writes it right
  * after begin, and the snapshot must hold it zero, as it was at begin.
+ * Then with 100 more discards, more than the begin keeps ranges of (it
+ * protects the anonymous regions whole instead: the kernel may zap a page
+ * after a prepare protected it again, docs/engine.md).
  */
 static void test_prepared_discard(void **state)
 {
@@ -831,7 +834,8 @@ static void test_prepared_discard(void **state)
 	(void)state;
 	if (!discard_events())
 		fail_msg("no discard events: anonymous memory is not prepared");
-	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+	/* k >= 2: also more discards than the begin keeps ranges of */
+	for (size_t k = 0; k < 4; k++) {
 		struct mem_sink *s = mem_sink_new();
 		struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_COPY};
 		char err[LS_ERRMSG_MAX];
@@ -841,7 +845,7 @@ static void test_prepared_discard(void **state)
 		unsigned char *ref;
 		uint64_t victim;
 
-		mem_map(&m, kinds[k], REGION);
+		mem_map(&m, kinds[k % 2], REGION);
 		fill_random(m.addr, m.len, m.page_size, 100, 7);
 		victim = m.len / m.page_size - 3;
 		CHECK(!ls_ctx_create(&ctx, err, sizeof(err)), "create: %s", err);
@@ -859,14 +863,21 @@ static void test_prepared_discard(void **state)
 		CHECK(!madvise(m.addr + victim * m.page_size, m.page_size,
 			       MADV_DONTNEED),
 		      "madvise: %s", strerror(errno));
+		for (uint64_t i = 0; k >= 2 && i < 100; i++)
+			CHECK(!madvise(m.addr + (victim - 3 - 2 * i) *
+						    m.page_size,
+				       m.page_size, MADV_DONTNEED),
+			      "madvise: %s", strerror(errno));
 		ref = malloc(m.len);
 		CHECK(ref, "out of memory");
 		memcpy(ref, m.addr, m.len);
 		CHECK(!ls_snapshot_begin(snap), "ls_snapshot_begin: %s",
 		      ls_ctx_error(ctx));
 		m.addr[victim * m.page_size + 8] = 0x42;
+		if (k >= 2)
+			m.addr[(victim - 5) * m.page_size + 8] = 0x43;
 		CHECK(!ls_snapshot_wait(snap), "%s: snapshot: %s",
-		      mem_kind_name(kinds[k]), ls_snapshot_error(snap));
+		      mem_kind_name(kinds[k % 2]), ls_snapshot_error(snap));
 		expect_and_close(s, snap, ctx, ref, &m);
 	}
 }
@@ -1539,8 +1550,12 @@ static void untracked_delta(enum track_how how, unsigned percent)
 	}
 	take_reference(&c);
 	CHECK(!ls_snapshot_begin(snap), "begin: %s", ls_ctx_error(c.ctx));
-	setw_next(&c.w, 60, &c.seed);
-	setw_wait_swept(&c.w);
+	/* An empty delta: no write at all, so nothing but the end lifts. */
+	if (percent) {
+		setw_next(&c.w, 60, &c.seed);
+		setw_wait_swept(&c.w);
+		setw_pause(&c.w);
+	}
 	CHECK(!ls_snapshot_wait(snap), "wait: %s", ls_snapshot_error(snap));
 	CHECK(!ls_snapshot_stats(snap, &st), "stats");
 	check_delta(&c, s, &st);
@@ -1548,7 +1563,6 @@ static void untracked_delta(enum track_how how, unsigned percent)
 	      "base + delta differ from memory at begin");
 	ls_snapshot_destroy(snap);
 	mem_sink_free(s);
-	setw_pause(&c.w);
 	CHECK(!ls_track_active(c.ctx, NULL), "tracking after an untracked delta");
 	CHECK(count_wp_pages(c.m.addr, c.m.len) == 0,
 	      "%llu pages protected after an untracked delta (%u %%, %s)",
