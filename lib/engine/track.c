@@ -83,13 +83,6 @@ int ls_track_sets_now(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 	return n;
 }
 
-/*
- * A discard event: the anonymous pages of [start, end) change (they read
- * zero from now on) without a write fault. Marked in sets, which were
- * loaded before the event was read (svc_read()). Shared memory keeps its
- * pages in its file (a hole punched is found by each begin's look), so
- * only anonymous regions are marked: a delta holds exactly what changed.
- */
 /* A discard read while tracking: recorded for the begin (see ls_track). */
 static void disc_record(struct ls_ctx *ctx, uint64_t start, uint64_t end)
 {
@@ -103,6 +96,18 @@ static void disc_record(struct ls_ctx *ctx, uint64_t start, uint64_t end)
 	ctx->track.disc[n].start = start;
 	ctx->track.disc[n].end = end;
 	atomic_store_explicit(&ctx->track.ndisc, n + 1, memory_order_release);
+}
+
+/* Protects [s, e) clipped to the region. */
+static int protect_within(struct ls_ctx *ctx,
+			  const struct ls_region_info *info, uint64_t s,
+			  uint64_t e)
+{
+	uint64_t base = (uint64_t)(uintptr_t)info->addr;
+
+	s = s > base ? s : base;
+	e = e < base + info->len ? e : base + info->len;
+	return s < e ? ls_uffd_wp(ctx->uffd, s, e - s, true) : 0;
 }
 
 int ls_track_discards_reprotect(struct ls_ctx *ctx, bool prepared)
@@ -122,23 +127,26 @@ int ls_track_discards_reprotect(struct ls_ctx *ctx, bool prepared)
 
 		if (info->type != LS_MEM_ANON)
 			continue;
-		for (unsigned i = 0; !ret && i < (over ? 1 : n); i++) {
-			uint64_t s = over ? base : ctx->track.disc[i].start;
-			uint64_t e = over ? base + info->len : ctx->track.disc[i].end;
-
-			s = s > base ? s : base;
-			e = e < base + info->len ? e : base + info->len;
-			if (s < e)
-				ret = ls_uffd_wp(ctx->uffd, s, e - s, true);
-		}
+		if (over)
+			ret = protect_within(ctx, info, base, base + info->len);
+		for (unsigned i = 0; !over && !ret && i < n; i++)
+			ret = protect_within(ctx, info, ctx->track.disc[i].start,
+					     ctx->track.disc[i].end);
 		if (ret)
 			ret = ls_err(ctx, ret,
-				     "ioctl(UFFDIO_WRITEPROTECT) protecting pages of region '%s' discarded since the prepare: %s",
+				     "ioctl(UFFDIO_WRITEPROTECT) protecting pages of region '%s' discarded since the last begin: %s",
 				     info->name, strerror(-ret));
 	}
 	return ret;
 }
 
+/*
+ * A discard event: the anonymous pages of [start, end) change (they read
+ * zero from now on) without a write fault. Marked in sets, which were
+ * loaded before the event was read (svc_read()). Shared memory keeps its
+ * pages in its file (a hole punched is found by each begin's look), so
+ * only anonymous regions are marked: a delta holds exactly what changed.
+ */
 void ls_track_discarded(struct ls_ctx *ctx, _Atomic uint64_t *const *sets,
 			int nsets, uint64_t start, uint64_t end)
 {
@@ -395,7 +403,6 @@ int ls_track_protect_set(struct ls_ctx *ctx, int r,
 	return nruns >= 0 ? 0 : protect_by_blocks(ctx, reg, set);
 }
 
-/* Empty dirty sets for every region; false if out of memory. */
 static void free_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
@@ -404,6 +411,7 @@ static void free_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 	}
 }
 
+/* Empty dirty sets for every region; false if out of memory. */
 static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 {
 	for (int r = 0; r < ctx->nregions; r++) {

@@ -178,7 +178,7 @@ static void lift_stray(struct ls_ctx *ctx, int idx, uint64_t addr)
 
 /*
  * Hands one fault to its owner; a fault nobody owns is just woken (a write
- * fault with its page's protection lifted). The
+ * fault still protected is lifted: lift_stray()). The
  * region is looked up under regions_rw: the fault thread runs while
  * regions are added and removed (a stray fault on a page protected
  * before). An owner keeps regions as they are (adding and removing are
