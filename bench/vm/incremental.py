@@ -86,6 +86,19 @@ def main():
         time.sleep(a.interval)
         return (writes(v) - w0) / (time.monotonic() - t0)
 
+    def untracked_fulls(v, label):
+        """--full untracked full snapshots, each after an interval; the
+        intervals' rates."""
+        rates = []
+        for k in range(a.full):
+            before = interval(v)
+            p = os.path.join(work, "full.snap")
+            pause, total, mib, during, x = snap(v, p, False)
+            os.unlink(p)
+            rates.append(before)
+            row(label % k, pause, total, mib, before, during, x)
+        return rates
+
     try:
         print("VM: %s, %d vCPU, working set %d MiB per vCPU, %s, interval "
               "%.1f s, track granule %d, x-livesnap-track-async %s, "
@@ -98,14 +111,7 @@ def main():
         print("| snapshot | then tracked by | pause ms | of which begin ms "
               "| settle ms | total ms | MiB written | guest writes/s before "
               "| during |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
-        full_rates, inc_rates = [], []
-        for k in range(a.full):
-            before = interval(src)
-            p = os.path.join(work, "full.snap")
-            pause, total, mib, during, x = snap(src, p, False)
-            os.unlink(p)
-            full_rates.append(before)
-            row("full %d" % k, pause, total, mib, before, during, x)
+        full_rates, inc_rates = untracked_fulls(src, "full %d"), []
         paths = []
         for k in range(a.deltas + 1):
             before = interval(src)
@@ -125,15 +131,7 @@ def main():
         # The guest's rate drifts over a run (huge pages split by the
         # snapshots' faults): untracked intervals before the chain and
         # after it, the tracked ones against their mean.
-        after_rates = []
-        for k in range(a.full):
-            before = interval(src)
-            p = os.path.join(work, "full.snap")
-            pause, total, mib, during, x = snap(src, p, False)
-            os.unlink(p)
-            after_rates.append(before)
-            row("full %d after the chain" % k, pause, total, mib, before,
-                during, x)
+        after_rates = untracked_fulls(src, "full %d after the chain")
         src.stop()
         if full_rates[1:] and inc_rates and after_rates:
             f0 = sum(full_rates[1:]) / len(full_rates[1:])
