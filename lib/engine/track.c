@@ -112,11 +112,15 @@ static int protect_within(struct ls_ctx *ctx,
 
 int ls_track_discards_reprotect(struct ls_ctx *ctx, bool prepared)
 {
-	unsigned n = atomic_load_explicit(&ctx->track.ndisc,
-					  memory_order_acquire);
-	bool over = atomic_load(&ctx->track.disc_over);
+	unsigned n;
+	bool over;
 	int ret = 0;
 
+	/* A writer's madvise returns once its event is read, maybe before
+	 * the fault thread has recorded it: that is within inflight. */
+	ls_svc_quiesce(ctx);
+	n = atomic_load_explicit(&ctx->track.ndisc, memory_order_acquire);
+	over = atomic_load(&ctx->track.disc_over);
 	atomic_store(&ctx->track.ndisc, 0);
 	atomic_store(&ctx->track.disc_over, false);
 	if (!prepared || (!n && !over))
