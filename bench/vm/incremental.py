@@ -7,7 +7,7 @@ usage: incremental.py [--build DIR] [--mem 4G] [--ws-mib 256] [--cpus 1]
                       [--deltas 16] [--full 3] [--interval 2]
                       [--granule BYTES] [--accel tcg|kvm] [--dir /var/tmp]
                       [--no-track-async] [--no-dirty-log]
-                      [--restores 1,4,16]
+                      [--restores 1,4,16] [--cycles N]
 
 --no-track-async: tracking between snapshots stays on write faults
 (x-livesnap-track-async false) instead of the kernel's asynchronous write
@@ -29,9 +29,19 @@ intervals are compared with the mean of the untracked ones before and
 after. Then restores of the chain ending at file 1, 4 and 16 (--restores),
 eager and lazy (to the last page), from query-livesnap-restore.
 Markdown on stdout.
+
+--cycles N runs another experiment instead, built to take the guest's
+drift out of the two comparisons the issue asks for. Each of N cycles is
+an untracked full snapshot (which ends any tracking), a tracked full one
+(which starts a chain) and a delta, each followed by an interval. Each
+tracked interval is compared with the untracked intervals of its own
+cycle and the next (the mean of the two neighbours in time), and each
+delta's pause with the untracked full's pause of its cycle: paired
+figures, their median and spread.
 """
 import os
 import shutil
+import statistics
 import sys
 import time
 
@@ -48,6 +58,9 @@ def main():
     ap.add_argument("--no-dirty-log", action="store_true")
     ap.add_argument("--restores", default="1,4,16",
                     help="chain lengths to restore from ('' for none)")
+    ap.add_argument("--cycles", type=int, default=0,
+                    help="interleaved untracked / tracked cycles instead "
+                    "of the chain (see above)")
     a = ap.parse_args()
     lsvm, work = chainbench.harness(a, "bench-inc-")
     vms = []
@@ -99,6 +112,60 @@ def main():
             row(label % k, pause, total, mib, before, during, x)
         return rates
 
+    def cycles(v):
+        """--cycles: untracked full, tracked full, delta, each then an
+        interval; paired comparisons."""
+        u_rates, t_rates, pauses = [], [], []
+        parts = {"full": [], "tracked full": [], "delta": []}
+        for k in range(a.cycles):
+            cyc = {}
+            for kind, inc in (("full", False), ("tracked full", True),
+                              ("delta", True)):
+                p = os.path.join(work, "cycle.snap")
+                pause, total, mib, during, x = snap(v, p, inc)
+                os.unlink(p)
+                assert x.get("delta", False) == (kind == "delta"), x
+                after = interval(v)
+                cyc[kind] = pause
+                parts[kind].append((pause, x["stop-ns"] / 1e6,
+                                    x["capture-ns"] / 1e6,
+                                    x["begin-ns"] / 1e6))
+                (t_rates if inc else u_rates).append(after)
+                row("%s %d" % (kind, k), pause, total, mib, after, during, x)
+            pauses.append((cyc["full"], cyc["delta"]))
+        # The last cycle's tracked intervals need the next untracked one.
+        p = os.path.join(work, "cycle.snap")
+        pause, total, mib, during, x = snap(v, p, False)
+        os.unlink(p)
+        u_rates.append(interval(v))
+        row("full %d" % a.cycles, pause, total, mib, u_rates[-1], during, x)
+        track = [100 * (t_rates[i] / ((u_rates[i // 2] +
+                                       u_rates[i // 2 + 1]) / 2) - 1)
+                 for i in range(len(t_rates))]
+        ctrl = [100 * (u_rates[i + 1] / u_rates[i] - 1)
+                for i in range(len(u_rates) - 1)]
+        dp = [100 * (d / f - 1) for f, d in pauses]
+        print("\n| paired figure (%d cycles) | median | mean | range |\n"
+              "|---|---:|---:|---|" % a.cycles)
+        for name, xs in (("tracked interval vs its untracked neighbours, %",
+                          track),
+                         ("untracked interval vs the one before, % "
+                          "(the noise of the measure)", ctrl),
+                         ("delta pause vs its cycle's full pause, %", dp)):
+            print("| %s | %+.1f | %+.1f | %+.1f .. %+.1f |"
+                  % (name, statistics.median(xs), statistics.mean(xs),
+                     min(xs), max(xs)))
+        print("\npauses, ms: fulls %s; deltas %s"
+              % (" ".join("%.2f" % f for f, d in pauses),
+                 " ".join("%.2f" % d for f, d in pauses)))
+        print("guest writes/s: untracked %.0f, tracked %.0f (means)"
+              % (statistics.mean(u_rates), statistics.mean(t_rates)))
+        print("\n| pause, medians, ms | pause | stop | capture | begin |\n"
+              "|---|---:|---:|---:|---:|")
+        for kind, xs in parts.items():
+            print("| %s | %s |" % (kind, " | ".join(
+                "%.3f" % statistics.median(col) for col in zip(*xs))))
+
     try:
         print("VM: %s, %d vCPU, working set %d MiB per vCPU, %s, interval "
               "%.1f s, track granule %d, x-livesnap-track-async %s, "
@@ -109,8 +176,12 @@ def main():
                                        ws_mib=a.ws_mib))
         src.wait_guest(min_gens=[1000] * a.cpus, timeout=600)
         print("| snapshot | then tracked by | pause ms | of which begin ms "
-              "| settle ms | total ms | MiB written | guest writes/s before "
-              "| during |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+              "| settle ms | total ms | MiB written | guest writes/s %s "
+              "| during |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+              % ("after" if a.cycles else "before"))
+        if a.cycles:
+            cycles(src)
+            return
         full_rates, inc_rates = untracked_fulls(src, "full %d"), []
         paths = []
         for k in range(a.deltas + 1):
