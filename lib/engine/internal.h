@@ -101,6 +101,13 @@ struct ls_track {
 	uint8_t parent[LS_ID_BYTES];
 	/* A write between snapshots releases this aligned block (0: page). */
 	_Atomic uint64_t granule;
+	/*
+	 * From a prepare to its begin, where the faults only say what begin
+	 * protects again and are never given back to a chain (LS_PREP_OWN,
+	 * LS_PREP_CALLER_DELTA): a write in a thp_zero region releases its
+	 * 2 MiB block whole (ls_track_fault()).
+	 */
+	atomic_bool prep_blocks;
 	/* One bit per page of each region; written by the fault service. */
 	_Atomic(_Atomic uint64_t *) dirty[LS_MAX_REGIONS];
 	/*
