@@ -87,6 +87,13 @@ def main():
         return (x["downtime-ns"] / 1e6, x["total-ns"] / 1e6,
                 info["ram"]["normal-bytes"] / 2**20, during, x)
 
+    def snap_dropped(v, inc):
+        """snap() into a scratch file, deleted after."""
+        p = os.path.join(work, "scratch.snap")
+        out = snap(v, p, inc)
+        os.unlink(p)
+        return out
+
     def row(name, pause, total, mib, before, during, x):
         print("| %s | %s | %.2f | %.2f | %s | %.0f | %.1f | %.0f | %.0f |"
               % (name, x.get("track", "-"), pause, x["begin-ns"] / 1e6,
@@ -105,9 +112,7 @@ def main():
         rates = []
         for k in range(a.full):
             before = interval(v)
-            p = os.path.join(work, "full.snap")
-            pause, total, mib, during, x = snap(v, p, False)
-            os.unlink(p)
+            pause, total, mib, during, x = snap_dropped(v, False)
             rates.append(before)
             row(label % k, pause, total, mib, before, during, x)
         return rates
@@ -121,9 +126,7 @@ def main():
             cyc = {}
             for kind, inc in (("full", False), ("tracked full", True),
                               ("delta", True)):
-                p = os.path.join(work, "cycle.snap")
-                pause, total, mib, during, x = snap(v, p, inc)
-                os.unlink(p)
+                pause, total, mib, during, x = snap_dropped(v, inc)
                 assert x.get("delta", False) == (kind == "delta"), x
                 after = interval(v)
                 cyc[kind] = pause
@@ -134,9 +137,7 @@ def main():
                 row("%s %d" % (kind, k), pause, total, mib, after, during, x)
             pauses.append((cyc["full"], cyc["delta"]))
         # The last cycle's tracked intervals need the next untracked one.
-        p = os.path.join(work, "cycle.snap")
-        pause, total, mib, during, x = snap(v, p, False)
-        os.unlink(p)
+        pause, total, mib, during, x = snap_dropped(v, False)
         u_rates.append(interval(v))
         row("full %d" % a.cycles, pause, total, mib, u_rates[-1], during, x)
         track = [100 * (t_rates[i] / ((u_rates[i // 2] +
@@ -195,9 +196,7 @@ def main():
             row("%s %d" % ("delta" if k else "tracked full", k), pause,
                 total, mib, before, during, x)
         before = interval(src)
-        p = os.path.join(work, "after.snap")
-        pause, total, mib, during, x = snap(src, p, False)
-        os.unlink(p)
+        pause, total, mib, during, x = snap_dropped(src, False)
         row("full, after the chain", pause, total, mib, before, during, x)
         # The guest's rate drifts over a run (huge pages split by the
         # snapshots' faults): untracked intervals before the chain and

@@ -102,10 +102,11 @@ struct ls_track {
 	/* A write between snapshots releases this aligned block (0: page). */
 	_Atomic uint64_t granule;
 	/*
-	 * From a prepare to its begin, where the faults only say what begin
-	 * protects again and are never given back to a chain (LS_PREP_OWN,
-	 * LS_PREP_CALLER_DELTA): a write in a thp_zero region releases its
-	 * 2 MiB block whole (ls_track_fault()).
+	 * Derived from `prep` (ls_track_prep_set()), for the fault thread,
+	 * which reads it without the lock: from a prepare to its begin, where
+	 * the faults only say what begin protects again and are never given
+	 * back to a chain (LS_PREP_OWN, LS_PREP_CALLER_DELTA), a write in a
+	 * thp_zero region releases its 2 MiB block whole (ls_track_fault()).
 	 */
 	atomic_bool prep_blocks;
 	/* One bit per page of each region; written by the fault service. */
@@ -344,6 +345,8 @@ int ls_track_protect_set(struct ls_ctx *ctx, int r,
 			    const _Atomic uint64_t *set);
 /* Undoes a prepare whose snapshot never armed (ctx->lock held). */
 void ls_track_unprepare(struct ls_ctx *ctx);
+/* Sets track.prep, and prep_blocks with it (ctx->lock held). */
+void ls_track_prep_set(struct ls_ctx *ctx, enum ls_prep prep);
 /*
  * In every begin, after its arm (ctx->lock held, writers quiesced): if
  * `prepared`, the anonymous ranges discarded since the last begin are

@@ -923,8 +923,7 @@ static int arm_full(struct ls_snapshot *snap, struct ls_ctx *ctx)
 		ls_track_unprepare(ctx);
 	else if (ctx->track.prep == LS_PREP_OWN)
 		atomic_store(&ctx->track.granule, ctx->track.prep_granule);
-	ctx->track.prep = LS_PREP_NONE;
-	atomic_store(&ctx->track.prep_blocks, false);
+	ls_track_prep_set(ctx, LS_PREP_NONE);
 	return ret;
 }
 

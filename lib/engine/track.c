@@ -585,7 +585,7 @@ int ls_track_prepare(struct ls_ctx *ctx)
 		return 0;
 	if (on && !ctx->track.caller) {
 		if (!atomic_load(&ctx->track.broken))
-			ctx->track.prep = LS_PREP_TRACKED;
+			ls_track_prep_set(ctx, LS_PREP_TRACKED);
 		return 0;
 	}
 	if (!on) {
@@ -602,10 +602,7 @@ int ls_track_prepare(struct ls_ctx *ctx)
 		atomic_store(&ctx->track.granule, LS_HUGE_2M);
 	}
 	ctx->track.caller = false;
-	ctx->track.prep = on ? LS_PREP_CALLER : LS_PREP_OWN;
-	/* Not under the caller's tracking: a full snapshot that fails gives
-	 * these marks back to its chain. */
-	atomic_store(&ctx->track.prep_blocks, !on);
+	ls_track_prep_set(ctx, on ? LS_PREP_CALLER : LS_PREP_OWN);
 	ret = protect_regions(ctx, true, "snapshot: prepare") ?:
 	      prepare_refine(ctx);
 	if (ret)
@@ -633,7 +630,7 @@ int ls_track_prepare_delta(struct ls_ctx *ctx)
 		return prepare_caller_delta(ctx);
 	ret = prep_sets_take(ctx);
 	if (!ret)
-		ctx->track.prep = LS_PREP_DELTA;
+		ls_track_prep_set(ctx, LS_PREP_DELTA);
 	return ret;
 }
 
@@ -665,8 +662,7 @@ static int prepare_caller_delta(struct ls_ctx *ctx)
 		free_sets(ctx, ctx->track.late_sets);
 		return ret;
 	}
-	ctx->track.prep = LS_PREP_CALLER_DELTA;
-	atomic_store(&ctx->track.prep_blocks, true);
+	ls_track_prep_set(ctx, LS_PREP_CALLER_DELTA);
 	ctx->track.refine_granule =
 	    atomic_exchange(&ctx->track.granule, LS_HUGE_2M);
 	ret = protect_regions(ctx, true, "snapshot: prepare");
@@ -717,8 +713,7 @@ void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news)
 	prep_sets_join(ctx, news, true);
 	if (ctx->track.prep == LS_PREP_CALLER_DELTA)
 		atomic_store(&ctx->track.granule, ctx->track.refine_granule);
-	ctx->track.prep = LS_PREP_NONE;
-	atomic_store(&ctx->track.prep_blocks, false);
+	ls_track_prep_set(ctx, LS_PREP_NONE);
 }
 
 void ls_track_late_swap(struct ls_ctx *ctx, _Atomic uint64_t **news)
@@ -731,12 +726,23 @@ void ls_track_late_swap(struct ls_ctx *ctx, _Atomic uint64_t **news)
 	ls_svc_quiesce(ctx);
 }
 
+/*
+ * Not LS_PREP_CALLER: a full snapshot under the caller's tracking that
+ * fails gives its faults' marks back to the chain, so they stay exact;
+ * nor the fault-tracked kinds, whose faults are the delta.
+ */
+void ls_track_prep_set(struct ls_ctx *ctx, enum ls_prep prep)
+{
+	ctx->track.prep = prep;
+	atomic_store(&ctx->track.prep_blocks, prep == LS_PREP_OWN ||
+						    prep == LS_PREP_CALLER_DELTA);
+}
+
 void ls_track_unprepare(struct ls_ctx *ctx)
 {
 	enum ls_prep prep = ctx->track.prep;
 
-	ctx->track.prep = LS_PREP_NONE;
-	atomic_store(&ctx->track.prep_blocks, false);
+	ls_track_prep_set(ctx, LS_PREP_NONE);
 	ls_track_refine_end(ctx, NULL);
 	if (prep == LS_PREP_DELTA) {
 		/* What prepare protected again stays so: its pages are in

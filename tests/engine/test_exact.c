@@ -214,7 +214,8 @@ static void test_prepare_keeps_thp(void **state)
 	ret = ls_snapshot_create(ctx, &s->base, &o, &snap);
 	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
 	huge_before = anon_huge_kb(m.addr);
-	CHECK(huge_before >= REGION / 2 / 1024, "the test memory got %llu kB of THP",
+	CHECK(huge_before >= REGION / 2 / 1024,
+	      "the test memory got %llu kB of THP",
 	      (unsigned long long)huge_before);
 	ret = ls_snapshot_prepare(snap);
 	CHECK(!ret, "ls_snapshot_prepare: %s", ls_snapshot_error(snap));
