@@ -198,7 +198,9 @@ void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr)
 	ls_track_mark_range(ctx, (uint32_t)region,
 			    (start - base) / info->page_size,
 			    (end - base) / info->page_size);
-	if (ls_uffd_wp(ctx->uffd, start, end - start, false)) {
+	if (ls_uffd_release(ctx->uffd, start, end - start,
+			    ls_uffd_keeps_readonly(info->type) &&
+				    !atomic_load(&ctx->regions[region].restore))) {
 		/* The writer must not hang; the sets are lost. */
 		atomic_store(&ctx->track.broken, true);
 		ls_uffd_wake(ctx->uffd, start, end - start);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -36,11 +37,11 @@ void ls_uffd_eagain(void)
 		sched_yield();
 }
 
-int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect)
+static int wp_ioctl(int uffd, uint64_t start, uint64_t len, uint64_t mode)
 {
 	struct uffdio_writeprotect wp = {
 		.range = {.start = start, .len = len},
-		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+		.mode = mode,
 	};
 
 	while (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
@@ -50,6 +51,52 @@ int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect)
 			return -errno;
 	}
 	return 0;
+}
+
+int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect)
+{
+	return wp_ioctl(uffd, start, len,
+			protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0);
+}
+
+/*
+ * Un-protecting leaves the entries of shmem and hugetlb mappings read-only,
+ * dirty or not (anonymous ones get their write bit back): measured on
+ * 6.18, every 4 KiB page of 64 MiB of written memfd memory, protected and
+ * un-protected, took a minor fault on its next write, 14-17 us each in
+ * this project's PVM guests (a VM's guest time lost after its snapshot:
+ * 6 360 such faults in 0.4 s), and each huge page of hugetlbfs one.
+ * MADV_POPULATE_WRITE takes those faults in the kernel from the calling
+ * thread, ~0.2 us a page: the snapshot's thread pays them, not the
+ * application's next write. Only for pages known to be there: on a hole it would allocate
+ * one, and on a hole of a region restored lazily it would wait for the
+ * caller's own missing fault. A failure only costs the faults it saves.
+ */
+bool ls_uffd_keeps_readonly(enum ls_mem_type type)
+{
+	return type != LS_MEM_ANON;
+}
+
+void ls_prefault_write(uint64_t start, uint64_t len)
+{
+	(void)madvise((void *)(uintptr_t)start, len, MADV_POPULATE_WRITE);
+}
+
+/*
+ * Takes write protection off [start, start + len) and wakes whoever waits
+ * there; with prefault (a page that is there), writable before it wakes.
+ */
+int ls_uffd_release(int uffd, uint64_t start, uint64_t len, bool prefault)
+{
+	int ret;
+
+	if (!prefault)
+		return ls_uffd_wp(uffd, start, len, false);
+	ret = wp_ioctl(uffd, start, len, UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
+	if (ret)
+		return ret;
+	ls_prefault_write(start, len);
+	return ls_uffd_wake(uffd, start, len);
 }
 
 int ls_uffd_wake(int uffd, uint64_t start, uint64_t len)

@@ -533,6 +533,35 @@ static void batch_write(struct ls_snapshot *snap, struct snap_region *sr,
 }
 
 /*
+ * A page of a batch that is there for sure: data, or released by the fault
+ * path (written). The batch's one ioctl made those read-only again.
+ */
+static bool batch_page_there(const struct snap_region *sr, uint64_t page,
+			     uint8_t flag)
+{
+	return flag == BF_DATA ||
+	       (flag == BF_NONE && pg_load(sr, page) != PG_CLEAN);
+}
+
+/* Makes the batch's pages that are there (not holes) writable. */
+static void prefault_batch(const struct snap_region *sr, uint64_t first,
+			   uint64_t n, const uint8_t *flags)
+{
+	for (uint64_t i = 0, run; i < n; i += run) {
+		for (run = 0; i + run < n &&
+			      batch_page_there(sr, first + i + run,
+					       flags[i + run]);
+		     run++)
+			;
+		if (run)
+			ls_prefault_write(sr->base + (first + i) * sr->ps,
+					  run * sr->ps);
+		else
+			run = 1;
+	}
+}
+
+/*
  * One batch: capture what is still pending, wait for pages the fault thread
  * is capturing, un-protect the whole batch with one ioctl (it wakes any
  * writer blocked in it), then write the captured pages out.
@@ -562,6 +591,8 @@ static void save_batch(struct ls_snapshot *snap, struct snap_region *sr,
 			  (unsigned long long)(first * sr->ps), strerror(-ret));
 	for (uint64_t i = 0; i < n; i++)
 		pg_store(sr, first + i, PG_RELEASED);
+	if (ls_uffd_keeps_readonly(sr->type))
+		prefault_batch(sr, first, n, flags);
 	batch_write(snap, sr, first, n, flags, snap->bounce);
 }
 
@@ -745,8 +776,8 @@ static void fault_release(struct ls_snapshot *snap, struct snap_region *sr,
 	if (snap->track_faults)
 		ls_track_mark(snap->ctx, sr->idx, page);
 	ls_note_split(snap->ctx, sr->idx, page * sr->ps);
-	ret = ls_uffd_wp(snap->ctx->uffd, sr->base + page * sr->ps, sr->ps,
-			 false);
+	ret = ls_uffd_release(snap->ctx->uffd, sr->base + page * sr->ps,
+			      sr->ps, ls_uffd_keeps_readonly(sr->type));
 	if (ret && snap->track_faults)
 		atomic_store(&snap->ctx->track.broken, true);
 	if (ret)

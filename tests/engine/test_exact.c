@@ -6,12 +6,14 @@
  * byte for byte, every page exactly once. For every strategy and every
  * memory type, over several iterations.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <cmocka.h>
 
@@ -245,11 +247,82 @@ static void test_prepare_keeps_thp(void **state)
 	expect_and_close(s, snap, ctx, ref, &m);
 }
 
+/* Minor faults the calling thread has taken so far. */
+static uint64_t thread_minflt(void)
+{
+	struct rusage ru;
+
+	CHECK(!getrusage(RUSAGE_THREAD, &ru), "getrusage: %s",
+	      strerror(errno));
+	return (uint64_t)ru.ru_minflt;
+}
+
+/*
+ * Un-protecting leaves shmem and hugetlb entries read-only (lib/engine/
+ * uffd.c): the snapshot makes every page it saved with data writable
+ * again, so the application's next write to it takes no fault. Pages
+ * written between prepare and begin, and after begin (the fault path),
+ * are among them.
+ */
+static void release_writable(enum mem_kind kind)
+{
+	struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_COPY};
+	struct mem_sink *s = mem_sink_new();
+	struct ls_snapshot *snap;
+	uint64_t before, faults;
+	struct ls_ctx *ctx;
+	struct test_mem m;
+	unsigned char *ref;
+	int ret;
+
+	mem_map(&m, kind, REGION);
+	fill_random(m.addr, m.len, m.page_size, 100, 5);
+	ctx = ctx_with_ram(&m);
+	ref = malloc(m.len);
+	CHECK(ref, "out of memory");
+	ret = ls_snapshot_create(ctx, &s->base, &o, &snap);
+	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
+	ret = ls_snapshot_prepare(snap);
+	CHECK(!ret, "ls_snapshot_prepare: %s", ls_snapshot_error(snap));
+	m.addr[m.page_size + 8] ^= 0x5a; /* between prepare and begin */
+	memcpy(ref, m.addr, m.len);
+	ret = ls_snapshot_begin(snap);
+	CHECK(!ret, "ls_snapshot_begin: %s", ls_snapshot_error(snap));
+	m.addr[m.len - m.page_size + 8] ^= 0xa5; /* after begin: a fault */
+	ret = ls_snapshot_wait(snap);
+	CHECK(!ret, "ls_snapshot_wait: %s", ls_snapshot_error(snap));
+	before = thread_minflt();
+	for (size_t off = 0; off < m.len; off += m.page_size)
+		m.addr[off + 16] ^= 0x3c;
+	faults = thread_minflt() - before;
+	CHECK(faults == 0,
+	      "%s: %llu of %zu pages took a fault on their first write after "
+	      "the snapshot",
+	      mem_kind_name(kind), (unsigned long long)faults,
+	      m.len / m.page_size);
+	expect_and_close(s, snap, ctx, ref, &m);
+}
+
+static void test_release_writable_memfd(void **state)
+{
+	(void)state;
+	release_writable(MEM_MEMFD);
+}
+
+static void test_release_writable_hugetlb(void **state)
+{
+	(void)state;
+	release_writable(MEM_HUGETLB);
+	release_writable(MEM_MEMFD_HUGE);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_MEM_ANON_THP_AUTO),
 		cmocka_unit_test(test_prepare_keeps_thp),
+		cmocka_unit_test(test_release_writable_memfd),
+		cmocka_unit_test(test_release_writable_hugetlb),
 		cmocka_unit_test(test_MEM_ANON_THP_COPY),
 		cmocka_unit_test(test_MEM_ANON_THP_WRITE_FIRST),
 		cmocka_unit_test(test_MEM_ANON_4K_AUTO),
