@@ -366,11 +366,6 @@ static void collapse_split(struct ls_region *reg)
  * failure only costs speed. Regions being restored lazily are skipped:
  * populating them would pull the whole restore into this call.
  */
-/*
- * In steps: as one call over 4 GiB of a TCG VM's RAM (~4 s), the guest's
- * worst write during it was 25-35 ms in every run; in 64 MiB steps 3-4 ms.
- */
-#define POPULATE_STEP (64ull << 20)
 static void prepare_huge_pages(struct ls_ctx *ctx)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
@@ -379,12 +374,8 @@ static void prepare_huge_pages(struct ls_ctx *ctx)
 		if (!reg->thp_zero || atomic_load(&reg->restore))
 			continue;
 		collapse_split(reg);
-		for (uint64_t off = 0; off < reg->info.len; off += POPULATE_STEP)
-			(void)madvise((char *)reg->info.addr + off,
-				      reg->info.len - off < POPULATE_STEP
-					  ? reg->info.len - off
-					  : POPULATE_STEP,
-				      MADV_POPULATE_READ);
+		(void)madvise(reg->info.addr, reg->info.len,
+			      MADV_POPULATE_READ);
 	}
 }
 
