@@ -196,9 +196,33 @@ static void test_tiny_copy_buffer_hugetlb(void **state)
  * snapshot still holds memory at begin, those writes included. Single
  * threaded: the reference is memory as begin finds it.
  */
-static void test_prepare_keeps_thp(void **state)
+/*
+ * Memory of the kind with data in every page, a context on it and a
+ * snapshot of it created (copy strategy) into s; *ref gets room for the
+ * reference copy.
+ */
+static struct ls_snapshot *filled_snapshot(enum mem_kind kind, unsigned seed,
+					   struct mem_sink *s,
+					   struct test_mem *m,
+					   struct ls_ctx **ctx,
+					   unsigned char **ref)
 {
 	struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_COPY};
+	struct ls_snapshot *snap;
+	int ret;
+
+	mem_map(m, kind, REGION);
+	fill_random(m->addr, m->len, m->page_size, 100, seed);
+	*ctx = ctx_with_ram(m);
+	*ref = malloc(m->len);
+	CHECK(*ref, "out of memory");
+	ret = ls_snapshot_create(*ctx, &s->base, &o, &snap);
+	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(*ctx));
+	return snap;
+}
+
+static void test_prepare_keeps_thp(void **state)
+{
 	struct mem_sink *s = mem_sink_new();
 	struct ls_snapshot *snap;
 	uint64_t huge_before, huge_after;
@@ -208,13 +232,7 @@ static void test_prepare_keeps_thp(void **state)
 	int ret;
 
 	(void)state;
-	mem_map(&m, MEM_ANON_THP, REGION);
-	fill_random(m.addr, m.len, m.page_size, 100, 11);
-	ctx = ctx_with_ram(&m);
-	ref = malloc(m.len);
-	CHECK(ref, "out of memory");
-	ret = ls_snapshot_create(ctx, &s->base, &o, &snap);
-	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
+	snap = filled_snapshot(MEM_ANON_THP, 11, s, &m, &ctx, &ref);
 	huge_before = anon_huge_kb(m.addr);
 	CHECK(huge_before >= REGION / 2 / 1024,
 	      "the test memory got %llu kB of THP",
@@ -266,7 +284,6 @@ static uint64_t thread_minflt(void)
  */
 static void release_writable(enum mem_kind kind)
 {
-	struct ls_snapshot_opts o = {.strategy = LS_STRATEGY_COPY};
 	struct mem_sink *s = mem_sink_new();
 	struct ls_snapshot *snap;
 	uint64_t before, faults;
@@ -275,13 +292,7 @@ static void release_writable(enum mem_kind kind)
 	unsigned char *ref;
 	int ret;
 
-	mem_map(&m, kind, REGION);
-	fill_random(m.addr, m.len, m.page_size, 100, 5);
-	ctx = ctx_with_ram(&m);
-	ref = malloc(m.len);
-	CHECK(ref, "out of memory");
-	ret = ls_snapshot_create(ctx, &s->base, &o, &snap);
-	CHECK(!ret, "ls_snapshot_create: %s", ls_ctx_error(ctx));
+	snap = filled_snapshot(kind, 5, s, &m, &ctx, &ref);
 	ret = ls_snapshot_prepare(snap);
 	CHECK(!ret, "ls_snapshot_prepare: %s", ls_snapshot_error(snap));
 	m.addr[m.page_size + 8] ^= 0x5a; /* between prepare and begin */
