@@ -426,6 +426,11 @@ uint64_t ls_hist_pct_capped(const uint64_t hist[LS_HIST_BUCKETS], double q,
  */
 void *ls_alloc_prefaulted(size_t len);
 void ls_free_prefaulted(void *p, size_t len);
+/*
+ * A zeroed bitmap for npages pages, from calloc() (free() it), with its
+ * memory faulted in: for the bitmaps a pause reads or writes.
+ */
+void *ls_bitmap_new(uint64_t npages);
 /* ctx->lock held (ctx may be NULL: no cache) */
 void *ls_buf_take(struct ls_ctx *ctx, size_t len);
 void ls_buf_give(struct ls_ctx *ctx, void *p, size_t len);

@@ -145,7 +145,7 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 			return -ENOMEM;
 		if (info->type == LS_MEM_HUGETLB ||
 		    ctx->regions[r].seek_fd >= 0) {
-			sr->held = calloc(1, ls_bitmap_bytes(sr->npages));
+			sr->held = ls_bitmap_new(sr->npages);
 			if (!sr->held)
 				return -ENOMEM;
 			sr->zero_unheld = ctx->regions[r].anon_huge;
@@ -161,7 +161,7 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 				return -ENOMEM;
 		}
 		if (snap->track) {
-			sr->fresh = calloc(1, ls_bitmap_bytes(sr->npages));
+			sr->fresh = ls_bitmap_new(sr->npages);
 			if (!sr->fresh)
 				return -ENOMEM;
 		}

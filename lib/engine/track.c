@@ -443,7 +443,7 @@ static void free_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
-		sets[r] = calloc(1, ls_bitmap_bytes(ctx->regions[r].npages));
+		sets[r] = ls_bitmap_new(ctx->regions[r].npages);
 		if (!sets[r]) {
 			while (r--)
 				free((void *)sets[r]);
