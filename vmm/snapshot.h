@@ -35,6 +35,7 @@
 
 #include "livesnap.h"
 
+struct x86_cpu_state;
 struct vm;
 struct vm_config;
 struct vm_snap;
@@ -244,7 +245,8 @@ extern const unsigned vm_n_dev_blobs;
 json_t *vm_snap_config_json(struct vm *vm);
 
 int vm_snap_save_devices(struct vm *vm, struct ls_snapshot *snap, char *err);
-int vm_snap_save_cpus(struct vm *vm, struct ls_snapshot *snap, char *err);
+int vm_snap_save_cpus(struct vm *vm, struct ls_snapshot *snap,
+		      struct x86_cpu_state *vst, char *err);
 
 /*
  * Runs /bin/sh -c cmd in a process group of its own with a pipe on its
