@@ -240,7 +240,8 @@ bool ls_uffd_keeps_readonly(enum ls_mem_type type);
 /* Makes present pages writable now, not at their next write (no error). */
 void ls_prefault_write(uint64_t start, uint64_t len);
 /* Un-protects and wakes; with prefault, writable before the wake. */
-int ls_uffd_release(int uffd, uint64_t start, uint64_t len, bool prefault);
+int ls_uffd_release(int uffd, uint64_t start, uint64_t len, bool prefault,
+		    const char **what);
 int ls_uffd_register(int uffd, uint64_t start, uint64_t len, uint64_t mode,
 		     uint64_t *ioctls);
 int ls_uffd_unregister(int uffd, uint64_t start, uint64_t len);

@@ -85,17 +85,21 @@ void ls_prefault_write(uint64_t start, uint64_t len)
 /*
  * Takes write protection off [start, start + len) and wakes whoever waits
  * there; with prefault (a page that is there), writable before it wakes.
+ * *what names the ioctl that failed.
  */
-int ls_uffd_release(int uffd, uint64_t start, uint64_t len, bool prefault)
+int ls_uffd_release(int uffd, uint64_t start, uint64_t len, bool prefault,
+		    const char **what)
 {
 	int ret;
 
+	*what = "UFFDIO_WRITEPROTECT";
 	if (!prefault)
 		return ls_uffd_wp(uffd, start, len, false);
 	ret = wp_ioctl(uffd, start, len, UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
 	if (ret)
 		return ret;
 	ls_prefault_write(start, len);
+	*what = "UFFDIO_WAKE";
 	return ls_uffd_wake(uffd, start, len);
 }
 

@@ -769,6 +769,7 @@ void *snap_writer_main(void *arg)
 static void fault_release(struct ls_snapshot *snap, struct snap_region *sr,
 			  uint64_t page)
 {
+	const char *what;
 	int ret;
 
 	if (pg_load(sr, page) == PG_CLAIMED)
@@ -777,13 +778,13 @@ static void fault_release(struct ls_snapshot *snap, struct snap_region *sr,
 		ls_track_mark(snap->ctx, sr->idx, page);
 	ls_note_split(snap->ctx, sr->idx, page * sr->ps);
 	ret = ls_uffd_release(snap->ctx->uffd, sr->base + page * sr->ps,
-			      sr->ps, ls_uffd_keeps_readonly(sr->type));
+			      sr->ps, ls_uffd_keeps_readonly(sr->type), &what);
 	if (ret && snap->track_faults)
 		atomic_store(&snap->ctx->track.broken, true);
 	if (ret)
 		snap_fail(snap, ret,
-			  "ioctl(UFFDIO_WRITEPROTECT) releasing a faulting page of region '%s': %s",
-			  snap->layout[sr->idx].name, strerror(-ret));
+			  "ioctl(%s) releasing a faulting page of region '%s': %s",
+			  what, snap->layout[sr->idx].name, strerror(-ret));
 	pg_store(sr, page, PG_RELEASED);
 }
 
