@@ -20,10 +20,9 @@ run so that the page cache is warm (the host evicts it after ~6 s).
 Standard library only; the QMP client is tests/pylib/lsqmp.py.
 """
 import argparse
-import ctypes
+import atexit
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,22 +35,32 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'pylib'))
 from lsqmp import QMP  # noqa: E402
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
+# Every VMM spawned; any still alive when the script exits is killed.
+_CHILDREN = []
 
 
-def die_with_us():
-    _LIBC.prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
+@atexit.register
+def _kill_children():
+    for p in _CHILDREN:
+        if p.poll() is None:
+            p.kill()
 
 
 def spawn(argv, stderr_path, pin=None):
-    def pre():
-        die_with_us()
-        if pin is not None:     # as bench/vm/run.py pins its VMMs
-            os.sched_setaffinity(0, {pin})
-    with open(stderr_path, 'wb') as err:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err,
-                                preexec_fn=pre)
+    """No preexec_fn (Python would fork its whole address space, 10-12 ms
+    of every restore here, instead of vfork()ing): the child takes its CPU
+    from ours, set around the spawn."""
+    own = os.sched_getaffinity(0)
+    if pin is not None:     # as bench/vm/run.py pins its VMMs
+        os.sched_setaffinity(0, {pin})
+    try:
+        with open(stderr_path, 'wb') as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+    finally:
+        os.sched_setaffinity(0, own)
+    _CHILDREN.append(proc)
+    return proc
 
 
 def connect(path, proc, timeout=60.0):
