@@ -20,7 +20,6 @@ run so that the page cache is warm (the host evicts it after ~6 s).
 Standard library only; the QMP client is tests/pylib/lsqmp.py.
 """
 import argparse
-import atexit
 import json
 import os
 import socket
@@ -34,34 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'pylib'))
 from lsqmp import QMP  # noqa: E402
-
-# Every VMM spawned; any still alive when the script exits is killed.
-_CHILDREN = []
-
-
-@atexit.register
-def _kill_children():
-    for p in _CHILDREN:
-        if p.poll() is None:
-            p.kill()
-
-
-def spawn(argv, stderr_path, pin=None):
-    """No preexec_fn (Python would fork its whole address space, 10-12 ms
-    of every restore here, instead of vfork()ing): the child takes its CPU
-    from ours, set around the spawn."""
-    own = os.sched_getaffinity(0)
-    if pin is not None:     # as bench/vm/run.py pins its VMMs
-        os.sched_setaffinity(0, {pin})
-    try:
-        with open(stderr_path, 'wb') as err:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err)
-    finally:
-        os.sched_setaffinity(0, own)
-    _CHILDREN.append(proc)
-    return proc
-
+from vmmproc import spawn  # noqa: E402
 
 def connect(path, proc, timeout=60.0):
     """A QMP connection as soon as the socket accepts one (0.5 ms polls)."""

@@ -22,7 +22,6 @@ Standard library + matplotlib only (Debian python3-matplotlib).
 """
 
 import argparse
-import atexit
 import ctypes
 import fcntl
 import gzip
@@ -38,6 +37,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from vmmproc import spawn as spawn_vmm
 
 # ----------------------------------------------------------------------
 # guest/abi.h, mirrored (checked against the header at start-up)
@@ -63,15 +64,6 @@ VCPU_HEAD_OFF = VCPU_HIST_OFF + 8 * HIST_BUCKETS
 VCPU_TIMELINE_OFF = VCPU_HEAD_OFF + 8
 TL_ENTRY = struct.Struct('<QII')
 GIB = 1 << 30
-# Every VMM spawned; any still alive when the bench exits is killed.
-_CHILDREN = []
-
-
-@atexit.register
-def _kill_children():
-    for p in _CHILDREN:
-        if p.poll() is None:
-            p.kill()
 MIB = 1 << 20
 
 
@@ -556,18 +548,9 @@ class Vm:
         drop_file(self.serial)
         self.argv = argv
         log('%s: %s' % (self.tag, ' '.join(shlex.quote(a) for a in argv)))
-        # No preexec_fn: with one, Python forks its whole address space
-        # instead of vfork()ing, 10-12 ms here (measured: Popen returned in
-        # 10.5-12.1 ms with one, 0.2-1.1 ms without), and that lands in
-        # either system's "spawn to guest writing". The VMM's CPU is the
-        # bench's own (pinned in main(), inherited); the bench's finally
-        # blocks stop every VM, and _CHILDREN is killed at exit.
+        # vmmproc: vfork()ed, on the bench's own CPU (pinned in main())
         self.t_spawn = time.time()
-        with open(self.stderr_path, 'wb') as err:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err)
-        _CHILDREN.append(self.proc)
+        self.proc = spawn_vmm(argv, self.stderr_path)
 
     def connect(self):
         self.qmp = Qmp(self.sock)
