@@ -597,7 +597,6 @@ static int warm_capture(struct vm_snap *s, char *err)
 
 	if (warm > CAPTURE_WARM_MAX)
 		warm = CAPTURE_WARM_MAX;
-
 	if (!s->cpu_buf) {
 		s->cpu_buf = aligned_alloc(64, sizeof(*s->cpu_buf));
 		if (!s->cpu_buf)
@@ -961,10 +960,10 @@ static void *snap_thread(void *arg)
 	if (!ret) {
 		dirty_log_early(s);
 		ret = add_config_blob(s, snap, err) ?: warm_capture(s, err);
-		if (!ret)
+		if (!ret) {
 			prepare_early(s, snap);
-		if (!ret)
 			ret = pause_and_arm(s, snap, err);
+		}
 		if (!ret)
 			set_status(s, VM_SNAP_ACTIVE);
 	}

@@ -177,7 +177,6 @@ void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr)
 	uint64_t base = (uint64_t)(uintptr_t)info->addr;
 	uint64_t g = atomic_load(&ctx->track.granule);
 	uint64_t start, end;
-	const char *what; /* no message: the broken sets say it */
 
 	if (g < info->page_size)
 		g = info->page_size;
@@ -202,7 +201,7 @@ void ls_track_fault(struct ls_ctx *ctx, int region, uint64_t addr)
 	if (ls_uffd_release(ctx->uffd, start, end - start,
 			    ls_uffd_keeps_readonly(info->type) &&
 				    !atomic_load(&ctx->regions[region].restore),
-			    &what)) {
+			    NULL)) {
 		/* The writer must not hang; the sets are lost. */
 		atomic_store(&ctx->track.broken, true);
 		ls_uffd_wake(ctx->uffd, start, end - start);

@@ -68,9 +68,10 @@ int ls_uffd_wp(int uffd, uint64_t start, uint64_t len, bool protect)
  * 6 360 such faults in 0.4 s), and each huge page of hugetlbfs one.
  * MADV_POPULATE_WRITE takes those faults in the kernel from the calling
  * thread, ~0.2 us a page: the snapshot's thread pays them, not the
- * application's next write. Only for pages known to be there: on a hole it would allocate
- * one, and on a hole of a region restored lazily it would wait for the
- * caller's own missing fault. A failure only costs the faults it saves.
+ * application's next write. Only for pages known to be there: on a hole
+ * it would allocate one, and on a hole of a region restored lazily it
+ * would wait for the caller's own missing fault. A failure only costs the
+ * faults it saves.
  */
 bool ls_uffd_keeps_readonly(enum ls_mem_type type)
 {
@@ -85,13 +86,16 @@ void ls_prefault_write(uint64_t start, uint64_t len)
 /*
  * Takes write protection off [start, start + len) and wakes whoever waits
  * there; with prefault (a page that is there), writable before it wakes.
- * *what names the ioctl that failed.
+ * *what (what may be NULL) names the ioctl that failed.
  */
 int ls_uffd_release(int uffd, uint64_t start, uint64_t len, bool prefault,
 		    const char **what)
 {
+	const char *ignored;
 	int ret;
 
+	if (!what)
+		what = &ignored;
 	*what = "UFFDIO_WRITEPROTECT";
 	if (!prefault)
 		return ls_uffd_wp(uffd, start, len, false);
