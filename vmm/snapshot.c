@@ -88,7 +88,9 @@ struct vm_snap {
 	 */
 	bool log_tracking;
 	bool log_next; /* the snapshot being taken: log_tracking after it */
-	uint64_t *log_bits; /* one bit per 4 KiB of guest RAM */
+	uint64_t *log_bits; /* one bit per 4 KiB of guest RAM; zero between
+			     * harvests but for the words log_sum marks */
+	uint64_t *log_sum;  /* one bit per log_bits word (accel.h) */
 	uint64_t *log_early; /* taken before a delta's pause, not yet given */
 	bool log_early_any;  /* log_early has a bit set */
 	struct x86_cpu_state *cpu_buf; /* a vCPU's state in the pause */
@@ -192,6 +194,7 @@ void vm_snap_destroy(struct vm_snap *s)
 		ls_ctx_destroy(s->ctx);
 	free(s->test_copy_ram);
 	free(s->log_bits);
+	free(s->log_sum);
 	free(s->log_early);
 	free(s->cpu_buf);
 	pthread_mutex_destroy(&s->lock);
@@ -623,20 +626,80 @@ static int capture_state(struct vm_snap *s, struct ls_snapshot *snap, char *err)
 
 static uint64_t log_words(const struct vm_snap *s)
 {
-	return (s->vm->mem.size / 4096 + 63) / 64;
-}
-
-static void log_or(uint64_t *dst, const uint64_t *src, uint64_t words)
-{
-	for (uint64_t w = 0; w < words; w++)
-		dst[w] |= src[w];
+	return accel_log_words(s->vm->mem.size);
 }
 
 static int log_bits_alloc(struct vm_snap *s, char *err)
 {
 	if (!s->log_bits)
 		s->log_bits = calloc(log_words(s), 8);
-	return s->log_bits ? 0 : vmm_fail(err, ENOMEM, "dirty log bitmap");
+	if (!s->log_sum)
+		s->log_sum = calloc(accel_log_sum_words(s->vm->mem.size), 8);
+	return s->log_bits && s->log_sum
+		   ? 0
+		   : vmm_fail(err, ENOMEM, "dirty log bitmap");
+}
+
+/* A harvest of the log into log_bits: 1, 0 (just started) or -errno. */
+static int log_take(struct vm_snap *s, accel_dirty_log_fn *log, char *err)
+{
+	return log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, s->log_sum,
+					     err);
+}
+
+/* The bitmap words of 16 MiB of guest RAM: one log_sum word's. */
+#define SUM_PAGES (64 * 64)
+
+/*
+ * log_bits to liblivesnap, a call per run of 16 MiB parts with a word
+ * written: a delta's pause hands over what the guest wrote in the last
+ * milliseconds, not 128 KiB of bitmap per 4 GiB.
+ */
+static int log_hand_over(struct vm_snap *s)
+{
+	uint64_t npages = s->vm->mem.size / 4096;
+	uint64_t nsum = accel_log_sum_words(s->vm->mem.size);
+	int ret = 0;
+
+	for (uint64_t a = 0, b; !ret && a < nsum; a = b) {
+		if (!s->log_sum[a]) {
+			b = a + 1;
+			continue;
+		}
+		for (b = a + 1; b < nsum && s->log_sum[b]; b++)
+			;
+		ret = ls_track_dirty_bitmap(
+		    s->ctx, s->vm->mem.host + a * SUM_PAGES * 4096,
+		    (b * SUM_PAGES < npages ? b * SUM_PAGES : npages) -
+			a * SUM_PAGES,
+		    s->log_bits + a * 64);
+	}
+	return ret;
+}
+
+/* Calls fn(s, w) for each bitmap word log_sum marks. */
+static void log_each_word(struct vm_snap *s,
+			  void (*fn)(struct vm_snap *s, uint64_t w))
+{
+	for (uint64_t i = 0; i < accel_log_sum_words(s->vm->mem.size); i++)
+		for (uint64_t m = s->log_sum[i]; m; m &= m - 1)
+			fn(s, i * 64 + (uint64_t)__builtin_ctzll(m));
+}
+
+static void word_clear(struct vm_snap *s, uint64_t w)
+{
+	s->log_bits[w] = 0;
+}
+
+static void word_to_early(struct vm_snap *s, uint64_t w)
+{
+	s->log_early[w] |= s->log_bits[w];
+}
+
+/* log_bits back to zero after a harvest. */
+static void log_clear(struct vm_snap *s)
+{
+	log_each_word(s, word_clear);
 }
 
 /*
@@ -653,20 +716,18 @@ static void dirty_log_early(struct vm_snap *s)
 {
 	accel_dirty_log_fn *log = s->vm->accel->dirty_log;
 	char err[VMM_ERR_MAX];
-	uint64_t n = log_words(s);
 
 	if (!log || !s->delta || !s->log_tracking)
 		return;
 	if (!s->log_early)
-		s->log_early = calloc(n, 8);
-	if (!s->log_early || log_bits_alloc(s, err) ||
-	    log(s->vm, s->log_bits, err) != 1)
+		s->log_early = calloc(log_words(s), 8);
+	if (!s->log_early || log_take(s, log, err) != 1)
 		return;
-	if (ls_track_dirty_bitmap(s->ctx, s->vm->mem.host,
-				  s->vm->mem.size / 4096, s->log_bits)) {
-		log_or(s->log_early, s->log_bits, n);
+	if (log_hand_over(s)) {
+		log_each_word(s, word_to_early);
 		s->log_early_any = true;
 	}
+	log_clear(s);
 }
 
 /*
@@ -699,8 +760,10 @@ static void prepare_early(struct vm_snap *s, struct ls_snapshot *snap)
  */
 static int log_restart(struct vm_snap *s, accel_dirty_log_fn *log, char *err)
 {
-	int ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
+	int ret = log_take(s, log, err);
 
+	if (ret == 1)
+		log_clear(s);
 	if (ret >= 0 && s->log_early_any)
 		memset(s->log_early, 0, log_words(s) * 8);
 	if (ret >= 0)
@@ -708,12 +771,15 @@ static int log_restart(struct vm_snap *s, accel_dirty_log_fn *log, char *err)
 	return ret < 0 ? ret : 0;
 }
 
-/* A delta's pause: the bits taken early go with its own. */
+/* A delta's pause: the bits taken early (a refused hand-over, rare) go
+ * with its own, every word. */
 static void log_early_merge(struct vm_snap *s)
 {
 	if (!s->log_early_any)
 		return;
-	log_or(s->log_bits, s->log_early, log_words(s));
+	for (uint64_t w = 0; w < log_words(s); w++)
+		s->log_bits[w] |= s->log_early[w];
+	accel_log_sum_all(s->log_sum, s->vm->mem.size);
 	memset(s->log_early, 0, log_words(s) * 8);
 	s->log_early_any = false;
 }
@@ -727,7 +793,6 @@ static void log_early_merge(struct vm_snap *s)
 static int dirty_log_at_pause(struct vm_snap *s, bool delta, char *err)
 {
 	accel_dirty_log_fn *log = s->vm->accel->dirty_log;
-	uint64_t npages = s->vm->mem.size / 4096;
 	int ret;
 
 	if (!log)
@@ -738,12 +803,12 @@ static int dirty_log_at_pause(struct vm_snap *s, bool delta, char *err)
 		return 0; /* a running log stops after the pause (log_stop) */
 	if (!delta)
 		return log_restart(s, log, err);
-	ret = log_bits_alloc(s, err) ?: log(s->vm, s->log_bits, err);
+	ret = log_take(s, log, err);
 	if (ret <= 0)
 		return ret;
 	log_early_merge(s);
-	ret = ls_track_dirty_bitmap(s->ctx, s->vm->mem.host, npages,
-				    s->log_bits);
+	ret = log_hand_over(s);
+	log_clear(s);
 	if (ret)
 		return vmm_failx(err, -ret, "handing over the dirty log: %s",
 				 ls_ctx_error(s->ctx));
@@ -760,7 +825,7 @@ static void log_stop(struct vm_snap *s)
 	char err[VMM_ERR_MAX];
 
 	if (s->vm->accel->dirty_log && !s->log_tracking &&
-	    s->vm->accel->dirty_log(s->vm, NULL, err))
+	    s->vm->accel->dirty_log(s->vm, NULL, NULL, err))
 		fprintf(stderr, "livesnap: stopping the dirty log: %s\n", err);
 }
 

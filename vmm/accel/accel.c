@@ -25,6 +25,15 @@ accel_dirty_log_fn *accel_dirty_log(const struct accel_ops *ops,
 	return ops->dirty_log;
 }
 
+void accel_log_sum_all(uint64_t *words, uint64_t ram)
+{
+	uint64_t n = accel_log_words(ram), s = accel_log_sum_words(ram);
+
+	memset(words, 0xff, s * 8);
+	if (n % 64)
+		words[s - 1] = (1ull << (n % 64)) - 1;
+}
+
 static int select_backend(const char *name, const struct accel_ops **ops,
 			  char *why, char *err)
 {

@@ -119,12 +119,18 @@ struct accel_ops {
 	 * Optional: the backend's own log of what the guest wrote to RAM
 	 * (KVM's dirty log), one bit per 4 KiB of vm->mem.host. Bitmap NULL
 	 * stops logging (the vCPUs paused or running); else the first call,
-	 * the vCPUs paused, starts it and returns 0 (bitmap untouched). Each
-	 * later call, which may also run while the vCPUs run, fills bitmap (mem.size / 4096 bits)
-	 * with what was written since the call before and returns 1 (a write
-	 * meanwhile is in this bitmap or the next). -errno with err set.
+	 * the vCPUs paused, starts it and returns 0 (nothing written). Each
+	 * later call, which may also run while the vCPUs run, returns 1 with
+	 * what was written since the call before (a write meanwhile is in
+	 * this harvest or the next): bitmap has accel_log_words() words, all
+	 * zero on entry, and `words` (accel_log_sum_words() of them) gets one
+	 * bit per bitmap word the call wrote; the others stay zero. So a
+	 * harvest in the pause costs what was written, not the size of RAM
+	 * (a backend that cannot tell writes all and marks all). -errno with
+	 * err set.
 	 */
-	int (*dirty_log)(struct vm *vm, uint64_t *bitmap, char *err);
+	int (*dirty_log)(struct vm *vm, uint64_t *bitmap, uint64_t *words,
+			 char *err);
 	/* Optional: false where dirty_log exists but cannot run here. */
 	bool (*dirty_log_ready)(struct vm *vm);
 };
@@ -148,8 +154,23 @@ int accel_select(const char *name, const struct accel_ops **ops,
 int accel_kvm_usable(char *why);
 
 /* The backend's dirty log (accel_ops.dirty_log) if it runs here, or NULL. */
-typedef int accel_dirty_log_fn(struct vm *vm, uint64_t *bitmap, char *err);
+typedef int accel_dirty_log_fn(struct vm *vm, uint64_t *bitmap,
+			       uint64_t *words, char *err);
 accel_dirty_log_fn *accel_dirty_log(const struct accel_ops *ops,
 				    struct vm *vm);
+
+/* A dirty log's bitmap words for `ram` bytes, and its summary's words. */
+static inline uint64_t accel_log_words(uint64_t ram)
+{
+	return (ram / 4096 + 63) / 64;
+}
+
+static inline uint64_t accel_log_sum_words(uint64_t ram)
+{
+	return (accel_log_words(ram) + 63) / 64;
+}
+
+/* A summary marking every bitmap word (a backend that writes them all). */
+void accel_log_sum_all(uint64_t *words, uint64_t ram);
 
 #endif /* LS_VMM_ACCEL_H */

@@ -114,7 +114,8 @@ static int get_dirty_log(struct kvm_vm *k, uint32_t slot, uint64_t *bits,
  * follow the low slot's in host order (low_size is whole MiB: whole
  * 64-bit words).
  */
-static int kvm_dirty_log(struct vm *vm, uint64_t *bits, char *err)
+static int kvm_dirty_log(struct vm *vm, uint64_t *bits, uint64_t *words,
+			 char *err)
 {
 	struct kvm_vm *k = KVM_VM(vm);
 	const struct vm_mem *m = &vm->mem;
@@ -137,7 +138,10 @@ static int kvm_dirty_log(struct vm *vm, uint64_t *bits, char *err)
 	if (!ret && m->high_size)
 		ret = get_dirty_log(k, SLOT_RAM_HIGH,
 				    bits + m->low_size / 4096 / 64, err);
-	return ret ? ret : 1;
+	if (ret)
+		return ret;
+	accel_log_sum_all(words, m->size); /* KVM wrote every word */
+	return 1;
 }
 
 static int kvm_vm_init(struct vm *vm, char *err)

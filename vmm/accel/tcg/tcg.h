@@ -79,7 +79,8 @@ void tcg_dirty_init(void *lib, bool store_path_known);
 void tcg_dirty_mark_ram(uint64_t start, uint64_t end);
 void tcg_dirty_check_engine(struct vm *vm, uc_engine *uc);
 bool tcg_dirty_log_ready(struct vm *vm);
-int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, char *err);
+int tcg_dirty_log(struct vm *vm, uint64_t *bitmap, uint64_t *words,
+		  char *err);
 
 /* tcg_engine.c */
 int tcg_engine_create(struct vcpu *vcpu, char *err);
