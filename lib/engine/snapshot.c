@@ -161,7 +161,7 @@ static int snap_regions_init(struct ls_snapshot *snap, struct ls_ctx *ctx,
 				return -ENOMEM;
 		}
 		if (snap->track) {
-			sr->fresh = ls_bitmap_new(sr->npages);
+			sr->fresh = ls_set_new(sr->npages);
 			if (!sr->fresh)
 				return -ENOMEM;
 		}
@@ -759,28 +759,53 @@ static int populate_if_needed(struct ls_snapshot *snap, struct ls_ctx *ctx)
  * counted once (a prepared delta's begin adds a second set). The others
  * stay CLEAN.
  */
+static void pending_word(struct ls_snapshot *snap, struct snap_region *sr,
+			 uint64_t w, uint64_t bits)
+{
+	for (; bits; bits &= bits - 1) {
+		uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+		/* nobody else changes states before begin ends */
+		if (atomic_load_explicit(&sr->state[p], memory_order_relaxed) ==
+		    PG_PENDING)
+			continue;
+		atomic_store_explicit(&sr->state[p], PG_PENDING,
+				      memory_order_relaxed);
+		snap->pages_total++;
+	}
+}
+
 static void pending_add(struct ls_snapshot *snap, uint32_t r,
 			const _Atomic uint64_t *set)
 {
 	struct snap_region *sr = &snap->regions[r];
+	uint64_t nw = ls_set_words(sr->npages);
 
-	for (uint64_t w = 0; w < (sr->npages + 63) / 64; w++) {
+	for (uint64_t w = ls_set_next(set, sr->npages, 0); w < nw;
+	     w = ls_set_next(set, sr->npages, w + 1))
+		pending_word(snap, sr, w,
+			     atomic_load_explicit(&set[w],
+						  memory_order_relaxed));
+}
+
+/*
+ * A delta prepared under the caller's tracking, in the pause: its late
+ * reports join the delta's set and become pending, in one pass over the
+ * words they marked.
+ */
+static void pending_join(struct ls_snapshot *snap, uint32_t r,
+			 const _Atomic uint64_t *late, _Atomic uint64_t *set)
+{
+	struct snap_region *sr = &snap->regions[r];
+	uint64_t nw = ls_set_words(sr->npages);
+
+	for (uint64_t w = ls_set_next(late, sr->npages, 0); w < nw;
+	     w = ls_set_next(late, sr->npages, w + 1)) {
 		uint64_t bits =
-		    atomic_load_explicit(&set[w], memory_order_relaxed);
+		    atomic_load_explicit(&late[w], memory_order_relaxed);
 
-		while (bits) {
-			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-
-			bits &= bits - 1;
-			/* nobody else changes states before begin ends */
-			if (atomic_load_explicit(&sr->state[p],
-						 memory_order_relaxed) ==
-			    PG_PENDING)
-				continue;
-			atomic_store_explicit(&sr->state[p], PG_PENDING,
-					      memory_order_relaxed);
-			snap->pages_total++;
-		}
+		ls_set_or(set, sr->npages, w, bits);
+		pending_word(snap, sr, w, bits);
 	}
 }
 
@@ -818,13 +843,13 @@ static int delta_arm(struct ls_snapshot *snap, struct ls_ctx *ctx,
 			      !settled && !ctx->track.caller && !ctx->events,
 			      scan);
 	if (prepared && !by_caller)
-		ls_track_prepared_merge(ctx, news);
+		ls_track_prepared_merge(ctx, news, true);
 	else if (!prepared)
 		snap->pages_total = 0;
+	if (by_caller) /* every report, and their pages pending */
+		ls_track_prepared_merge(ctx, late, false);
 	for (uint32_t r = 0; by_caller && r < snap->nregions; r++)
-		pending_add(snap, r, atomic_load(&ctx->track.dirty[r]));
-	if (by_caller)
-		ls_track_prepared_merge(ctx, late); /* every report */
+		pending_join(snap, r, late[r], atomic_load(&ctx->track.dirty[r]));
 	for (uint32_t r = 0; !ret && r < snap->nregions; r++) {
 		const _Atomic uint64_t *all = atomic_load(&ctx->track.dirty[r]);
 		const _Atomic uint64_t *set = prepared ? news[r] : all;

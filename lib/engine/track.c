@@ -27,7 +27,33 @@
 
 #include "internal.h"
 
-void ls_set_mark_range(_Atomic uint64_t *set, uint64_t first, uint64_t end)
+_Atomic uint64_t *ls_set_new(uint64_t npages)
+{
+	uint64_t words = ls_set_words(npages);
+
+	return ls_bitmap_new((words + (words + 63) / 64) * 64);
+}
+
+uint64_t ls_set_next(const _Atomic uint64_t *set, uint64_t npages,
+		     uint64_t w)
+{
+	uint64_t nw = ls_set_words(npages);
+	const _Atomic uint64_t *sum = set + nw;
+
+	for (uint64_t i = w / 64; w < nw && i < (nw + 63) / 64; i++) {
+		uint64_t m =
+		    atomic_load_explicit(&sum[i], memory_order_relaxed);
+
+		if (i == w / 64)
+			m &= ~0ull << (w % 64);
+		if (m)
+			return i * 64 + (uint64_t)__builtin_ctzll(m);
+	}
+	return nw;
+}
+
+void ls_set_mark_range(_Atomic uint64_t *set, uint64_t npages, uint64_t first,
+		       uint64_t end)
 {
 	while (first < end) {
 		uint64_t w = first / 64, lo = first % 64;
@@ -35,7 +61,7 @@ void ls_set_mark_range(_Atomic uint64_t *set, uint64_t first, uint64_t end)
 		uint64_t bits = (hi == 64 ? ~0ull : (1ull << hi) - 1) &
 				~((1ull << lo) - 1);
 
-		atomic_fetch_or_explicit(&set[w], bits, memory_order_relaxed);
+		ls_set_or(set, npages, w, bits);
 		first = w * 64 + hi;
 	}
 }
@@ -43,13 +69,12 @@ void ls_set_mark_range(_Atomic uint64_t *set, uint64_t first, uint64_t end)
 void ls_set_merge(_Atomic uint64_t *a, const _Atomic uint64_t *b,
 		  uint64_t npages)
 {
-	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
-		uint64_t bits = atomic_load_explicit(&b[w], memory_order_relaxed);
+	uint64_t nw = ls_set_words(npages);
 
-		if (bits)
-			atomic_fetch_or_explicit(&a[w], bits,
-						 memory_order_relaxed);
-	}
+	for (uint64_t w = ls_set_next(b, npages, 0); w < nw;
+	     w = ls_set_next(b, npages, w + 1))
+		ls_set_or(a, npages, w,
+			  atomic_load_explicit(&b[w], memory_order_relaxed));
 }
 
 void ls_track_mark_range(struct ls_ctx *ctx, uint32_t region, uint64_t first,
@@ -58,7 +83,7 @@ void ls_track_mark_range(struct ls_ctx *ctx, uint32_t region, uint64_t first,
 	_Atomic uint64_t *set = atomic_load(&ctx->track.dirty[region]);
 
 	if (set)
-		ls_set_mark_range(set, first, end);
+		ls_set_mark_range(set, ctx->regions[region].npages, first, end);
 }
 
 void ls_track_mark(struct ls_ctx *ctx, uint32_t region, uint64_t page)
@@ -166,8 +191,8 @@ void ls_track_discarded(struct ls_ctx *ctx, _Atomic uint64_t *const *sets,
 		if (!sets[r] || info->type != LS_MEM_ANON || s >= e)
 			continue;
 		ps = info->page_size;
-		ls_set_mark_range(sets[r], (s - base) / ps,
-				  (e - base + ps - 1) / ps);
+		ls_set_mark_range(sets[r], ctx->regions[r].npages,
+				  (s - base) / ps, (e - base + ps - 1) / ps);
 	}
 }
 
@@ -320,13 +345,20 @@ static uint64_t merge_gap(const struct ls_region *reg)
 static int page_runs(const _Atomic uint64_t *set, uint64_t npages,
 		     uint64_t gap, uint64_t (*runs)[2])
 {
+	uint64_t nw = ls_set_words(npages), end = 0; /* past the last read */
 	int n = 0;
 	bool in = false;
 
-	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+	for (uint64_t w = ls_set_next(set, npages, 0); w < nw;
+	     end = w * 64 + 64 < npages ? w * 64 + 64 : npages,
+		      w = ls_set_next(set, npages, w + 1)) {
 		uint64_t bits =
 		    atomic_load_explicit(&set[w], memory_order_relaxed);
 
+		if (in && w * 64 != end) { /* words skipped: zero */
+			runs[n++][1] = end;
+			in = false;
+		}
 		if (!bits && !in)
 			continue;
 		for (uint64_t p = w * 64; p < w * 64 + 64 && p < npages; p++) {
@@ -346,7 +378,7 @@ static int page_runs(const _Atomic uint64_t *set, uint64_t npages,
 		}
 	}
 	if (in)
-		runs[n++][1] = npages;
+		runs[n++][1] = end;
 	return n;
 }
 
@@ -444,7 +476,7 @@ static void free_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 static bool alloc_sets(struct ls_ctx *ctx, _Atomic uint64_t **sets)
 {
 	for (int r = 0; r < ctx->nregions; r++) {
-		sets[r] = ls_bitmap_new(ctx->regions[r].npages);
+		sets[r] = ls_set_new(ctx->regions[r].npages);
 		if (!sets[r]) {
 			while (r--)
 				free((void *)sets[r]);
@@ -711,9 +743,10 @@ static void prep_sets_join(struct ls_ctx *ctx, _Atomic uint64_t **news,
 	}
 }
 
-void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news)
+void ls_track_prepared_merge(struct ls_ctx *ctx, _Atomic uint64_t **news,
+			     bool merge)
 {
-	prep_sets_join(ctx, news, true);
+	prep_sets_join(ctx, news, merge);
 	if (ctx->track.prep == LS_PREP_CALLER_DELTA)
 		atomic_store(&ctx->track.granule, ctx->track.refine_granule);
 	ls_track_prep_set(ctx, LS_PREP_NONE);
@@ -916,8 +949,8 @@ int ls_track_dirty(struct ls_ctx *ctx, const void *addr, size_t len)
 	if (r >= 0) {
 		ps = ctx->regions[r].info.page_size;
 		off = start - (uint64_t)(uintptr_t)ctx->regions[r].info.addr;
-		ls_set_mark_range(reported_set(ctx, r), off / ps,
-				  (off + len) / ps);
+		ls_set_mark_range(reported_set(ctx, r), ctx->regions[r].npages,
+				  off / ps, (off + len) / ps);
 	}
 	pthread_mutex_unlock(&ctx->lock);
 	return r < 0 ? r : 0;
@@ -953,15 +986,16 @@ int ls_track_dirty_bitmap(struct ls_ctx *ctx, const void *addr, uint64_t n4k,
 			continue;
 		/* 4 KiB pages, word-aligned: the word as it is */
 		if (ps == LS_SMALL_PAGE && first % 64 == 0) {
-			atomic_fetch_or_explicit(&set[first / 64 + w], bits,
-						 memory_order_relaxed);
+			ls_set_or(set, ctx->regions[r].npages, first / 64 + w,
+				  bits);
 			continue;
 		}
 		for (; bits; bits &= bits - 1) {
 			uint64_t i = w * 64 + (uint64_t)__builtin_ctzll(bits);
 			uint64_t page = (first + i) * LS_SMALL_PAGE / ps;
 
-			ls_set_mark_range(set, page, page + 1);
+			ls_set_mark_range(set, ctx->regions[r].npages, page,
+					  page + 1);
 		}
 	}
 	r = 0;
@@ -1254,9 +1288,7 @@ int ls_track_rescan(struct ls_ctx *ctx, bool with_anon,
 		for (uint64_t w = 0; w < words; w++) {
 			uint64_t changed = anon ? now[w] : held[w] & ~now[w];
 
-			if (changed)
-				atomic_fetch_or_explicit(&set[w], changed,
-							 memory_order_relaxed);
+			ls_set_or(set, reg->npages, w, changed);
 		}
 		if (anon) {
 			if (!mine)
@@ -1458,10 +1490,7 @@ int ls_track_unsettle(struct ls_ctx *ctx, bool protect)
 			ret = ret ?: scan_failed(ctx, reg, err);
 		} else {
 			for (uint64_t w = 0; set && w < words; w++)
-				if (now[w])
-					atomic_fetch_or_explicit(
-					    &set[w], now[w],
-					    memory_order_relaxed);
+				ls_set_or(set, reg->npages, w, now[w]);
 		}
 		free(now);
 		err = move_region(ctx, r, ctx->track.auffd, ctx->uffd, protect);
