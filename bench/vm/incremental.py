@@ -132,7 +132,8 @@ def main():
                 cyc[kind] = pause
                 parts[kind].append((pause, x["stop-ns"] / 1e6,
                                     x["capture-ns"] / 1e6,
-                                    x["begin-ns"] / 1e6))
+                                    x["begin-ns"] / 1e6,
+                                    x.get("arm-ns", 0) / 1e6))
                 (t_rates if inc else u_rates).append(after)
                 row("%s %d" % (kind, k), pause, total, mib, after, during, x)
             pauses.append((cyc["full"], cyc["delta"]))
@@ -161,8 +162,8 @@ def main():
                  " ".join("%.2f" % d for f, d in pauses)))
         print("guest writes/s: untracked %.0f, tracked %.0f (means)"
               % (statistics.mean(u_rates), statistics.mean(t_rates)))
-        print("\n| pause, medians, ms | pause | stop | capture | begin |\n"
-              "|---|---:|---:|---:|---:|")
+        print("\n| pause, medians, ms | pause | stop | capture | begin "
+              "| of which arm |\n|---|---:|---:|---:|---:|---:|")
         for kind, xs in parts.items():
             print("| %s | %s |" % (kind, " | ".join(
                 "%.3f" % statistics.median(col) for col in zip(*xs))))
