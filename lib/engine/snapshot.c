@@ -753,12 +753,7 @@ static int populate_if_needed(struct ls_snapshot *snap, struct ls_ctx *ctx)
 	return 0;
 }
 
-/*
- * A delta's pages: those of a set of region r that holds still (the
- * writers quiesced, or the set put aside by prepare) become PENDING,
- * counted once (a prepared delta's begin adds a second set). The others
- * stay CLEAN.
- */
+/* The pages of word w of a set (bits) become PENDING, counted once. */
 static void pending_word(struct ls_snapshot *snap, struct snap_region *sr,
 			 uint64_t w, uint64_t bits)
 {
@@ -775,6 +770,12 @@ static void pending_word(struct ls_snapshot *snap, struct snap_region *sr,
 	}
 }
 
+/*
+ * A delta's pages: those of a set of region r that holds still (the
+ * writers quiesced, or the set put aside by prepare) become PENDING,
+ * counted once (a prepared delta's begin adds a second set). The others
+ * stay CLEAN.
+ */
 static void pending_add(struct ls_snapshot *snap, uint32_t r,
 			const _Atomic uint64_t *set)
 {
